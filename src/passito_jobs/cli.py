@@ -1,0 +1,670 @@
+"""The `passito-jobs` command.
+
+Exit codes: 0 success; 1 the operation failed (unknown job id, unhealthy queue, ...);
+2 bad input, bad configuration or an unreachable database (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+from passito_jobs import logs
+from passito_jobs.config import ConfigError, Settings, parse_duration
+from passito_jobs.localdb import LocalDatabase, LocalDatabaseError
+from passito_jobs.queue.dispatch import dispatch
+from passito_jobs.queue.models import DatabaseUnavailableError, InvalidJobError, Job, JobState
+from passito_jobs.queue.store import Store, connect, describe_target
+
+log = logging.getLogger("passito_jobs.cli")
+
+PROG = "passito-jobs"
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can act on; `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _job_id(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"job ids are positive, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 disables)")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}"
+        )
+    return value
+
+
+def _queue_list(text: str) -> tuple[str, ...]:
+    return tuple(q.strip() for q in text.split(",") if q.strip())
+
+
+# ---------------------------------------------------------------- shared plumbing
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def database_url(settings: Settings) -> str:
+    """PASSITO_DATABASE_URL, or the embedded PostgreSQL (started if needed) when it is unset."""
+    if settings.database_url:
+        return settings.database_url
+    url = LocalDatabase(settings.data_dir).start()
+    log.info(
+        "PASSITO_DATABASE_URL is not set: using the embedded PostgreSQL at %s (data in %s)",
+        url,
+        settings.data_dir / "pgdata",
+    )
+    return url
+
+
+def _store(settings: Settings) -> Store:
+    url = database_url(settings)
+    return Store(connect(url, timeout=settings.connect_timeout))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    applied = store.migrate()
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print(f"schema up to date (migration {store.schema_version():04d})")
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    url = database_url(settings)
+    conn = connect(url, timeout=settings.connect_timeout)
+    with conn:
+        job_id = dispatch(
+            args.type,
+            args.payload,
+            queue=args.queue,
+            priority=args.priority,
+            delay=args.delay,
+            depends_on=args.depends_on,
+            max_attempts=args.max_attempts,
+            unique_key=args.unique_key,
+            conn=conn,
+        )
+    print(job_id)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.worker.cli import run_worker  # noqa: PLC0415 - keeps `dispatch` light
+
+    changes: dict[str, Any] = {}
+    for name in (
+        "queues",
+        "concurrency",
+        "batch_size",
+        "metrics_port",
+        "log_jobs",
+        "shutdown_timeout",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.imports:
+        changes["job_modules"] = tuple(settings.job_modules) + tuple(args.imports)
+    settings = settings.replace(**changes)
+    import_job_modules(settings.job_modules)
+    return run_worker(settings, database_url(settings))
+
+
+def import_job_modules(modules: Sequence[str]) -> None:
+    """Import the modules that register job types; the current directory is importable."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError(f"cannot import job module {module!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _job_row(job: Job) -> list[str]:
+    when = job.finished_at or job.run_at
+    error = (job.last_error or "").splitlines()[0] if job.last_error else ""
+    return [
+        str(job.id),
+        job.state.value,
+        job.type,
+        job.queue,
+        f"{job.attempts}/{job.max_attempts}",
+        when.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        error[:60],
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _job_dict(job: Job) -> dict[str, Any]:
+    data = {name: getattr(job, name) for name in job.__dataclass_fields__}
+    data["state"] = job.state.value
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
+    jobs = _store(settings).list_jobs(state=args.state, type=args.type, queue=args.queue, limit=args.limit)
+    if args.json:
+        _print_json([_job_dict(job) for job in jobs])
+        return 0
+    if not jobs:
+        print("no jobs match")
+        return 0
+    print(
+        _table(
+            ["ID", "STATE", "TYPE", "QUEUE", "ATTEMPTS", "WHEN", "LAST ERROR"],
+            [_job_row(job) for job in jobs],
+        )
+    )
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
+    job = _store(settings).get_job(args.id)
+    if job is None:
+        raise CommandError(f"no job #{args.id}")
+    if args.json:
+        _print_json(_job_dict(job))
+        return 0
+    data = _job_dict(job)
+    for key in ("payload", "result", "progress", "last_error"):
+        data.pop(key)
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if value in (None, [], ""):
+            continue
+        print(f"{key.replace('_', ' ').ljust(width)}  {value}")
+    print(f"{'payload'.ljust(width)}  {json.dumps(job.payload, ensure_ascii=False)}")
+    if job.result is not None:
+        print(f"{'result'.ljust(width)}  {json.dumps(job.result, ensure_ascii=False)}")
+    if job.progress is not None:
+        print(f"{'progress'.ljust(width)}  {json.dumps(job.progress, ensure_ascii=False)}")
+    if job.last_error:
+        print("last error:")
+        for line in job.last_error.splitlines():
+            print(f"  {line}")
+    return 0
+
+
+def _report_unmatched(store: Store, asked: Sequence[int], done: Sequence[int], verb: str, states: str) -> int:
+    skipped = [i for i in asked if i not in set(done)]
+    if not skipped:
+        return 0
+    known = store.existing_ids(skipped)
+    for job_id in skipped:
+        if job_id in known:
+            job = store.get_job(job_id)
+            state = job.state.value if job else "gone"
+            print(
+                f"job #{job_id} not {verb}: it is {state} (only {states} jobs can be {verb})",
+                file=sys.stderr,
+            )
+        else:
+            print(f"job #{job_id} not {verb}: no such job", file=sys.stderr)
+    return 1
+
+
+def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.ids) == bool(args.all_failed):
+        raise CommandError("give job ids or --all-failed (not both)", code=2)
+    if args.type and not args.all_failed:
+        raise CommandError("--type goes with --all-failed", code=2)
+    store = _store(settings)
+    ids = args.ids or store.failed_ids(type=args.type)
+    if not ids:
+        print("no failed jobs to retry")
+        return 0
+    requeued = store.retry(ids)
+    if requeued:
+        print(f"requeued {len(requeued)} job(s): {', '.join(f'#{i}' for i in requeued)}")
+    return _report_unmatched(store, ids, requeued, "retried", "failed or cancelled")
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    cancelled = store.cancel(args.ids)
+    if cancelled:
+        print(f"cancelled {len(cancelled)} job(s): {', '.join(f'#{i}' for i in cancelled)}")
+    return _report_unmatched(store, args.ids, cancelled, "cancelled", "blocked, pending or processing")
+
+
+def cmd_jobs_prune(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    keep_completed = settings.keep_completed if args.keep_completed is None else args.keep_completed
+    keep_failed = settings.keep_failed if args.keep_failed is None else args.keep_failed
+    total = 0
+    while True:
+        deleted = store.prune(keep_completed, keep_failed, settings.prune_batch_size)
+        total += deleted
+        if deleted < settings.prune_batch_size:
+            break
+    print(f"pruned {total} finished job(s)")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url:
+        print(
+            f"PASSITO_DATABASE_URL is set ({describe_target(settings.database_url)}); "
+            "the embedded PostgreSQL is not used",
+            file=sys.stderr,
+        )
+        return 1 if args.action in {"start", "stop"} else 0
+    db = LocalDatabase(settings.data_dir)
+    if args.action == "start":
+        print(db.start())
+    elif args.action == "stop":
+        print("stopped" if db.stop() else "not running")
+    elif args.action == "url":
+        port = db.running_port()
+        if port is None:
+            raise CommandError("the embedded PostgreSQL is not running (start it: passito-jobs db start)")
+        print(db.url(port))
+    return 0
+
+
+def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.supervisor.local import LocalSupervisor  # noqa: PLC0415
+    from passito_jobs.supervisor.policy import ScalingPolicy  # noqa: PLC0415
+
+    def pick(name: str) -> Any:
+        value = getattr(args, name)
+        return getattr(settings, name) if value is None else value
+
+    try:
+        policy = ScalingPolicy(
+            min_replicas=pick("min_workers"),
+            max_replicas=pick("max_workers"),
+            scale_up_threshold=pick("scale_up_threshold"),
+            scale_down_threshold=pick("scale_down_threshold"),
+            cooldown=pick("cooldown"),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), code=2) from None
+    queues = args.queues if args.queues is not None else settings.queues
+    modules = tuple(settings.job_modules) + tuple(args.imports)
+    import_job_modules(modules)  # fail here, once, rather than in every worker
+    worker_args = [arg for module in modules for arg in ("--import", module)]
+    if args.concurrency:
+        worker_args += ["--concurrency", str(args.concurrency)]
+    supervisor = LocalSupervisor(
+        policy,
+        database_url=database_url(settings),
+        check_interval=pick("check_interval"),
+        queues=queues,
+        worker_args=worker_args,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return supervisor.run(stop)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(settings, jobs=args.jobs, until_drained=args.until_drained, workers=args.workers)
+
+
+# ---------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (and exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Postgres-backed job queue, workers and autoscaling for Passito.",
+        epilog="Settings come from PASSITO_* environment variables (docs/configuration.md).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("migrate", help="install or upgrade the queue schema (safe to run concurrently)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("dispatch", help="dispatch one job and print its id")
+    p.add_argument("type", help="job type, e.g. GenerateQrCode")
+    p.add_argument(
+        "--payload",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="the job's payload, a JSON object (default {})",
+    )
+    p.add_argument("--queue", default="default", help="queue name (default: default)")
+    p.add_argument("--priority", type=_int, default=0, help="higher runs first (default 0)")
+    p.add_argument(
+        "--delay",
+        type=_non_negative_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="run no earlier than this many seconds from now",
+    )
+    p.add_argument(
+        "--depends-on",
+        type=_job_id,
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="parent job ids: run only after all of them completed",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="attempts before the job fails for good (default 3)",
+    )
+    p.add_argument(
+        "--unique-key",
+        default=None,
+        metavar="KEY",
+        help="while an unfinished job has this key, print its id instead",
+    )
+    p.set_defaults(func=cmd_dispatch)
+
+    p = sub.add_parser("worker", help="run a worker process")
+    p.add_argument(
+        "--queues",
+        type=_queue_list,
+        default=None,
+        metavar="A,B",
+        help="queues to take jobs from (default: all; PASSITO_QUEUES)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="jobs run at once (PASSITO_CONCURRENCY, default 10)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="most jobs claimed per round trip (PASSITO_BATCH_SIZE, default 100)",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers job types (repeatable; PASSITO_JOB_MODULES)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="HTTP port for /metrics, /healthz, /readyz; 0 disables (PASSITO_METRICS_PORT, 9100)",
+    )
+    p.add_argument(
+        "--log-jobs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log a line per job start and end (PASSITO_LOG_JOBS, default on)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="on SIGTERM, time for in-flight jobs to finish (PASSITO_SHUTDOWN_TIMEOUT, 30s)",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    jobs = sub.add_parser("jobs", help="inspect and manage jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=_Parser)
+    p = jsub.add_parser("list", help="list jobs, newest first")
+    p.add_argument("--state", "--status", dest="state", choices=[s.value for s in JobState])
+    p.add_argument("--type")
+    p.add_argument("--queue")
+    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("show", help="show one job")
+    p.add_argument("id", type=_job_id)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_jobs_show)
+    p = jsub.add_parser("retry", help="requeue failed or cancelled jobs with attempts reset")
+    p.add_argument("ids", type=_job_id, nargs="*", metavar="ID")
+    p.add_argument("--all-failed", action="store_true", help="every failed job (the dead-letter set)")
+    p.add_argument("--type", help="with --all-failed: only this job type")
+    p.set_defaults(func=cmd_jobs_retry)
+    p = jsub.add_parser("cancel", help="cancel blocked, pending or processing jobs")
+    p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_jobs_cancel)
+    p = jsub.add_parser("prune", help="delete finished jobs older than their retention")
+    p.add_argument(
+        "--keep-completed",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="PASSITO_KEEP_COMPLETED (default 7d)",
+    )
+    p.add_argument(
+        "--keep-failed",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="PASSITO_KEEP_FAILED (default 30d)",
+    )
+    p.set_defaults(func=cmd_jobs_prune)
+
+    p = sub.add_parser("supervise", help="run local worker processes scaled to the queue")
+    p.add_argument(
+        "--min-workers",
+        type=_int,
+        default=None,
+        metavar="N",
+        help="fewest workers, 0 allowed (PASSITO_MIN_WORKERS, default 1)",
+    )
+    p.add_argument(
+        "--max-workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="most workers (PASSITO_MAX_WORKERS, default 10)",
+    )
+    p.add_argument(
+        "--scale-up-threshold",
+        type=_positive_float,
+        default=None,
+        metavar="JOBS",
+        help="jobs per worker above which workers are added (default 5)",
+    )
+    p.add_argument(
+        "--scale-down-threshold",
+        type=_non_negative_seconds,
+        default=None,
+        metavar="JOBS",
+        help="jobs per worker below which workers are stopped (default 2)",
+    )
+    p.add_argument(
+        "--check-interval",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="time between load checks (PASSITO_CHECK_INTERVAL, default 10s)",
+    )
+    p.add_argument(
+        "--cooldown",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="least time between a scale and a scale-down (PASSITO_COOLDOWN, default 60s)",
+    )
+    p.add_argument(
+        "--queues",
+        type=_queue_list,
+        default=None,
+        metavar="A,B",
+        help="queues to count and to work on (default: all)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="jobs each worker runs at once (PASSITO_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module that registers job types, passed to each worker (repeatable)",
+    )
+    p.set_defaults(func=cmd_supervise)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL used when PASSITO_DATABASE_URL is unset")
+    p.add_argument("action", choices=["start", "stop", "url"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("demo", help="run the system locally with a demo workload (`make run`)")
+    p.add_argument("--jobs", type=_positive_int, default=200, help="demo jobs to dispatch (default 200)")
+    p.add_argument("--workers", type=_positive_int, default=4, help="most worker processes (default 4)")
+    p.add_argument("--until-drained", action="store_true", help="exit 0 once every demo job is done")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    identity = f"{settings.worker_host}:{os.getpid()}"
+    role = {"worker": "Worker", "supervise": "Supervisor"}.get(args.command, "passito-jobs")
+    logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format)
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, settings)
+    except CommandError as exc:
+        _fail(str(exc), exc.code)
+    except (ConfigError, InvalidJobError, DatabaseUnavailableError, LocalDatabaseError) as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `passito-jobs jobs list | head`: stop quietly.
+        sys.stderr.close()
+        return 0

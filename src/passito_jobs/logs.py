@@ -1,0 +1,86 @@
+"""Log lines: `[Worker host:pid][INFO] Processing Job #12 (Type) job_id=12 ...` or JSON.
+
+The bracketed prefix is what the old supervisor printed (operators grep for it); the
+key=value tail makes each job line machine-readable. PASSITO_LOG_FORMAT=json emits one JSON
+object per line instead. Pass `extra={"tag": "DONE", "kv": {...}}` to set the bracket's tag
+and the key=value fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, role: str, identity: str) -> None:
+        super().__init__()
+        self.prefix = f"[{role} {identity}]"
+
+    def format(self, record: logging.LogRecord) -> str:
+        tag = getattr(record, "tag", None) or record.levelname
+        line = f"{self.prefix}[{tag}] {record.getMessage()}"
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join(f"{key}={_value(value)}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, role: str, identity: str) -> None:
+        super().__init__()
+        self.role = role
+        self.identity = identity
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "tag": getattr(record, "tag", None) or record.levelname,
+            "role": self.role,
+            "identity": self.identity,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key in ("job_id", "job_type"):
+        if hasattr(record, key):
+            fields[key] = getattr(record, key)
+    fields.update(getattr(record, "kv", None) or {})
+    return fields
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return json.dumps(text)
+    return text
+
+
+def setup(*, role: str, identity: str, level: str = "INFO", fmt: str = "text") -> None:
+    """Send passito_jobs' logs to stderr with the given prefix; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(role, identity) if fmt == "json" else TextFormatter(role, identity))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_passito", False):
+            root.removeHandler(old)
+    handler._passito = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Third-party chatter stays at WARNING unless DEBUG was asked for.
+    if level.upper() != "DEBUG":
+        for noisy in ("psycopg", "asyncio", "kopf", "aiohttp"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

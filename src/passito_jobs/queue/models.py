@@ -1,0 +1,108 @@
+"""The queue's vocabulary: job states, job rows, dispatch requests and errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class JobState(enum.StrEnum):
+    """The life of a job; docs/architecture.md draws the transitions."""
+
+    BLOCKED = "blocked"
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class QueueError(Exception):
+    """Base class of the queue's own errors."""
+
+
+class InvalidJobError(QueueError, ValueError):
+    """A dispatch request breaks a rule (payload not an object, negative delay, ...)."""
+
+
+class UnknownJobError(QueueError, LookupError):
+    """No job has this id."""
+
+
+class DatabaseUnavailableError(QueueError):
+    """The database cannot be reached; the message names the host and the cause."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job to dispatch (the arguments of `dispatch`, for `dispatch_many`)."""
+
+    type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    delay: float | None = None
+    run_at: datetime | None = None
+    depends_on: Sequence[int] = ()
+    max_attempts: int = 3
+    unique_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker holds: what a handler needs, and the attempt it is on."""
+
+    id: int
+    queue: str
+    type: str
+    payload: JsonObject
+    priority: int
+    attempt: int
+    max_attempts: int
+    waited_seconds: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job row, as `jobs show` prints it."""
+
+    id: int
+    queue: str
+    type: str
+    payload: JsonObject
+    priority: int
+    state: JobState
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    depends_on: list[int]
+    waiting_on: int
+    unique_key: str | None
+    worker_id: str | None
+    claimed_at: datetime | None
+    heartbeat_at: datetime | None
+    last_error: str | None
+    result: Any
+    progress: Any
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["state"] = JobState(values["state"])
+        values["depends_on"] = list(values["depends_on"] or [])
+        return cls(**values)

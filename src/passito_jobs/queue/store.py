@@ -1,0 +1,450 @@
+"""The only module that executes queue SQL.
+
+`Store` (synchronous) serves dispatch, the CLI, maintenance and health checks; `AsyncStore`
+serves the worker's hot path (claim, complete, fail, heartbeat, listen). Both run the named
+queries of `sql/queries.sql`; the state transitions themselves are SQL functions created by
+the migrations in `sql/migrations/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from passito_jobs.queue.models import (
+    ClaimedJob,
+    DatabaseUnavailableError,
+    InvalidJobError,
+    Job,
+    JobRequest,
+)
+
+MIGRATION_LOCK_KEY = 0x7061_7373_6974_6F  # "passito": one advisory lock for all migrators
+NOTIFY_CHANNEL = "passito_jobs"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+Conn = psycopg.Connection[Any]
+AsyncConn = psycopg.AsyncConnection[Any]
+
+
+# ---------------------------------------------------------------- SQL files
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of sql/queries.sql."""
+    text = resources.files("passito_jobs.queue").joinpath("sql/queries.sql").read_text("utf-8")
+    found: dict[str, str] = {}
+    for chunk in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
+        name, _, body = chunk.partition("\n")
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        found[name.strip()] = "\n".join(lines).strip()
+    return found
+
+
+def _q(name: str) -> str:
+    """A named query. It comes from our own package files, never from input."""
+    return queries()[name]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration shipped with the package, in order."""
+    folder = resources.files("passito_jobs.queue").joinpath("sql/migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
+    return tuple(found)
+
+
+# ---------------------------------------------------------------- connections
+
+
+def describe_target(url: str) -> str:
+    """host:port/dbname of a connection URL, without credentials (for messages)."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparsable database URL)"
+    host = str(info.get("host") or "localhost")
+    if host.startswith("/"):
+        host = f"socket {host}"
+    port = info.get("port") or 5432
+    return f"{host}:{port}/{info.get('dbname') or info.get('user') or ''}".rstrip("/")
+
+
+def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = lines[0] if lines else type(exc).__name__
+    # libpq repeats the target; keep its last, most specific clause.
+    cause = re.sub(r"^connection (?:failed|to server at .*?failed):\s*", "", cause)
+    cause = re.sub(r'^connection to server at "[^"]*"(?:\s*\([^)]*\))?, port \d+ failed:\s*', "", cause)
+    return DatabaseUnavailableError(f"cannot connect to the database at {describe_target(url)}: {cause}")
+
+
+def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
+    """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, round(timeout)))
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        raise _connect_error(url, exc) from None
+
+
+async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=max(1, round(timeout))
+        )
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        raise _connect_error(url, exc) from None
+
+
+def _invalid_job(exc: pg_errors.Error) -> InvalidJobError:
+    message = exc.diag.message_primary or str(exc)
+    return InvalidJobError(message)
+
+
+def _jsonb_list(values: Iterable[Any]) -> list[Jsonb | None]:
+    return [None if v is None else Jsonb(v) for v in values]
+
+
+# ---------------------------------------------------------------- synchronous store
+
+
+class Store:
+    """Queue operations on one synchronous connection, in the connection's transaction."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    # --- migrations
+
+    def migrate(self) -> list[Migration]:
+        """Apply pending migrations in order under an advisory lock; return those applied.
+
+        Safe to run from many processes at once: they queue on the lock, and each migration
+        runs in its own transaction together with its bookkeeping row.
+        """
+        conn = self.conn
+        applied: list[Migration] = []
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS passito_jobs")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS passito_jobs.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                row[0]: row[1]
+                for row in conn.execute("SELECT version, checksum FROM passito_jobs.schema_migrations")
+            }
+            for migration in migrations():
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise RuntimeError(
+                            f"migration {migration.version:04d}_{migration.name} was changed after "
+                            "it was applied; add a new migration instead"
+                        )
+                    continue
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO passito_jobs.schema_migrations (version, name, checksum)"
+                    " VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+                applied.append(migration)
+        return applied
+
+    def schema_version(self) -> int | None:
+        """The newest applied migration, or None when the schema is not installed."""
+        row = self.conn.execute("SELECT to_regclass('passito_jobs.schema_migrations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return None
+        row = self.conn.execute("SELECT max(version) FROM passito_jobs.schema_migrations").fetchone()
+        return None if row is None else cast("int | None", row[0])
+
+    # --- dispatch
+
+    def dispatch(self, request: JobRequest) -> int:
+        try:
+            row = self.conn.execute(_q("dispatch"), _dispatch_params(request)).fetchone()
+        except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as exc:
+            raise _invalid_job(exc) from None
+        assert row is not None
+        return int(row[0])
+
+    def dispatch_many(self, requests: Sequence[JobRequest]) -> list[int]:
+        """Dispatch many jobs in the connection's transaction; return their ids in order.
+
+        Plain jobs go in with one binary COPY; jobs with parents or a unique key go through
+        the dispatch function, one pipelined statement each.
+        """
+        conn = self.conn
+        plain = [i for i, r in enumerate(requests) if not r.depends_on and r.unique_key is None]
+        ids: dict[int, int] = {}
+        # In autocommit, make the batch atomic; otherwise it joins the caller's transaction
+        # (psycopg's transaction() would commit it on exit).
+        atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
+        with atomic:
+            if plain:
+                row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
+                assert row is not None
+                now, reserved = row
+                with conn.cursor().copy(_q("copy_jobs")) as copy:
+                    copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
+                    for index, job_id in zip(plain, reserved, strict=True):
+                        request = requests[index]
+                        copy.write_row(
+                            (
+                                job_id,
+                                request.queue,
+                                request.type,
+                                Jsonb(dict(request.payload)),
+                                request.priority,
+                                request.max_attempts,
+                                _run_at(request, now),
+                            )
+                        )
+                        ids[index] = job_id
+                ready = sorted(
+                    {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
+                )
+                if ready:
+                    conn.execute(_q("notify_ready"), {"queues": ready})
+            rest = [i for i in range(len(requests)) if i not in ids]
+            if rest:
+                try:
+                    with conn.pipeline():
+                        cursors = [conn.execute(_q("dispatch"), _dispatch_params(requests[i])) for i in rest]
+                except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as exc:
+                    raise _invalid_job(exc) from None
+                for index, cur in zip(rest, cursors, strict=True):
+                    fetched = cur.fetchone()
+                    assert fetched is not None
+                    ids[index] = int(fetched[0])
+        return [ids[i] for i in range(len(requests))]
+
+    # --- operator commands
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(_q("get_job"), {"id": job_id}).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                _q("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
+            ).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        return {row[0] for row in self.conn.execute(_q("existing_ids"), {"ids": list(ids)})}
+
+    def failed_ids(self, *, type: str | None = None) -> list[int]:
+        return [row[0] for row in self.conn.execute(_q("failed_ids"), {"type": type})]
+
+    def retry(self, ids: Sequence[int]) -> list[int]:
+        row = self.conn.execute(_q("retry"), {"ids": list(ids)}).fetchone()
+        return list(row[0]) if row else []
+
+    def cancel(self, ids: Sequence[int]) -> list[int]:
+        row = self.conn.execute(_q("cancel"), {"ids": list(ids)}).fetchone()
+        return list(row[0]) if row else []
+
+    def finished_between(self, first: int, last: int) -> tuple[int, int]:
+        """(finished, failed) among the jobs with ids first..last (a dispatched batch)."""
+        row = self.conn.execute(_q("finished_between"), {"first": first, "last": last}).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], int(r[2])) for r in self.conn.execute(_q("count_by_queue_and_state"))]
+
+    def load(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
+        """(ready, processing) jobs in the given queues (None: all)."""
+        row = self.conn.execute(_q("load"), {"queues": list(queues) if queues else None}).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # --- maintenance
+
+    def rescue(self, stuck_after: float, batch: int = 1000) -> list[tuple[int, str, str | None]]:
+        """Return stuck processing jobs to pending (or failed); one batch per call."""
+        rows = self.conn.execute(_q("rescue"), {"stuck_after": stuck_after, "batch": batch})
+        return [(int(r[0]), str(r[1]), r[2]) for r in rows]
+
+    def prune(self, keep_completed: float, keep_failed: float, batch: int = 1000) -> int:
+        """Delete up to `batch` rows of each finished kind past retention; return rows deleted."""
+        row = self.conn.execute(
+            _q("prune"),
+            {"keep_completed": keep_completed, "keep_failed": keep_failed, "batch": batch},
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def acquire_lease(self, lease: str, holder: str, ttl: float) -> bool:
+        row = self.conn.execute(
+            _q("acquire_lease"), {"lease": lease, "holder": holder, "ttl": ttl}
+        ).fetchone()
+        return bool(row and row[0])
+
+    def release_lease(self, lease: str, holder: str) -> None:
+        self.conn.execute(_q("release_lease"), {"lease": lease, "holder": holder})
+
+
+def _dispatch_params(request: JobRequest) -> dict[str, Any]:
+    return {
+        "type": request.type,
+        "payload": Jsonb(dict(request.payload)),
+        "queue": request.queue,
+        "priority": request.priority,
+        "run_at": request.run_at,
+        "delay": request.delay,
+        "depends_on": list(request.depends_on),
+        "max_attempts": request.max_attempts,
+        "unique_key": request.unique_key,
+    }
+
+
+def _run_at(request: JobRequest, now: datetime) -> datetime:
+    """When a copied job is due, on the server's clock."""
+    if request.run_at is not None:
+        return request.run_at
+    if request.delay:
+        return now + timedelta(seconds=request.delay)
+    return now
+
+
+# ---------------------------------------------------------------- asynchronous store (worker)
+
+
+class AsyncStore:
+    """The worker's hot path on one asynchronous connection (autocommit).
+
+    `complete_and_claim` sends the buffered outcomes and the next claim in one pipelined
+    round trip.
+    """
+
+    def __init__(self, conn: AsyncConn, worker: str) -> None:
+        self.conn = conn
+        self.worker = worker
+
+    async def claim(self, queues: Sequence[str] | None, batch: int) -> list[ClaimedJob]:
+        cur = await self.conn.execute(
+            _q("claim"),
+            {"worker": self.worker, "queues": list(queues) if queues else None, "batch": batch},
+        )
+        return [ClaimedJob(*row) for row in await cur.fetchall()]
+
+    async def settle_and_claim(
+        self,
+        completed: Sequence[tuple[int, int, Any]],
+        failed: Sequence[tuple[int, int, str, float | None]],
+        queues: Sequence[str] | None,
+        batch: int,
+    ) -> list[ClaimedJob]:
+        """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
+        conn = self.conn
+        async with conn.pipeline():
+            if completed:
+                await conn.execute(_q("complete"), _completion_params(self.worker, completed))
+            if failed:
+                await conn.execute(_q("fail"), _failure_params(self.worker, failed))
+            if batch <= 0:
+                return []
+            cur = await conn.execute(
+                _q("claim"),
+                {"worker": self.worker, "queues": list(queues) if queues else None, "batch": batch},
+            )
+            rows = await cur.fetchall()
+        return [ClaimedJob(*row) for row in rows]
+
+    async def release(self, held: Sequence[tuple[int, int]]) -> int:
+        cur = await self.conn.execute(
+            _q("release"),
+            {"worker": self.worker, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]},
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
+        """Heart-beat (id, attempt, progress) jobs; return the ids still held."""
+        cur = await self.conn.execute(
+            _q("heartbeat"),
+            {
+                "worker": self.worker,
+                "ids": [h[0] for h in held],
+                "attempts": [h[1] for h in held],
+                "progress": _jsonb_list(h[2] for h in held),
+            },
+        )
+        row = await cur.fetchone()
+        return set(row[0]) if row else set()
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
+        cur = await self.conn.execute(_q("next_run_at"), {"queues": list(queues) if queues else None})
+        row = await cur.fetchone()
+        return None if row is None else cast("datetime | None", row[0])
+
+    async def listen(self) -> None:
+        await self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def notifications(self) -> AsyncIterator[psycopg.Notify]:
+        return self.conn.notifies()
+
+
+def _completion_params(worker: str, completed: Sequence[tuple[int, int, Any]]) -> dict[str, Any]:
+    return {
+        "worker": worker,
+        "ids": [c[0] for c in completed],
+        "attempts": [c[1] for c in completed],
+        "results": [c[2] for c in completed],  # JSON text, encoded by the worker
+    }
+
+
+def _failure_params(worker: str, failed: Sequence[tuple[int, int, str, float | None]]) -> dict[str, Any]:
+    return {
+        "worker": worker,
+        "ids": [f[0] for f in failed],
+        "attempts": [f[1] for f in failed],
+        "errors": [f[2] for f in failed],
+        "retry_in": [f[3] for f in failed],
+    }

@@ -1,0 +1,1 @@
+"""The worker runtime: claim loop, concurrency, signals, heartbeats, HTTP probes and metrics."""

@@ -1,0 +1,108 @@
+"""Test helpers: waiting on conditions with deadlines, running the CLI and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+
+TESTS = Path(__file__).parent
+
+
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message} (last: {last!r})")
+        time.sleep(interval)
+        last = condition()
+    return last
+
+
+def run_cli(
+    args: Sequence[str], env: dict[str, str], *, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
+        [sys.executable, "-m", "passito_jobs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        stdin=None if input else subprocess.DEVNULL,
+    )
+
+
+class WorkerProcess:
+    """A `passito-jobs worker` subprocess with its log captured to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "worker", "--import", "tests.jobtypes", *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=TESTS.parent,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+
+def job_state(conn: psycopg.Connection[Any], job_id: int) -> str:
+    row = conn.execute("SELECT state::text FROM passito_jobs.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None, f"no job #{job_id}"
+    return str(row[0])
+
+
+def count_states(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    return {
+        row[0]: row[1]
+        for row in conn.execute("SELECT state::text, count(*) FROM passito_jobs.jobs GROUP BY state")
+    }

@@ -1,0 +1,50 @@
+"""Retry backoff and the job-type registry."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from passito_jobs.jobs.registry import JobContext, Registry, job_type
+from passito_jobs.queue.backoff import retry_delay
+
+
+def test_backoff_doubles_with_jitter_in_the_upper_half_and_is_capped() -> None:
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16)]:
+        delays = [retry_delay(attempt, base=2, cap=100, rng=rng) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert max(delays) - min(delays) > ceiling / 4  # jitter spreads them
+    assert all(50 <= retry_delay(30, base=2, cap=100, rng=rng) <= 100 for _ in range(50))
+    assert retry_delay(10_000, base=2, cap=60, rng=rng) <= 60
+    with pytest.raises(ValueError, match="start at 1"):
+        retry_delay(0, base=1, cap=1)
+
+
+def test_registry_records_sync_and_async_handlers() -> None:
+    registry = Registry()
+
+    @job_type("Sync", timeout=5, into=registry)
+    def sync(ctx: JobContext) -> None: ...
+
+    @job_type(into=registry)
+    async def Async(ctx: JobContext) -> None: ...  # noqa: N802
+
+    assert registry.names() == ["Async", "Sync"]
+    assert (registry["Sync"].is_async, registry["Sync"].timeout) == (False, 5)
+    assert registry["Async"].is_async
+    assert "Nope" not in registry
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("Sync", lambda ctx: None)
+    with pytest.raises(ValueError, match="must be positive"):
+        registry.register("Bad", sync, timeout=0)
+
+
+def test_context_progress_is_handed_over_once() -> None:
+    ctx = JobContext(1, "T", "default", {}, 1, 3, "w")
+    assert ctx.take_progress() is None
+    ctx.set_progress({"pct": 10})
+    assert ctx.take_progress() == {"pct": 10}
+    assert ctx.take_progress() is None
+    assert not ctx.is_last_attempt
