@@ -10,7 +10,7 @@ UNTIL_DRAINED ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit bench schema clean
+.PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,10 @@ typecheck: $(STAMP) ## mypy --strict on the package
 
 bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
+
+bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema

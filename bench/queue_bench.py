@@ -164,6 +164,9 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=100_000, help="jobs per dispatch_many call")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run PgQueuer on the same server (needs the `bench` extra)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="passito-bench-") as tmp:
@@ -178,6 +181,7 @@ def main() -> int:
             drain_rate = bench_drain(url, args.jobs, args.workers, args.concurrency, args.batch_size)
             reset(url)
             p50, p99 = bench_latency(url, args.latency_samples)
+            peers = run_peers(url, args) if args.peers else []
         finally:
             if local is not None:
                 local.stop()
@@ -192,6 +196,7 @@ def main() -> int:
         "drain_jobs_per_s": round(drain_rate),
         "pickup_latency_p50_ms": round(p50 * 1000, 2),
         "pickup_latency_p99_ms": round(p99 * 1000, 2),
+        "peers": peers,
     }
     if args.json:
         print(json.dumps(results))
