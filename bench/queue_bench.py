@@ -143,6 +143,29 @@ def bench_latency(url: str, samples: int) -> tuple[float, float]:
     return statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
+def run_peers(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Peer queues on the same server, with the same job count, processes and batch size."""
+    script = Path(__file__).parent / "peers" / "pgqueuer_drain.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            url,
+            "--jobs",
+            str(args.jobs),
+            "--workers",
+            str(args.workers),
+            "--batch-size",
+            str(args.batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    return [json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 def wait_state(conn: psycopg.Connection[Any], job_id: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -213,6 +236,12 @@ def main() -> int:
             f"pickup latency: p50 {results['pickup_latency_p50_ms']} ms, "
             f"p99 {results['pickup_latency_p99_ms']} ms  (idle worker, dispatch to claim)"
         )
+        for peer in peers:
+            print(
+                f"{peer['queue']}: dispatch {peer['dispatch_jobs_per_s']:,} jobs/s, "
+                f"drain {peer['drain_jobs_per_s']:,} jobs/s ({peer['workers']} processes, "
+                f"batch {peer['batch_size']})"
+            )
     return 0
 
 
