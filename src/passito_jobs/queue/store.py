@@ -112,19 +112,30 @@ def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"cannot connect to the database at {describe_target(url)}: {cause}")
 
 
+def _connection_options(timeout: float) -> dict[str, Any]:
+    # TCP keepalives notice a database host that vanished (node loss, network partition) within
+    # about a minute, instead of a worker waiting forever on a dead socket.
+    return {
+        "connect_timeout": max(1, round(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "application_name": "passito-jobs",
+    }
+
+
 def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
     """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, round(timeout)))
+        return psycopg.connect(url, autocommit=autocommit, **_connection_options(timeout))
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
 
 
 async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
     try:
-        return await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=max(1, round(timeout))
-        )
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, **_connection_options(timeout))
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
 
