@@ -299,9 +299,7 @@ class Settings:
         "`starttls` (upgrade a plain connection), `tls` (implicit TLS) or `none`.",
         "Email",
     )
-    smtp_user: str | None = _setting(
-        "PASSITO_SMTP_USER", None, "SMTP login user; unset: no AUTH.", "Email"
-    )
+    smtp_user: str | None = _setting("PASSITO_SMTP_USER", None, "SMTP login user; unset: no AUTH.", "Email")
     smtp_password: str | None = field(
         default=None,
         repr=False,
@@ -383,7 +381,11 @@ class Settings:
                 "needs PASSITO_SMTP_SECURITY starttls or tls (the password would cross the network "
                 "in clear text)",
             ),
-            (_is_mailbox(self.smtp_from), "smtp_from", "must be an address like `Passito <no-reply@example.org>`"),
+            (
+                _is_mailbox(self.smtp_from),
+                "smtp_from",
+                "must be an address like `Passito <no-reply@example.org>`",
+            ),
             (self.smtp_timeout > 0, "smtp_timeout", "must be positive"),
             (self.concurrency >= 1, "concurrency", "must be at least 1"),
             (self.batch_size >= 1, "batch_size", "must be at least 1"),

@@ -162,7 +162,9 @@ def _payload(payload: Mapping[str, Any], settings: Settings) -> tuple[bool, int]
         raise PermanentError(f"field 'dry_run' must be true or false, got {dry_run!r}")
     days = payload.get("retention_days", settings.file_retention_days)
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise PermanentError(f"field 'retention_days' must be a whole number of days, at least 1; got {days!r}")
+        raise PermanentError(
+            f"field 'retention_days' must be a whole number of days, at least 1; got {days!r}"
+        )
     return dry_run, days
 
 

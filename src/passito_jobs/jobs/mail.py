@@ -170,7 +170,8 @@ def _send_smtp(config: MailConfig, message: EmailMessage) -> None:
         if all(500 <= code < 600 for code in codes):
             # 5xx: the server will never take this address; retrying cannot help.
             detail = "; ".join(
-                f"{rcpt}: {code} {text.decode(errors='replace')}" for rcpt, (code, text) in exc.recipients.items()
+                f"{rcpt}: {code} {text.decode(errors='replace')}"
+                for rcpt, (code, text) in exc.recipients.items()
             )
             raise PermanentError(f"the SMTP server refused the recipient ({detail})") from None
         raise

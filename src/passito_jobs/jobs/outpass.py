@@ -153,7 +153,9 @@ def _outpass_id(payload: Mapping[str, Any]) -> str:
         raise InvalidOutpassError("field 'outpass_id' is missing")
     value = payload["outpass_id"]
     if isinstance(value, bool):
-        raise InvalidOutpassError(f"field 'outpass_id' must be a positive integer or an id string, got {value}")
+        raise InvalidOutpassError(
+            f"field 'outpass_id' must be a positive integer or an id string, got {value}"
+        )
     if isinstance(value, int):
         if value < 1:
             raise InvalidOutpassError(f"field 'outpass_id' must be positive, got {value}")
@@ -223,7 +225,9 @@ def _date(payload: Mapping[str, Any], name: str, *, end_of_day: bool) -> tuple[d
     if value is None or value == "":
         raise InvalidOutpassError(f"field '{name}' is missing")
     if not isinstance(value, str):
-        raise InvalidOutpassError(f"field '{name}' must be an ISO 8601 date string, got {type(value).__name__}")
+        raise InvalidOutpassError(
+            f"field '{name}' must be an ISO 8601 date string, got {type(value).__name__}"
+        )
     text = value.strip()
     try:
         if len(text) == 10:

@@ -64,7 +64,12 @@ def generate_outpass_pdf(outpass: Outpass, settings: Settings) -> dict[str, Any]
     pdf, pages = render_pdf(outpass, qr_png)
     path = storage.pdf(outpass.outpass_id)
     storage.write_atomic(path, pdf)
-    return {"outpass_id": outpass.outpass_id, "file": storage.relative(path), "bytes": len(pdf), "pages": pages}
+    return {
+        "outpass_id": outpass.outpass_id,
+        "file": storage.relative(path),
+        "bytes": len(pdf),
+        "pages": pages,
+    }
 
 
 @job_type("GenerateOutpassPdf", timeout=120)

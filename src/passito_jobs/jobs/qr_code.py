@@ -34,12 +34,13 @@ def qr_png(data: str) -> bytes:
     """A PNG QR code of `data` (error correction M: survives a crease or a smudge)."""
     import qrcode  # noqa: PLC0415 - a worker-extra dependency, loaded when the job runs
     from qrcode.constants import ERROR_CORRECT_M  # noqa: PLC0415
+    from qrcode.image.pil import PilImage  # noqa: PLC0415
 
     code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=10, border=4)
     code.add_data(data)
     code.make(fit=True)
     out = io.BytesIO()
-    code.make_image().save(out, format="PNG")
+    code.make_image(image_factory=PilImage).save(out, format="PNG")
     return out.getvalue()
 
 
