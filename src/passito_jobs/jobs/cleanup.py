@@ -139,10 +139,12 @@ def cleanup_expired_files(
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                if exc.errno == errno.ELOOP:  # the folder itself is a symlink: not ours to follow
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                # Not a directory; if it is a symlink (to anywhere), it is not ours to follow.
+                if stat.S_ISLNK(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
                     result.symlinks_skipped += 1
-                    continue
-                raise
+                continue
             try:
                 sweep.directory(fd, name)  # the top folders themselves stay
             finally:

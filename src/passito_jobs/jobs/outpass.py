@@ -73,6 +73,11 @@ class Outpass:
         outpass_id = _outpass_id(payload)
         from_date, from_has_time = _date(payload, "from_date", end_of_day=False)
         to_date, to_has_time = _date(payload, "to_date", end_of_day=True)
+        # A plain date has no zone of its own: it takes the other date's offset.
+        if not from_has_time and to_date.tzinfo is not None:
+            from_date = from_date.replace(tzinfo=to_date.tzinfo)
+        if not to_has_time and from_date.tzinfo is not None:
+            to_date = to_date.replace(tzinfo=from_date.tzinfo)
         if (from_date.tzinfo is None) != (to_date.tzinfo is None):
             raise InvalidOutpassError("from_date and to_date must both have a time zone offset, or neither")
         if to_date < from_date:
