@@ -88,7 +88,8 @@ def test_the_pdf_has_the_outpass_text_and_the_qr_image(settings: Settings) -> No
     assert len(images) == 1
     embedded = cv2.imdecode(np.frombuffer(images[0].data, np.uint8), cv2.IMREAD_COLOR)
     assert decode_qr(embedded) == verification_url(outpass, settings)
-    assert reader.metadata is not None and reader.metadata.title == "Outpass 42: Aanya <b>Sharma</b> & Co"
+    assert reader.metadata is not None
+    assert reader.metadata.title == "Outpass 42: Aanya <b>Sharma</b> & Co"
 
 
 def test_a_rendered_page_shows_a_scannable_qr_code(settings: Settings, tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_a_rendered_page_shows_a_scannable_qr_code(settings: Settings, tmp_path:
 def test_the_pdf_job_waits_for_its_qr_code(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PASSITO_STORAGE_DIR", str(settings.storage_dir))
     monkeypatch.setenv("PASSITO_SECRET_KEY", settings.secret_key or "")
-    with pytest.raises(MissingQrCodeError, match="no QR code at outpasses/42/qr.png") as caught:
+    with pytest.raises(MissingQrCodeError, match=r"no QR code at outpasses/42/qr\.png") as caught:
         generate_outpass_pdf_job(context("GenerateOutpassPdf", sample_payload()))
     assert not isinstance(caught.value, PermanentError)  # retried: the QR job may be behind
     assert not (settings.storage_dir / "outpasses/42/outpass.pdf").exists()

@@ -105,8 +105,10 @@ def test_cleanup_deletes_only_expired_files_and_reports_counts_and_bytes(tree: d
     for kept in ("new_pdf", "new_eml", "not_swept", "sibling", "outside_file"):
         assert tree[kept].exists(), kept
     assert (tree["outside"] / "dir" / "deep.pdf").exists()
-    assert tree["link"].is_symlink() and tree["file_link"].is_symlink()
-    assert (tree["root"] / "outpasses").is_dir() and (tree["root"] / "outbox").is_dir()
+    assert tree["link"].is_symlink()
+    assert tree["file_link"].is_symlink()
+    assert (tree["root"] / "outpasses").is_dir()
+    assert (tree["root"] / "outbox").is_dir()
 
 
 def test_dry_run_lists_without_deleting(tree: dict[str, Path]) -> None:
@@ -156,7 +158,8 @@ def test_a_young_empty_folder_is_kept_an_old_one_removed(tmp_path: Path) -> None
     old.mkdir()
     age(old, 60)
     result = cleanup_expired_files(tmp_path, retention_days=30)
-    assert young.is_dir() and not old.exists()
+    assert young.is_dir()
+    assert not old.exists()
     assert (result.files_deleted, result.dirs_removed) == (0, 1)
 
 
