@@ -36,6 +36,14 @@ def test_the_flow_is_dispatched_with_its_dependencies(conn: Conn) -> None:
         flow.pdf: ("GenerateOutpassPdf", "blocked", "outpasses", [flow.qr_code]),
         flow.student_email: ("SendOutpassEmail", "blocked", "emails", [flow.pdf]),
     }
+    priorities = dict(conn.execute("SELECT id, priority FROM passito_jobs.jobs").fetchall())
+    # Later steps first: a burst of outpasses finishes the flows it started before new ones.
+    assert [priorities[i] for i in (flow.qr_code, flow.pdf, flow.student_email, flow.parent_approval)] == [
+        0,
+        1,
+        2,
+        2,
+    ]
     payload = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (flow.pdf,)).fetchone()
     assert payload is not None
     assert payload[0]["outpass_id"] == "42"

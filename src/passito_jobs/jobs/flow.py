@@ -24,6 +24,12 @@ from passito_jobs.queue.store import Conn, connect
 QUEUE_FILES = "outpasses"  # QR codes and PDFs: CPU-bound
 QUEUE_EMAILS = "emails"  # I/O-bound, and may wait on an SMTP server
 
+# Later steps run first (higher priority): under a burst, workers finish the outpasses they
+# started before they begin new ones, so each student waits for their own flow, not the burst.
+PRIORITY_QR_CODE = 0
+PRIORITY_PDF = 1
+PRIORITY_EMAIL = 2
+
 
 @dataclass(frozen=True)
 class OutpassFlow:
@@ -89,21 +95,35 @@ def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
     atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
     with atomic:
         first = dispatch_many(
-            [JobRequest("GenerateQrCode", payload, queue=QUEUE_FILES) for payload in payloads]
-            + [JobRequest("SendParentApproval", payloads[i], queue=QUEUE_EMAILS) for i in asking],
+            [
+                JobRequest("GenerateQrCode", payload, queue=QUEUE_FILES, priority=PRIORITY_QR_CODE)
+                for payload in payloads
+            ]
+            + [
+                JobRequest("SendParentApproval", payloads[i], queue=QUEUE_EMAILS, priority=PRIORITY_EMAIL)
+                for i in asking
+            ],
             conn=conn,
         )
         qr_codes, approvals = first[: len(payloads)], dict(zip(asking, first[len(payloads) :], strict=True))
         pdfs = dispatch_many(
             [
-                JobRequest("GenerateOutpassPdf", payload, queue=QUEUE_FILES, depends_on=(qr,))
+                JobRequest(
+                    "GenerateOutpassPdf", payload, queue=QUEUE_FILES, priority=PRIORITY_PDF, depends_on=(qr,)
+                )
                 for payload, qr in zip(payloads, qr_codes, strict=True)
             ],
             conn=conn,
         )
         emails = dispatch_many(
             [
-                JobRequest("SendOutpassEmail", payload, queue=QUEUE_EMAILS, depends_on=(pdf,))
+                JobRequest(
+                    "SendOutpassEmail",
+                    payload,
+                    queue=QUEUE_EMAILS,
+                    priority=PRIORITY_EMAIL,
+                    depends_on=(pdf,),
+                )
                 for payload, pdf in zip(payloads, pdfs, strict=True)
             ],
             conn=conn,
