@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from passito_jobs import logs
@@ -434,7 +435,7 @@ def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _read_json_input(source: str) -> Any:
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise CommandError(f"cannot read {source}: {exc.strerror or exc}", code=2) from None
     try:
