@@ -11,6 +11,8 @@ from passito_jobs.jobs import outpass_email as outpass_email
 from passito_jobs.jobs import outpass_pdf as outpass_pdf
 from passito_jobs.jobs import parent_approval as parent_approval
 from passito_jobs.jobs import qr_code as qr_code
+from passito_jobs.jobs.flow import OutpassFlow, dispatch_outpass_flow, dispatch_outpass_flows
+from passito_jobs.jobs.outpass import InvalidOutpassError, Outpass
 from passito_jobs.jobs.registry import (
     JobContext,
     JobType,
@@ -20,4 +22,16 @@ from passito_jobs.jobs.registry import (
     registry,
 )
 
-__all__ = ["JobContext", "JobType", "PermanentError", "Registry", "job_type", "registry"]
+__all__ = [
+    "InvalidOutpassError",
+    "JobContext",
+    "JobType",
+    "Outpass",
+    "OutpassFlow",
+    "PermanentError",
+    "Registry",
+    "dispatch_outpass_flow",
+    "dispatch_outpass_flows",
+    "job_type",
+    "registry",
+]
