@@ -44,11 +44,11 @@ PARENT_APPROVAL_SHARE = 0.3
 
 def sample_outpasses(count: int, rng: random.Random) -> list[Outpass]:
     """Made-up outpasses (example.org addresses); about 30% ask a parent to approve."""
-    start = datetime.now().replace(minute=0, second=0, microsecond=0).astimezone()
+    today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
     outpasses = []
     for number in range(1, count + 1):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        leave = start + timedelta(days=rng.randint(1, 14), hours=rng.randint(0, 10))
+        leave = today + timedelta(days=rng.randint(1, 14), hours=rng.randint(8, 17))
         needs_parent = rng.random() < PARENT_APPROVAL_SHARE
         payload = {
             "outpass_id": f"demo-{number:04d}",
