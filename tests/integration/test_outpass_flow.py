@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from pypdf import PdfReader
 
-from passito_jobs import dispatch
+from passito_jobs import dispatch, dispatch_many
+from passito_jobs.jobs import flow as flow_module
 from passito_jobs.jobs.flow import dispatch_outpass_flow, dispatch_outpass_flows
 from passito_jobs.jobs.outpass import InvalidOutpassError
 from tests.helpers import WorkerProcess, count_states, run_cli, wait_for
@@ -65,6 +66,24 @@ def test_the_flow_joins_the_callers_transaction(database_url: str, conn: Conn) -
         dispatch_outpass_flows([sample_payload(outpass_id=1), sample_payload(outpass_id=2)], conn=own)
         assert len(jobs(own)) == 8
         own.rollback()
+    assert jobs(conn) == {}
+
+
+def test_a_failure_half_way_leaves_no_job_behind(conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The QR jobs are written, then dispatching the PDFs breaks (here: the connection drops,
+    simulated by failing the second batch): the QR jobs must be rolled back with it."""
+    calls = []
+
+    def breaks_second_time(requests: Any, *, conn: Conn) -> list[int]:
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise psycopg.OperationalError("connection lost")
+        return dispatch_many(requests, conn=conn)
+
+    monkeypatch.setattr(flow_module, "dispatch_many", breaks_second_time)
+    with pytest.raises(psycopg.OperationalError):
+        dispatch_outpass_flow(sample_payload(), conn=conn)
+    assert calls == [2, 1]  # QR code and parent approval went in first
     assert jobs(conn) == {}
 
 
