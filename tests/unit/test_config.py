@@ -16,44 +16,66 @@ def test_defaults_are_pinned() -> None:
     s = Settings.from_env({})
     assert (s.database_url, s.data_dir, s.connect_timeout) == (None, Path(".passito"), 5.0)
     assert (s.queues, s.concurrency, s.batch_size, s.job_modules) == ((), 10, 100, ())
-    assert (s.poll_interval, s.heartbeat_interval, s.shutdown_timeout, s.job_timeout) == (2.0, 10.0, 30.0, 900.0)
+    assert (s.poll_interval, s.heartbeat_interval, s.shutdown_timeout, s.job_timeout) == (
+        2.0,
+        10.0,
+        30.0,
+        900.0,
+    )
     assert (s.retry_backoff_base, s.retry_backoff_cap) == (2.0, 3600.0)
     assert (s.metrics_port, s.log_jobs, s.worker_name) == (9100, True, "")
     assert (s.stuck_timeout, s.maintenance_interval) == (60.0, 15.0)
     assert (s.keep_completed, s.keep_failed, s.prune_batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
     assert (s.min_workers, s.max_workers, s.scale_up_threshold, s.scale_down_threshold) == (1, 10, 5.0, 2.0)
     assert (s.check_interval, s.cooldown) == (10.0, 60.0)
+    assert (s.operator_namespaces, s.operator_metrics_port, s.operator_liveness_port) == ((), 9102, 8080)
+    assert s.kube_server is None
     assert (s.log_level, s.log_format) == ("INFO", "text")
 
 
 def test_environment_is_parsed() -> None:
-    s = Settings.from_env({
-        "PASSITO_DATABASE_URL": "postgresql://db/x", "PASSITO_QUEUES": "emails, pdfs,",
-        "PASSITO_CONCURRENCY": "4", "PASSITO_KEEP_COMPLETED": "2d", "PASSITO_STUCK_TIMEOUT": "90s",
-        "PASSITO_LOG_JOBS": "off", "PASSITO_LOG_FORMAT": "JSON", "PASSITO_JOB_MODULES": "a.b,c",
-    })
+    s = Settings.from_env(
+        {
+            "PASSITO_DATABASE_URL": "postgresql://db/x",
+            "PASSITO_QUEUES": "emails, pdfs,",
+            "PASSITO_CONCURRENCY": "4",
+            "PASSITO_KEEP_COMPLETED": "2d",
+            "PASSITO_STUCK_TIMEOUT": "90s",
+            "PASSITO_LOG_JOBS": "off",
+            "PASSITO_LOG_FORMAT": "JSON",
+            "PASSITO_JOB_MODULES": "a.b,c",
+        }
+    )
     assert s.database_url == "postgresql://db/x"
     assert s.queues == ("emails", "pdfs")
     assert (s.concurrency, s.keep_completed, s.stuck_timeout) == (4, 172800.0, 90.0)
     assert (s.log_jobs, s.log_format, s.job_modules) == (False, "json", ("a.b", "c"))
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: invalid literal"),
-    ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
-    ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
-    ({"PASSITO_STUCK_TIMEOUT": "5s"}, "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL"),
-    ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
-    ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
-    ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: invalid literal"),
+        ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
+        ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
+        (
+            {"PASSITO_STUCK_TIMEOUT": "5s"},
+            "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL",
+        ),
+        ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
+        ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
+        ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
+    ],
+)
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90", 90.0), ("1.5s", 1.5), ("250ms", 0.25), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("1.5s", 1.5), ("250ms", 0.25), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
