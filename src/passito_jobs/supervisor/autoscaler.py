@@ -284,7 +284,7 @@ class _Poll:
         if self.previous.get("manualOverrideReplicas") != target.replicas or until is None:
             until = self.now + timedelta(seconds=spec.manual_override_seconds)
             self.status["manualOverrideReplicas"] = target.replicas
-            self.status["manualOverrideUntil"] = _format_time(until)
+            self.status["manualOverrideUntil"] = _format_instant(until)
             self.events.append(
                 Event(
                     "Normal",
@@ -367,7 +367,7 @@ class _Poll:
         self.events.append(
             Event("Normal", "ScaledUp" if desired > target.replicas else "ScaledDown", message)
         )
-        self.status["lastScaleTime"] = _format_time(self.now)
+        self.status["lastScaleTime"] = _format_instant(self.now)
         self.status["lastScaleReason"] = message
 
     def _database_conditions(self) -> None:
@@ -449,7 +449,13 @@ def _condition_status(status: Mapping[str, Any], kind: str) -> str | None:
 
 
 def _format_time(moment: datetime) -> str:
+    """RFC 3339 in whole seconds, as Kubernetes writes condition times."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _format_instant(moment: datetime) -> str:
+    """RFC 3339 with microseconds: cooldowns and holds measured from it must not end early."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse_time(text: Any) -> datetime | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ from passito_jobs.supervisor.autoscaler import (
 from passito_jobs.supervisor.kube import KubeApi, KubeApiError
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Direction
+
+log = logging.getLogger("passito_jobs.operator")
 
 FINALIZER = f"{GROUP}/operator"
 _LABELS = ("namespace", "autoscaler")
@@ -68,17 +71,19 @@ DATABASE_ERRORS = Counter(
 class Runtime:
     """Operator-wide resources, shared by every autoscaler's daemon through kopf's memo."""
 
+    settings: Settings
     kube: KubeApi
     reader: LoadReader | None = None
     server: ProbeServer | None = None
     polling: set[tuple[str, str]] = field(default_factory=set)
 
-    def start(self, settings: Settings) -> None:
-        if not settings.database_url:
+    def start(self) -> None:
+        url = self.settings.database_url
+        if not url:
             raise kopf.PermanentError("PASSITO_DATABASE_URL must be set: the operator reads the queue there")
-        self.reader = LoadReader(settings.database_url, timeout=settings.connect_timeout)
-        if settings.operator_metrics_port:
-            self.server = ProbeServer(settings.operator_metrics_port)
+        self.reader = LoadReader(url, timeout=self.settings.connect_timeout)
+        if self.settings.operator_metrics_port:
+            self.server = ProbeServer(self.settings.operator_metrics_port)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -89,19 +94,24 @@ class Runtime:
         await self.kube.close()
 
 
-def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """PASSITO_KUBE_SERVER (tests), else the pod's service account, else the kubeconfig."""
-    server = Settings.from_env().kube_server
-    if server:
-        return kopf.ConnectionInfo(server=server, insecure=True)
+    if kube_server:
+        return kopf.ConnectionInfo(server=kube_server, insecure=True)
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
-def runtime_of(memo: Any, settings: kopf.OperatorSettings) -> Runtime:
-    """The operator's Runtime, created by whichever handler runs first (login or startup)."""
+def runtime_of(memo: Any, kopf_settings: kopf.OperatorSettings) -> Runtime:
+    """The operator's Runtime, created by whichever handler runs first (login or startup).
+
+    `passito-jobs operator` passes its Settings (environment plus flags) in the memo; under
+    `kopf run` they come from the environment.
+    """
     runtime = memo.get("passito_runtime")
     if runtime is None:
-        runtime = memo["passito_runtime"] = Runtime(KubeApi(lambda: connection_info(settings)))
+        settings = memo.get("passito_settings") or Settings.from_env()
+        kube = KubeApi(lambda: connection_info(settings.kube_server, kopf_settings))
+        runtime = memo["passito_runtime"] = Runtime(settings, kube)
     assert isinstance(runtime, Runtime)
     return runtime
 
@@ -110,16 +120,16 @@ def runtime_of(memo: Any, settings: kopf.OperatorSettings) -> Runtime:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     # Only explicit Events (scales, problems) reach Kubernetes; log lines stay in the log.
     settings.posting.loggers = False
-    config = Settings.from_env()
-    runtime_of(memo, settings).start(config)
-    logger.info(
-        "operator started: metrics on port %s, namespaces %s",
-        config.operator_metrics_port or "off",
-        ",".join(config.operator_namespaces) or "all",
+    runtime = runtime_of(memo, settings)
+    runtime.start()
+    log.info(
+        "Operator started: metrics on port %s, namespaces %s",
+        runtime.settings.operator_metrics_port or "off",
+        ",".join(runtime.settings.operator_namespaces) or "all",
     )
 
 
@@ -130,9 +140,10 @@ async def cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
-    info = connection_info(settings)
+    runtime = runtime_of(memo, settings)
+    info = connection_info(runtime.settings.kube_server, settings)
     if info is not None:
-        runtime_of(memo, settings).kube.use(info)
+        runtime.kube.use(info)
     return info
 
 
@@ -145,26 +156,30 @@ def autoscalers_probe(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any
 # ---------------------------------------------------------------- one daemon per WorkerAutoscaler
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10, cancellation_timeout=5)
 async def autoscale(
     body: kopf.Body,
     namespace: str | None,
     name: str | None,
     memo: kopf.Memo,
-    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    """Poll until the WorkerAutoscaler is deleted or the operator stops (kopf cancels us)."""
+    """Poll until the WorkerAutoscaler is deleted or the operator stops.
+
+    A stop ends the wait between polls at once; a poll in progress may finish (it is bounded by
+    the database connect timeout), so the daemon exits by itself rather than being cancelled.
+    """
     runtime = memo["passito_runtime"]
     assert isinstance(runtime, Runtime)
     assert namespace, "WorkerAutoscalers are namespaced"
     assert name
-    poller = Poller(runtime, namespace, name, logger)
+    poller = Poller(runtime, namespace, name)
     runtime.polling.add((namespace, name))
     try:
-        while True:
+        while not stopped:
             interval = await poller.poll(body)
-            await asyncio.sleep(interval)
+            await stopped.wait(interval)
     finally:
         runtime.polling.discard((namespace, name))
         poller.forget_metrics()
@@ -173,12 +188,12 @@ async def autoscale(
 class Poller:
     """The I/O around `reconcile` for one WorkerAutoscaler."""
 
-    def __init__(self, runtime: Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
+    def __init__(self, runtime: Runtime, namespace: str, name: str) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.name = name
-        self.logger = logger
         self.labels = (namespace, name)
+        self.kv = {"namespace": namespace, "autoscaler": name}
         self.status: dict[str, Any] | None = None  # the last status written: fresher than the watch
 
     @property
@@ -194,9 +209,9 @@ class Poller:
             outcome = await self._poll(body)
         except KubeApiError as exc:
             if exc.status == 409:
-                self.logger.info("the Deployment changed while being scaled; reading it again")
+                log.info("the Deployment changed while being scaled; reading it again", extra={"kv": self.kv})
                 return 0.0
-            self.logger.error("Kubernetes API request failed: %s", exc)
+            log.error("Kubernetes API request failed: %s", exc, extra={"kv": self.kv})
             kopf.warn(body, reason="KubernetesApiError", message=str(exc))
             return _interval(body)
         return outcome.polling_interval
@@ -222,8 +237,8 @@ class Poller:
             if outcome.direction is not Direction.NONE:
                 SCALE_EVENTS.labels(*self.labels, outcome.direction.value).inc()
         for event in outcome.events:
-            log = self.logger.warning if event.type == "Warning" else self.logger.info
-            log("%s: %s", event.reason, event.message)
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            log.log(level, "%s: %s", event.reason, event.message, extra={"kv": self.kv})
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         if outcome.status != self.status:
             await self.runtime.kube.merge_patch(f"{self.path}/status", {"status": outcome.status})
@@ -275,6 +290,19 @@ class Poller:
         for direction in (Direction.UP, Direction.DOWN):
             with contextlib.suppress(KeyError):
                 SCALE_EVENTS.remove(*self.labels, direction.value)
+
+
+def run_operator(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT (kopf handles both and stops gracefully); exit code 0."""
+    port = settings.operator_liveness_port
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.operator_namespaces,
+        namespaces=settings.operator_namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,
+        memo=kopf.Memo(passito_settings=settings),
+    )
+    return 0
 
 
 def _interval(body: kopf.Body) -> float:
