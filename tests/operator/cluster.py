@@ -66,7 +66,11 @@ class _Emulator(kmock.KubernetesEmulator):
             return
         current = self.objects[key].get("metadata", {}).get("resourceVersion")
         for op in request.data:
-            if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" and op.get("value") != current:
+            if (
+                op.get("op") == "test"
+                and op.get("path") == "/metadata/resourceVersion"
+                and op.get("value") != current
+            ):
                 raise kmock.KubernetesError(status=422, reason="Invalid", message="resourceVersion changed")
 
 
@@ -82,7 +86,9 @@ class Cluster:
     def start(self) -> Cluster:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        self.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(CRD_PATH.read_text()))
+        self.create(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(CRD_PATH.read_text())
+        )
         return self
 
     def stop(self) -> None:
@@ -121,7 +127,9 @@ class Cluster:
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"}
+        headers = {
+            "Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"
+        }
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
