@@ -40,9 +40,13 @@ _versions = itertools.count(1)
 
 
 class _Emulator(kmock.KubernetesEmulator):
-    """The emulator plus the metadata a real API server maintains."""
+    """The emulator plus the metadata a real API server maintains, and RBAC-like refusals."""
+
+    forbidden: set[tuple[str, str]] = set()  # (method, path) answered 403, as RBAC would
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if (request.method.value, request.url.path) in self.forbidden:
+            raise kmock.KubernetesError(status=403, reason="Forbidden", message="forbidden by the test")
         version = str(next(_versions))
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -79,6 +83,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.url = ""
+        self.emulator: _Emulator | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
         self._stack = contextlib.AsyncExitStack()
@@ -99,7 +104,8 @@ class Cluster:
 
     async def _start(self) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request
-        emulator = await self._stack.enter_async_context(_Emulator())
+        emulator = self.emulator = await self._stack.enter_async_context(_Emulator())
+        emulator.forbidden = set()
         server = await self._stack.enter_async_context(kmock.Server(emulator))
         self.url = str(server.url).rstrip("/")
         info = kmock.ResourceInfo
@@ -122,6 +128,11 @@ class Cluster:
             kind="Deployment", namespaced=True, verbs=read | write, subresources={"status", "scale"}
         )
         emulator.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=read | write)
+
+    def forbid(self, method: str, path: str, *, forbidden: bool = True) -> None:
+        """Answer `method path` with 403 Forbidden (as a missing RBAC rule would), or stop."""
+        assert self.emulator is not None
+        (self.emulator.forbidden.add if forbidden else self.emulator.forbidden.discard)((method, path))
 
     # ------------------------------------------------------------ kubectl, over HTTP
 

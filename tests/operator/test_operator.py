@@ -252,3 +252,20 @@ def test_invalid_pause_annotation_is_a_warning(cluster: Cluster) -> None:
         'got "many"',
     )
     assert cluster.replicas("worker") == 1
+
+
+def test_a_refused_api_request_is_a_warning_once_and_retried(cluster: Cluster, conn: Conn) -> None:
+    deployment = "/apis/apps/v1/namespaces/default/deployments/worker"
+    cluster.create_deployment("worker", replicas=1)
+    cluster.forbid("PATCH", deployment)
+    cluster.create_autoscaler("worker", OLD_POLICY)
+    backlog(conn, 39)
+    assert_event_starting(
+        cluster, f"Warning KubernetesApiError: PATCH {deployment}: HTTP 403 forbidden by the test"
+    )
+    assert cluster.replicas("worker") == 1
+
+    cluster.forbid("PATCH", deployment, forbidden=False)
+    wait_for(lambda: cluster.replicas("worker") == 8, message="scaled once allowed")
+    warnings = [line for line in cluster.event_lines() if "KubernetesApiError" in line]
+    assert len(warnings) == 1, warnings

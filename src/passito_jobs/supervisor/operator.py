@@ -195,6 +195,7 @@ class Poller:
         self.labels = (namespace, name)
         self.kv = {"namespace": namespace, "autoscaler": name}
         self.status: dict[str, Any] | None = None  # the last status written: fresher than the watch
+        self.api_error = ""  # the last API failure warned about: each is posted once, not per poll
 
     @property
     def path(self) -> str:
@@ -210,10 +211,13 @@ class Poller:
         except KubeApiError as exc:
             if exc.status == 409:
                 log.info("the Deployment changed while being scaled; reading it again", extra={"kv": self.kv})
-                return 0.0
+                return 1.0
             log.error("Kubernetes API request failed: %s", exc, extra={"kv": self.kv})
-            kopf.warn(body, reason="KubernetesApiError", message=str(exc))
+            if str(exc) != self.api_error:
+                kopf.warn(body, reason="KubernetesApiError", message=str(exc))
+                self.api_error = str(exc)
             return _interval(body)
+        self.api_error = ""
         return outcome.polling_interval
 
     async def _poll(self, body: kopf.Body) -> Outcome:
