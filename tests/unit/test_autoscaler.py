@@ -154,9 +154,12 @@ def test_paused_replicas_sets_the_replicas_and_freezes() -> None:
 
 
 def test_a_bad_paused_replicas_value_is_an_invalid_spec() -> None:
-    world = World(scaled=1, annotations={PAUSED_REPLICAS_ANNOTATION: "-2"})
+    world = World(
+        scaled=1, annotations={PAUSED_REPLICAS_ANNOTATION: "-2"}, spec={**OLD, "pollingInterval": 2}
+    )
     outcome = world.poll(load=39, at=0)
     assert outcome.scale_to is None
+    assert outcome.polling_interval == 2  # the fix is noticed at the usual pace
     assert lines(outcome) == [
         "Warning InvalidSpec: annotation jobs.passito.io/paused-replicas must be a whole number >= 0, "
         'got "-2"'

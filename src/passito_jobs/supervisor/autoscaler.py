@@ -191,6 +191,14 @@ class Outcome:
         return _condition_status(self.status, kind)
 
 
+def polling_interval(spec: Mapping[str, Any]) -> float:
+    """spec.pollingInterval, or its default when it is missing or unusable."""
+    value = spec.get("pollingInterval")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 86400:
+        return float(value)
+    return float(DEFAULTS["pollingInterval"])
+
+
 def reconcile(obs: Observation) -> Outcome:
     """Decide one poll. Pure: same observation, same outcome."""
     return _Poll(obs).run()
@@ -232,7 +240,7 @@ class _Poll:
             pause = Pause.parse(self.obs.annotations)
         except InvalidSpecError as exc:
             self._problem("InvalidSpec", str(exc))
-            return self._outcome(float(DEFAULTS["pollingInterval"]))
+            return self._outcome(polling_interval(self.obs.spec))
         self._database_conditions()
         target = self.obs.target
         if target is None:

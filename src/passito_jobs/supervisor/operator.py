@@ -32,6 +32,7 @@ from passito_jobs.supervisor.autoscaler import (
     Observation,
     Outcome,
     Target,
+    polling_interval,
     reconcile,
 )
 from passito_jobs.supervisor.kube import KubeApi, KubeApiError
@@ -216,7 +217,7 @@ class Poller:
             if str(exc) != self.api_error:
                 kopf.warn(body, reason="KubernetesApiError", message=str(exc))
                 self.api_error = str(exc)
-            return _interval(body)
+            return polling_interval(body.spec)
         self.api_error = ""
         return outcome.polling_interval
 
@@ -307,8 +308,3 @@ def run_operator(settings: Settings) -> int:
         memo=kopf.Memo(passito_settings=settings),
     )
     return 0
-
-
-def _interval(body: kopf.Body) -> float:
-    value = body.spec.get("pollingInterval", 10)
-    return float(value) if isinstance(value, int | float) and value > 0 else 10.0
