@@ -366,6 +366,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_SUPERVISE_FLAGS = {
+    "minReplicas": "--min-workers",
+    "maxReplicas": "--max-workers",
+    "scaleUpThreshold": "--scale-up-threshold",
+    "scaleDownThreshold": "--scale-down-threshold",
+    "cooldownPeriod": "--cooldown",
+}
+
+
 def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.supervisor.local import LocalSupervisor  # noqa: PLC0415
     from passito_jobs.supervisor.policy import ScalingPolicy  # noqa: PLC0415
@@ -383,7 +392,11 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
             cooldown=pick("cooldown"),
         )
     except ValueError as exc:
-        raise CommandError(str(exc), code=2) from None
+        # The policy speaks the WorkerAutoscaler's field names; here the user gave flags.
+        message = str(exc)
+        for field, flag in _SUPERVISE_FLAGS.items():
+            message = message.replace(field, flag)
+        raise CommandError(message, code=2) from None
     queues = args.queues if args.queues is not None else settings.queues
     modules = tuple(settings.job_modules) + tuple(args.imports)
     import_job_modules(modules)  # fail here, once, rather than in every worker

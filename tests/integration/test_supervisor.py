@@ -138,5 +138,5 @@ def test_bad_settings_are_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
     result = run_cli(["supervise", "--min-workers", "5", "--max-workers", "2"], cli_env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "passito-jobs: error: minReplicas (5) must not exceed maxReplicas (2)"
+        "passito-jobs: error: --min-workers (5) must not exceed --max-workers (2)"
     ]
