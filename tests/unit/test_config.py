@@ -23,6 +23,8 @@ def test_defaults_are_pinned() -> None:
     assert (s.keep_completed, s.keep_failed, s.prune_batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
     assert (s.min_workers, s.max_workers, s.scale_up_threshold, s.scale_down_threshold) == (1, 10, 5.0, 2.0)
     assert (s.check_interval, s.cooldown) == (10.0, 60.0)
+    assert (s.health_stale_after, s.health_max_failure_rate, s.health_window) == (300.0, 0.10, 3600.0)
+    assert (s.health_port, s.health_query_timeout) == (9101, 5.0)
     assert (s.log_level, s.log_format) == ("INFO", "text")
 
 
@@ -46,6 +48,8 @@ def test_environment_is_parsed() -> None:
     ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
     ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
     ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
+    ({"PASSITO_HEALTH_MAX_FAILURE_RATE": "1.5"}, "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1"),
+    ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
