@@ -68,7 +68,9 @@ def test_an_empty_queue_is_healthy(cli_env: dict[str, str]) -> None:
 def test_stale_jobs_make_the_queue_unhealthy(conn: Conn, cli_env: dict[str, str]) -> None:
     ids = dispatch_many([JobRequest("SendEmail", queue="emails") for _ in range(3)], conn=conn)
     dispatch("SendEmail", queue="emails", delay=3600, conn=conn)  # scheduled, not ready: never stale
-    conn.execute("UPDATE passito_jobs.jobs SET run_at = now() - interval '10 minutes' WHERE id = ANY(%s)", (ids,))
+    conn.execute(
+        "UPDATE passito_jobs.jobs SET run_at = now() - interval '10 minutes' WHERE id = ANY(%s)", (ids,)
+    )
 
     code, out, _ = health(cli_env)
     assert code == 0  # without --exit-code-on-failure the report is informational
@@ -100,11 +102,15 @@ def test_recover_returns_stuck_jobs_to_pending_like_the_workers_rescue(
     code, out, _ = health(cli_env, "--recover", "--exit-code-on-failure")
     assert code == 1  # the report tells what was found; the recovery is listed below it
     assert "⚠ 3 jobs processing without a heartbeat for more than 1m" in out
-    assert f"returned 2 stuck job(s) to pending (#{ids[0]}, #{ids[1]}), failed 1 on their last attempt (#{last_try})" in out
+    assert (
+        f"returned 2 stuck job(s) to pending (#{ids[0]}, #{ids[1]}), "
+        f"failed 1 on their last attempt (#{last_try})" in out
+    )
     assert [job_state(conn, i) for i in ids] == ["pending", "pending"]
     assert job_state(conn, last_try) == "failed"
     error = conn.execute("SELECT last_error FROM passito_jobs.jobs WHERE id = %s", (ids[0],)).fetchone()
-    assert error is not None and "crashed-pod:1 stopped heart-beating" in error[0]
+    assert error is not None
+    assert "crashed-pod:1 stopped heart-beating" in error[0]
 
     code, out, _ = health(cli_env, "--exit-code-on-failure", "--max-failure-rate", "1")
     assert (code, out.splitlines()[-1]) == (0, "✓ Job queue is healthy")
@@ -125,14 +131,18 @@ def test_failure_rate_over_the_window_per_queue(conn: Conn, cli_env: dict[str, s
     assert data["queues"]["emails"]["failure_rate"] == 0.75
     assert (data["queues"]["qr"]["completed_recently"], data["queues"]["qr"]["failure_rate"]) == (6, 0.0)
     assert data["problems"][0]["queues"] == {"emails": 0.75}
-    assert "30.0% of the jobs finished in the last 1h failed (3 of 10), above 10.0%" in data["problems"][0]["message"]
+    assert (
+        "30.0% of the jobs finished in the last 1h failed (3 of 10), above 10.0%"
+        in data["problems"][0]["message"]
+    )
     assert health(cli_env, "--exit-code-on-failure", "--max-failure-rate", "0.5")[0] == 0
 
     # Outside the window, the failures no longer count.
     conn.execute("UPDATE passito_jobs.jobs SET finished_at = now() - interval '2 hours'")
     assert health(cli_env, "--exit-code-on-failure")[0] == 0
     code, out, _ = health(cli_env, "--exit-code-on-failure", "--window", "3h")
-    assert code == 1 and "Failed Jobs:     3\n" in out
+    assert code == 1
+    assert "Failed Jobs:     3\n" in out
 
 
 @pytest.mark.parametrize(
@@ -140,8 +150,11 @@ def test_failure_rate_over_the_window_per_queue(conn: Conn, cli_env: dict[str, s
     [
         (["--max-failure-rate", "10"], {}, "--max-failure-rate: must be between 0 and 1"),
         (["--window", "soon"], {}, "--window: 'soon' is not a duration"),
-        ([], {"PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"},
-         "cannot connect to the database at 127.0.0.1:9/none"),
+        (
+            [],
+            {"PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"},
+            "cannot connect to the database at 127.0.0.1:9/none",
+        ),
         ([], {"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
     ],
 )
@@ -158,7 +171,10 @@ def test_bad_input_and_an_unreachable_database_exit_2_with_one_line(
 def test_a_database_without_the_schema_exits_2(cli_env: dict[str, str], empty_database_url: str) -> None:
     code, _, err = health({**cli_env, "PASSITO_DATABASE_URL": empty_database_url})
     assert code == 2
-    assert err.strip() == "passito-jobs: error: the passito_jobs schema is not installed: run `passito-jobs migrate`"
+    assert (
+        err.strip()
+        == "passito-jobs: error: the passito_jobs schema is not installed: run `passito-jobs migrate`"
+    )
 
 
 def test_a_slow_query_is_cancelled_by_the_statement_timeout(conn: Conn, cli_env: dict[str, str]) -> None:
@@ -250,7 +266,9 @@ def collector(database_url: str) -> Iterator[tuple[QueueCollector, CollectorRegi
     found.close()
 
 
-def test_exporter_gauges_follow_the_queue(conn: Conn, collector: tuple[QueueCollector, CollectorRegistry]) -> None:
+def test_exporter_gauges_follow_the_queue(
+    conn: Conn, collector: tuple[QueueCollector, CollectorRegistry]
+) -> None:
     _, registry = collector
     assert samples(registry) == {
         ("passito_jobs_database_up", ()): 1.0,
@@ -261,17 +279,23 @@ def test_exporter_gauges_follow_the_queue(conn: Conn, collector: tuple[QueueColl
     dispatch("SendEmail", queue="emails", delay=600, conn=conn)
     parent = dispatch("GeneratePdf", queue="pdfs", conn=conn)
     dispatch("SendEmail", queue="emails", depends_on=[parent], conn=conn)
-    conn.execute("UPDATE passito_jobs.jobs SET run_at = now() - interval '10 minutes' WHERE type = 'SendEmail'"
-                 " AND state = 'pending' AND run_at <= now()")
+    conn.execute(
+        "UPDATE passito_jobs.jobs SET run_at = now() - interval '10 minutes' WHERE type = 'SendEmail'"
+        " AND state = 'pending' AND run_at <= now()"
+    )
     pdf = claim(conn, "w:1", 1, "pdfs")
     finish(conn, "w:1", pdf, failed=True)
     claim(conn, "w:1", 2, "emails")
-    conn.execute("UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '2 minutes' WHERE state = 'processing'")
+    conn.execute(
+        "UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '2 minutes' WHERE state = 'processing'"
+    )
 
     found = samples(registry)
     emails = (("queue", "emails"),)
     assert found[("passito_jobs_queue_jobs", (*emails, ("state", "pending")))] == 4.0
-    assert found[("passito_jobs_queue_jobs", (*emails, ("state", "blocked")))] == 0.0  # failed parent failed it
+    assert (
+        found[("passito_jobs_queue_jobs", (*emails, ("state", "blocked")))] == 0.0
+    )  # failed parent failed it
     assert found[("passito_jobs_queue_jobs", (*emails, ("state", "failed")))] == 1.0
     assert found[("passito_jobs_queue_jobs", (*emails, ("state", "processing")))] == 2.0
     assert found[("passito_jobs_queue_ready_jobs", emails)] == 3.0
@@ -339,7 +363,11 @@ def test_health_serve_keeps_serving_while_the_database_is_unreachable(cli_env: d
     from tests.integration.test_worker import free_port, http_get
 
     port = free_port()
-    env = {**cli_env, "PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "PASSITO_CONNECT_TIMEOUT": "1"}
+    env = {
+        **cli_env,
+        "PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+        "PASSITO_CONNECT_TIMEOUT": "1",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "passito_jobs", "health", "serve", "--port", str(port)],
         env=env,
@@ -348,8 +376,11 @@ def test_health_serve_keeps_serving_while_the_database_is_unreachable(cli_env: d
         text=True,
     )
     try:
-        status, body = wait_for(lambda: http_get(port, "/metrics")[0] and http_get(port, "/metrics"),
-                                timeout=20, message="the exporter's /metrics")
+        status, body = wait_for(
+            lambda: http_get(port, "/metrics")[0] and http_get(port, "/metrics"),
+            timeout=20,
+            message="the exporter's /metrics",
+        )
         assert status == 200
         assert "passito_jobs_database_up 0.0" in body
         assert "passito_jobs_queue_jobs{" not in body

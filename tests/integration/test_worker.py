@@ -13,10 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
-from passito_jobs.localdb import LocalDatabase
-from passito_jobs.queue.store import Store
 from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
 
 Conn = psycopg.Connection[Any]
@@ -284,30 +283,29 @@ def test_no_log_jobs_keeps_job_lines_out(conn: Conn, cli_env: dict[str, str], tm
 
 @pytest.mark.slow
 def test_readyz_follows_the_database_and_the_worker_reconnects(
-    tmp_path: Path, cli_env: dict[str, str]
+    conn: Conn, database_url: str, pg_admin_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """A database of its own, stopped and restarted under a running worker."""
-    db = LocalDatabase(tmp_path / "own", fsync=False)
-    url = db.start()
+    """An outage: the worker's connections are cut and new ones refused, then allowed again."""
+    name = conninfo_to_dict(database_url)["dbname"]
+    port = free_port()
+    env = {**cli_env, "PASSITO_POLL_INTERVAL": "0.5"}
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--metrics-port", str(port))
     try:
-        with psycopg.connect(url, autocommit=True) as setup:
-            Store(setup).migrate()
-        port = free_port()
-        env = {**cli_env, "PASSITO_DATABASE_URL": url, "PASSITO_POLL_INTERVAL": "0.5"}
-        worker = WorkerProcess(env, tmp_path / "worker.log", "--metrics-port", str(port))
-        try:
-            wait_for(lambda: http_get(port, "/readyz")[0] == 200, message="ready")
-            db.stop()
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, message="ready")
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
             wait_for(lambda: http_get(port, "/readyz")[0] == 503, message="not ready without a database")
-            assert db.start() == url
-            wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=30, message="ready again")
-            with psycopg.connect(url, autocommit=True) as conn:
-                job_id = dispatch("Noop", conn=conn)
-                wait_for(lambda: job_state(conn, job_id) == "completed", message="a job after the outage")
-        finally:
-            assert worker.stop() == 0
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=30, message="ready again")
+        with psycopg.connect(database_url, autocommit=True) as fresh:
+            job_id = dispatch("Noop", conn=fresh)
+            wait_for(lambda: job_state(fresh, job_id) == "completed", message="a job after the outage")
     finally:
-        db.stop()
+        assert worker.stop() == 0
+    assert "Database connection restored" in worker.log()
 
 
 def test_worker_refuses_a_database_without_the_schema(

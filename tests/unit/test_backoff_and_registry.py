@@ -29,7 +29,7 @@ def test_registry_records_sync_and_async_handlers() -> None:
     def sync(ctx: JobContext) -> None: ...
 
     @job_type(into=registry)
-    async def Async(ctx: JobContext) -> None: ...  # noqa: N802
+    async def Async(ctx: JobContext) -> None: ...
 
     assert registry.names() == ["Async", "Sync"]
     assert (registry["Sync"].is_async, registry["Sync"].timeout) == (False, 5)

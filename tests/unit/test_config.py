@@ -16,7 +16,12 @@ def test_defaults_are_pinned() -> None:
     s = Settings.from_env({})
     assert (s.database_url, s.data_dir, s.connect_timeout) == (None, Path(".passito"), 5.0)
     assert (s.queues, s.concurrency, s.batch_size, s.job_modules) == ((), 10, 100, ())
-    assert (s.poll_interval, s.heartbeat_interval, s.shutdown_timeout, s.job_timeout) == (2.0, 10.0, 30.0, 900.0)
+    assert (s.poll_interval, s.heartbeat_interval, s.shutdown_timeout, s.job_timeout) == (
+        2.0,
+        10.0,
+        30.0,
+        900.0,
+    )
     assert (s.retry_backoff_base, s.retry_backoff_cap) == (2.0, 3600.0)
     assert (s.metrics_port, s.log_jobs, s.worker_name) == (9100, True, "")
     assert (s.stuck_timeout, s.maintenance_interval) == (60.0, 15.0)
@@ -29,35 +34,53 @@ def test_defaults_are_pinned() -> None:
 
 
 def test_environment_is_parsed() -> None:
-    s = Settings.from_env({
-        "PASSITO_DATABASE_URL": "postgresql://db/x", "PASSITO_QUEUES": "emails, pdfs,",
-        "PASSITO_CONCURRENCY": "4", "PASSITO_KEEP_COMPLETED": "2d", "PASSITO_STUCK_TIMEOUT": "90s",
-        "PASSITO_LOG_JOBS": "off", "PASSITO_LOG_FORMAT": "JSON", "PASSITO_JOB_MODULES": "a.b,c",
-    })
+    s = Settings.from_env(
+        {
+            "PASSITO_DATABASE_URL": "postgresql://db/x",
+            "PASSITO_QUEUES": "emails, pdfs,",
+            "PASSITO_CONCURRENCY": "4",
+            "PASSITO_KEEP_COMPLETED": "2d",
+            "PASSITO_STUCK_TIMEOUT": "90s",
+            "PASSITO_LOG_JOBS": "off",
+            "PASSITO_LOG_FORMAT": "JSON",
+            "PASSITO_JOB_MODULES": "a.b,c",
+        }
+    )
     assert s.database_url == "postgresql://db/x"
     assert s.queues == ("emails", "pdfs")
     assert (s.concurrency, s.keep_completed, s.stuck_timeout) == (4, 172800.0, 90.0)
     assert (s.log_jobs, s.log_format, s.job_modules) == (False, "json", ("a.b", "c"))
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: invalid literal"),
-    ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
-    ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
-    ({"PASSITO_STUCK_TIMEOUT": "5s"}, "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL"),
-    ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
-    ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
-    ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
-    ({"PASSITO_HEALTH_MAX_FAILURE_RATE": "1.5"}, "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1"),
-    ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: invalid literal"),
+        ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
+        ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
+        (
+            {"PASSITO_STUCK_TIMEOUT": "5s"},
+            "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL",
+        ),
+        ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
+        ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
+        ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
+        (
+            {"PASSITO_HEALTH_MAX_FAILURE_RATE": "1.5"},
+            "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1",
+        ),
+        ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
+    ],
+)
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90", 90.0), ("1.5s", 1.5), ("250ms", 0.25), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("1.5s", 1.5), ("250ms", 0.25), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

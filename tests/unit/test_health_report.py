@@ -34,7 +34,9 @@ def test_an_empty_queue_prints_the_old_report_exactly() -> None:
 def test_busy_but_healthy_queues_add_up() -> None:
     queues = [
         QueueStats("emails", pending=3, ready=2, processing=4, failed=1, completed_recently=50),
-        QueueStats("pdfs", pending=7, ready=7, processing=1, failed=2, completed_recently=40, failed_recently=1),
+        QueueStats(
+            "pdfs", pending=7, ready=7, processing=1, failed=2, completed_recently=40, failed_recently=1
+        ),
     ]
     text = render_text(report(queues))
     assert text.splitlines()[2:5] == ["Pending Jobs:    10", "Processing Jobs: 5", "Failed Jobs:     3"]
@@ -43,8 +45,15 @@ def test_busy_but_healthy_queues_add_up() -> None:
 
 def test_each_problem_is_named_with_its_queues_and_likely_cause() -> None:
     queues = [
-        QueueStats("emails", pending=9, ready=9, stale=4, oldest_ready_age=750.0, failed_recently=3,
-                   completed_recently=7),
+        QueueStats(
+            "emails",
+            pending=9,
+            ready=9,
+            stale=4,
+            oldest_ready_age=750.0,
+            failed_recently=3,
+            completed_recently=7,
+        ),
         QueueStats("pdfs", processing=2, stuck=2, completed_recently=10),
     ]
     found = report(queues)
@@ -82,7 +91,9 @@ def test_recovery_is_reported() -> None:
 
 def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
     queues = [
-        QueueStats("emails", pending=2, ready=1, oldest_ready_age=12.3456, completed_recently=3, failed_recently=1),
+        QueueStats(
+            "emails", pending=2, ready=1, oldest_ready_age=12.3456, completed_recently=3, failed_recently=1
+        ),
         QueueStats("pdfs", blocked=5, processing=1, stuck=1),
     ]
     data = to_json(report(queues, Thresholds(stale_after=60, stuck_after=30, window=600)))
@@ -94,10 +105,20 @@ def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
         "window_seconds": 600,
     }
     assert data["queues"]["emails"] == {
-        "blocked": 0, "pending": 2, "ready": 1, "stale": 0, "oldest_ready_age": 12.346, "processing": 0,
-        "stuck": 0, "failed": 0, "completed_recently": 3, "failed_recently": 1, "failure_rate": 0.25,
+        "blocked": 0,
+        "pending": 2,
+        "ready": 1,
+        "stale": 0,
+        "oldest_ready_age": 12.346,
+        "processing": 0,
+        "stuck": 0,
+        "failed": 0,
+        "completed_recently": 3,
+        "failed_recently": 1,
+        "failure_rate": 0.25,
     }
-    assert data["totals"]["blocked"] == 5 and data["totals"]["stuck"] == 1
+    assert data["totals"]["blocked"] == 5
+    assert data["totals"]["stuck"] == 1
     assert [(p["check"], p["queues"]) for p in data["problems"]] == [
         ("stuck", {"pdfs": 1}),
         ("failure_rate", {"emails": 0.25}),

@@ -17,8 +17,10 @@ def record(message: str, **extra: object) -> logging.LogRecord:
 
 def test_text_lines() -> None:
     fmt = TextFormatter("Worker", "pod-1:42")
-    assert fmt.format(record("Processing Job #12 (GenerateQrCode)")) == \
-        "[Worker pod-1:42][INFO] Processing Job #12 (GenerateQrCode)"
+    assert (
+        fmt.format(record("Processing Job #12 (GenerateQrCode)"))
+        == "[Worker pod-1:42][INFO] Processing Job #12 (GenerateQrCode)"
+    )
     line = fmt.format(record("Completed Job #12 (X) in 35 ms", tag="DONE", kv={"queue": "a b", "n": 1}))
     assert line == '[Worker pod-1:42][DONE] Completed Job #12 (X) in 35 ms queue="a b" n=1'
 
@@ -26,4 +28,9 @@ def test_text_lines() -> None:
 def test_json_lines() -> None:
     data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("hello", tag="FAIL", job_id=3)))
     assert {k: data[k] for k in ("level", "tag", "identity", "message", "job_id")} == {
-        "level": "info", "tag": "FAIL", "identity": "pod-1:42", "message": "hello", "job_id": 3}
+        "level": "info",
+        "tag": "FAIL",
+        "identity": "pod-1:42",
+        "message": "hello",
+        "job_id": 3,
+    }

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from passito_jobs.supervisor.policy import Direction, ScalingPolicy, decide
 
-OLD = ScalingPolicy(min_replicas=1, max_replicas=10, scale_up_threshold=5, scale_down_threshold=2, cooldown=60)
+OLD = ScalingPolicy(
+    min_replicas=1, max_replicas=10, scale_up_threshold=5, scale_down_threshold=2, cooldown=60
+)
 
 
 def test_empty_queue_keeps_one_worker() -> None:
@@ -48,12 +50,15 @@ def test_out_of_bounds_replicas_are_corrected() -> None:
     assert decide(OLD, load=0, current=15, now=0, last_scale_time=0).desired == 10
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"min_replicas": 5, "max_replicas": 2}, "must not exceed maxReplicas"),
-    ({"min_replicas": -1}, "minReplicas must not be negative"),
-    ({"scale_up_threshold": 2, "scale_down_threshold": 3}, "scaleDownThreshold"),
-    ({"max_replicas": 0, "min_replicas": 0}, "maxReplicas must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_replicas": 5, "max_replicas": 2}, "must not exceed maxReplicas"),
+        ({"min_replicas": -1}, "minReplicas must not be negative"),
+        ({"scale_up_threshold": 2, "scale_down_threshold": 3}, "scaleDownThreshold"),
+        ({"max_replicas": 0, "min_replicas": 0}, "maxReplicas must be at least 1"),
+    ],
+)
 def test_invalid_policies_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ScalingPolicy(**kwargs)  # type: ignore[arg-type]
@@ -68,7 +73,9 @@ def policies(draw: st.DrawFn) -> ScalingPolicy:
     return ScalingPolicy(low, high, up, down, draw(st.floats(0, 600)))
 
 
-situations = st.tuples(st.integers(0, 2000), st.integers(0, 25), st.floats(0, 2000), st.none() | st.floats(0, 2000))
+situations = st.tuples(
+    st.integers(0, 2000), st.integers(0, 25), st.floats(0, 2000), st.none() | st.floats(0, 2000)
+)
 
 
 @given(policies(), situations)
@@ -79,8 +86,9 @@ def test_always_within_bounds(policy: ScalingPolicy, s: tuple[int, int, float, f
 
 
 @given(policies(), situations, st.integers(0, 2000))
-def test_more_load_never_means_fewer_workers(policy: ScalingPolicy, s: tuple[int, int, float, float | None],
-                                             extra: int) -> None:
+def test_more_load_never_means_fewer_workers(
+    policy: ScalingPolicy, s: tuple[int, int, float, float | None], extra: int
+) -> None:
     load, current, now, last = s
     less = decide(policy, load=load, current=current, now=now, last_scale_time=last).desired
     more = decide(policy, load=load + extra, current=current, now=now, last_scale_time=last).desired
@@ -98,7 +106,9 @@ def test_no_change_between_thresholds(policy: ScalingPolicy, s: tuple[int, int, 
 
 
 @given(policies(), situations)
-def test_scale_down_waits_for_the_cooldown(policy: ScalingPolicy, s: tuple[int, int, float, float | None]) -> None:
+def test_scale_down_waits_for_the_cooldown(
+    policy: ScalingPolicy, s: tuple[int, int, float, float | None]
+) -> None:
     load, current, now, last = s
     decision = decide(policy, load=load, current=current, now=now, last_scale_time=last)
     if decision.direction is Direction.DOWN and policy.min_replicas <= current <= policy.max_replicas:

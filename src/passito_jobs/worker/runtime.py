@@ -55,10 +55,13 @@ class SchemaMissingError(RuntimeError):
 class _Running:
     job: ClaimedJob
     ctx: JobContext
+    job_type: JobType | None
     started: float
+    deadline: float  # time.monotonic() after which the watchdog cancels the attempt
     task: asyncio.Task[None] | None = None
     lost: bool = False  # the database says another party owns the job now
     released: bool = False  # shutdown gave it back to the queue
+    timed_out: bool = False  # the watchdog cancelled it
     in_thread: bool = False
 
 
@@ -162,6 +165,7 @@ class Worker:
             asyncio.create_task(self._listen(), name="listener"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._maintain(), name="maintenance"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
         ]
         log.info(
             "Worker started: queues=%s concurrency=%d batch=%d",
@@ -290,14 +294,16 @@ class Worker:
     def _start(self, job: ClaimedJob) -> None:
         assert self._loop is not None
         ctx = JobContext(job.id, job.type, job.queue, job.payload, job.attempt, job.max_attempts, self.id)
-        entry = _Running(job, ctx, time.perf_counter())
+        job_type = self.registry.get(job.type)
+        timeout = (job_type.timeout if job_type else None) or self.settings.job_timeout
+        entry = _Running(job, ctx, job_type, time.perf_counter(), time.monotonic() + timeout)
         self._running[job.id] = entry
         self.metrics.picked_up(job.queue, job.waited_seconds)
         entry.task = self._loop.create_task(self._execute(entry))
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
-        job_type = self.registry.get(job.type)
+        job_type = entry.job_type
         if self._log_jobs:
             log.info(
                 "Processing Job #%d (%s)",
@@ -313,7 +319,12 @@ class Worker:
                     f"(registered: {', '.join(self.registry.names()) or 'none'}); "
                     "load its module with --import or PASSITO_JOB_MODULES"
                 )
-            result = await self._call(entry, job_type)
+            if job_type.is_async:
+                result = await job_type.handler(entry.ctx)
+            else:
+                entry.in_thread = True
+                assert self._loop is not None
+                result = await self._loop.run_in_executor(self._executor, job_type.handler, entry.ctx)
             encoded = None if result is None else _encode_result(job, result)
             self._outcomes.completed.append((job.id, job.attempt, encoded))
             outcome = "completed"
@@ -326,42 +337,51 @@ class Worker:
                     extra={"tag": "DONE"},
                 )
         except asyncio.CancelledError:
-            if not (entry.lost or entry.released):
-                raise
-            if entry.lost:
+            if entry.timed_out:
+                outcome = self._record_failure(entry, self._timeout_error(entry))
+            elif entry.lost:
                 log.warning(
                     "Abandoned Job #%d (%s): it was cancelled or rescued by another worker",
                     job.id,
                     job.type,
                     extra={"tag": "FAIL"},
                 )
+            elif not entry.released:
+                raise
         except Exception as exc:
-            outcome = self._record_failure(entry, job_type, exc)
+            outcome = self._record_failure(entry, exc)
         finally:
             del self._running[job.id]
             self.metrics.finished(job.type, job.queue, outcome, time.perf_counter() - entry.started)
             assert self._wake is not None
             self._wake.set()
 
-    async def _call(self, entry: _Running, job_type: JobType) -> Any:
-        timeout = job_type.timeout or self.settings.job_timeout
-        try:
-            async with asyncio.timeout(timeout) as scope:
-                if job_type.is_async:
-                    return await job_type.handler(entry.ctx)
-                entry.in_thread = True
-                assert self._loop is not None
-                return await self._loop.run_in_executor(self._executor, job_type.handler, entry.ctx)
-        except TimeoutError:
-            if scope.expired():
-                if entry.in_thread:
-                    self._threads_abandoned += 1  # the thread runs on; its late result is discarded
-                raise AttemptTimeoutError(
-                    f"attempt exceeded the {format_duration(timeout)} timeout of job type {job_type.name}"
-                ) from None
-            raise
+    def _timeout_error(self, entry: _Running) -> AttemptTimeoutError:
+        if entry.in_thread:
+            self._threads_abandoned += 1  # the thread runs on; its late result is discarded
+        timeout = (entry.job_type.timeout if entry.job_type else None) or self.settings.job_timeout
+        return AttemptTimeoutError(
+            f"attempt exceeded the {format_duration(timeout)} timeout of job type {entry.job.type}"
+        )
 
-    def _record_failure(self, entry: _Running, job_type: JobType | None, exc: Exception) -> str:
+    async def _watchdog(self) -> None:
+        """Cancel attempts that outlive their job type's timeout.
+
+        One periodic sweep instead of a timer per job keeps the hot path cheap; timeouts are
+        enforced within a tenth of the shortest one (and within a second).
+        """
+        shortest = min([t.timeout for t in self.registry if t.timeout] + [self.settings.job_timeout])
+        tick = min(1.0, max(0.02, shortest / 10))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for entry in list(self._running.values()):
+                if now >= entry.deadline and not (entry.timed_out or entry.lost or entry.released):
+                    entry.timed_out = True
+                    if entry.task is not None:
+                        entry.task.cancel()
+
+    def _record_failure(self, entry: _Running, exc: Exception) -> str:
         job = entry.job
         permanent = isinstance(exc, PermanentError)
         retry_in: float | None = None

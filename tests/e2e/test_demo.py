@@ -1,0 +1,90 @@
+"""`make run`'s program, end to end: embedded PostgreSQL, supervisor, workers, demo workload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+
+
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
+    env["PASSITO_DATA_DIR"] = str(tmp_path / "passito")
+    return env
+
+
+def no_process_uses(data_dir: Path) -> bool:
+    """True when neither the embedded server of `data_dir` nor a worker connected to it runs."""
+    port = (data_dir / "pgdata.port").read_text().strip()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # gone, or not ours to read
+        if str(data_dir) in cmdline:
+            return False  # the PostgreSQL server of this data directory
+        if "passito_jobs worker" in cmdline and f"127.0.0.1:{port}/" in environ:
+            return False  # a worker of this demo
+    return True
+
+
+@pytest.mark.slow
+def test_demo_until_drained_exits_0_and_cleans_up(tmp_path: Path) -> None:
+    done = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-m", "passito_jobs", "demo", "--jobs", "60", "--until-drained"],
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Job Supervisor started" in done.stdout
+    assert "Spawned worker with PID: " in done.stdout
+    assert "Demo: 60/60 jobs done (0 failed)" in done.stdout
+    assert "All demo jobs are done." in done.stdout
+    assert "Embedded PostgreSQL stopped" in done.stdout
+    assert "[DONE] Completed Job #" in done.stderr
+    assert no_process_uses(tmp_path / "passito")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_gracefully(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "demo", "--jobs", "400"],
+            env=demo_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group, like a terminal's foreground job
+        try:
+            wait_for(
+                lambda: "[DONE] Completed Job #" in log.read_text(), timeout=120, message="jobs to be running"
+            )
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+            assert proc.wait(120) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Stopping (Ctrl-C again to force)..." in text
+    assert "Job Supervisor stopped" in text
+    assert "Embedded PostgreSQL stopped" in text
+    assert "Second signal" not in text  # workers were stopped once, gracefully
+    deadline = time.monotonic() + 10
+    while not no_process_uses(tmp_path / "passito") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert no_process_uses(tmp_path / "passito")
