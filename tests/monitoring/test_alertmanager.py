@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import string
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.monitoring.tools import ALERTMANAGER, ALERTS, binary, run
+from tests.monitoring.tools import (
+    ALERTMANAGER_CONFIG,
+    ALERTMANAGER_TEMPLATE,
+    ALERTS,
+    binary,
+    render_config,
+    run,
+)
 
-CONFIG = ALERTMANAGER / "alertmanager.yml"
-TEMPLATE = ALERTMANAGER / "passito-jobs.tmpl"
 ENV = {
     "ALERTMANAGER_SMTP_HOST": "smtp.example.org",
     "ALERTMANAGER_SMTP_PORT": "587",
@@ -24,25 +27,16 @@ ENV = {
 }
 
 
-def render_config(folder: Path, env: dict[str, str]) -> Path:
-    """What `envsubst` does at install time, with the template beside the configuration."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "alertmanager.yml"
-    path.write_text(string.Template(CONFIG.read_text()).substitute(env))
-    shutil.copy(TEMPLATE, folder / TEMPLATE.name)
-    return path
-
-
 def test_amtool_accepts_the_configuration_as_shipped_and_as_installed(tmp_path: Path) -> None:
     amtool = binary("amtool")
-    for path in (CONFIG, render_config(tmp_path, ENV)):
+    for path in (ALERTMANAGER_CONFIG, render_config(tmp_path, ENV)):
         result = run(amtool, "check-config", str(path))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "1 templates\n  SUCCESS" in result.stdout, result.stdout
 
 
 def test_routes_by_severity_and_keeps_secrets_out() -> None:
-    text = CONFIG.read_text()
+    text = ALERTMANAGER_CONFIG.read_text()
     config = yaml.safe_load(text)
     assert "smtp_auth_password:" not in text
     assert config["global"]["smtp_auth_password_file"].startswith("/etc/alertmanager/secrets/")
@@ -112,7 +106,7 @@ def render(tmp_path: Path, alerts: list[dict[str, Any]], name: str) -> str:
             amtool,
             "template",
             "render",
-            f"--template.glob={TEMPLATE}",
+            f"--template.glob={ALERTMANAGER_TEMPLATE}",
             f"--template.type={kind}",
             f"--template.data={path}",
             f'--template.text={{{{ template "{template}" . }}}}',
