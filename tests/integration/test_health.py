@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from passito_jobs import JobRequest, dispatch, dispatch_many
 from passito_jobs.health.exporter import QueueCollector
 from passito_jobs.queue.store import Store, queries
-from tests.helpers import job_state, run_cli
+from tests.helpers import job_state, run_cli, wait_for
+from tests.integration.test_worker import free_port, http_get
 
 Conn = psycopg.Connection[Any]
 
@@ -175,6 +178,13 @@ def test_a_database_without_the_schema_exits_2(cli_env: dict[str, str], empty_da
         err.strip()
         == "passito-jobs: error: the passito_jobs schema is not installed: run `passito-jobs migrate`"
     )
+
+
+def test_a_query_error_is_one_line_too(conn: Conn, cli_env: dict[str, str]) -> None:
+    conn.execute("ALTER TABLE passito_jobs.jobs RENAME COLUMN heartbeat_at TO heartbeat")
+    code, _, err = health(cli_env)
+    assert code == 2
+    assert err.strip() == 'passito-jobs: error: the health query failed: column "heartbeat_at" does not exist'
 
 
 def test_a_slow_query_is_cancelled_by_the_statement_timeout(conn: Conn, cli_env: dict[str, str]) -> None:
@@ -355,13 +365,6 @@ def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
 
 @pytest.mark.slow
 def test_health_serve_keeps_serving_while_the_database_is_unreachable(cli_env: dict[str, str]) -> None:
-    import subprocess
-    import sys
-    import urllib.request
-
-    from tests.helpers import wait_for
-    from tests.integration.test_worker import free_port, http_get
-
     port = free_port()
     env = {
         **cli_env,
@@ -385,7 +388,7 @@ def test_health_serve_keeps_serving_while_the_database_is_unreachable(cli_env: d
         assert "passito_jobs_database_up 0.0" in body
         assert "passito_jobs_queue_jobs{" not in body
         assert http_get(port, "/readyz")[0] == 200
-        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+        assert http_get(port, "/healthz")[0] == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)

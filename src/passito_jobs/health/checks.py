@@ -198,8 +198,14 @@ def run_checks(
             "(PASSITO_HEALTH_QUERY_TIMEOUT)"
         ) from None
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailableError(
-            f"lost the database connection during the health check: {first}"
+            f"lost the database connection during the health check: {_first_line(exc)}"
         ) from None
+    except psycopg.Error as exc:  # permissions, a damaged schema: one line, not a traceback
+        raise HealthCheckError(f"the health query failed: {_first_line(exc)}") from None
     return report
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
