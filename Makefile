@@ -8,9 +8,10 @@ DEMO_JOBS ?= 200
 DEMO_WORKERS ?= 4
 UNTIL_DRAINED ?=
 PYTEST_ARGS ?=
+OUTPASS_BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit bench schema clean
+.PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,8 +41,13 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...)
+bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
+
+bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema
