@@ -24,7 +24,7 @@ import yaml
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
 from passito_jobs.supervisor.policy import ScalingPolicy
-from tests.conftest import drop_database, fresh_database
+from tests.conftest import TEST_SECRET_KEY, drop_database, fresh_database
 from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
 from tests.monitoring.stack import (
     Alertmanager,
@@ -117,10 +117,14 @@ class Stack:
         )
         self.workers.append(worker)
         wait_for(
-            lambda: http_get(f"http://127.0.0.1:{self.worker_port}/readyz")[0] == 200,
+            lambda: (
+                worker.proc.poll() is not None
+                or http_get(f"http://127.0.0.1:{self.worker_port}/readyz")[0] == 200
+            ),
             timeout=20,
             message="the worker to be ready",
         )
+        assert worker.proc.poll() is None, f"the worker exited:\n{worker.log()}"
         return worker
 
     def mails(self, status: str, alert: str) -> list[Mail]:
@@ -135,7 +139,14 @@ def stack(pg_admin_url: str, template_url: str, tmp_path_factory: pytest.TempPat
     folder = tmp_path_factory.mktemp("monitoring")
     url = fresh_database(pg_admin_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
-    env.update(FAST, PASSITO_DATABASE_URL=url, PASSITO_DATA_DIR=str(folder / "passito"), PYTHONPATH=str(ROOT))
+    env.update(
+        FAST,
+        PASSITO_DATABASE_URL=url,
+        PASSITO_DATA_DIR=str(folder / "passito"),
+        PASSITO_SECRET_KEY=TEST_SECRET_KEY,  # workers refuse to start without a signing key
+        PASSITO_STORAGE_DIR=str(folder / "storage"),
+        PYTHONPATH=str(ROOT),
+    )
     workers: list[WorkerProcess] = []
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(drop_database, pg_admin_url, url)
