@@ -814,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 when the queue is unhealthy (for a CronJob)",
     )
     p.set_defaults(func=cmd_health)
-    hsub = p.add_subparsers(dest="health_command", metavar="serve", parser_class=_Parser)
+    hsub = p.add_subparsers(dest="health_command", metavar="[serve]", parser_class=_Parser)
     s = hsub.add_parser("serve", help="serve queue gauges for Prometheus on /metrics")
     s.add_argument(
         "--port",
