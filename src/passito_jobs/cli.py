@@ -442,6 +442,64 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
     return run_operator(settings)
 
 
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.health.checks import HealthCheckError, Thresholds, run_checks  # noqa: PLC0415
+    from passito_jobs.health.report import render_text, to_json  # noqa: PLC0415
+
+    def pick(flag: str, setting: str) -> Any:
+        value = getattr(args, flag)
+        return getattr(settings, setting) if value is None else value
+
+    try:
+        thresholds = Thresholds(
+            stale_after=pick("stale_after", "health_stale_after"),
+            stuck_after=pick("stuck_after", "stuck_timeout"),
+            max_failure_rate=pick("max_failure_rate", "health_max_failure_rate"),
+            window=pick("window", "health_window"),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), code=2) from None
+    store = _store(settings)
+    try:
+        report = run_checks(
+            store,
+            thresholds,
+            timeout=settings.health_query_timeout,
+            recover=args.recover,
+            holder=f"health:{settings.worker_host}:{os.getpid()}",
+        )
+    except HealthCheckError as exc:
+        raise CommandError(str(exc), code=2) from None
+    if args.json:
+        _print_json(to_json(report))
+    else:
+        print(render_text(report))
+    return 1 if args.exit_code_on_failure and not report.healthy else 0
+
+
+def cmd_health_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.health.exporter import serve  # noqa: PLC0415
+
+    port = settings.health_port if args.port is None else args.port
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        return serve(settings, database_url(settings), port, stop)
+    except OSError as exc:
+        raise CommandError(f"cannot serve metrics on port {port}: {exc.strerror or exc}", code=2) from None
+
+
+def _failure_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.10 is 10%), got {text}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.demo import run_demo  # noqa: PLC0415
 
@@ -778,6 +836,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_operator)
 
+    p = sub.add_parser(
+        "health",
+        help="check the queue (stale, stuck, failure rate); `health serve` exports queue metrics",
+        description="Check stale pending jobs, stuck processing jobs and the failure rate, and print "
+        "a report. Exit 0 (1 with --exit-code-on-failure when unhealthy); 2 when the database "
+        "cannot be checked.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON with a per-queue breakdown")
+    p.add_argument(
+        "--stale-after",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="ready but not started for this long is stale (PASSITO_HEALTH_STALE_AFTER, default 5m)",
+    )
+    p.add_argument(
+        "--stuck-after",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="processing without a heartbeat for this long is stuck (PASSITO_STUCK_TIMEOUT, default 60s)",
+    )
+    p.add_argument(
+        "--max-failure-rate",
+        type=_failure_rate,
+        default=None,
+        metavar="RATIO",
+        help="highest healthy failed/finished ratio (PASSITO_HEALTH_MAX_FAILURE_RATE, default 0.10)",
+    )
+    p.add_argument(
+        "--window",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="history the failure rate covers (PASSITO_HEALTH_WINDOW, default 1h)",
+    )
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="return stuck jobs to pending (as the workers' rescue does)",
+    )
+    p.add_argument(
+        "--exit-code-on-failure",
+        action="store_true",
+        help="exit 1 when the queue is unhealthy (for a CronJob)",
+    )
+    p.set_defaults(func=cmd_health)
+    hsub = p.add_subparsers(dest="health_command", metavar="[serve]", parser_class=_Parser)
+    s = hsub.add_parser("serve", help="serve queue gauges for Prometheus on /metrics")
+    s.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="HTTP port for /metrics, /healthz, /readyz; 0 picks a free one (PASSITO_HEALTH_PORT, 9101)",
+    )
+    s.set_defaults(func=cmd_health_serve)
+
     p = sub.add_parser("db", help="the embedded PostgreSQL used when PASSITO_DATABASE_URL is unset")
     p.add_argument("action", choices=["start", "stop", "url"])
     p.set_defaults(func=cmd_db)
@@ -843,7 +959,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _fail(str(exc), 2)
     identity = f"{settings.worker_host}:{os.getpid()}"
-    role = {"worker": "Worker", "supervise": "Supervisor"}.get(args.command, "passito-jobs")
+    roles = {"worker": "Worker", "supervise": "Supervisor", "health": "Health"}
+    role = roles.get(args.command, "passito-jobs")
     logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:

@@ -349,6 +349,41 @@ class Settings:
         "Operator",
     )
 
+    # --- health checks and the queue exporter (`passito-jobs health`) ---
+    health_stale_after: float = _setting(
+        "PASSITO_HEALTH_STALE_AFTER",
+        300.0,
+        "A job ready but not started for this long is stale (workers down or too few); "
+        "`health --stale-after` overrides it.",
+        "Health",
+    )
+    health_max_failure_rate: float = _setting(
+        "PASSITO_HEALTH_MAX_FAILURE_RATE",
+        0.10,
+        "Highest healthy share of failed jobs among those finished within PASSITO_HEALTH_WINDOW "
+        "(0 to 1); `health --max-failure-rate` overrides it.",
+        "Health",
+    )
+    health_window: float = _setting(
+        "PASSITO_HEALTH_WINDOW",
+        3600.0,
+        "Recent history the failure rate and the exporter's finished-job counts cover; "
+        "`health --window` overrides it.",
+        "Health",
+    )
+    health_port: int = _setting(
+        "PASSITO_HEALTH_PORT",
+        9101,
+        "Port of the queue exporter (`health serve`: /metrics, /healthz, /readyz); 0 picks a free one.",
+        "Health",
+    )
+    health_query_timeout: float = _setting(
+        "PASSITO_HEALTH_QUERY_TIMEOUT",
+        5.0,
+        "Statement timeout of the health query (each check, each scrape of the exporter).",
+        "Health",
+    )
+
     # --- logging ---
     log_level: str = _setting("PASSITO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", "Logging")
     log_format: str = _setting(
@@ -468,6 +503,15 @@ class Settings:
                 "operator_liveness_port",
                 "must be a port number or 0",
             ),
+            (self.health_stale_after > 0, "health_stale_after", "must be positive"),
+            (
+                0 <= self.health_max_failure_rate <= 1,
+                "health_max_failure_rate",
+                "must be between 0 and 1",
+            ),
+            (self.health_window > 0, "health_window", "must be positive"),
+            (0 <= self.health_port <= 65535, "health_port", "must be a port number or 0"),
+            (self.health_query_timeout > 0, "health_query_timeout", "must be positive"),
         ]
         for ok, name, message in checks:
             if not ok:
@@ -496,7 +540,7 @@ def describe() -> list[dict[str, str]]:
             shown = ",".join(default) or "(empty)"
         elif isinstance(default, bool):
             shown = str(default).lower()
-        elif isinstance(default, float) and spec.name.endswith("_threshold"):
+        elif isinstance(default, float) and spec.name.endswith(("_threshold", "_rate")):
             shown = f"{default:g}"
         elif isinstance(default, float):
             shown = format_duration(default)
@@ -565,6 +609,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "operator_metrics_port": _parse_int,
     "operator_liveness_port": _parse_int,
     "kube_server": _optional_str,
+    "health_stale_after": parse_duration,
+    "health_max_failure_rate": float,
+    "health_window": parse_duration,
+    "health_port": _parse_int,
+    "health_query_timeout": parse_duration,
     "log_level": str.upper,
     "log_format": str.lower,
 }

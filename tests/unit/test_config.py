@@ -45,6 +45,8 @@ def test_defaults_are_pinned() -> None:
     assert (s.smtp_from, s.smtp_timeout, s.smtp_ca_file) == ("Passito <no-reply@localhost>", 30.0, None)
     assert (s.operator_namespaces, s.operator_metrics_port, s.operator_liveness_port) == ((), 9102, 8080)
     assert s.kube_server is None
+    assert (s.health_stale_after, s.health_max_failure_rate, s.health_window) == (300.0, 0.10, 3600.0)
+    assert (s.health_port, s.health_query_timeout) == (9101, 5.0)
     assert (s.log_level, s.log_format) == ("INFO", "text")
 
 
@@ -92,6 +94,11 @@ def test_environment_is_parsed() -> None:
             "PASSITO_SMTP_USER needs PASSITO_SMTP_SECURITY starttls or tls",
         ),
         ({"PASSITO_SMTP_FROM": "Passito\r\nBcc: x@y.z"}, "PASSITO_SMTP_FROM must be an address"),
+        (
+            {"PASSITO_HEALTH_MAX_FAILURE_RATE": "1.5"},
+            "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1",
+        ),
+        ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -106,3 +106,32 @@ class Job:
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue's numbers, as health checks and the exporter see them (`Store.queue_stats`).
+
+    `ready` jobs are pending jobs whose run_at has come; `stale` ones have been ready for longer
+    than the stale threshold, `stuck` ones are processing without a heartbeat for longer than
+    the stuck threshold. `failed` is the whole dead-letter set; the `*_recently` counts cover
+    jobs that finished within the window.
+    """
+
+    queue: str
+    blocked: int = 0
+    pending: int = 0
+    ready: int = 0
+    stale: int = 0
+    oldest_ready_age: float = 0.0
+    processing: int = 0
+    stuck: int = 0
+    failed: int = 0
+    completed_recently: int = 0
+    failed_recently: int = 0
+
+    @property
+    def failure_rate(self) -> float:
+        """Failed among the jobs that finished within the window; 0 when none finished."""
+        finished = self.completed_recently + self.failed_recently
+        return self.failed_recently / finished if finished else 0.0

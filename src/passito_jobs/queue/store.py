@@ -30,6 +30,7 @@ from passito_jobs.queue.models import (
     InvalidJobError,
     Job,
     JobRequest,
+    QueueStats,
 )
 
 MIGRATION_LOCK_KEY = 0x7061_7373_6974_6F  # "passito": one advisory lock for all migrators
@@ -324,6 +325,19 @@ class Store:
         row = self.conn.execute(_q("load"), {"queues": list(queues) if queues else None}).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
+
+    def queue_stats(
+        self, *, stale_after: float, stuck_after: float, window: float, timeout: float
+    ) -> list[QueueStats]:
+        """Every queue's numbers in one statement, cancelled after `timeout` seconds.
+
+        Raises psycopg.errors.QueryCanceled when the statement timeout strikes.
+        """
+        params = {"stale_after": stale_after, "stuck_after": stuck_after, "window": window}
+        with self.conn.transaction():
+            self.conn.execute(_q("set_statement_timeout"), {"timeout_ms": max(1, round(timeout * 1000))})
+            rows = self.conn.execute(_q("queue_stats"), params).fetchall()
+        return [QueueStats(*row) for row in rows]
 
     # --- maintenance
 

@@ -95,3 +95,70 @@ WHERE state = 'pending' AND run_at > now()
 SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')),
        count(*) FILTER (WHERE state = 'failed')
 FROM passito_jobs.jobs WHERE id BETWEEN %(first)s AND %(last)s
+
+-- name: set_statement_timeout
+-- Bounds the statements of the current transaction (SET LOCAL takes no parameters).
+SELECT set_config('statement_timeout', %(timeout_ms)s::text, true)
+
+-- name: queue_stats
+-- Per-queue numbers for health checks and the exporter, in one statement. Each part reads one
+-- partial index, so the millions of completed rows the table may hold are never counted:
+-- pending (jobs_ready_by_queue_idx) and blocked (jobs_blocked_idx) jobs index-only; processing
+-- jobs (jobs_processing_idx) are few; failed jobs and jobs finished within the window are
+-- range scans of jobs_finished_idx. Completed and cancelled jobs are counted only within
+-- the window.
+WITH pending AS (
+    SELECT queue,
+           count(*) AS pending,
+           count(*) FILTER (WHERE run_at <= now()) AS ready,
+           count(*) FILTER (WHERE run_at <= now() - make_interval(secs => %(stale_after)s)) AS stale,
+           extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())) AS oldest_ready_age
+    FROM passito_jobs.jobs
+    WHERE state = 'pending'
+    GROUP BY queue
+),
+blocked AS (
+    SELECT queue, count(*) AS blocked
+    FROM passito_jobs.jobs
+    WHERE state = 'blocked'
+    GROUP BY queue
+),
+processing AS (
+    SELECT queue,
+           count(*) AS processing,
+           count(*) FILTER (WHERE heartbeat_at < now() - make_interval(secs => %(stuck_after)s)) AS stuck
+    FROM passito_jobs.jobs
+    WHERE state = 'processing'
+    GROUP BY queue
+),
+failed AS (
+    SELECT queue,
+           count(*) AS failed,
+           count(*) FILTER (WHERE finished_at >= now() - make_interval(secs => %(window)s)) AS failed_recently
+    FROM passito_jobs.jobs
+    WHERE state = 'failed'
+    GROUP BY queue
+),
+completed AS (
+    SELECT queue, count(*) AS completed_recently
+    FROM passito_jobs.jobs
+    WHERE state = 'completed' AND finished_at >= now() - make_interval(secs => %(window)s)
+    GROUP BY queue
+)
+SELECT queue,
+       coalesce(b.blocked, 0) AS blocked,
+       coalesce(p.pending, 0) AS pending,
+       coalesce(p.ready, 0) AS ready,
+       coalesce(p.stale, 0) AS stale,
+       coalesce(p.oldest_ready_age, 0)::double precision AS oldest_ready_age,
+       coalesce(r.processing, 0) AS processing,
+       coalesce(r.stuck, 0) AS stuck,
+       coalesce(f.failed, 0) AS failed,
+       coalesce(c.completed_recently, 0) AS completed_recently,
+       coalesce(f.failed_recently, 0) AS failed_recently
+FROM pending p
+FULL JOIN blocked b USING (queue)
+FULL JOIN processing r USING (queue)
+FULL JOIN failed f USING (queue)
+FULL JOIN completed c USING (queue)
+ORDER BY queue

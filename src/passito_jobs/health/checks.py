@@ -1,0 +1,211 @@
+"""The health checks: stale pending jobs, stuck processing jobs, the failure rate.
+
+`evaluate` is pure (numbers in, problems out); `run_checks` reads the numbers from the database
+and, when asked, rescues stuck jobs exactly as the workers' maintenance does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from passito_jobs.config import format_duration
+from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig, MaintenanceResult
+from passito_jobs.queue.models import DatabaseUnavailableError, QueueError, QueueStats
+from passito_jobs.queue.store import Store
+
+STALE = "stale"
+STUCK = "stuck"
+FAILURE_RATE = "failure_rate"
+
+
+class HealthCheckError(QueueError):
+    """The checks could not run (query timeout, missing schema); the message says why."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a queue counts as unhealthy; validated at construction."""
+
+    stale_after: float = 300.0
+    stuck_after: float = 60.0
+    max_failure_rate: float = 0.10
+    window: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("stale_after", "stuck_after", "window"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a positive duration, got {value!r}")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ValueError(f"max-failure-rate must be between 0 and 1, got {self.max_failure_rate!r}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One failed check: what was found, in which queues, and its likely cause."""
+
+    check: str
+    count: int
+    message: str
+    likely_cause: str
+    queues: dict[str, int | float]
+
+
+@dataclass
+class HealthReport:
+    thresholds: Thresholds
+    queues: list[QueueStats]
+    problems: list[Problem]
+    checked_at: datetime
+    recovered: MaintenanceResult | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    @property
+    def totals(self) -> QueueStats:
+        """Every queue added up (the oldest ready age is the oldest of all)."""
+        return total(self.queues)
+
+
+def total(queues: Sequence[QueueStats]) -> QueueStats:
+    counts: dict[str, int] = {}
+    for spec in fields(QueueStats):
+        if spec.name not in {"queue", "oldest_ready_age"}:
+            counts[spec.name] = sum(getattr(q, spec.name) for q in queues)
+    oldest = max((q.oldest_ready_age for q in queues), default=0.0)
+    return QueueStats("*", oldest_ready_age=oldest, **counts)
+
+
+def age(seconds: float) -> str:
+    """A wait, rounded for people: 42s, 12m, 3.5h, 2.1d."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'' if count == 1 else 's'}"
+
+
+def evaluate(queues: Sequence[QueueStats], thresholds: Thresholds) -> list[Problem]:
+    """The problems these numbers show, in the order stale, stuck, failure rate."""
+    problems: list[Problem] = []
+    totals = total(queues)
+    if totals.stale:
+        problems.append(
+            Problem(
+                check=STALE,
+                count=totals.stale,
+                message=(
+                    f"{_jobs(totals.stale)} ready but not started for more than "
+                    f"{format_duration(thresholds.stale_after)} (the oldest has waited "
+                    f"{age(totals.oldest_ready_age)})"
+                ),
+                likely_cause=(
+                    "no worker is running, or too few workers for the load (check the worker "
+                    "Deployment, its autoscaler and the workers' logs)"
+                ),
+                queues={q.queue: q.stale for q in queues if q.stale},
+            )
+        )
+    if totals.stuck:
+        problems.append(
+            Problem(
+                check=STUCK,
+                count=totals.stuck,
+                message=(
+                    f"{_jobs(totals.stuck)} processing without a heartbeat for more than "
+                    f"{format_duration(thresholds.stuck_after)}"
+                ),
+                likely_cause=(
+                    "workers crashed or were killed mid-job (OOM kill, node loss) and no running "
+                    "worker has rescued the jobs yet; `--recover` returns them to pending"
+                ),
+                queues={q.queue: q.stuck for q in queues if q.stuck},
+            )
+        )
+    finished = totals.completed_recently + totals.failed_recently
+    if finished and totals.failure_rate > thresholds.max_failure_rate:
+        problems.append(
+            Problem(
+                check=FAILURE_RATE,
+                count=totals.failed_recently,
+                message=(
+                    f"{totals.failure_rate:.1%} of the jobs finished in the last "
+                    f"{format_duration(thresholds.window)} failed ({totals.failed_recently} of "
+                    f"{finished}), above {thresholds.max_failure_rate:.1%}"
+                ),
+                likely_cause=(
+                    "a job type fails on every run (a bad deploy or bad payloads) or a service the "
+                    "jobs call is down (SMTP, storage); see `passito-jobs jobs list --state failed`"
+                ),
+                queues={
+                    q.queue: round(q.failure_rate, 4)
+                    for q in queues
+                    if q.failed_recently and q.failure_rate > thresholds.max_failure_rate
+                },
+            )
+        )
+    return problems
+
+
+def run_checks(
+    store: Store,
+    thresholds: Thresholds,
+    *,
+    timeout: float,
+    recover: bool = False,
+    holder: str = "health",
+) -> HealthReport:
+    """Check the queue; with `recover`, then return stuck jobs to pending as maintenance does.
+
+    Raises HealthCheckError when the schema is missing or the query times out, and
+    DatabaseUnavailableError when the connection fails midway.
+    """
+    try:
+        if store.schema_version() is None:
+            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
+        queues = store.queue_stats(
+            stale_after=thresholds.stale_after,
+            stuck_after=thresholds.stuck_after,
+            window=thresholds.window,
+            timeout=timeout,
+        )
+        report = HealthReport(
+            thresholds=thresholds,
+            queues=queues,
+            problems=evaluate(queues, thresholds),
+            checked_at=datetime.now(UTC),
+        )
+        if recover:
+            config = MaintenanceConfig(stuck_timeout=thresholds.stuck_after)
+            report.recovered = Maintenance(store, holder, config).rescue()
+    except pg_errors.QueryCanceled:
+        raise HealthCheckError(
+            f"the health query did not finish within {format_duration(timeout)} "
+            "(PASSITO_HEALTH_QUERY_TIMEOUT)"
+        ) from None
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(
+            f"lost the database connection during the health check: {_first_line(exc)}"
+        ) from None
+    except psycopg.Error as exc:  # permissions, a damaged schema: one line, not a traceback
+        raise HealthCheckError(f"the health query failed: {_first_line(exc)}") from None
+    return report
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,226 @@
+"""`passito-jobs health serve`: queue gauges for Prometheus, read from PostgreSQL on each scrape.
+
+One scrape runs one bounded statement (`Store.queue_stats` under PASSITO_HEALTH_QUERY_TIMEOUT).
+Scrapes do not pile up: one query runs at a time, and a scrape that arrives while a query is
+in flight waits for it and serves its result. When the database cannot be queried the exporter
+keeps serving, with `passito_jobs_database_up 0` and no queue gauges (stale numbers would
+mislead). docs/metrics.md lists the metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from passito_jobs.config import Settings, format_duration
+from passito_jobs.httpserver import ProbeServer
+from passito_jobs.queue.models import DatabaseUnavailableError, QueueStats
+from passito_jobs.queue.store import Conn, Store, connect
+
+log = logging.getLogger("passito_jobs.health")
+
+UNFINISHED_STATES = ("blocked", "pending", "processing")
+
+
+@dataclass(frozen=True)
+class _Sample:
+    finished_at: float  # monotonic
+    duration: float
+    queues: list[QueueStats] | None  # None: the query failed
+
+
+class QueueCollector(Collector):
+    """A Prometheus collector that queries the queue on each scrape."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        stale_after: float,
+        stuck_after: float,
+        window: float,
+        query_timeout: float,
+        connect_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.database_url = database_url
+        self.stale_after = stale_after
+        self.stuck_after = stuck_after
+        self.window = window
+        self.query_timeout = query_timeout
+        self.connect_timeout = connect_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: Conn | None = None
+        self._last: _Sample | None = None
+        self._up: bool | None = None
+        self._queries = 0
+
+    # ------------------------------------------------------------ scraping
+
+    def collect(self) -> Iterator[Metric]:
+        asked = self._clock()
+        with self._lock:
+            sample = self._last
+            # A result that finished after this scrape arrived is fresh enough to share.
+            if sample is None or sample.finished_at < asked:
+                sample = self._last = self._query()
+        yield from self._families(sample)
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: registering must not query the database.
+        yield from self._families(None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    def _query(self) -> _Sample:
+        started = self._clock()
+        queues: list[QueueStats] | None
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.database_url, timeout=self.connect_timeout)
+            self._queries += 1
+            queues = Store(self._conn).queue_stats(
+                stale_after=self.stale_after,
+                stuck_after=self.stuck_after,
+                window=self.window,
+                timeout=self.query_timeout,
+            )
+        except (DatabaseUnavailableError, psycopg.Error) as exc:
+            self._disconnect()
+            self._note(False, exc)
+            queues = None
+        else:
+            self._note(True)
+        finished = self._clock()
+        return _Sample(finished_at=finished, duration=finished - started, queues=queues)
+
+    def _note(self, up: bool, exc: Exception | None = None) -> None:
+        """Log changes of the database's reachability, not every failed scrape."""
+        if up and self._up is False:
+            log.info("The database answers again")
+        elif not up and self._up is not False:
+            reason = str(exc).strip().splitlines()[0] if exc and str(exc).strip() else type(exc).__name__
+            log.warning("Cannot query the queue (passito_jobs_database_up is 0): %s", reason)
+        self._up = up
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            # Already broken or not: a new connection comes with the next scrape.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------ metric families
+
+    def _families(self, sample: _Sample | None) -> Iterator[Metric]:
+        window = format_duration(self.window)
+        up = GaugeMetricFamily(
+            "passito_jobs_database_up",
+            "1 when the last scrape's queue query succeeded, 0 when the database could not be queried.",
+        )
+        duration = GaugeMetricFamily(
+            "passito_jobs_exporter_query_duration_seconds",
+            "Time the last queue query took (connecting included).",
+        )
+        queries = CounterMetricFamily(
+            "passito_jobs_exporter_queries",
+            "Queue queries run; concurrent scrapes share one, so this can grow slower than scrapes.",
+            value=self._queries,
+        )
+        jobs = GaugeMetricFamily(
+            "passito_jobs_queue_jobs",
+            "Jobs by queue and state: blocked, pending, processing, and failed (the dead-letter set). "
+            "Completed jobs are counted only within the window (passito_jobs_queue_finished_jobs); "
+            "cancelled jobs are not counted.",
+            labels=["queue", "state"],
+        )
+        ready = GaugeMetricFamily(
+            "passito_jobs_queue_ready_jobs",
+            "Pending jobs whose run_at has come (ready to run now), by queue.",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "passito_jobs_queue_oldest_ready_age_seconds",
+            "How long the oldest ready job has waited to start, by queue (0 when none is ready).",
+            labels=["queue"],
+        )
+        stale = GaugeMetricFamily(
+            "passito_jobs_queue_stale_jobs",
+            f"Jobs ready but not started for more than {format_duration(self.stale_after)} "
+            "(PASSITO_HEALTH_STALE_AFTER), by queue.",
+            labels=["queue"],
+        )
+        stuck = GaugeMetricFamily(
+            "passito_jobs_queue_stuck_jobs",
+            f"Processing jobs without a heartbeat for more than {format_duration(self.stuck_after)} "
+            "(PASSITO_STUCK_TIMEOUT), by queue.",
+            labels=["queue"],
+        )
+        finished = GaugeMetricFamily(
+            "passito_jobs_queue_finished_jobs",
+            f"Jobs that finished in the last {window} (PASSITO_HEALTH_WINDOW), by queue and state "
+            "(completed, failed).",
+            labels=["queue", "state"],
+        )
+        ratio = GaugeMetricFamily(
+            "passito_jobs_queue_failure_ratio",
+            f"Failed among the jobs that finished in the last {window}, by queue (0 when none finished).",
+            labels=["queue"],
+        )
+        if sample is not None:
+            up.add_metric([], 0.0 if sample.queues is None else 1.0)
+            duration.add_metric([], sample.duration)
+            for q in sample.queues or []:
+                for state in UNFINISHED_STATES:
+                    jobs.add_metric([q.queue, state], getattr(q, state))
+                jobs.add_metric([q.queue, "failed"], q.failed)
+                ready.add_metric([q.queue], q.ready)
+                oldest.add_metric([q.queue], q.oldest_ready_age)
+                stale.add_metric([q.queue], q.stale)
+                stuck.add_metric([q.queue], q.stuck)
+                finished.add_metric([q.queue, "completed"], q.completed_recently)
+                finished.add_metric([q.queue, "failed"], q.failed_recently)
+                ratio.add_metric([q.queue], q.failure_rate)
+        yield from (up, duration, queries, jobs, ready, oldest, stale, stuck, finished, ratio)
+
+
+def serve(settings: Settings, database_url: str, port: int, stop: threading.Event) -> int:
+    """Serve /metrics (and /healthz, /readyz) until `stop` is set. Returns the exit code."""
+    collector = QueueCollector(
+        database_url,
+        stale_after=settings.health_stale_after,
+        stuck_after=settings.stuck_timeout,
+        window=settings.health_window,
+        query_timeout=settings.health_query_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    # Always ready: a database outage shows as passito_jobs_database_up 0, which only a
+    # scraped exporter can report.
+    server = ProbeServer(port, registry=registry)
+    log.info(
+        "Serving queue metrics on port %d (/metrics); stale after %s, stuck after %s, window %s",
+        server.port,
+        format_duration(settings.health_stale_after),
+        format_duration(settings.stuck_timeout),
+        format_duration(settings.health_window),
+    )
+    try:
+        stop.wait()
+    finally:
+        server.close()
+        collector.close()
+    return 0

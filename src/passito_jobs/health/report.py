@@ -1,0 +1,88 @@
+"""The health report: the old `jobs:health` text, or JSON with a per-queue breakdown."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from passito_jobs.config import format_duration
+from passito_jobs.health.checks import HealthReport, Problem
+from passito_jobs.queue.models import QueueStats
+
+TITLE = "Job Queue Health Check"
+RULE = "=" * 50
+HEALTHY = "✓ Job queue is healthy"
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:20])
+    return f" ({shown}{', ...' if len(ids) > 20 else ''})" if ids else ""
+
+
+def _queues(problem: Problem) -> str:
+    return ", ".join(
+        f"{queue} {value:.1%}" if isinstance(value, float) else f"{queue} {value}"
+        for queue, value in problem.queues.items()
+    )
+
+
+def render_text(report: HealthReport) -> str:
+    totals = report.totals
+    lines = [
+        TITLE,
+        RULE,
+        f"{'Pending Jobs:':<17}{totals.pending}",
+        f"{'Processing Jobs:':<17}{totals.processing}",
+        f"{'Failed Jobs:':<17}{totals.failed}",
+        f"{'Stale Jobs:':<17}{totals.stale} (older than {format_duration(report.thresholds.stale_after)})",
+        "",
+    ]
+    if report.healthy:
+        lines.append(HEALTHY)
+    else:
+        count = len(report.problems)
+        lines.append(f"✗ Job queue is unhealthy: {count} problem{'' if count == 1 else 's'} found")
+        for problem in report.problems:
+            lines += [
+                "",
+                f"⚠ {problem.message}",
+                f"  Queues: {_queues(problem)}",
+                f"  Likely cause: {problem.likely_cause}",
+            ]
+    recovered = report.recovered
+    if recovered is not None:
+        lines += [
+            "",
+            f"Recovered: returned {len(recovered.requeued)} stuck job(s) to pending"
+            f"{_ids(recovered.requeued)}, failed {len(recovered.failed)} on their last attempt"
+            f"{_ids(recovered.failed)}",
+        ]
+    return "\n".join(lines)
+
+
+def _numbers(stats: QueueStats) -> dict[str, Any]:
+    data = asdict(stats)
+    data.pop("queue")
+    data["oldest_ready_age"] = round(stats.oldest_ready_age, 3)
+    data["failure_rate"] = round(stats.failure_rate, 4)
+    return data
+
+
+def to_json(report: HealthReport) -> dict[str, Any]:
+    thresholds = report.thresholds
+    data: dict[str, Any] = {
+        "healthy": report.healthy,
+        "checked_at": report.checked_at.isoformat(),
+        "thresholds": {
+            "stale_after_seconds": thresholds.stale_after,
+            "stuck_after_seconds": thresholds.stuck_after,
+            "max_failure_rate": thresholds.max_failure_rate,
+            "window_seconds": thresholds.window,
+        },
+        "totals": _numbers(report.totals),
+        "queues": {stats.queue: _numbers(stats) for stats in report.queues},
+        "problems": [asdict(problem) for problem in report.problems],
+    }
+    if report.recovered is not None:
+        data["recovered"] = {"requeued": report.recovered.requeued, "failed": report.recovered.failed}
+    return data
