@@ -161,12 +161,18 @@ class Worker:
             await connect_async(self.database_url, timeout=self.settings.connect_timeout), self.id
         )
         self._db_ok_at = time.monotonic()
+        listening = self._loop.create_future()
         side = [
-            asyncio.create_task(self._listen(), name="listener"),
+            asyncio.create_task(self._listen(listening), name="listener"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._maintain(), name="maintenance"),
             asyncio.create_task(self._watchdog(), name="watchdog"),
         ]
+        # Claim only once LISTEN is in place: a job dispatched in between would otherwise
+        # wait for the next poll.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await listening
         log.info(
             "Worker started: queues=%s concurrency=%d batch=%d",
             ",".join(self.queues or ["*"]),
@@ -451,7 +457,7 @@ class Worker:
 
     # ------------------------------------------------------------ side tasks
 
-    async def _listen(self) -> None:
+    async def _listen(self, listening: asyncio.Future[None]) -> None:
         assert self._wake is not None
         attempt = 0
         while True:
@@ -461,6 +467,8 @@ class Worker:
                     store = AsyncStore(conn, self.id)
                     await store.listen()
                     attempt = 0
+                    if not listening.done():
+                        listening.set_result(None)
                     self._wake.set()  # notifications may have been missed while disconnected
                     async for notify in store.notifications():
                         if not self._queue_set or notify.payload in self._queue_set:
