@@ -15,7 +15,8 @@ IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DOCKER ?= docker
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit bench schema clean images manifests kind-e2e
+.PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
+.PHONY: images manifests kind-e2e
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +48,10 @@ typecheck: $(STAMP) ## mypy --strict on the package
 
 bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
+
+bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema

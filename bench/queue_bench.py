@@ -143,6 +143,29 @@ def bench_latency(url: str, samples: int) -> tuple[float, float]:
     return statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
+def run_peers(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Peer queues on the same server, with the same job count, processes and batch size."""
+    script = Path(__file__).parent / "peers" / "pgqueuer_drain.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            url,
+            "--jobs",
+            str(args.jobs),
+            "--workers",
+            str(args.workers),
+            "--batch-size",
+            str(args.batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    return [json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 def wait_state(conn: psycopg.Connection[Any], job_id: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -164,6 +187,9 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=100_000, help="jobs per dispatch_many call")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run PgQueuer on the same server (needs the `bench` extra)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="passito-bench-") as tmp:
@@ -178,6 +204,7 @@ def main() -> int:
             drain_rate = bench_drain(url, args.jobs, args.workers, args.concurrency, args.batch_size)
             reset(url)
             p50, p99 = bench_latency(url, args.latency_samples)
+            peers = run_peers(url, args) if args.peers else []
         finally:
             if local is not None:
                 local.stop()
@@ -192,6 +219,7 @@ def main() -> int:
         "drain_jobs_per_s": round(drain_rate),
         "pickup_latency_p50_ms": round(p50 * 1000, 2),
         "pickup_latency_p99_ms": round(p99 * 1000, 2),
+        "peers": peers,
     }
     if args.json:
         print(json.dumps(results))
@@ -208,6 +236,12 @@ def main() -> int:
             f"pickup latency: p50 {results['pickup_latency_p50_ms']} ms, "
             f"p99 {results['pickup_latency_p99_ms']} ms  (idle worker, dispatch to claim)"
         )
+        for peer in peers:
+            print(
+                f"{peer['queue']}: dispatch {peer['dispatch_jobs_per_s']:,} jobs/s, "
+                f"drain {peer['drain_jobs_per_s']:,} jobs/s ({peer['workers']} processes, "
+                f"batch {peer['batch_size']})"
+            )
     return 0
 
 

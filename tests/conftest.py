@@ -7,8 +7,11 @@ A template database is migrated once; each test gets a copy of it (CREATE DATABA
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,17 +32,41 @@ def _with_db(url: str, dbname: str) -> str:
     return make_conninfo(**params)
 
 
+@contextlib.contextmanager
+def server_dir() -> Iterator[Path]:
+    """A folder for an embedded PostgreSQL's data, outside pytest's temporary tree.
+
+    Run as root, the server runs as a system user that must traverse the folder's parents;
+    pytest resets its own base folder to mode 0700 whenever another pytest session starts.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="passito-test-pg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def local_data_dir() -> Iterator[Path]:
+    """PASSITO_DATA_DIR for a test that starts its own embedded PostgreSQL."""
+    with server_dir() as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """A superuser URL to the `postgres` database of the session's server."""
     external = os.environ.get("PASSITO_TEST_DATABASE_URL")
     if external:
         yield _with_db(external, "postgres")
         return
-    db = LocalDatabase(tmp_path_factory.mktemp("pg"), fsync=False, max_connections=300)
-    url = db.start()
-    yield _with_db(url, "postgres")
-    db.stop()
+    with server_dir() as folder:
+        db = LocalDatabase(folder, fsync=False, max_connections=300)
+        url = db.start()
+        try:
+            yield _with_db(url, "postgres")
+        finally:
+            db.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ import pytest
 from tests.helpers import wait_for
 
 
-def demo_env(tmp_path: Path) -> dict[str, str]:
+def demo_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
-    env["PASSITO_DATA_DIR"] = str(tmp_path / "passito")
+    env["PASSITO_DATA_DIR"] = str(data_dir)
     return env
 
 
@@ -39,10 +39,10 @@ def no_process_uses(data_dir: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_demo_until_drained_exits_0_and_cleans_up(tmp_path: Path) -> None:
+def test_demo_until_drained_exits_0_and_cleans_up(local_data_dir: Path) -> None:
     done = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [sys.executable, "-m", "passito_jobs", "demo", "--jobs", "60", "--until-drained"],
-        env=demo_env(tmp_path),
+        env=demo_env(local_data_dir),
         capture_output=True,
         text=True,
         timeout=300,
@@ -55,16 +55,16 @@ def test_demo_until_drained_exits_0_and_cleans_up(tmp_path: Path) -> None:
     assert "All demo jobs are done." in done.stdout
     assert "Embedded PostgreSQL stopped" in done.stdout
     assert "[DONE] Completed Job #" in done.stderr
-    assert no_process_uses(tmp_path / "passito")
+    assert no_process_uses(local_data_dir)
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_everything_gracefully(tmp_path: Path) -> None:
+def test_ctrl_c_stops_everything_gracefully(tmp_path: Path, local_data_dir: Path) -> None:
     log = tmp_path / "demo.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "passito_jobs", "demo", "--jobs", "400"],
-            env=demo_env(tmp_path),
+            env=demo_env(local_data_dir),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -85,6 +85,6 @@ def test_ctrl_c_stops_everything_gracefully(tmp_path: Path) -> None:
     assert "Embedded PostgreSQL stopped" in text
     assert "Second signal" not in text  # workers were stopped once, gracefully
     deadline = time.monotonic() + 10
-    while not no_process_uses(tmp_path / "passito") and time.monotonic() < deadline:
+    while not no_process_uses(local_data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert no_process_uses(tmp_path / "passito")
+    assert no_process_uses(local_data_dir)

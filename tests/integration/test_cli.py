@@ -157,9 +157,9 @@ def test_bad_setting_is_one_line_exit_2(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_embedded_postgres_when_no_url_is_set(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_embedded_postgres_when_no_url_is_set(cli_env: dict[str, str], local_data_dir: Path) -> None:
     env = {k: v for k, v in cli_env.items() if k != "PASSITO_DATABASE_URL"}
-    env["PASSITO_DATA_DIR"] = str(tmp_path / "local")
+    env["PASSITO_DATA_DIR"] = str(local_data_dir)
     try:
         migrated = run_cli(["migrate"], env, timeout=120)
         assert migrated.returncode == 0, migrated.stderr

@@ -112,10 +112,30 @@ def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"cannot connect to the database at {describe_target(url)}: {cause}")
 
 
+def _connection_options(url: str, timeout: float) -> dict[str, Any]:
+    """Defaults for what the URL does not say. TCP keepalives notice a database host that
+    vanished (node loss, network partition) within about a minute, instead of a worker
+    waiting forever on a dead socket."""
+    defaults: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "application_name": "passito-jobs",
+    }
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = {}
+    options = {k: v for k, v in defaults.items() if k not in given}
+    options["connect_timeout"] = max(1, round(timeout))
+    return options
+
+
 def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
     """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, round(timeout)))
+        return psycopg.connect(url, autocommit=autocommit, **_connection_options(url, timeout))
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
 
@@ -123,7 +143,7 @@ def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
 async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
     try:
         return await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=max(1, round(timeout))
+            url, autocommit=True, **_connection_options(url, timeout)
         )
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
