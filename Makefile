@@ -8,6 +8,7 @@ DEMO_JOBS ?= 200
 DEMO_WORKERS ?= 4
 UNTIL_DRAINED ?=
 PYTEST_ARGS ?=
+OUTPASS_BENCH_ARGS ?=
 # Container images (`make images`): the base image and the name/tag of each image.
 BASE_IMAGE ?= python:3.11-slim-bookworm
 IMAGE_PREFIX ?= passito-jobs
@@ -46,8 +47,9 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...)
+bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
 
 bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

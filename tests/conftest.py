@@ -23,6 +23,7 @@ from passito_jobs.localdb import LocalDatabase
 from passito_jobs.queue.store import Store
 
 TEMPLATE = "passito_template"
+TEST_SECRET_KEY = "test-secret-key-for-passito-jobs-0123456789"
 _counter = itertools.count()
 
 
@@ -130,6 +131,9 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
             "PASSITO_DATA_DIR": str(tmp_path / "passito"),
             "PASSITO_METRICS_PORT": "0",
             "PYTHONPATH": str(Path(__file__).parent.parent),
+            # Workers refuse to start without a signing key; the outpass jobs write here.
+            "PASSITO_SECRET_KEY": TEST_SECRET_KEY,
+            "PASSITO_STORAGE_DIR": str(tmp_path / "storage"),
         }
     )
     return env

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from passito_jobs import logs
@@ -386,6 +387,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     queues = args.queues if args.queues is not None else settings.queues
     modules = tuple(settings.job_modules) + tuple(args.imports)
     import_job_modules(modules)  # fail here, once, rather than in every worker
+    _require_signing_key(settings)
     worker_args = [arg for module in modules for arg in ("--import", module)]
     if args.concurrency:
         worker_args += ["--concurrency", str(args.concurrency)]
@@ -407,6 +409,85 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.demo import run_demo  # noqa: PLC0415
 
     return run_demo(settings, jobs=args.jobs, until_drained=args.until_drained, workers=args.workers)
+
+
+# ---------------------------------------------------------------- outpass jobs
+
+
+def _require_signing_key(settings: Settings) -> bytes:
+    from passito_jobs.jobs.tokens import signing_key  # noqa: PLC0415
+
+    return signing_key(settings)
+
+
+def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.jobs.tokens import PURPOSE_APPROVAL, InvalidTokenError, verify_token  # noqa: PLC0415
+
+    try:
+        claims = verify_token(
+            args.token, _require_signing_key(settings), purpose=PURPOSE_APPROVAL, decision=args.decision
+        )
+    except InvalidTokenError as exc:
+        raise CommandError(f"invalid token: {exc}") from None
+    print(f"{claims.decision} outpass {claims.outpass_id} (valid until {claims.expires_at.isoformat()})")
+    return 0
+
+
+def _read_json_input(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read {source}: {exc.strerror or exc}", code=2) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = "standard input" if source == "-" else source
+        raise CommandError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", code=2
+        ) from None
+
+
+def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.jobs.flow import dispatch_outpass_flows  # noqa: PLC0415
+    from passito_jobs.jobs.outpass import InvalidOutpassError, Outpass  # noqa: PLC0415
+
+    data = _read_json_input(args.json)
+    items = data if isinstance(data, list) else [data]
+    outpasses = []
+    for index, item in enumerate(items):
+        try:
+            outpasses.append(Outpass.from_payload(item))
+        except InvalidOutpassError as exc:
+            where = "" if len(items) == 1 else f"outpass {index}: "
+            raise CommandError(f"{where}{exc}", code=2) from None
+    if not outpasses:
+        raise CommandError("no outpasses in the input (an empty JSON array)", code=2)
+    conn = connect(database_url(settings), timeout=settings.connect_timeout)
+    with conn:
+        flows = dispatch_outpass_flows(outpasses, conn=conn)
+    for flow in flows:
+        line = (
+            f"outpass {flow.outpass_id}: GenerateQrCode #{flow.qr_code}, GenerateOutpassPdf #{flow.pdf}, "
+            f"SendOutpassEmail #{flow.student_email}"
+        )
+        if flow.parent_approval is not None:
+            line += f", SendParentApproval #{flow.parent_approval}"
+        print(line)
+    return 0
+
+
+def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> int:
+    payload: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.retention_days is not None:
+        payload["retention_days"] = args.retention_days
+    conn = connect(database_url(settings), timeout=settings.connect_timeout)
+    with conn:
+        # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
+        job_id = dispatch(
+            "CleanupExpiredFiles", payload, queue="maintenance", unique_key="CleanupExpiredFiles", conn=conn
+        )
+    print(job_id)
+    return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -633,10 +714,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("demo", help="run the system locally with a demo workload (`make run`)")
-    p.add_argument("--jobs", type=_positive_int, default=200, help="demo jobs to dispatch (default 200)")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=200,
+        help="sample outpasses to dispatch, 3-4 jobs each (default 200)",
+    )
     p.add_argument("--workers", type=_positive_int, default=4, help="most worker processes (default 4)")
     p.add_argument("--until-drained", action="store_true", help="exit 0 once every demo job is done")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("outpass", help="dispatch the jobs of outpasses (QR code, PDF, emails)")
+    osub = p.add_subparsers(dest="outpass_command", required=True, metavar="ACTION", parser_class=_Parser)
+    p = osub.add_parser(
+        "dispatch",
+        help="dispatch QR code -> PDF -> email (+ parent approval) for each outpass, in one transaction",
+    )
+    p.add_argument(
+        "--json",
+        required=True,
+        metavar="FILE",
+        help="a JSON outpass object or an array of them (docs/jobs.md); - reads standard input",
+    )
+    p.set_defaults(func=cmd_outpass_dispatch)
+
+    p = sub.add_parser("approval", help="parent-approval tokens")
+    asub = p.add_subparsers(dest="approval_command", required=True, metavar="ACTION", parser_class=_Parser)
+    p = asub.add_parser("verify", help="print a token's decision, or why it is invalid (exit 1)")
+    p.add_argument("token", metavar="TOKEN")
+    p.add_argument("--decision", choices=["approve", "deny"], default=None, help="also require this decision")
+    p.set_defaults(func=cmd_approval_verify)
+
+    p = sub.add_parser(
+        "cleanup-expired-files",
+        help="dispatch CleanupExpiredFiles and print its job id (the cleanup CronJob's command)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the expired files in the result, delete none")
+    p.add_argument(
+        "--retention-days",
+        type=_positive_int,
+        default=None,
+        metavar="DAYS",
+        help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
+    )
+    p.set_defaults(func=cmd_cleanup_expired_files)
     return parser
 
 

@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,25 @@ def _parse_int(text: str) -> int:
 
 def _setting(env: str, default: Any, doc: str, group: str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "group": group})
+
+
+MIN_SECRET_KEY_LENGTH = 32
+SMTP_SECURITY = ("starttls", "tls", "none")
+SECRET_SETTINGS = frozenset({"secret_key", "smtp_password"})
+"""Settings whose values are never printed (repr, error messages)."""
+
+
+def _has_query(url: str) -> bool:
+    return "?" in url or "#" in url
+
+
+def _is_mailbox(text: str) -> bool:
+    """`Name <user@host>` or `user@host`, on one line (it goes into the From header)."""
+    if "\r" in text or "\n" in text:
+        return False
+    _, address = parseaddr(text)
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain and " " not in address)
 
 
 @dataclass(frozen=True)
@@ -216,6 +236,91 @@ class Settings:
         "Local supervisor",
     )
 
+    # --- outpass jobs: files, links and signed tokens ---
+    storage_dir: Path = _setting(
+        "PASSITO_STORAGE_DIR",
+        Path(".passito/storage"),
+        "Where outpass files live (QR codes, PDFs, the email outbox); a shared volume in Kubernetes.",
+        "Outpass jobs",
+    )
+    public_url: str = _setting(
+        "PASSITO_PUBLIC_URL",
+        "http://localhost:8000",
+        "Base URL of the Passito app; QR codes and approval emails link to it.",
+        "Outpass jobs",
+    )
+    # repr=False: the key must never show up in a log line or a traceback.
+    secret_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "env": "PASSITO_SECRET_KEY",
+            "doc": "Signs QR and parent-approval tokens (HMAC-SHA256), at least 32 characters. "
+            "Workers refuse to start without it.",
+            "group": "Outpass jobs",
+        },
+    )
+    insecure_dev_secret: bool = _setting(
+        "PASSITO_INSECURE_DEV_SECRET",
+        False,
+        "Development only: without PASSITO_SECRET_KEY, sign with a public, well-known key "
+        "(anyone can forge tokens).",
+        "Outpass jobs",
+    )
+    approval_token_ttl: float = _setting(
+        "PASSITO_APPROVAL_TOKEN_TTL",
+        3 * 86400.0,
+        "How long a parent's approve and deny links stay valid.",
+        "Outpass jobs",
+    )
+    file_retention_days: int = _setting(
+        "PASSITO_FILE_RETENTION_DAYS",
+        30,
+        "CleanupExpiredFiles deletes outpass files and outbox messages older than this many days.",
+        "Outpass jobs",
+    )
+
+    # --- email (SendOutpassEmail, SendParentApproval) ---
+    smtp_host: str | None = _setting(
+        "PASSITO_SMTP_HOST",
+        None,
+        "SMTP server. Unset: emails are written as .eml files under PASSITO_STORAGE_DIR/outbox/.",
+        "Email",
+    )
+    smtp_port: int = _setting(
+        "PASSITO_SMTP_PORT",
+        0,
+        "SMTP port; 0 picks the usual one for PASSITO_SMTP_SECURITY (587, 465 or 25).",
+        "Email",
+    )
+    smtp_security: str = _setting(
+        "PASSITO_SMTP_SECURITY",
+        "starttls",
+        "`starttls` (upgrade a plain connection), `tls` (implicit TLS) or `none`.",
+        "Email",
+    )
+    smtp_user: str | None = _setting("PASSITO_SMTP_USER", None, "SMTP login user; unset: no AUTH.", "Email")
+    smtp_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"env": "PASSITO_SMTP_PASSWORD", "doc": "SMTP login password.", "group": "Email"},
+    )
+    smtp_from: str = _setting(
+        "PASSITO_SMTP_FROM",
+        "Passito <no-reply@localhost>",
+        "From address of every email, `Name <address>` or `address`.",
+        "Email",
+    )
+    smtp_timeout: float = _setting(
+        "PASSITO_SMTP_TIMEOUT", 30.0, "Seconds to wait for the SMTP server.", "Email"
+    )
+    smtp_ca_file: Path | None = _setting(
+        "PASSITO_SMTP_CA_FILE",
+        None,
+        "PEM file of CA certificates to trust for the SMTP server's certificate; unset: the system's.",
+        "Email",
+    )
+
     # --- logging ---
     log_level: str = _setting("PASSITO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", "Logging")
     log_format: str = _setting(
@@ -251,6 +356,37 @@ class Settings:
 
     def validate(self) -> None:
         checks: list[tuple[bool, str, str]] = [
+            (
+                self.secret_key is None or len(self.secret_key) >= MIN_SECRET_KEY_LENGTH,
+                "secret_key",
+                f"must be at least {MIN_SECRET_KEY_LENGTH} characters",
+            ),
+            (
+                self.public_url.startswith(("http://", "https://")) and not _has_query(self.public_url),
+                "public_url",
+                "must be an http:// or https:// URL without query or fragment",
+            ),
+            (self.approval_token_ttl > 0, "approval_token_ttl", "must be positive"),
+            (self.file_retention_days >= 1, "file_retention_days", "must be at least 1"),
+            (0 <= self.smtp_port <= 65535, "smtp_port", "must be a port number or 0"),
+            (self.smtp_security in SMTP_SECURITY, "smtp_security", "must be starttls, tls or none"),
+            (
+                (self.smtp_user is None) == (self.smtp_password is None),
+                "smtp_user",
+                "and PASSITO_SMTP_PASSWORD must be set together",
+            ),
+            (
+                self.smtp_user is None or self.smtp_security != "none",
+                "smtp_user",
+                "needs PASSITO_SMTP_SECURITY starttls or tls (the password would cross the network "
+                "in clear text)",
+            ),
+            (
+                _is_mailbox(self.smtp_from),
+                "smtp_from",
+                "must be an address like `Passito <no-reply@example.org>`",
+            ),
+            (self.smtp_timeout > 0, "smtp_timeout", "must be positive"),
             (self.concurrency >= 1, "concurrency", "must be at least 1"),
             (self.batch_size >= 1, "batch_size", "must be at least 1"),
             (self.poll_interval > 0, "poll_interval", "must be positive"),
@@ -297,7 +433,8 @@ class Settings:
         ]
         for ok, name, message in checks:
             if not ok:
-                raise ConfigError(f"{env_name(name)} {message} (got {getattr(self, name)!r})")
+                got = "(hidden)" if name in SECRET_SETTINGS else repr(getattr(self, name))
+                raise ConfigError(f"{env_name(name)} {message} (got {got})")
 
     @property
     def worker_host(self) -> str:
@@ -372,6 +509,20 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "scale_down_threshold": float,
     "check_interval": parse_duration,
     "cooldown": parse_duration,
+    "storage_dir": Path,
+    "public_url": lambda text: text.strip().rstrip("/"),
+    "secret_key": _optional_str,
+    "insecure_dev_secret": _parse_bool,
+    "approval_token_ttl": parse_duration,
+    "file_retention_days": _parse_int,
+    "smtp_host": lambda text: _optional_str(text.strip()),
+    "smtp_port": _parse_int,
+    "smtp_security": lambda text: text.strip().lower(),
+    "smtp_user": _optional_str,
+    "smtp_password": _optional_str,
+    "smtp_from": str.strip,
+    "smtp_timeout": parse_duration,
+    "smtp_ca_file": lambda text: Path(text) if text else None,
     "log_level": str.upper,
     "log_format": str.lower,
 }

@@ -1,21 +1,32 @@
 """`passito-jobs demo` (what `make run` runs): the whole system on this machine.
 
 Starts the embedded PostgreSQL (unless PASSITO_DATABASE_URL is set), migrates, runs the local
-supervisor (workers scaled to the queue), dispatches a demo workload and prints progress.
+supervisor (workers scaled to the queue), dispatches generated sample outpasses through the
+outpass flow (QR code -> PDF -> email, plus parent approval for some) and prints progress.
+`--jobs N` (`make run DEMO_JOBS=N`) is the number of sample outpasses; each is 3 or 4 jobs.
 Ctrl-C stops everything gracefully; `--until-drained` exits once the demo jobs are done.
+
+Emails always go to the file backend (`.eml` files in PASSITO_STORAGE_DIR/outbox/), whatever
+PASSITO_SMTP_HOST says: the sample addresses are fake. Without PASSITO_SECRET_KEY the demo
+signs with a random key made for this run.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import signal
 import threading
 import time
+from datetime import datetime, timedelta
+from pathlib import Path
 from types import FrameType
 
 from passito_jobs.config import Settings
+from passito_jobs.jobs.flow import dispatch_outpass_flows
+from passito_jobs.jobs.outpass import Outpass
 from passito_jobs.localdb import LocalDatabase
-from passito_jobs.queue.models import JobRequest
 from passito_jobs.queue.store import Store, connect
 from passito_jobs.supervisor.local import LocalSupervisor
 from passito_jobs.supervisor.policy import ScalingPolicy
@@ -23,12 +34,53 @@ from passito_jobs.supervisor.policy import ScalingPolicy
 PROGRESS_EVERY = 2.0
 
 
-def demo_workload(count: int, rng: random.Random) -> list[JobRequest]:
-    """Short I/O-like jobs of varied length, a few of them urgent."""
-    return [
-        JobRequest("Sleep", {"seconds": round(rng.uniform(0.05, 0.6), 2)}, priority=5 if i % 10 == 0 else 0)
-        for i in range(count)
-    ]
+FIRST_NAMES = ("Aanya", "Arjun", "Diya", "Ishaan", "Kavya", "Rohan", "Saanvi", "Vihaan", "Meera", "Kabir")
+LAST_NAMES = ("Sharma", "Iyer", "Reddy", "Nair", "Gupta", "Das", "Khan", "Menon", "Patel", "Singh")
+HOSTELS = ("Kaveri", "Godavari", "Narmada", "Tapti")
+DESTINATIONS = ("Chennai Central", "Bengaluru", "Home (Madurai)", "City hospital", "Coimbatore")
+REASONS = ("Family function", "Medical appointment", "Weekend at home", "Internship interview")
+PARENT_APPROVAL_SHARE = 0.3
+
+
+def sample_outpasses(count: int, rng: random.Random) -> list[Outpass]:
+    """Made-up outpasses (example.org addresses); about 30% ask a parent to approve."""
+    today = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    outpasses = []
+    for number in range(1, count + 1):
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        leave = today + timedelta(days=rng.randint(1, 14), hours=rng.randint(8, 17))
+        needs_parent = rng.random() < PARENT_APPROVAL_SHARE
+        payload = {
+            "outpass_id": f"demo-{number:04d}",
+            "student_name": f"{first} {last}",
+            "student_email": f"{first}.{last}.{number}@example.org".lower(),
+            "roll_number": f"CS{rng.randint(20, 24)}B{rng.randint(1, 999):03d}",
+            "hostel": rng.choice(HOSTELS),
+            "room": str(rng.randint(101, 420)),
+            "destination": rng.choice(DESTINATIONS),
+            "reason": rng.choice(REASONS),
+            "from_date": leave.isoformat(),
+            "to_date": (leave + timedelta(days=rng.randint(0, 4), hours=rng.randint(2, 12))).isoformat(),
+            "status": "pending_parent_approval" if needs_parent else "approved",
+            "needs_parent_approval": needs_parent,
+        }
+        if needs_parent:
+            payload["parent_name"] = f"{rng.choice(FIRST_NAMES)} {last}"
+            payload["parent_email"] = f"parent.{last}.{number}@example.org".lower()
+        outpasses.append(Outpass.from_payload(payload))
+    return outpasses
+
+
+def worker_environment(settings: Settings, storage: Path) -> dict[str, str]:
+    """The demo workers' environment: absolute storage, the file mail backend, a signing key."""
+    env = dict(os.environ)
+    env["PASSITO_STORAGE_DIR"] = str(storage)
+    env["PASSITO_SMTP_HOST"] = ""  # the file backend: sample addresses must never be mailed
+    if not settings.secret_key:
+        # Random for this run: the demo's tokens are verifiable only while it runs.
+        env["PASSITO_SECRET_KEY"] = secrets.token_urlsafe(48)
+        print("PASSITO_SECRET_KEY is not set: signing this run's tokens with a random key", flush=True)
+    return env
 
 
 def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int) -> int:
@@ -66,11 +118,13 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         scale_down_threshold=settings.scale_down_threshold,
         cooldown=10.0,
     )
+    storage = Path(os.path.abspath(settings.storage_dir))
     supervisor = LocalSupervisor(
         policy,
         database_url=url,
         check_interval=2.0,
         worker_args=["--concurrency", "5"],
+        env=worker_environment(settings, storage),
         shutdown_timeout=settings.shutdown_timeout,
     )
     supervisor_stop = threading.Event()
@@ -78,8 +132,16 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
     thread.start()
     failed = 0
     try:
-        ids = store.dispatch_many(demo_workload(jobs, random.Random(7)))  # noqa: S311 - not crypto
-        print(f"Dispatched {len(ids)} demo jobs (#{ids[0]}..#{ids[-1]})", flush=True)
+        outpasses = sample_outpasses(jobs, random.Random(7))  # noqa: S311 - not crypto
+        flows = dispatch_outpass_flows(outpasses, conn=store.conn)
+        ids = sorted(job_id for flow in flows for job_id in flow.job_ids)
+        approvals = sum(1 for flow in flows if flow.parent_approval is not None)
+        print(
+            f"Dispatched {len(flows)} sample outpasses: {len(ids)} jobs (#{ids[0]}..#{ids[-1]}) = "
+            f"QR code, PDF and student email each, and {approvals} parent approval emails",
+            flush=True,
+        )
+        print(f"Files go to {storage}/outpasses/, emails to {storage}/outbox/ (.eml files)", flush=True)
         while not stop.is_set():
             done, failed = _progress(store, ids[0], ids[-1])
             print(
@@ -87,7 +149,8 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
                 flush=True,
             )
             if until_drained and done == len(ids):
-                print("All demo jobs are done.", flush=True)
+                sample_pdf = storage / "outpasses" / flows[0].outpass_id / "outpass.pdf"
+                print(f"All demo jobs are done. Open a PDF: {sample_pdf}", flush=True)
                 break
             stop.wait(PROGRESS_EVERY)
     finally:

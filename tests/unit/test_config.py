@@ -28,6 +28,21 @@ def test_defaults_are_pinned() -> None:
     assert (s.keep_completed, s.keep_failed, s.prune_batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
     assert (s.min_workers, s.max_workers, s.scale_up_threshold, s.scale_down_threshold) == (1, 10, 5.0, 2.0)
     assert (s.check_interval, s.cooldown) == (10.0, 60.0)
+    assert (s.storage_dir, s.public_url, s.secret_key, s.insecure_dev_secret) == (
+        Path(".passito/storage"),
+        "http://localhost:8000",
+        None,
+        False,
+    )
+    assert (s.approval_token_ttl, s.file_retention_days) == (3 * 86400.0, 30)
+    assert (s.smtp_host, s.smtp_port, s.smtp_security, s.smtp_user, s.smtp_password) == (
+        None,
+        0,
+        "starttls",
+        None,
+        None,
+    )
+    assert (s.smtp_from, s.smtp_timeout, s.smtp_ca_file) == ("Passito <no-reply@localhost>", 30.0, None)
     assert (s.log_level, s.log_format) == ("INFO", "text")
 
 
@@ -63,6 +78,18 @@ def test_environment_is_parsed() -> None:
         ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
         ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
         ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
+        (
+            {"PASSITO_PUBLIC_URL": "passito.example.edu"},
+            "PASSITO_PUBLIC_URL must be an http:// or https:// URL",
+        ),
+        ({"PASSITO_FILE_RETENTION_DAYS": "0"}, "PASSITO_FILE_RETENTION_DAYS must be at least 1"),
+        ({"PASSITO_SMTP_SECURITY": "ssl"}, "PASSITO_SMTP_SECURITY must be starttls, tls or none"),
+        ({"PASSITO_SMTP_USER": "u"}, "PASSITO_SMTP_USER and PASSITO_SMTP_PASSWORD must be set together"),
+        (
+            {"PASSITO_SMTP_USER": "u", "PASSITO_SMTP_PASSWORD": "p", "PASSITO_SMTP_SECURITY": "none"},
+            "PASSITO_SMTP_USER needs PASSITO_SMTP_SECURITY starttls or tls",
+        ),
+        ({"PASSITO_SMTP_FROM": "Passito\r\nBcc: x@y.z"}, "PASSITO_SMTP_FROM must be an address"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -11,6 +11,7 @@ import sys
 from passito_jobs.config import Settings
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.jobs import registry
+from passito_jobs.jobs.tokens import signing_key
 from passito_jobs.worker.runtime import SchemaMissingError, Worker
 
 log = logging.getLogger("passito_jobs.worker")
@@ -18,6 +19,8 @@ log = logging.getLogger("passito_jobs.worker")
 
 def run_worker(settings: Settings, database_url: str) -> int:
     """Run until SIGTERM/SIGINT; a second signal exits at once. Returns the exit code."""
+    # Every worker can run the signing job types: refuse to start without a key (ConfigError).
+    signing_key(settings, warn=True)
     worker = Worker(settings, database_url=database_url, registry=registry)
     try:
         worker.check_schema()

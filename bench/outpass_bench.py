@@ -1,0 +1,186 @@
+"""Outpasses per second, end to end: QR code + PDF + student email (file backend).
+
+Runs real `passito-jobs worker` processes (2 by default) against a PostgreSQL (the embedded
+one in a temporary directory, or PASSITO_DATABASE_URL), waits until they are up and warmed
+(every process renders a few outpasses first: WeasyPrint loads its fonts on the first PDF),
+then dispatches the measured outpasses in one transaction and times until every student email
+is written. Each outpass is 3 jobs; no parent approval, so the count is the same every run.
+
+    python bench/outpass_bench.py [--outpasses 200] [--workers 2] [--concurrency 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from passito_jobs.jobs.flow import OutpassFlow, dispatch_outpass_flows
+from passito_jobs.jobs.outpass import Outpass
+from passito_jobs.localdb import LocalDatabase
+from passito_jobs.queue.store import Store
+
+TIMEOUT = 600.0
+
+
+def outpasses(first: int, count: int) -> list[Outpass]:
+    return [
+        Outpass.from_payload(
+            {
+                "outpass_id": number,
+                "student_name": f"Student {number}",
+                "student_email": f"student{number}@example.org",
+                "roll_number": f"CS21B{number:04d}",
+                "hostel": "Kaveri",
+                "room": str(100 + number % 300),
+                "destination": "Chennai Central",
+                "reason": "Weekend at home",
+                "from_date": "2031-03-01T09:00:00+05:30",
+                "to_date": "2031-03-03T18:00:00+05:30",
+                "status": "approved",
+            }
+        )
+        for number in range(first, first + count)
+    ]
+
+
+def wait_until(condition: Any, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def emails_done(conn: psycopg.Connection[Any], flows: list[OutpassFlow]) -> bool:
+    ids = [flow.student_email for flow in flows]
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')),"
+        " count(*) FILTER (WHERE state <> 'completed' AND state IN ('failed', 'cancelled'))"
+        " FROM passito_jobs.jobs WHERE id = ANY(%s)",
+        (ids,),
+    ).fetchone()
+    assert row is not None
+    if row[1]:
+        raise SystemExit(f"{row[1]} email job(s) failed; see `passito-jobs jobs list --state failed`")
+    return bool(row[0] == len(ids))
+
+
+def flow_latencies(conn: psycopg.Connection[Any], flows: list[OutpassFlow]) -> list[float]:
+    """Seconds from dispatch of the QR job to completion of the email job, per outpass."""
+    rows = conn.execute(
+        "SELECT extract(epoch FROM e.finished_at - q.created_at) FROM passito_jobs.jobs q"
+        " JOIN passito_jobs.jobs p ON p.depends_on = ARRAY[q.id]"
+        " JOIN passito_jobs.jobs e ON e.id = ANY(%s) AND e.depends_on = ARRAY[p.id]"
+        " WHERE q.id = ANY(%s)",
+        ([f.student_email for f in flows], [f.qr_code for f in flows]),
+    ).fetchall()
+    return sorted(float(row[0]) for row in rows)
+
+
+def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        Store(conn).migrate()
+    storage = work / "storage"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
+    env.update(
+        PASSITO_DATABASE_URL=url,
+        PASSITO_STORAGE_DIR=str(storage),
+        PASSITO_SECRET_KEY=secrets.token_urlsafe(48),
+        PASSITO_METRICS_PORT="0",
+        PASSITO_LOG_JOBS="false",
+    )
+    logs = [work / f"worker-{i}.log" for i in range(args.workers)]
+    outputs = [log.open("w") for log in logs]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "worker", "--concurrency", str(args.concurrency)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        for out in outputs
+    ]
+    try:
+        wait_until(lambda: all("Worker started" in log.read_text() for log in logs), "the workers to start")
+        with psycopg.connect(url, autocommit=True) as conn:
+            warm = dispatch_outpass_flows(outpasses(1_000_000, args.warmup * args.workers), conn=conn)
+            wait_until(lambda: emails_done(conn, warm), "the warm-up outpasses")
+            measured = outpasses(1, args.outpasses)
+            started = time.perf_counter()
+            flows = dispatch_outpass_flows(measured, conn=conn)
+            wait_until(lambda: emails_done(conn, flows), "the measured outpasses")
+            elapsed = time.perf_counter() - started
+            latencies = flow_latencies(conn, flows)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(60)
+        for out in outputs:
+            out.close()
+    outbox = len(list((storage / "outbox").iterdir()))
+    return {
+        "outpasses": args.outpasses,
+        "jobs": 3 * args.outpasses,
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 2),
+        "outpasses_per_second": round(args.outpasses / elapsed, 1),
+        "jobs_per_second": round(3 * args.outpasses / elapsed, 1),
+        "flow_latency_p50_seconds": round(statistics.median(latencies), 2),
+        "flow_latency_p95_seconds": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+        "emails_written": outbox,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outpasses", type=int, default=200, help="measured outpasses (default 200)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker at once (default 4)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up outpasses per worker (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder:
+        work = Path(folder)
+        db: LocalDatabase | None = None
+        url = os.environ.get("PASSITO_DATABASE_URL")
+        if not url:
+            db = LocalDatabase(work / "pg")
+            url = db.start()
+        try:
+            result = run(args, url, work)
+        finally:
+            if db is not None:
+                db.stop()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"Outpass jobs: {result['outpasses_per_second']} outpasses/s "
+            f"({result['jobs_per_second']} jobs/s; {result['outpasses']} outpasses = QR code + PDF + email "
+            f"to the file backend in {result['seconds']} s with {result['workers']} workers x "
+            f"{result['concurrency']}); flow latency p50 {result['flow_latency_p50_seconds']} s, "
+            f"p95 {result['flow_latency_p95_seconds']} s"
+        )
+    assert result["emails_written"] == result["outpasses"] + args.warmup * args.workers
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
