@@ -9,8 +9,10 @@ label selectors they depend on are asserted instead.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -327,30 +329,53 @@ def test_long_release_names_are_truncated_to_63_characters() -> None:
 
 
 def test_monitoring_selectors_match_the_pods_and_ports() -> None:
+    """Each PodMonitor/ServiceMonitor selects exactly its component's pods or Service, scrapes a
+    port they have, and names the scrape job as files/alerts.yaml expects."""
     objects = render(SCENARIOS["everything-enabled"])
-    pod_monitor = by_kind(objects, "PodMonitor")[0]
-    selected = [
-        d
-        for d in by_kind(objects, "Deployment")
-        if pod_monitor["spec"]["selector"]["matchLabels"].items()
-        <= d["spec"]["template"]["metadata"]["labels"].items()
-        and d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-        in pod_monitor["spec"]["selector"]["matchExpressions"][0]["values"]
-    ]
-    assert {d["metadata"]["name"].rsplit("-", 1)[1] for d in selected} == {"worker", "operator"}
-    for deployment in selected:
-        ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
-        assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
-    service_monitor = by_kind(objects, "ServiceMonitor")[0]
+    monitors = by_kind(objects, "PodMonitor")
+    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {
+        "worker",
+        "operator",
+    }
+    for monitor in monitors:
+        component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
+        selected = [
+            d
+            for d in by_kind(objects, "Deployment")
+            if monitor["spec"]["selector"]["matchLabels"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert [d["metadata"]["name"] for d in selected] == [f"{RELEASE}-passito-jobs-{component}"]
+        endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+        ports = {p["name"] for p in selected[0]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        assert endpoint["port"] in ports
+        assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": f"passito-jobs-{component}"}]
+    (service_monitor,) = by_kind(objects, "ServiceMonitor")
     service = one(objects, "Service", "-exporter")
     assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert service_monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    endpoint = service_monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": "passito-jobs-health"}]
     for obj in objects:
         if obj["kind"] in MONITORING_KINDS:
             assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    if ALERTS_FILE.exists():
+        text = ALERTS_FILE.read_text()
+        for job in re.findall(r'job="([^"]+)"', text):
+            assert job in {"passito-jobs-worker", "passito-jobs-operator", "passito-jobs-health"}, job
 
 
 # ---------------------------------------------------------------- settings and behaviour
+
+
+# Settings that issues 4 (operator) and 5 (health exporter) add to config.py on their branches;
+# the chart already sets them. Delete each entry once its branch is merged into main.
+NOT_YET_MERGED = {
+    "PASSITO_OPERATOR_NAMESPACES": "issue 4",
+    "PASSITO_OPERATOR_METRICS_PORT": "issue 4",
+    "PASSITO_OPERATOR_LIVENESS_PORT": "issue 4",
+    "PASSITO_HEALTH_PORT": "issue 5",
+}
 
 
 @scenarios
@@ -365,7 +390,8 @@ def test_environment_variables_are_settings_of_config_py(scenario: str) -> None:
         if name.startswith("PASSITO_")
     }
     assert used
-    assert used - known == set(), "the chart sets variables config.py does not read"
+    unknown = used - known - set(NOT_YET_MERGED)
+    assert unknown == set(), "the chart sets variables config.py does not read"
 
 
 def test_worker_grace_period_outlasts_the_shutdown_timeout() -> None:
@@ -656,3 +682,54 @@ def test_grafana_dashboard_configmap() -> None:
     assert set(config_map["data"]) == {path.name for path in dashboards}
     for path in dashboards:
         assert yaml.safe_load(config_map["data"][path.name]) == yaml.safe_load(path.read_text())
+
+
+def test_alertmanager_config_renders_the_email_templates(tmp_path: Path) -> None:
+    """The inlined templates render with Alertmanager's own engine (amtool, Debian's
+    prometheus-alertmanager): the Subject is one line, the HTML a whole document."""
+    if not sorted((CHART / "files" / "alertmanager").glob("*.tmpl")):
+        pytest.skip("charts/passito-jobs/files/alertmanager/ has not landed yet (issue 5)")
+    if not shutil.which("amtool"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("amtool is missing (apt-get install prometheus-alertmanager)")
+        pytest.skip("amtool is not installed")
+    (config,) = by_kind(render(SCENARIOS["everything-enabled"]), "AlertmanagerConfig")
+    email = config["spec"]["receivers"][0]["emailConfigs"][0]
+    empty = tmp_path / "empty.tmpl"
+    empty.write_text('{{ define "unused" }}{{ end }}')
+    data = tmp_path / "data.json"
+    data.write_text(
+        '{"receiver": "admin-email", "status": "firing", "alerts": [{"status": "firing", '
+        '"labels": {"alertname": "PassitoJobsStale", "severity": "warning", "queue": "emails"}, '
+        '"annotations": {"summary": "Jobs wait too long"}, "startsAt": "2025-03-01T09:00:00Z", '
+        '"endsAt": "0001-01-01T00:00:00Z"}], "groupLabels": {"alertname": "PassitoJobsStale"}, '
+        '"commonLabels": {"alertname": "PassitoJobsStale", "severity": "warning"}, '
+        '"commonAnnotations": {}, "externalURL": "http://alertmanager"}'
+    )
+
+    def amtool(text: str, kind: str) -> str:
+        result = subprocess.run(
+            [
+                "amtool",
+                "template",
+                "render",
+                f"--template.glob={empty}",
+                f"--template.text={text}",
+                f"--template.type={kind}",
+                f"--template.data={data}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    subject = amtool(email["headers"][0]["value"], "text").rstrip("\n")
+    assert subject.startswith("[passito-jobs] FIRING:1 PassitoJobsStale (warning)")
+    assert "\n" not in subject
+    html = amtool(email["html"], "html")
+    assert html.lstrip().startswith("<!DOCTYPE html>")
+    assert "PassitoJobsStale" in html
+    assert "PassitoJobsStale" in amtool(email["text"], "text")
