@@ -366,6 +366,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_SUPERVISE_FLAGS = {
+    "minReplicas": "--min-workers",
+    "maxReplicas": "--max-workers",
+    "scaleUpThreshold": "--scale-up-threshold",
+    "scaleDownThreshold": "--scale-down-threshold",
+    "cooldownPeriod": "--cooldown",
+}
+
+
 def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.supervisor.local import LocalSupervisor  # noqa: PLC0415
     from passito_jobs.supervisor.policy import ScalingPolicy  # noqa: PLC0415
@@ -383,7 +392,11 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
             cooldown=pick("cooldown"),
         )
     except ValueError as exc:
-        raise CommandError(str(exc), code=2) from None
+        # The policy speaks the WorkerAutoscaler's field names; here the user gave flags.
+        message = str(exc)
+        for field, flag in _SUPERVISE_FLAGS.items():
+            message = message.replace(field, flag)
+        raise CommandError(message, code=2) from None
     queues = args.queues if args.queues is not None else settings.queues
     modules = tuple(settings.job_modules) + tuple(args.imports)
     import_job_modules(modules)  # fail here, once, rather than in every worker
@@ -403,6 +416,30 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return supervisor.run(stop)
+
+
+def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
+    changes: dict[str, Any] = {}
+    for name in ("operator_namespaces", "operator_metrics_port", "operator_liveness_port"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    settings = settings.replace(**changes)
+    if not settings.database_url:
+        raise CommandError(
+            "PASSITO_DATABASE_URL must be set: the operator reads the queue from it "
+            "(it never starts an embedded PostgreSQL)",
+            code=2,
+        )
+    from passito_jobs.supervisor.operator import run_operator  # noqa: PLC0415 - kopf is heavy
+
+    logs.setup(
+        role="Operator",
+        identity=f"{settings.worker_host}:{os.getpid()}",
+        level=settings.log_level,
+        fmt=settings.log_format,
+    )
+    return run_operator(settings)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -708,6 +745,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="module that registers job types, passed to each worker (repeatable)",
     )
     p.set_defaults(func=cmd_supervise)
+
+    p = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator that scales worker Deployments (WorkerAutoscaler)",
+        description="Scales each WorkerAutoscaler's Deployment to the queue (docs/scaling.md). "
+        "Runs as a single replica; needs PASSITO_DATABASE_URL.",
+    )
+    p.add_argument(
+        "--namespaces",
+        dest="operator_namespaces",
+        type=_queue_list,
+        default=None,
+        metavar="A,B",
+        help="namespaces to serve (default: all; PASSITO_OPERATOR_NAMESPACES)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        dest="operator_metrics_port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="Prometheus /metrics port, 0 disables (PASSITO_OPERATOR_METRICS_PORT, 9102)",
+    )
+    p.add_argument(
+        "--liveness-port",
+        dest="operator_liveness_port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="liveness probe /healthz port, 0 disables (PASSITO_OPERATOR_LIVENESS_PORT, 8080)",
+    )
+    p.set_defaults(func=cmd_operator)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL used when PASSITO_DATABASE_URL is unset")
     p.add_argument("action", choices=["start", "stop", "url"])

@@ -321,6 +321,34 @@ class Settings:
         "Email",
     )
 
+    # --- operator (`passito-jobs operator`) ---
+    operator_namespaces: tuple[str, ...] = _setting(
+        "PASSITO_OPERATOR_NAMESPACES",
+        (),
+        "Comma-separated namespaces whose WorkerAutoscalers the operator serves; empty means "
+        "every namespace (cluster-wide).",
+        "Operator",
+    )
+    operator_metrics_port: int = _setting(
+        "PASSITO_OPERATOR_METRICS_PORT",
+        9102,
+        "Port of the operator's Prometheus /metrics; 0 disables it.",
+        "Operator",
+    )
+    operator_liveness_port: int = _setting(
+        "PASSITO_OPERATOR_LIVENESS_PORT",
+        8080,
+        "Port of the operator's liveness probe (kopf's /healthz); 0 disables it.",
+        "Operator",
+    )
+    kube_server: str | None = _setting(
+        "PASSITO_KUBE_SERVER",
+        None,
+        "Kubernetes API URL used instead of the service account or kubeconfig, without TLS "
+        "verification: for tests against an API emulator only.",
+        "Operator",
+    )
+
     # --- logging ---
     log_level: str = _setting("PASSITO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", "Logging")
     log_format: str = _setting(
@@ -430,6 +458,16 @@ class Settings:
             ),
             (self.check_interval > 0, "check_interval", "must be positive"),
             (self.cooldown >= 0, "cooldown", "must not be negative"),
+            (
+                0 <= self.operator_metrics_port <= 65535,
+                "operator_metrics_port",
+                "must be a port number or 0",
+            ),
+            (
+                0 <= self.operator_liveness_port <= 65535,
+                "operator_liveness_port",
+                "must be a port number or 0",
+            ),
         ]
         for ok, name, message in checks:
             if not ok:
@@ -523,6 +561,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "smtp_from": str.strip,
     "smtp_timeout": parse_duration,
     "smtp_ca_file": lambda text: Path(text) if text else None,
+    "operator_namespaces": _parse_list,
+    "operator_metrics_port": _parse_int,
+    "operator_liveness_port": _parse_int,
+    "kube_server": _optional_str,
     "log_level": str.upper,
     "log_format": str.lower,
 }

@@ -43,6 +43,8 @@ def test_defaults_are_pinned() -> None:
         None,
     )
     assert (s.smtp_from, s.smtp_timeout, s.smtp_ca_file) == ("Passito <no-reply@localhost>", 30.0, None)
+    assert (s.operator_namespaces, s.operator_metrics_port, s.operator_liveness_port) == ((), 9102, 8080)
+    assert s.kube_server is None
     assert (s.log_level, s.log_format) == ("INFO", "text")
 
 

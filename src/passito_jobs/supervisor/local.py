@@ -18,10 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
-
-from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.store import Store, connect
+from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Decision, Direction, ScalingPolicy, decide
 
 TICK = 0.25  # how often exited workers are noticed
@@ -82,7 +79,7 @@ class LocalSupervisor:
             self.env["PASSITO_QUEUES"] = ",".join(self.queues)
         self.out = out or _print
         self.state = SupervisorState()
-        self._store: Store | None = None
+        self._reader = LoadReader(database_url)
 
     # ------------------------------------------------------------ loop
 
@@ -156,9 +153,7 @@ class LocalSupervisor:
                 worker.proc.kill()
                 worker.proc.wait()
         self.state.workers.clear()
-        if self._store is not None:
-            self._store.conn.close()
-            self._store = None
+        self._reader.close()
         self.out("Job Supervisor stopped")
 
     # ------------------------------------------------------------ workers
@@ -206,17 +201,13 @@ class LocalSupervisor:
 
     def _load(self) -> int | None:
         try:
-            if self._store is None or self._store.conn.closed or self._store.conn.broken:
-                self._store = Store(connect(self.database_url))
-            ready, processing = self._store.load(self.queues or None)
-        except (psycopg.Error, DatabaseUnavailableError) as exc:
+            return self._reader.read(self.queues)
+        except LoadUnavailableError as exc:
             self.out(
-                f"[{time.strftime('%H:%M:%S')}] Cannot read the queue ({str(exc).splitlines()[0]}); "
+                f"[{time.strftime('%H:%M:%S')}] Cannot read the queue ({exc}); "
                 f"keeping {len(self.state.active)} worker(s)"
             )
-            self._store = None
             return None
-        return ready + processing
 
 
 def _print(line: str) -> None:

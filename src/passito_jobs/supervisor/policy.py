@@ -93,7 +93,7 @@ def decide(
         if load == 0:
             return Decision(0, Direction.NONE, "no jobs, scaled to zero")
         desired = policy.clamp(max(1, needed_up))
-        return Decision(desired, Direction.UP, f"{_jobs(load)} waiting with no worker ({up:g} per worker)")
+        return Decision(desired, Direction.UP, f"{_jobs(load)} pending with no worker, {up:g} per worker")
 
     per_worker = load / current
     if per_worker > up:

@@ -1,0 +1,115 @@
+"""The two Kubernetes API calls the operator makes itself: read and scale a Deployment, and
+write a WorkerAutoscaler's status.
+
+kopf does the watching and posts the Events; it offers no public client for other objects, so
+this is a small aiohttp client over the same credentials kopf logs in with (`operator.login`).
+Patches are JSON merge patches, like `kubectl patch --type merge`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+JSON_MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class KubeApiError(Exception):
+    """A request failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeApi:
+    """An aiohttp session built from a `kopf.ConnectionInfo`, re-logging in once on a 401."""
+
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo | None]) -> None:
+        self._login = login
+        self._info: kopf.ConnectionInfo | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stale = False  # the session was built from older credentials
+
+    def use(self, info: kopf.ConnectionInfo) -> None:
+        """Credentials from kopf's login handler; the next request uses them."""
+        self._info = info
+        self._stale = True
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object at `path`, or None when it does not exist."""
+        try:
+            return await self._request("GET", path)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._request("PATCH", path, patch)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        for attempt in (1, 2):
+            session, server = await self._connect(fresh=attempt == 2)
+            headers = {"Content-Type": JSON_MERGE_PATCH} if body is not None else {}
+            try:
+                async with session.request(
+                    method,
+                    server.rstrip("/") + path,
+                    data=None if body is None else json.dumps(body),
+                    headers=headers,
+                ) as response:
+                    text = await response.text()
+                    if response.status == 401 and attempt == 1:
+                        continue  # the token may have been rotated: log in again
+                    if response.status >= 400:
+                        raise KubeApiError(
+                            f"{method} {path}: HTTP {response.status} {_status_message(text)}",
+                            response.status,
+                        )
+                    data = json.loads(text) if text else {}
+                    return data if isinstance(data, dict) else {}
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KubeApiError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        raise KubeApiError(f"{method} {path}: unauthorised", 401)
+
+    async def _connect(self, *, fresh: bool) -> tuple[aiohttp.ClientSession, str]:
+        if fresh or self._info is None:
+            info = self._login()
+            if info is None:
+                raise KubeApiError("no Kubernetes credentials (no service account, kubeconfig or server)")
+            self.use(info)
+        info = self._info
+        assert info is not None
+        if self._stale:
+            await self.close()
+            self._stale = False
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+                headers=info.as_http_headers(),
+                timeout=TIMEOUT,
+                trust_env=info.trust_env,
+            )
+        return self._session, info.server
+
+
+def _status_message(text: str) -> str:
+    """The `message` of a Kubernetes Status object, or the start of the body."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])[:200]
+    return text[:200]

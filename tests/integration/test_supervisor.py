@@ -1,0 +1,142 @@
+"""`passito-jobs supervise` with real worker processes on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from passito_jobs import JobRequest, dispatch, dispatch_many
+from tests.helpers import count_states, job_state, run_cli, wait_for
+
+Conn = psycopg.Connection[Any]
+STATUS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] Queue: (\d+) jobs \| Workers: (\d+)$", re.MULTILINE)
+SPAWNED = re.compile(r"^Spawned worker with PID: (\d+)$", re.MULTILINE)
+
+
+class Supervisor:
+    """A `passito-jobs supervise` process; its output (and its workers') goes to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        with log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "passito_jobs", "supervise", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in SPAWNED.findall(self.output())]
+
+    def last_status(self) -> tuple[int, int] | None:
+        found = STATUS_LINE.findall(self.output())
+        return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def supervisor(cli_env: dict[str, str], tmp_path: Path) -> Any:
+    started: list[Supervisor] = []
+
+    def start(*args: str) -> Supervisor:
+        started.append(Supervisor(cli_env, tmp_path / f"supervisor{len(started)}.log", *args))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+FAST = [
+    "--check-interval",
+    "0.3",
+    "--cooldown",
+    "1",
+    "--scale-up-threshold",
+    "5",
+    "--scale-down-threshold",
+    "2",
+]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_burst_scales_workers_up_completes_and_scales_back_to_the_minimum(
+    supervisor: Any, conn: Conn
+) -> None:
+    sup = supervisor("--min-workers", "1", "--max-workers", "4", "--concurrency", "2", *FAST)
+    wait_for(lambda: sup.last_status() == (0, 1), message="one idle worker")
+
+    dispatch_many([JobRequest("Sleep", {"seconds": 0.2}) for _ in range(60)], conn=conn)
+    wait_for(lambda: "Scaling UP: Spawning 3 worker(s)" in sup.output(), message="scale up")
+    wait_for(lambda: count_states(conn) == {"completed": 60}, timeout=60, message="60 completed jobs")
+    wait_for(lambda: "Scaling DOWN: Stopping 3 worker(s)" in sup.output(), message="scale down")
+    wait_for(lambda: sup.last_status() == (0, 1), message="back to one worker")
+
+    assert sup.stop() == 0
+    out = sup.output()
+    assert out.startswith("Job Supervisor started\n"), out[:300]
+    assert "Configuration: min workers 1, max workers 4, scale up above 5 jobs/worker" in out
+    assert len(sup.pids()) == 4
+    assert re.search(r"^Scaling UP: Spawning 3 worker\(s\) \(\d+ jobs pending, 5 per worker\)$", out, re.M)
+    assert "[DONE]" in out  # the workers' own log lines pass through
+    assert not any(alive(pid) for pid in sup.pids())
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced(supervisor: Any) -> None:
+    sup = supervisor("--min-workers", "2", "--max-workers", "2", *FAST)
+    wait_for(lambda: len(sup.pids()) == 2 and sup.last_status() == (0, 2), message="two workers")
+    victim = sup.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(sup.pids()) == 3, message="a replacement worker")
+    assert f"Worker {victim} exited unexpectedly (exit code -9); restarting it" in sup.output()
+    wait_for(lambda: sup.last_status() == (0, 2), message="two workers again")
+    assert sup.stop() == 0
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_worker_gracefully_and_exits_0(supervisor: Any, conn: Conn) -> None:
+    sup = supervisor("--min-workers", "2", "--max-workers", "2", *FAST)
+    wait_for(lambda: sup.last_status() == (0, 2), message="two workers")
+    job = dispatch("Sleep", {"seconds": 1.5}, conn=conn)
+    wait_for(lambda: job_state(conn, job) == "processing", message="a job in flight")
+
+    assert sup.stop() == 0
+    assert job_state(conn, job) == "completed"  # the worker finished it before exiting
+    out = sup.output()
+    assert "Stopping 2 worker(s)..." in out
+    assert out.rstrip().endswith("Job Supervisor stopped")
+    assert not any(alive(pid) for pid in sup.pids())
+
+
+def test_bad_settings_are_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
+    result = run_cli(["supervise", "--min-workers", "5", "--max-workers", "2"], cli_env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "passito-jobs: error: --min-workers (5) must not exceed --max-workers (2)"
+    ]

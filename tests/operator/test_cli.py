@@ -1,0 +1,84 @@
+"""`passito-jobs operator` as a process: settings, probes, metrics, scaling and SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from passito_jobs import JobRequest, dispatch_many
+from tests.helpers import run_cli, wait_for
+from tests.operator.cluster import Cluster
+from tests.operator.conftest import free_port
+from tests.operator.test_operator import OLD_POLICY
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_operator_refuses_to_start_without_a_database_url(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "PASSITO_DATABASE_URL"}
+    result = run_cli(["operator"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "passito-jobs: error: PASSITO_DATABASE_URL must be set: the operator reads the queue from it "
+        "(it never starts an embedded PostgreSQL)"
+    ]
+
+
+def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
+    cluster: Cluster, cli_env: dict[str, str], conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    metrics_port, liveness_port = free_port(), free_port()
+    env = {**cli_env, "PASSITO_KUBE_SERVER": cluster.url}
+    log_path = tmp_path / "operator.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "passito_jobs",
+                "operator",
+                "--metrics-port",
+                str(metrics_port),
+                "--liveness-port",
+                str(liveness_port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for(
+            lambda: http_status(f"http://127.0.0.1:{liveness_port}/healthz") == 200,
+            message="the liveness probe",
+        )
+        cluster.create_deployment("worker", replicas=1)
+        cluster.create_autoscaler("worker", OLD_POLICY)
+        dispatch_many([JobRequest("Sleep") for _ in range(20)], conn=conn)
+        wait_for(lambda: cluster.replicas("worker") == 4, message="scale out to 4")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert 'passito_jobs_autoscaler_desired_replicas{autoscaler="worker",namespace="default"} 4.0' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    output = log_path.read_text()
+    assert code == 0, output
+    assert "[Operator " in output
+    assert "ScaledUp: 1 -> 4 (20 jobs pending, 5 per worker)" in output
+    assert "Traceback" not in output
