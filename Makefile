@@ -9,12 +9,18 @@ DEMO_WORKERS ?= 4
 UNTIL_DRAINED ?=
 PYTEST_ARGS ?=
 OUTPASS_BENCH_ARGS ?=
+# Container images (`make images`): the base image and the name/tag of each image.
+BASE_IMAGE ?= python:3.11-slim-bookworm
+IMAGE_PREFIX ?= passito-jobs
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER ?= docker
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
+.PHONY: images manifests kind-e2e
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +57,22 @@ bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same Po
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema
+
+images: ## build the worker, supervisor (operator) and health images (BASE_IMAGE=..., IMAGE_TAG=...)
+	@for service in worker supervisor health; do \
+	    echo "building $(IMAGE_PREFIX)-$$service:$(IMAGE_TAG) from $(BASE_IMAGE)"; \
+	    $(DOCKER) build --file services/$$service/Dockerfile \
+	        --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	        --build-arg VERSION=$(IMAGE_TAG) \
+	        --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	        --tag $(IMAGE_PREFIX)-$$service:$(IMAGE_TAG) . || exit 1; \
+	done
+
+manifests: $(STAMP) ## regenerate manifests/ (plain YAML) from the Helm chart's default values
+	$(BIN)/python -m hack.render_manifests
+
+kind-e2e: ## end to end on a kind cluster: images, chart, burst, scale out and in, helm test (needs docker, kind, kubectl, helm)
+	BASE_IMAGE=$(BASE_IMAGE) IMAGE_PREFIX=$(IMAGE_PREFIX) IMAGE_TAG=$(IMAGE_TAG) bash hack/kind-e2e.sh
 
 clean: ## stop the embedded Postgres and remove .venv and local state
 	-@test -x $(BIN)/passito-jobs && $(BIN)/passito-jobs db stop
