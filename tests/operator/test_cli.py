@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from passito_jobs import JobRequest, dispatch_many
 from tests.helpers import run_cli, wait_for
@@ -39,11 +40,22 @@ def test_operator_refuses_to_start_without_a_database_url(cli_env: dict[str, str
     ]
 
 
+@pytest.mark.parametrize(
+    "namespaces",
+    [None, "default"],
+    ids=["cluster-wide", "one-namespace-as-the-chart-runs-it"],
+)
 def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
-    cluster: Cluster, cli_env: dict[str, str], conn: psycopg.Connection[Any], tmp_path: Path
+    cluster: Cluster,
+    cli_env: dict[str, str],
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    namespaces: str | None,
 ) -> None:
     metrics_port, liveness_port = free_port(), free_port()
     env = {**cli_env, "PASSITO_KUBE_SERVER": cluster.url}
+    if namespaces:
+        env["PASSITO_OPERATOR_NAMESPACES"] = namespaces
     log_path = tmp_path / "operator.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -82,3 +94,4 @@ def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
     assert "[Operator " in output
     assert "ScaledUp: 1 -> 4 (20 jobs pending, 5 per worker)" in output
     assert "Traceback" not in output
+    assert "Not enough permissions" not in output

@@ -126,6 +126,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Only explicit Events (scales, problems) reach Kubernetes; log lines stay in the log.
     settings.posting.loggers = False
     runtime = runtime_of(memo, settings)
+    if runtime.settings.operator_namespaces:
+        # Exact namespaces need no discovery: the chart's Role is namespaced and grants no
+        # `list namespaces`, which kopf would otherwise try (and warn about) at every start.
+        settings.scanning.disabled = True
     runtime.start()
     log.info(
         "Operator started: metrics on port %s, namespaces %s",
