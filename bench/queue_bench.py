@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def start_workers(url: str, count: int, concurrency: int, batch: int) -> list[su
         "PASSITO_DATABASE_URL": url,
         "PASSITO_METRICS_PORT": "0",
         "PASSITO_LOG_LEVEL": "WARNING",
+        # Workers refuse to start without a signing key; the benchmark's no-op jobs sign nothing.
+        "PASSITO_SECRET_KEY": os.environ.get("PASSITO_SECRET_KEY") or secrets.token_urlsafe(48),
     }
     return [
         subprocess.Popen(
@@ -93,9 +96,14 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
         proc.wait(60)
 
 
-def wait_drained(conn: psycopg.Connection[Any], jobs: int, timeout: float) -> None:
+def wait_drained(
+    conn: psycopg.Connection[Any], jobs: int, timeout: float, workers: list[subprocess.Popen[bytes]]
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
+        exited = [proc.returncode for proc in workers if proc.poll() is not None]
+        if exited:
+            raise SystemExit(f"a worker exited early (exit codes {exited}); see its output above")
         row = conn.execute("SELECT count(*) FROM passito_jobs.jobs WHERE state = 'completed'").fetchone()
         if row and row[0] >= jobs:
             return
@@ -108,7 +116,7 @@ def bench_drain(url: str, jobs: int, workers: int, concurrency: int, batch: int)
     procs = start_workers(url, workers, concurrency, batch)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            wait_drained(conn, jobs, timeout=600)
+            wait_drained(conn, jobs, timeout=600, workers=procs)
             row = conn.execute(
                 "SELECT extract(epoch FROM max(finished_at) - min(claimed_at)) FROM passito_jobs.jobs"
             ).fetchone()
