@@ -1,7 +1,8 @@
 """Outpasses per second, end to end: QR code + PDF + student email (file backend).
 
 Runs real `passito-jobs worker` processes (2 by default) against a PostgreSQL (the embedded
-one in a temporary directory, or PASSITO_DATABASE_URL), waits until they are up and warmed
+one in a temporary directory, or PASSITO_BENCH_DATABASE_URL: a scratch database, never the
+queue your real workers serve), waits until they are up and warmed
 (every process renders a few outpasses first: WeasyPrint loads its fonts on the first PDF),
 then dispatches the measured outpasses in one transaction and times until every student email
 is written. Each outpass is 3 jobs; no parent approval, so the count is the same every run.
@@ -159,7 +160,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder:
         work = Path(folder)
         db: LocalDatabase | None = None
-        url = os.environ.get("PASSITO_DATABASE_URL")
+        url = os.environ.get("PASSITO_BENCH_DATABASE_URL")
         if not url:
             db = LocalDatabase(work / "pg")
             url = db.start()
