@@ -751,3 +751,25 @@ def test_alertmanager_config_mirrors_the_plain_alertmanager_configuration() -> N
         (matchers(rule["sourceMatch"]), matchers(rule["targetMatch"]))
         for rule in config["spec"]["inhibitRules"]
     ] == [(rule["source_matchers"], rule["target_matchers"]) for rule in plain["inhibit_rules"]]
+
+
+@scenarios
+def test_no_field_renders_empty(scenario: str) -> None:
+    """An empty `annotations:` or `env:` renders as null: valid for the API server, but a sign of
+    a template block that should not have been emitted."""
+
+    def nulls(value: Any, path: str) -> list[str]:
+        if value is None:
+            return [path]
+        if isinstance(value, dict):
+            return [p for key, item in value.items() for p in nulls(item, f"{path}.{key}")]
+        if isinstance(value, list):
+            return [p for index, item in enumerate(value) for p in nulls(item, f"{path}[{index}]")]
+        return []
+
+    found = [
+        p
+        for obj in render(SCENARIOS[scenario])
+        for p in nulls(obj, f"{obj['kind']}/{obj['metadata']['name']}")
+    ]
+    assert found == []
