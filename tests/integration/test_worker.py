@@ -323,3 +323,33 @@ def test_worker_rejects_a_module_that_does_not_import(cli_env: dict[str, str]) -
     assert done.returncode == 2
     assert "cannot import job module 'no_such_module_here': ModuleNotFoundError" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_shutdown_without_a_database_exits_instead_of_hanging(
+    conn: Conn, database_url: str, pg_admin_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM while the database is gone: the worker exits after the shutdown timeout, and the
+    job it could not record is rescued later, not lost."""
+    name = conninfo_to_dict(database_url)["dbname"]
+    job_id = dispatch("Sleep", {"seconds": 0.5}, conn=conn)
+    worker = WorkerProcess({**cli_env, **FAST_RESCUE}, tmp_path / "worker.log", "--shutdown-timeout", "2")
+    wait_for(lambda: job_state(conn, job_id) == "processing", message="the job in flight")
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+        finally:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+            if worker.proc.poll() is None:
+                worker.kill()
+    assert "Database unreachable at shutdown" in worker.log()
+    with psycopg.connect(database_url, autocommit=True) as fresh:
+        assert job_state(fresh, job_id) == "processing"  # not recorded, not lost
+        rescuer = WorkerProcess({**cli_env, **FAST_RESCUE}, tmp_path / "rescuer.log")
+        try:
+            wait_for(lambda: job_state(fresh, job_id) == "completed", timeout=30, message="the rescue")
+        finally:
+            assert rescuer.stop() == 0

@@ -222,6 +222,9 @@ class Worker:
                 except (psycopg.Error, DatabaseUnavailableError, OSError) as exc:
                     self._outcomes.completed[:0] = outcomes.completed
                     self._outcomes.failed[:0] = outcomes.failed
+                    if self._stopping and time.monotonic() >= self._stop_deadline:
+                        self._abandon_at_shutdown(exc)
+                        return
                     await self._reconnect(exc)
                     continue
                 if jobs:
@@ -439,6 +442,21 @@ class Worker:
             if entry.task is not None:
                 entry.task.cancel()
         log.warning("Shutdown timeout: returning %d unfinished job(s) to the queue", len(self._running))
+
+    def _abandon_at_shutdown(self, exc: BaseException) -> None:
+        """Shutting down, past the timeout, and the database does not answer: exit anyway.
+
+        What could not be recorded is not lost: the jobs stay `processing` until their heartbeat
+        is older than PASSITO_STUCK_TIMEOUT, then the rescue runs them again.
+        """
+        self._give_up_in_flight()
+        unrecorded = len(self._outcomes.completed) + len(self._outcomes.failed) + len(self._to_release)
+        log.error(
+            "Database unreachable at shutdown (%s): %d job(s) not recorded or returned; they are "
+            "rescued after PASSITO_STUCK_TIMEOUT",
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            unrecorded,
+        )
 
     async def _release_given_up(self) -> None:
         held = self._to_release
