@@ -18,6 +18,7 @@ from tests.helpers import wait_for
 def demo_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
     env["PASSITO_DATA_DIR"] = str(data_dir)
+    env["PASSITO_STORAGE_DIR"] = str(data_dir / "storage")  # not the checkout's .passito/
     return env
 
 
