@@ -59,14 +59,13 @@ def _parse_int(text: str) -> int:
     return int(text.strip())
 
 
-def _setting(env: str, default: Any, doc: str, group: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "group": group})
+def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = False) -> Any:
+    # A secret (or a URL that may carry a password) never shows in a repr, a log line or a traceback.
+    return field(default=default, repr=not secret, metadata={"env": env, "doc": doc, "group": group})
 
 
 MIN_SECRET_KEY_LENGTH = 32
 SMTP_SECURITY = ("starttls", "tls", "none")
-SECRET_SETTINGS = frozenset({"secret_key", "smtp_password"})
-"""Settings whose values are never printed (repr, error messages)."""
 
 
 def _has_query(url: str) -> bool:
@@ -93,6 +92,7 @@ class Settings:
         "PostgreSQL connection URL. Unset: local commands start an embedded PostgreSQL "
         "under PASSITO_DATA_DIR.",
         "Database",
+        secret=True,  # it may carry the database password
     )
     data_dir: Path = _setting(
         "PASSITO_DATA_DIR",
@@ -249,16 +249,13 @@ class Settings:
         "Base URL of the Passito app; QR codes and approval emails link to it.",
         "Outpass jobs",
     )
-    # repr=False: the key must never show up in a log line or a traceback.
-    secret_key: str | None = field(
-        default=None,
-        repr=False,
-        metadata={
-            "env": "PASSITO_SECRET_KEY",
-            "doc": "Signs QR and parent-approval tokens (HMAC-SHA256), at least 32 characters. "
-            "Workers refuse to start without it.",
-            "group": "Outpass jobs",
-        },
+    secret_key: str | None = _setting(
+        "PASSITO_SECRET_KEY",
+        None,
+        "Signs QR and parent-approval tokens (HMAC-SHA256), at least 32 characters. "
+        "Workers refuse to start without it.",
+        "Outpass jobs",
+        secret=True,
     )
     insecure_dev_secret: bool = _setting(
         "PASSITO_INSECURE_DEV_SECRET",
@@ -300,10 +297,8 @@ class Settings:
         "Email",
     )
     smtp_user: str | None = _setting("PASSITO_SMTP_USER", None, "SMTP login user; unset: no AUTH.", "Email")
-    smtp_password: str | None = field(
-        default=None,
-        repr=False,
-        metadata={"env": "PASSITO_SMTP_PASSWORD", "doc": "SMTP login password.", "group": "Email"},
+    smtp_password: str | None = _setting(
+        "PASSITO_SMTP_PASSWORD", None, "SMTP login password.", "Email", secret=True
     )
     smtp_from: str = _setting(
         "PASSITO_SMTP_FROM",
@@ -521,6 +516,10 @@ class Settings:
     @property
     def worker_host(self) -> str:
         return self.worker_name or socket.gethostname()
+
+
+SECRET_SETTINGS = frozenset(spec.name for spec in dataclasses.fields(Settings) if not spec.repr)
+"""Settings whose values are never printed (repr, error messages)."""
 
 
 def env_name(setting: str) -> str:

@@ -130,3 +130,20 @@ def test_every_field_has_an_environment_variable() -> None:
     names = [f.metadata["env"] for f in dataclasses.fields(Settings)]
     assert all(name.startswith("PASSITO_") for name in names)
     assert len(names) == len(set(names))
+
+
+def test_secrets_never_show_in_a_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "PASSITO_DATABASE_URL": "postgresql://passito:db-pass-123@db/passito",
+            "PASSITO_SECRET_KEY": "k" * 40,
+            "PASSITO_SMTP_HOST": "smtp.example.edu",
+            "PASSITO_SMTP_USER": "mailer",
+            "PASSITO_SMTP_PASSWORD": "smtp-pass-456",
+        }
+    )
+    shown = repr(settings)
+    assert "db-pass-123" not in shown
+    assert "k" * 40 not in shown
+    assert "smtp-pass-456" not in shown
+    assert "smtp.example.edu" in shown  # the rest is still there to debug with
