@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from passito_jobs import logs
-from passito_jobs.config import ConfigError, Settings, parse_duration
+from passito_jobs.config import ConfigError, Settings, parse_duration, parse_list
 from passito_jobs.localdb import LocalDatabase, LocalDatabaseError
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.models import DatabaseUnavailableError, InvalidJobError, Job, JobState
@@ -115,11 +115,20 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _queue_list(text: str) -> tuple[str, ...]:
-    return tuple(q.strip() for q in text.split(",") if q.strip())
-
-
 # ---------------------------------------------------------------- shared plumbing
+
+
+def _flag_or_setting(args: argparse.Namespace, settings: Settings, flag: str, setting: str = "") -> Any:
+    """A flag's value when given, else the setting behind it (same name unless named)."""
+    value = getattr(args, flag)
+    return getattr(settings, setting or flag) if value is None else value
+
+
+def _with_flags(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> Settings:
+    """`settings` with every flag of `names` that was given (flags and settings share names)."""
+    return settings.replace(
+        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    )
 
 
 def _settings() -> Settings:
@@ -184,21 +193,13 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.worker.cli import run_worker  # noqa: PLC0415 - keeps `dispatch` light
 
-    changes: dict[str, Any] = {}
-    for name in (
-        "queues",
-        "concurrency",
-        "batch_size",
-        "metrics_port",
-        "log_jobs",
-        "shutdown_timeout",
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
+    settings = _with_flags(
+        args,
+        settings,
+        ("queues", "concurrency", "batch_size", "metrics_port", "log_jobs", "shutdown_timeout"),
+    )
     if args.imports:
-        changes["job_modules"] = tuple(settings.job_modules) + tuple(args.imports)
-    settings = settings.replace(**changes)
+        settings = settings.replace(job_modules=tuple(settings.job_modules) + tuple(args.imports))
     import_job_modules(settings.job_modules)
     return run_worker(settings, database_url(settings))
 
@@ -380,8 +381,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.supervisor.policy import ScalingPolicy  # noqa: PLC0415
 
     def pick(name: str) -> Any:
-        value = getattr(args, name)
-        return getattr(settings, name) if value is None else value
+        return _flag_or_setting(args, settings, name)
 
     try:
         policy = ScalingPolicy(
@@ -397,7 +397,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
         for field, flag in _SUPERVISE_FLAGS.items():
             message = message.replace(field, flag)
         raise CommandError(message, code=2) from None
-    queues = args.queues if args.queues is not None else settings.queues
+    queues = _flag_or_setting(args, settings, "queues")
     modules = tuple(settings.job_modules) + tuple(args.imports)
     import_job_modules(modules)  # fail here, once, rather than in every worker
     _require_signing_key(settings)
@@ -419,12 +419,9 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
-    changes: dict[str, Any] = {}
-    for name in ("operator_namespaces", "operator_metrics_port", "operator_liveness_port"):
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
-    settings = settings.replace(**changes)
+    settings = _with_flags(
+        args, settings, ("operator_namespaces", "operator_metrics_port", "operator_liveness_port")
+    )
     if not settings.database_url:
         raise CommandError(
             "PASSITO_DATABASE_URL must be set: the operator reads the queue from it "
@@ -447,8 +444,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.health.report import render_text, to_json  # noqa: PLC0415
 
     def pick(flag: str, setting: str) -> Any:
-        value = getattr(args, flag)
-        return getattr(settings, setting) if value is None else value
+        return _flag_or_setting(args, settings, flag, setting)
 
     try:
         thresholds = Thresholds(
@@ -650,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker process")
     p.add_argument(
         "--queues",
-        type=_queue_list,
+        type=parse_list,
         default=None,
         metavar="A,B",
         help="queues to take jobs from (default: all; PASSITO_QUEUES)",
@@ -782,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--queues",
-        type=_queue_list,
+        type=parse_list,
         default=None,
         metavar="A,B",
         help="queues to count and to work on (default: all)",
@@ -813,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--namespaces",
         dest="operator_namespaces",
-        type=_queue_list,
+        type=parse_list,
         default=None,
         metavar="A,B",
         help="namespaces to serve (default: all; PASSITO_OPERATOR_NAMESPACES)",

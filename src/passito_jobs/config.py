@@ -51,7 +51,8 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
-def _parse_list(text: str) -> tuple[str, ...]:
+def parse_list(text: str) -> tuple[str, ...]:
+    """`a, b,` -> ('a', 'b'): the comma-separated lists of settings and flags."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
@@ -566,10 +567,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _optional_str,
     "data_dir": Path,
     "connect_timeout": parse_duration,
-    "queues": _parse_list,
+    "queues": parse_list,
     "concurrency": _parse_int,
     "batch_size": _parse_int,
-    "job_modules": _parse_list,
+    "job_modules": parse_list,
     "poll_interval": parse_duration,
     "heartbeat_interval": parse_duration,
     "shutdown_timeout": parse_duration,
@@ -604,7 +605,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "smtp_from": str.strip,
     "smtp_timeout": parse_duration,
     "smtp_ca_file": lambda text: Path(text) if text else None,
-    "operator_namespaces": _parse_list,
+    "operator_namespaces": parse_list,
     "operator_metrics_port": _parse_int,
     "operator_liveness_port": _parse_int,
     "kube_server": _optional_str,

@@ -143,7 +143,7 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         )
         print(f"Files go to {storage}/outpasses/, emails to {storage}/outbox/ (.eml files)", flush=True)
         while not stop.is_set():
-            done, failed = _progress(store, ids[0], ids[-1])
+            done, failed = store.finished_between(ids[0], ids[-1])
             print(
                 f"[{time.strftime('%H:%M:%S')}] Demo: {done}/{len(ids)} jobs done ({failed} failed)",
                 flush=True,
@@ -163,7 +163,3 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
             local.stop()
             print("Embedded PostgreSQL stopped", flush=True)
     return 1 if until_drained and failed else 0
-
-
-def _progress(store: Store, first: int, last: int) -> tuple[int, int]:
-    return store.finished_between(first, last)

@@ -12,7 +12,6 @@ import os
 import socket
 import time
 import tomllib
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from passito_jobs.cli import build_parser
 from passito_jobs.queue.dispatch import dispatch
 from tests.conftest import TEST_SECRET_KEY
-from tests.helpers import count_states, job_state, wait_for
+from tests.helpers import count_states, http_get, job_state, wait_for
 from tests.images.conftest import ROOT, SERVICES, new_name
 from tests.images.engine import docker, image_size_mb
 from tests.outpasses import sample_payload
@@ -265,11 +264,7 @@ def test_image_sizes_are_reasonable(images: dict[str, str]) -> None:
 
 
 def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+    return http_get(url, timeout=2)[0] == 200
 
 
 def _logs(name: str) -> str:

@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import re
 import smtplib
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from passito_jobs.jobs.parent_approval import send_parent_approval
 from passito_jobs.jobs.registry import PermanentError
 from passito_jobs.jobs.storage import Storage
 from passito_jobs.jobs.tokens import PURPOSE_APPROVAL, InvalidTokenError, signing_key, verify_token
-from tests.helpers import run_cli
+from tests.helpers import free_port, run_cli
 from tests.outpasses import context, job_settings, sample_payload
 
 USER, PASSWORD = "passito", "correct horse battery staple"
@@ -139,12 +138,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
         )
     )
     return paths
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -22,7 +22,7 @@ Conn = psycopg.Connection[Any]
 def claim(url: str, batch: int, *, worker: str = "w1", queues: list[str] | None = None) -> list[ClaimedJob]:
     async def go() -> list[ClaimedJob]:
         async with await connect_async(url) as aconn:
-            return await AsyncStore(aconn, worker).claim(queues, batch)
+            return await AsyncStore(aconn, worker).settle_and_claim([], [], queues, batch)
 
     return asyncio.run(go())
 
@@ -77,7 +77,7 @@ def test_concurrent_claimers_never_share_a_job(conn: Conn, database_url: str, st
         async def go() -> None:
             async with await connect_async(database_url) as aconn:
                 s = AsyncStore(aconn, name)
-                while batch := await s.claim(None, 7):
+                while batch := await s.settle_and_claim([], [], None, 7):
                     got.extend(job.id for job in batch)
 
         asyncio.run(go())

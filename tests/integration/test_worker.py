@@ -6,8 +6,6 @@ import itertools
 import signal
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
-from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
+from tests.helpers import WorkerProcess, count_states, free_port, job_state, run_cli, wait_for
+from tests.helpers import http_get as get_url
 
 Conn = psycopg.Connection[Any]
 
@@ -33,20 +32,9 @@ def row(conn: Conn, job_id: int, columns: str) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+    status, body = get_url(f"http://127.0.0.1:{port}{path}")
+    return status, body.decode()
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -37,24 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.queue.store import Store
 from passito_jobs.supervisor.policy import Direction, ScalingPolicy, decide
-from tests.helpers import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
+from tests.helpers import free_port, http_get, wait_for
 
 # ---------------------------------------------------------------- SMTP
 

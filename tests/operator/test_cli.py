@@ -14,20 +14,10 @@ import psycopg
 import pytest
 
 from passito_jobs import JobRequest, dispatch_many
-from tests.helpers import run_cli, wait_for
+from tests.helpers import http_get, run_cli, wait_for
 from tests.operator.cluster import Cluster
 from tests.operator.conftest import free_port
 from tests.operator.test_operator import OLD_POLICY
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def test_operator_refuses_to_start_without_a_database_url(cli_env: dict[str, str]) -> None:
@@ -76,7 +66,7 @@ def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
         )
     try:
         wait_for(
-            lambda: http_status(f"http://127.0.0.1:{liveness_port}/healthz") == 200,
+            lambda: http_get(f"http://127.0.0.1:{liveness_port}/healthz")[0] == 200,
             message="the liveness probe",
         )
         cluster.create_deployment("worker", replicas=1)

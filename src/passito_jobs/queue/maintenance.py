@@ -43,7 +43,6 @@ class MaintenanceConfig:
 
 @dataclass
 class MaintenanceResult:
-    held_lease: bool = False
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     pruned: int = 0
@@ -65,7 +64,6 @@ class Maintenance:
         result = MaintenanceResult()
         if not self.store.acquire_lease(LEASE, self.holder, self.config.lease_ttl):
             return result
-        result.held_lease = True
         self.rescue(result)
         self.prune(result)
         if result.changed:

@@ -21,13 +21,6 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED_STATES
-
-
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
-
 
 class QueueError(Exception):
     """Base class of the queue's own errors."""
@@ -35,10 +28,6 @@ class QueueError(Exception):
 
 class InvalidJobError(QueueError, ValueError):
     """A dispatch request breaks a rule (payload not an object, negative delay, ...)."""
-
-
-class UnknownJobError(QueueError, LookupError):
-    """No job has this id."""
 
 
 class DatabaseUnavailableError(QueueError):

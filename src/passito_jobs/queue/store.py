@@ -317,9 +317,6 @@ class Store:
         assert row is not None
         return int(row[0]), int(row[1])
 
-    def counts(self) -> list[tuple[str, str, int]]:
-        return [(r[0], r[1], int(r[2])) for r in self.conn.execute(_q("count_by_queue_and_state"))]
-
     def load(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
         """(ready, processing) jobs in the given queues (None: all)."""
         row = self.conn.execute(_q("load"), {"queues": list(queues) if queues else None}).fetchone()
@@ -393,20 +390,13 @@ def _run_at(request: JobRequest, now: datetime) -> datetime:
 class AsyncStore:
     """The worker's hot path on one asynchronous connection (autocommit).
 
-    `complete_and_claim` sends the buffered outcomes and the next claim in one pipelined
+    `settle_and_claim` sends the buffered outcomes and the next claim in one pipelined
     round trip.
     """
 
     def __init__(self, conn: AsyncConn, worker: str) -> None:
         self.conn = conn
         self.worker = worker
-
-    async def claim(self, queues: Sequence[str] | None, batch: int) -> list[ClaimedJob]:
-        cur = await self.conn.execute(
-            _q("claim"),
-            {"worker": self.worker, "queues": list(queues) if queues else None, "batch": batch},
-        )
-        return [ClaimedJob(*row) for row in await cur.fetchall()]
 
     async def settle_and_claim(
         self,

@@ -42,7 +42,6 @@ class SupervisorState:
     workers: list[LocalWorker] = field(default_factory=list)
     target: int = 0  # workers that should be running (crashed ones are replaced up to it)
     last_scale: float | None = None
-    last_load: int | None = None
     crash_streak: int = 0
     respawn_at: float = 0.0
 
@@ -112,7 +111,6 @@ class LocalSupervisor:
         active = self.state.active
         if load is None:
             return None  # keep the workers we have until the database answers again
-        self.state.last_load = load
         self.out(f"[{time.strftime('%H:%M:%S')}] Queue: {load} jobs | Workers: {len(active)}")
         decision = decide(
             self.policy,

@@ -37,7 +37,7 @@ from passito_jobs.jobs.registry import registry as default_registry
 from passito_jobs.queue.backoff import retry_delay
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import ClaimedJob, DatabaseUnavailableError
-from passito_jobs.queue.store import AsyncStore, Store, connect, connect_async
+from passito_jobs.queue.store import AsyncStore, Store, connect, connect_async, migrations
 from passito_jobs.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("passito_jobs.worker")
@@ -143,8 +143,6 @@ class Worker:
         """Fail with a clear message unless the schema is migrated (runs before `run`)."""
         store = self._sync_store()
         version = store.schema_version()
-        from passito_jobs.queue.store import migrations  # noqa: PLC0415 - avoid a cycle at import
-
         latest = migrations()[-1].version
         if version is None:
             raise SchemaMissingError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
@@ -502,7 +500,9 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             held = [
-                (e.job.id, e.job.attempt, _progress(e.ctx)) for e in self._running.values() if not e.released
+                (e.job.id, e.job.attempt, e.ctx.take_progress())
+                for e in self._running.values()
+                if not e.released
             ]
             if not held:
                 continue
@@ -576,10 +576,6 @@ def _encode_result(job: ClaimedJob, result: Any) -> str:
         return json.dumps(result)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"handler of {job.type} returned a value that is not JSON: {exc}") from None
-
-
-def _progress(ctx: JobContext) -> Any:
-    return ctx.take_progress()
 
 
 def _ms(seconds: float) -> str:

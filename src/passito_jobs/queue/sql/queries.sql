@@ -74,9 +74,6 @@ WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_j
 ORDER BY id DESC
 LIMIT %(limit)s
 
--- name: count_by_queue_and_state
-SELECT queue, state::text, count(*) FROM passito_jobs.jobs GROUP BY queue, state ORDER BY queue, state
-
 -- name: load
 -- Jobs ready now plus jobs in flight, in the given queues (NULL: all): what the autoscaler scales on.
 SELECT
