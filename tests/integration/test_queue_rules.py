@@ -340,3 +340,19 @@ def test_maintenance_lease_has_one_holder(store: Store, database_url: str) -> No
 def test_expired_lease_can_be_taken_over(store: Store, ttl: float) -> None:
     assert store.acquire_lease("maintenance", "a", ttl)
     assert store.acquire_lease("maintenance", "b", 30)
+
+
+def test_a_parent_skipped_while_a_child_locks_it_is_announced_again(conn: Conn, database_url: str) -> None:
+    """Dispatching a child locks its parent; a worker claiming at that moment skips the parent
+    (SKIP LOCKED). The child's commit must wake the parent's queue, or the parent would wait
+    for the next poll."""
+    parent = dispatch("Noop", queue="outpasses", conn=conn)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN passito_jobs")
+        with psycopg.connect(database_url) as tx_conn:
+            dispatch("Noop", depends_on=[parent], conn=tx_conn)
+            assert claim(database_url, 10) == []  # the parent's row is locked: skipped
+            tx_conn.commit()
+        got = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in got] == ["outpasses"]
+    assert [job.id for job in claim(database_url, 10)] == [parent]

@@ -94,32 +94,41 @@ $$;
 -- name the first that failed or was cancelled.
 -- Locking serializes with a concurrent completion of the same parent, so the child either
 -- sees the parent completed or the completion sees the child's dependency rows.
+-- A worker claiming meanwhile skips a locked parent (SKIP LOCKED), so the queues of parents
+-- that are ready are notified again: they are claimed when this transaction commits, not a
+-- poll interval later.
 -- Raises when a parent id is unknown.
 CREATE FUNCTION passito_jobs.lock_parents(parents bigint[], OUT waiting integer, OUT failed_parent bigint, OUT failed_state passito_jobs.job_state)
 LANGUAGE plpgsql AS $$
 DECLARE
     missing bigint[];
+    ready_queues text[];
 BEGIN
     WITH locked AS (
         UPDATE passito_jobs.jobs p SET has_dependents = true
         WHERE p.id = ANY(parents)
-        RETURNING p.id, p.state
+        RETURNING p.id, p.state, p.queue, p.run_at
     ),
     counted AS (
         SELECT
             count(*) FILTER (WHERE l.state <> 'completed')::integer AS w,
             (array_agg(l.id ORDER BY l.id) FILTER (WHERE l.state IN ('failed', 'cancelled')))[1] AS fp,
             (array_agg(l.state ORDER BY l.id) FILTER (WHERE l.state IN ('failed', 'cancelled')))[1] AS fs,
-            array_agg(l.id) AS found
+            array_agg(l.id) AS found,
+            array_agg(DISTINCT l.queue) FILTER (WHERE l.state = 'pending' AND l.run_at <= now()) AS ready
         FROM locked l
     )
     SELECT c.w, c.fp, c.fs,
-           ARRAY(SELECT x FROM unnest(parents) AS x WHERE x <> ALL(coalesce(c.found, '{}')) ORDER BY x)
-    INTO waiting, failed_parent, failed_state, missing
+           ARRAY(SELECT x FROM unnest(parents) AS x WHERE x <> ALL(coalesce(c.found, '{}')) ORDER BY x),
+           c.ready
+    INTO waiting, failed_parent, failed_state, missing, ready_queues
     FROM counted c;
     IF cardinality(missing) > 0 THEN
         RAISE EXCEPTION 'unknown parent job id(s): %', array_to_string(missing, ', ')
             USING ERRCODE = 'foreign_key_violation', HINT = 'passito_jobs.unknown_parent';
+    END IF;
+    IF ready_queues IS NOT NULL THEN
+        PERFORM passito_jobs.notify_ready(ready_queues);
     END IF;
 END;
 $$;
