@@ -9,7 +9,6 @@ mislead). docs/metrics.md lists the metrics.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from prometheus_client.registry import Collector
 from passito_jobs.config import Settings, format_duration
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.queue.models import DatabaseUnavailableError, QueueStats
-from passito_jobs.queue.store import Conn, Store, connect
+from passito_jobs.queue.store import StoreHandle
 
 log = logging.getLogger("passito_jobs.health")
 
@@ -52,15 +51,13 @@ class QueueCollector(Collector):
         connect_timeout: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.database_url = database_url
         self.stale_after = stale_after
         self.stuck_after = stuck_after
         self.window = window
         self.query_timeout = query_timeout
-        self.connect_timeout = connect_timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._conn: Conn | None = None
+        self._handle = StoreHandle.to(database_url, timeout=connect_timeout)
         self._last: _Sample | None = None
         self._up: bool | None = None
         self._queries = 0
@@ -81,24 +78,22 @@ class QueueCollector(Collector):
         yield from self._families(None)
 
     def close(self) -> None:
-        with self._lock:
-            self._disconnect()
+        self._handle.close()
 
     def _query(self) -> _Sample:
         started = self._clock()
         queues: list[QueueStats] | None
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.database_url, timeout=self.connect_timeout)
             self._queries += 1
-            queues = Store(self._conn).queue_stats(
-                stale_after=self.stale_after,
-                stuck_after=self.stuck_after,
-                window=self.window,
-                timeout=self.query_timeout,
+            queues = self._handle.run(
+                lambda store: store.queue_stats(
+                    stale_after=self.stale_after,
+                    stuck_after=self.stuck_after,
+                    window=self.window,
+                    timeout=self.query_timeout,
+                )
             )
         except (DatabaseUnavailableError, psycopg.Error) as exc:
-            self._disconnect()
             self._note(False, exc)
             queues = None
         else:
@@ -114,13 +109,6 @@ class QueueCollector(Collector):
             reason = str(exc).strip().splitlines()[0] if exc and str(exc).strip() else type(exc).__name__
             log.warning("Cannot query the queue (passito_jobs_database_up is 0): %s", reason)
         self._up = up
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            # Already broken or not: a new connection comes with the next scrape.
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
 
     # ------------------------------------------------------------ metric families
 

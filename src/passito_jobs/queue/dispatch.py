@@ -8,16 +8,16 @@ to make the dispatch part of your own transaction: if it rolls back, no job exis
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.queue.models import InvalidJobError, JobRequest
-from passito_jobs.queue.store import Conn, Store, connect
+from passito_jobs.queue.store import Conn, Store, StoreHandle, connect
 
 MAX_PRIORITY = 2**31 - 1
+T = TypeVar("T")
 
 
 def validate(request: JobRequest) -> JobRequest:
@@ -51,33 +51,18 @@ def validate(request: JobRequest) -> JobRequest:
     return request
 
 
-class _SharedConnection:
-    """One autocommit connection per process for calls without `conn`, safe across threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: Conn | None = None
-
-    def run(self, action: Any) -> Any:
-        with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                settings = Settings.from_env()
-                if not settings.database_url:
-                    raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
-                self._conn = connect(settings.database_url, timeout=settings.connect_timeout)
-            return action(Store(self._conn))
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+def _connect_from_env() -> Conn:
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
+    return connect(settings.database_url, timeout=settings.connect_timeout)
 
 
-_shared = _SharedConnection()
+# One connection per process for calls without `conn`, shared by threads; each call commits.
+_shared = StoreHandle(_connect_from_env)
 
 
-def _with_store(conn: Conn | None, action: Any) -> Any:
+def _with_store(conn: Conn | None, action: Callable[[Store], T]) -> T:
     if conn is None:
         return _shared.run(action)
     return action(Store(conn))
@@ -116,7 +101,7 @@ def dispatch(
             unique_key=unique_key,
         )
     )
-    return int(_with_store(conn, lambda store: store.dispatch(request)))
+    return _with_store(conn, lambda store: store.dispatch(request))
 
 
 def dispatch_many(
@@ -138,8 +123,7 @@ def dispatch_many(
             raise InvalidJobError(f"job {index}: {exc}") from None
     if not checked:
         return []
-    ids: Sequence[int] = _with_store(conn, lambda store: store.dispatch_many(checked))
-    return list(ids)
+    return _with_store(conn, lambda store: store.dispatch_many(checked))
 
 
 def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -382,6 +383,45 @@ def _run_at(request: JobRequest, now: datetime) -> datetime:
     if request.delay:
         return now + timedelta(seconds=request.delay)
     return now
+
+
+T = TypeVar("T")
+
+
+class StoreHandle:
+    """A long-lived process's synchronous Store: the connection is opened on first use and
+    again after any database error; calls are serialised, so threads may share it."""
+
+    def __init__(self, opener: Callable[[], Conn]) -> None:
+        self._open = opener
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+
+    @classmethod
+    def to(cls, url: str, *, timeout: float = 5.0) -> StoreHandle:
+        return cls(lambda: connect(url, timeout=timeout))
+
+    def run(self, action: Callable[[Store], T]) -> T:
+        with self._lock:
+            store = self._store
+            if store is None or store.conn.closed or store.conn.broken:
+                self._drop()
+                store = self._store = Store(self._open())
+            try:
+                return action(store)
+            except psycopg.Error:
+                self._drop()  # a timeout or a lost connection: start afresh next time
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._store.conn.close()
+            self._store = None
 
 
 # ---------------------------------------------------------------- asynchronous store (worker)

@@ -7,13 +7,12 @@ one-line cause; the next read reconnects.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import psycopg
 
 from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.store import Store, connect
+from passito_jobs.queue.store import StoreHandle
 
 
 class LoadUnavailableError(Exception):
@@ -24,31 +23,18 @@ class LoadReader:
     """Reads the load; safe to call from several threads (calls are serialised)."""
 
     def __init__(self, database_url: str, *, timeout: float = 5.0) -> None:
-        self.database_url = database_url
-        self.timeout = timeout
-        self._store: Store | None = None
-        self._lock = threading.Lock()
+        self._handle = StoreHandle.to(database_url, timeout=timeout)
 
     def read(self, queues: Sequence[str] | None = None) -> int:
         """Ready plus processing jobs in `queues` (None or empty: all queues)."""
-        with self._lock:
-            try:
-                if self._store is None or self._store.conn.closed or self._store.conn.broken:
-                    self._store = Store(connect(self.database_url, timeout=self.timeout))
-                ready, processing = self._store.load(list(queues) if queues else None)
-            except (psycopg.Error, DatabaseUnavailableError) as exc:
-                self._drop()
-                raise LoadUnavailableError(_first_line(exc)) from None
+        try:
+            ready, processing = self._handle.run(lambda store: store.load(list(queues) if queues else None))
+        except (psycopg.Error, DatabaseUnavailableError) as exc:
+            raise LoadUnavailableError(_first_line(exc)) from None
         return ready + processing
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._store is not None:
-            self._store.conn.close()
-            self._store = None
+        self._handle.close()
 
 
 def _first_line(exc: BaseException) -> str:

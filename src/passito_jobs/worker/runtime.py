@@ -37,7 +37,7 @@ from passito_jobs.jobs.registry import registry as default_registry
 from passito_jobs.queue.backoff import retry_delay
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import ClaimedJob, DatabaseUnavailableError
-from passito_jobs.queue.store import AsyncStore, Store, connect, connect_async, migrations
+from passito_jobs.queue.store import AsyncStore, Store, StoreHandle, connect_async, migrations
 from passito_jobs.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("passito_jobs.worker")
@@ -112,7 +112,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: AsyncStore | None = None
-        self._maintenance_store: Store | None = None
+        self._sync = StoreHandle.to(database_url, timeout=settings.connect_timeout)  # maintenance
         self._threads_abandoned = 0
         self._to_release: list[tuple[int, int]] = []
         self.metrics.concurrency.set(settings.concurrency)
@@ -141,8 +141,7 @@ class Worker:
 
     def check_schema(self) -> None:
         """Fail with a clear message unless the schema is migrated (runs before `run`)."""
-        store = self._sync_store()
-        version = store.schema_version()
+        version = self._sync.run(Store.schema_version)
         latest = migrations()[-1].version
         if version is None:
             raise SchemaMissingError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
@@ -542,28 +541,17 @@ class Worker:
                 await asyncio.to_thread(self._maintenance_once, config)
             except (psycopg.Error, DatabaseUnavailableError, OSError) as exc:
                 log.warning("Maintenance failed: %s", exc)
-                self._maintenance_store = None
 
     def _maintenance_once(self, config: MaintenanceConfig) -> None:
-        Maintenance(self._sync_store(), self.id, config).run_once()
-
-    def _sync_store(self) -> Store:
-        store = self._maintenance_store
-        if store is None or store.conn.closed or store.conn.broken:
-            store = self._maintenance_store = Store(
-                connect(self.database_url, timeout=self.settings.connect_timeout)
-            )
-        return store
+        self._sync.run(lambda store: Maintenance(store, self.id, config).run_once())
 
     async def _close(self) -> None:
         if self._main is not None:
             with contextlib.suppress(Exception):
                 await self._main.conn.close()
-        store = self._maintenance_store
-        if store is not None:
-            with contextlib.suppress(Exception):
-                Maintenance(store, self.id, MaintenanceConfig()).release()
-                store.conn.close()
+        with contextlib.suppress(Exception):
+            self._sync.run(lambda store: Maintenance(store, self.id, MaintenanceConfig()).release())
+        self._sync.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
