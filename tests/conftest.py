@@ -122,6 +122,17 @@ def store(conn: psycopg.Connection[tuple[object, ...]]) -> Store:
 
 
 @pytest.fixture
+def cli_in_process(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment made cli_env, for `tests.helpers.run_main`."""
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    for name, value in cli_env.items():
+        if name.startswith("PASSITO_"):
+            monkeypatch.setenv(name, value)
+    return cli_env
+
+
+@pytest.fixture
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running `passito-jobs` in a subprocess against this test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}

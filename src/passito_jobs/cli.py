@@ -147,6 +147,8 @@ def _json_object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
     except RecursionError:
         raise argparse.ArgumentTypeError(
             f"payload must not be nested more than {limits.MAX_NESTING} levels deep"
@@ -654,6 +656,8 @@ def _read_json_input(source: str) -> Any:
         raise CommandError(
             f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", code=2
         ) from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise CommandError(f"{where} is not valid JSON ({exc})", code=2) from None
     except RecursionError:
         raise CommandError(f"{where} is nested too deeply to be an outpass", code=2) from None
 

@@ -171,14 +171,14 @@ def encode_payload(payload: object, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) 
     if not isinstance(payload, Mapping):
         raise _fail(f"payload must be a JSON object, got {json_type(payload)}")
     text = _dumps(payload)
-    if _ESCAPED_NUL.search(text):
-        raise _fail("payload must not hold the NUL character (\\u0000): PostgreSQL cannot store it")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise _fail("payload must be valid Unicode text (it holds an unpaired surrogate)") from None
     if size > max_bytes:
         raise _fail(f"payload must be at most {max_bytes} bytes of JSON text, got {size}")
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):  # the substring test is fast, the regex exact
+        raise _fail("payload must not hold the NUL character (\\u0000): PostgreSQL cannot store it")
     # Cheap bound first: fewer brackets than the limit cannot nest deeper than it.
     if text.count("[") + text.count("{") > MAX_NESTING and nesting_depth(payload) > MAX_NESTING:
         raise _too_deep()
