@@ -123,13 +123,13 @@ def store(conn: psycopg.Connection[tuple[object, ...]]) -> Store:
 
 @pytest.fixture
 def cli_in_process(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This process's environment made cli_env, for `tests.helpers.run_main`."""
+    """This process's PASSITO_* settings made cli_env's (returned), for `tests.helpers.run_main`."""
     for name in [k for k in os.environ if k.startswith("PASSITO_")]:
         monkeypatch.delenv(name)
-    for name, value in cli_env.items():
-        if name.startswith("PASSITO_"):
-            monkeypatch.setenv(name, value)
-    return cli_env
+    settings = {name: value for name, value in cli_env.items() if name.startswith("PASSITO_")}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return settings
 
 
 @pytest.fixture
