@@ -131,7 +131,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _text(text: str) -> str:
     """Any text that is valid UTF-8 (Python keeps undecodable argument bytes as surrogates)."""
     if _SURROGATE.search(text):
-        raise argparse.ArgumentTypeError(f"{printable(_brief(text))!r} is not valid UTF-8 text")
+        raise argparse.ArgumentTypeError(f"'{printable(_brief(text))}' is not valid UTF-8 text")
     return text
 
 

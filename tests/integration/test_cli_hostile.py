@@ -3,6 +3,8 @@ end in one line and exit code 2 (or a normal answer), against a real database.""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from passito_jobs.config import Settings
+from passito_jobs.config import ConfigError, Settings
 from tests.helpers import count_states, run_main
 
 Conn = psycopg.Connection[Any]
@@ -146,7 +148,7 @@ def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
     command = [os.fsencode(sys.executable), b"-m", b"passito_jobs"]
     runs = [
         ([b"dispatch", b"Noop", b"--queue", b"caf\xe9"], {}, "queue must be valid Unicode text"),
-        ([b"jobs", b"list", b"--type", b"\xff"], {}, "argument --type: '\\\\udcff' is not valid UTF-8 text"),
+        ([b"jobs", b"list", b"--type", b"\xff"], {}, "argument --type: '\\udcff' is not valid UTF-8 text"),
         ([b"jobs", b"show", TOO_BIG_ID.encode()], {}, "job ids are at most"),
         ([b"jobs", b"prune"], {"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "must be at most 2147483647"),
         ([b"dispatch", b"Noop", b"--payload", b'{"x": NaN}'], {}, "payload must not hold NaN"),
@@ -348,6 +350,64 @@ def test_no_outpass_file_prints_a_traceback(
     code, _, err = run_main(["outpass", "dispatch", "--json", str(source)])
     assert code in {0, 1, 2}, (content, err)
     assert "Traceback" not in err
+
+
+long_running = st.one_of(
+    command(
+        ["worker"],
+        optional(
+            ("--queues", text),
+            ("--concurrency", numbers),
+            ("--batch-size", numbers),
+            ("--metrics-port", numbers),
+            ("--shutdown-timeout", durations),
+        ),
+    ),
+    command(
+        ["supervise"],
+        optional(
+            ("--min-workers", numbers),
+            ("--max-workers", numbers),
+            ("--scale-up-threshold", numbers),
+            ("--scale-down-threshold", numbers),
+            ("--check-interval", durations),
+            ("--cooldown", durations),
+            ("--concurrency", numbers),
+        ),
+    ),
+    command(["health", "serve"], optional(("--port", numbers))),
+    command(["demo"], optional(("--jobs", numbers), ("--workers", numbers))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=long_running)
+def test_long_running_commands_refuse_bad_flags_in_one_line(args: list[str]) -> None:
+    """Commands that run until stopped are not started here: their flags are parsed and
+    applied to the settings, where every bad value must be one line and exit code 2."""
+    from passito_jobs import cli
+
+    err = io.StringIO()
+    code: object = None
+    with contextlib.redirect_stderr(err):
+        try:
+            parsed = cli.build_parser().parse_args(args)
+        except SystemExit as exc:
+            code = exc.code
+    if code is not None:
+        assert code == 2
+        assert ": error: " in err.getvalue()
+        assert len(err.getvalue().strip().splitlines()) == 1
+        return
+    problem = ""
+    try:
+        cli._with_flags(parsed, Settings(), WORKER_FLAGS if args[0] == "worker" else ())
+    except ConfigError as exc:
+        problem = str(exc)
+    assert "\n" not in problem
+
+
+WORKER_FLAGS = ("queues", "concurrency", "batch_size", "metrics_port", "shutdown_timeout")
 
 
 FUZZED_SETTINGS = [
