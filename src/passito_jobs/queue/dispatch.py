@@ -41,10 +41,12 @@ def _check_fields(request: JobRequest) -> None:
     if request.run_at is not None:
         limits.check_run_at(request.run_at)
     limits.check_max_attempts(request.max_attempts)
-    if isinstance(request.depends_on, str | bytes) or not isinstance(request.depends_on, Iterable):
-        raise InvalidJobError("depends_on must be a list of job ids")
-    for parent in request.depends_on:
-        limits.check_job_id("depends_on", parent)
+    parents = request.depends_on
+    if type(parents) is not tuple or parents:  # the usual job has none: nothing to look at
+        if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
+            raise InvalidJobError("depends_on must be a list of job ids")
+        for parent in parents:
+            limits.check_job_id("depends_on", parent)
     limits.check_unique_key(request.unique_key)
 
 

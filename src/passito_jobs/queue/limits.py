@@ -54,13 +54,14 @@ def _fail(message: str) -> InvalidJobError:
 
 def check_name(what: str, value: object) -> str:
     """A job type or queue name: non-blank text of at most 128 characters, no control characters."""
-    if not isinstance(value, str) or _BLANK.fullmatch(value):
+    if not isinstance(value, str) or not value.strip():  # strip() removes exactly WHITESPACE
         raise _fail(f"{what} must be a non-empty string")
     if len(value) > MAX_NAME_LENGTH:
         raise _fail(f"{what} must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-    if _CONTROL.search(value):
-        raise _fail(f"{what} must not contain control characters")
-    _check_unicode(what, value)
+    if not (value.isascii() and value.isprintable()):  # the usual name skips the scans below
+        if _CONTROL.search(value):
+            raise _fail(f"{what} must not contain control characters")
+        _check_unicode(what, value)
     return value
 
 
@@ -87,6 +88,8 @@ def _is_whole_number(value: object) -> bool:
 
 
 def check_max_attempts(value: object) -> int:
+    if type(value) is int and 1 <= value <= MAX_ATTEMPTS:  # the usual case, quickly
+        return value
     if not _is_whole_number(value):
         raise _fail(f"max_attempts must be a whole number, got {_shown(value)}")
     assert isinstance(value, int)
@@ -98,6 +101,8 @@ def check_max_attempts(value: object) -> int:
 
 
 def check_priority(value: object) -> int:
+    if type(value) is int and MIN_PRIORITY <= value <= MAX_PRIORITY:  # the usual case, quickly
+        return value
     if not _is_whole_number(value) or not MIN_PRIORITY <= value <= MAX_PRIORITY:  # type: ignore[operator]
         raise _fail(
             f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {_shown(value)}"
@@ -171,16 +176,23 @@ def encode_payload(payload: object, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) 
     if not isinstance(payload, Mapping):
         raise _fail(f"payload must be a JSON object, got {json_type(payload)}")
     text = _dumps(payload)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise _fail("payload must be valid Unicode text (it holds an unpaired surrogate)") from None
+    size = len(text)  # ASCII, the usual case: one byte per character, no surrogate possible
+    if not text.isascii():
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _fail("payload must be valid Unicode text (it holds an unpaired surrogate)") from None
     if size > max_bytes:
         raise _fail(f"payload must be at most {max_bytes} bytes of JSON text, got {size}")
     if "\\u0000" in text and _ESCAPED_NUL.search(text):  # the substring test is fast, the regex exact
         raise _fail("payload must not hold the NUL character (\\u0000): PostgreSQL cannot store it")
-    # Cheap bound first: fewer brackets than the limit cannot nest deeper than it.
-    if text.count("[") + text.count("{") > MAX_NESTING and nesting_depth(payload) > MAX_NESTING:
+    # Cheap bounds first: nesting deeper than the limit takes more brackets (and twice as many
+    # characters) than that.
+    if (
+        len(text) > 2 * MAX_NESTING
+        and text.count("[") + text.count("{") > MAX_NESTING
+        and nesting_depth(payload) > MAX_NESTING
+    ):
         raise _too_deep()
     return text
 
@@ -189,9 +201,13 @@ def _too_deep() -> InvalidJobError:
     return _fail(f"payload must not be nested more than {MAX_NESTING} levels deep")
 
 
+# One encoder for every payload: json.dumps with options builds a new one on each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(payload: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(payload)
     except RecursionError:
         raise _too_deep() from None
     except TypeError as exc:  # a datetime, a set, bytes, a key that is not a string
