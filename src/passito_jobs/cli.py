@@ -392,10 +392,11 @@ def _report_unmatched(
     if not skipped:
         return 0
     code = 1
+    dead = dead_parents or {}
     known = store.existing_ids(skipped)
     for job_id in skipped:
-        if job_id in (dead_parents or {}):
-            parent, state = (dead_parents or {})[job_id]
+        if job_id in dead:
+            parent, state = dead[job_id]
             print(
                 f"job #{job_id} not {verb}: its parent job #{parent} is {state}, so it could never run "
                 f"(retry both: {PROG} jobs retry {parent} {job_id})",
