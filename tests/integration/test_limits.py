@@ -377,3 +377,15 @@ def test_rows_with_far_dates_do_not_stop_a_worker(conn: Conn, cli_env: dict[str,
         assert worker.proc.poll() is None, worker.log()
     finally:
         assert worker.stop() == 0, worker.log()
+
+
+def test_a_refused_payload_leaves_the_callers_transaction_usable(database_url: str, conn: Conn) -> None:
+    """In the caller's transaction every payload is checked before anything is written."""
+    with psycopg.connect(database_url) as caller:
+        caller.execute("SELECT 1")  # a transaction is open
+        bad = [JobRequest("Noop"), JobRequest("Noop"), JobRequest("Noop", {"x": float("nan")})]
+        with pytest.raises(InvalidJobError, match="job 2: payload must not hold NaN"):
+            dispatch_many(bad, conn=caller)
+        assert len(dispatch_many([JobRequest("Noop")], conn=caller)) == 1
+        caller.commit()
+    assert count_states(conn) == {"pending": 1}

@@ -137,18 +137,19 @@ def dispatch_many(
     (`{"type": "Noop", "payload": {...}, "queue": "emails"}`).
     """
     checked: list[JobRequest] = []
-    payloads: list[str] = []
-    max_bytes = max_payload_bytes()
     for index, item in enumerate(requests):
         try:
             request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
-            payloads.append(_checked(request, max_bytes))
+            _check_fields(request)
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from None
         checked.append(request)
     if not checked:
         return []
-    return _with_store(conn, lambda store: store.dispatch_many(checked, payloads))
+    # The store checks the payloads: before writing anything in your transaction, or while it
+    # writes in one of its own (a refusal rolls it back), where encoding overlaps the COPY.
+    max_bytes = max_payload_bytes()
+    return _with_store(conn, lambda store: store.dispatch_many(checked, max_payload_bytes=max_bytes))
 
 
 def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:

@@ -300,28 +300,42 @@ class Store:
         assert row is not None
         return int(row[0])
 
-    def _encoded(self, requests: Sequence[JobRequest], given: Sequence[str] | None) -> Sequence[str]:
+    def _payloads(
+        self, requests: Sequence[JobRequest], given: Sequence[str] | None, max_bytes: int
+    ) -> Callable[[int], str]:
+        """The JSON text of each request's payload, by index: `given`, or encoded (and checked)
+        as the rows are written. In the caller's transaction every payload is checked before
+        anything is sent, so a refused one leaves that transaction usable; in a transaction of
+        our own a refusal rolls the batch back, so encoding can overlap the COPY."""
         if given is not None:
-            return given
-        encoded = []
-        for index, request in enumerate(requests):
+            return given.__getitem__
+
+        def encode(index: int) -> str:
             try:
-                encoded.append(encode_payload(request.payload, self.max_payload_bytes))
+                return encode_payload(requests[index].payload, max_bytes)
             except InvalidJobError as exc:
                 raise InvalidJobError(f"job {index}: {exc}") from None
-        return encoded
+
+        if self.conn.autocommit:
+            return encode
+        return [encode(i) for i in range(len(requests))].__getitem__
 
     def dispatch_many(
-        self, requests: Sequence[JobRequest], payload_jsons: Sequence[str] | None = None
+        self,
+        requests: Sequence[JobRequest],
+        payload_jsons: Sequence[str] | None = None,
+        *,
+        max_payload_bytes: int | None = None,
     ) -> list[int]:
         """Dispatch many (validated) jobs in the connection's transaction; return their ids in order.
 
         Plain jobs go in with one binary COPY; jobs with parents or a unique key go through
         the dispatch function, one pipelined statement each. `payload_jsons`: the payloads
-        already encoded, as for `dispatch`.
+        already encoded, as for `dispatch`; without them they are checked against
+        `max_payload_bytes` (default: the store's).
         """
         conn = self.conn
-        payloads = self._encoded(requests, payload_jsons)
+        payload = self._payloads(requests, payload_jsons, max_payload_bytes or self.max_payload_bytes)
         plain = [i for i, r in enumerate(requests) if not r.depends_on and r.unique_key is None]
         ids: dict[int, int] = {}
         # In autocommit, make the batch atomic; otherwise it joins the caller's transaction
@@ -329,36 +343,13 @@ class Store:
         atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
         with atomic:
             if plain:
-                row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
-                assert row is not None
-                now, reserved = row
-                with conn.cursor().copy(_q("copy_jobs")) as copy:
-                    copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
-                    for index, job_id in zip(plain, reserved, strict=True):
-                        request = requests[index]
-                        copy.write_row(
-                            (
-                                job_id,
-                                request.queue,
-                                request.type,
-                                _payload_param(payloads[index]),
-                                request.priority,
-                                request.max_attempts,
-                                _run_at(request, now),
-                            )
-                        )
-                        ids[index] = job_id
-                ready = sorted(
-                    {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
-                )
-                if ready:
-                    conn.execute(_q("notify_ready"), {"queues": ready})
+                ids.update(self._copy(requests, plain, payload))
             rest = [i for i in range(len(requests)) if i not in ids]
             if rest:
                 try:
                     with conn.pipeline():
                         cursors = [
-                            conn.execute(_q("dispatch"), _dispatch_params(requests[i], payloads[i]))
+                            conn.execute(_q("dispatch"), _dispatch_params(requests[i], payload(i)))
                             for i in rest
                         ]
                 except _REFUSED as exc:
@@ -368,6 +359,38 @@ class Store:
                     assert fetched is not None
                     ids[index] = int(fetched[0])
         return [ids[i] for i in range(len(requests))]
+
+    def _copy(
+        self, requests: Sequence[JobRequest], plain: Sequence[int], payload: Callable[[int], str]
+    ) -> dict[int, int]:
+        """COPY the plain jobs (no parents, no unique key); return their ids by index."""
+        conn = self.conn
+        ids: dict[int, int] = {}
+        row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
+        assert row is not None
+        now, reserved = row
+        with conn.cursor().copy(_q("copy_jobs")) as copy:
+            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
+            for index, job_id in zip(plain, reserved, strict=True):
+                request = requests[index]
+                copy.write_row(
+                    (
+                        job_id,
+                        request.queue,
+                        request.type,
+                        _payload_param(payload(index)),
+                        request.priority,
+                        request.max_attempts,
+                        _run_at(request, now),
+                    )
+                )
+                ids[index] = job_id
+        ready = sorted(
+            {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
+        )
+        if ready:
+            conn.execute(_q("notify_ready"), {"queues": ready})
+        return ids
 
     # --- operator commands
 
