@@ -171,12 +171,6 @@ class Settings:
         "Default limit for one attempt of a job (a job type may set its own).",
         "Worker",
     )
-    max_payload_bytes: int = _setting(
-        "PASSITO_MAX_PAYLOAD_BYTES",
-        1048576,
-        "Largest payload or result of one job, in bytes of JSON text",
-        "Worker",
-    )
     retry_backoff_base: float = _setting(
         "PASSITO_RETRY_BACKOFF_BASE",
         2.0,
@@ -184,6 +178,12 @@ class Settings:
         "Worker",
     )
     retry_backoff_cap: float = _setting("PASSITO_RETRY_BACKOFF_CAP", 3600.0, "Longest retry delay.", "Worker")
+    max_payload_bytes: int = _setting(
+        "PASSITO_MAX_PAYLOAD_BYTES",
+        1048576,
+        "Largest payload or result of one job, in bytes of JSON text.",
+        "Worker",
+    )
     metrics_port: int = _setting(
         "PASSITO_METRICS_PORT",
         9100,
@@ -647,9 +647,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "heartbeat_interval": parse_duration,
     "shutdown_timeout": parse_duration,
     "job_timeout": parse_duration,
-    "max_payload_bytes": _parse_int,
     "retry_backoff_base": parse_duration,
     "retry_backoff_cap": parse_duration,
+    "max_payload_bytes": _parse_int,
     "metrics_port": _parse_int,
     "log_jobs": _parse_bool,
     "worker_name": str,
