@@ -122,6 +122,17 @@ def store(conn: psycopg.Connection[tuple[object, ...]]) -> Store:
 
 
 @pytest.fixture
+def cli_in_process(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's PASSITO_* settings made cli_env's (returned), for `tests.helpers.run_main`."""
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    settings = {name: value for name, value in cli_env.items() if name.startswith("PASSITO_")}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
+@pytest.fixture
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running `passito-jobs` in a subprocess against this test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}

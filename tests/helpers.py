@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import signal
 import socket
@@ -51,6 +54,40 @@ def run_cli(
         input=input,
         stdin=None if input else subprocess.DEVNULL,
     )
+
+
+def run_main(args: Sequence[str], *, stdin: str = "") -> tuple[int, str, str]:
+    """`passito-jobs ARGS` in this process (fast enough for hundreds of runs): the exit code,
+    stdout and stderr. Settings come from os.environ. An exception the command lets escape
+    is raised here, as it would have printed a traceback."""
+    from passito_jobs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            _replaced_stdin(io.StringIO(stdin)),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_passito", False)]:
+            root.removeHandler(handler)  # it writes to the StringIO above
+    return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def _replaced_stdin(stream: io.StringIO) -> Any:
+    saved = sys.stdin
+    sys.stdin = stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
 
 
 class WorkerProcess:

@@ -7,24 +7,37 @@ Exit codes: 0 success; 1 the operation failed (unknown job id, unhealthy queue, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psycopg
+
 from passito_jobs import logs
-from passito_jobs.config import ConfigError, Settings, parse_duration, parse_list
+from passito_jobs.config import MAX_DURATION, MAX_WORKERS, ConfigError, Settings, parse_duration, parse_list
 from passito_jobs.localdb import LocalDatabase, LocalDatabaseError
+from passito_jobs.queue import limits
 from passito_jobs.queue.dispatch import dispatch
-from passito_jobs.queue.models import DatabaseUnavailableError, InvalidJobError, Job, JobState
+from passito_jobs.queue.limits import printable
+from passito_jobs.queue.models import (
+    FAR_FUTURE,
+    FAR_PAST,
+    DatabaseUnavailableError,
+    InvalidJobError,
+    Job,
+    JobState,
+)
 from passito_jobs.queue.store import Store, connect, describe_target
 
 log = logging.getLogger("passito_jobs.cli")
@@ -62,14 +75,28 @@ def _non_negative_seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _brief(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {_brief(value)}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {_brief(value)}")
+        return value
+
+    return parse
+
+
+MAX_LIST = 1_000_000
+MAX_DEMO_JOBS = 1_000_000
+MAX_RETENTION_DAYS = int(MAX_DURATION // 86400)
 
 
 def _positive_float(text: str) -> float:
@@ -85,15 +112,27 @@ def _positive_float(text: str) -> float:
 def _int(text: str) -> int:
     try:
         return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    except ValueError:  # also a number of more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"{_brief(repr(text))} is not a whole number") from None
 
 
 def _job_id(text: str) -> int:
     value = _int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"job ids are positive, got {value}")
+        raise argparse.ArgumentTypeError(f"job ids are positive, got {_brief(value)}")
+    if value > limits.MAX_JOB_ID:
+        raise argparse.ArgumentTypeError(f"job ids are at most {limits.MAX_JOB_ID}, got {_brief(value)}")
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(text: str) -> str:
+    """Any text that is valid UTF-8 (Python keeps undecodable argument bytes as surrogates)."""
+    if _SURROGATE.search(text):
+        raise argparse.ArgumentTypeError(f"'{printable(_brief(text))}' is not valid UTF-8 text")
+    return text
 
 
 def _port(text: str) -> int:
@@ -108,10 +147,20 @@ def _json_object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(
+            f"payload must not be nested more than {limits.MAX_NESTING} levels deep"
+        ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f"must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}"
         )
+    try:  # NaN, 1e999, "\u0000", "\ud800", deep nesting: refused here; the size when dispatched
+        limits.encode_payload(value, limits.MAX_PAYLOAD_BYTES_SETTING)
+    except InvalidJobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -148,44 +197,79 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def _store(settings: Settings) -> Store:
+@contextlib.contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    """A Store on a connection of its own, closed when the command is done."""
     url = database_url(settings)
-    return Store(connect(url, timeout=settings.connect_timeout))
+    with connect(url, timeout=settings.connect_timeout) as conn:
+        yield Store(conn)
 
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
+def _when(moment: datetime, fmt: str | None = None) -> str:
+    """A stored time for people: local time, or infinity for times Python cannot hold."""
+    if moment == FAR_FUTURE:
+        return "infinity"
+    if moment == FAR_PAST:
+        return "-infinity"
+    if fmt is None:
+        return moment.isoformat()
+    try:
+        return moment.astimezone().strftime(fmt)
+    except (OverflowError, ValueError):  # year 9999 in a zone east of UTC
+        return moment.strftime(fmt)
+
+
 # ---------------------------------------------------------------- commands
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(settings)
-    applied = store.migrate()
-    if applied:
-        for migration in applied:
-            print(f"applied {migration.version:04d}_{migration.name}")
-    else:
-        print(f"schema up to date (migration {store.schema_version():04d})")
+    with _store(settings) as store:
+        applied = store.migrate()
+        if applied:
+            for migration in applied:
+                print(f"applied {migration.version:04d}_{migration.name}")
+        else:
+            print(f"schema up to date (migration {store.schema_version():04d})")
     return 0
+
+
+# The argument each dispatch rule names, as the command line spells it.
+_DISPATCH_FLAGS = {
+    "job type": "TYPE",
+    "payload": "--payload",
+    "queue": "--queue",
+    "priority": "--priority",
+    "delay": "--delay",
+    "run_at": "--delay",
+    "max_attempts": "--max-attempts",
+    "depends_on": "--depends-on",
+    "unique_key": "--unique-key",
+}
 
 
 def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     url = database_url(settings)
-    conn = connect(url, timeout=settings.connect_timeout)
-    with conn:
-        job_id = dispatch(
-            args.type,
-            args.payload,
-            queue=args.queue,
-            priority=args.priority,
-            delay=args.delay,
-            depends_on=args.depends_on,
-            max_attempts=args.max_attempts,
-            unique_key=args.unique_key,
-            conn=conn,
-        )
+    with connect(url, timeout=settings.connect_timeout) as conn:
+        try:
+            job_id = dispatch(
+                args.type,
+                args.payload,
+                queue=args.queue,
+                priority=args.priority,
+                delay=args.delay,
+                depends_on=args.depends_on,
+                max_attempts=args.max_attempts,
+                unique_key=args.unique_key,
+                conn=conn,
+            )
+        except InvalidJobError as exc:
+            message = str(exc)
+            flag = next((f for rule, f in _DISPATCH_FLAGS.items() if message.startswith(f"{rule} ")), None)
+            raise CommandError(f"argument {flag}: {message}" if flag else message, code=2) from None
     print(job_id)
     return 0
 
@@ -221,11 +305,11 @@ def _job_row(job: Job) -> list[str]:
     return [
         str(job.id),
         job.state.value,
-        job.type,
-        job.queue,
+        printable(job.type, limits.MAX_NAME_LENGTH),
+        printable(job.queue, limits.MAX_NAME_LENGTH),
         f"{job.attempts}/{job.max_attempts}",
-        when.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-        error[:60],
+        _when(when, "%Y-%m-%d %H:%M:%S"),
+        printable(error, 60),
     ]
 
 
@@ -242,12 +326,13 @@ def _job_dict(job: Job) -> dict[str, Any]:
     data["state"] = job.state.value
     for key, value in data.items():
         if isinstance(value, datetime):
-            data[key] = value.isoformat()
+            data[key] = _when(value)
     return data
 
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
-    jobs = _store(settings).list_jobs(state=args.state, type=args.type, queue=args.queue, limit=args.limit)
+    with _store(settings) as store:
+        jobs = store.list_jobs(state=args.state, type=args.type, queue=args.queue, limit=args.limit)
     if args.json:
         _print_json([_job_dict(job) for job in jobs])
         return 0
@@ -264,7 +349,8 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
-    job = _store(settings).get_job(args.id)
+    with _store(settings) as store:
+        job = store.get_job(args.id)
     if job is None:
         raise CommandError(f"no job #{args.id}")
     if args.json:
@@ -277,7 +363,8 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in data.items():
         if value in (None, [], ""):
             continue
-        print(f"{key.replace('_', ' ').ljust(width)}  {value}")
+        shown = printable(value) if isinstance(value, str) else value
+        print(f"{key.replace('_', ' ').ljust(width)}  {shown}")
     print(f"{'payload'.ljust(width)}  {json.dumps(job.payload, ensure_ascii=False)}")
     if job.result is not None:
         print(f"{'result'.ljust(width)}  {json.dumps(job.result, ensure_ascii=False)}")
@@ -290,13 +377,33 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _report_unmatched(store: Store, asked: Sequence[int], done: Sequence[int], verb: str, states: str) -> int:
-    skipped = [i for i in asked if i not in set(done)]
+def _report_unmatched(
+    store: Store,
+    asked: Sequence[int],
+    done: Sequence[int],
+    verb: str,
+    states: str,
+    *,
+    dead_parents: dict[int, tuple[int, str]] | None = None,
+) -> int:
+    """Say why each job asked for was not changed; the exit code: 2 when a job was refused
+    (it has a failed or cancelled parent), 1 when one was not in a state that allows it."""
+    skipped = list(dict.fromkeys(i for i in asked if i not in set(done)))
     if not skipped:
         return 0
+    code = 1
+    dead = dead_parents or {}
     known = store.existing_ids(skipped)
     for job_id in skipped:
-        if job_id in known:
+        if job_id in dead:
+            parent, state = dead[job_id]
+            print(
+                f"job #{job_id} not {verb}: its parent job #{parent} is {state}, so it could never run "
+                f"(retry both: {PROG} jobs retry {parent} {job_id})",
+                file=sys.stderr,
+            )
+            code = 2
+        elif job_id in known:
             job = store.get_job(job_id)
             state = job.state.value if job else "gone"
             print(
@@ -305,7 +412,7 @@ def _report_unmatched(store: Store, asked: Sequence[int], done: Sequence[int], v
             )
         else:
             print(f"job #{job_id} not {verb}: no such job", file=sys.stderr)
-    return 1
+    return code
 
 
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -313,35 +420,36 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError("give job ids or --all-failed (not both)", code=2)
     if args.type and not args.all_failed:
         raise CommandError("--type goes with --all-failed", code=2)
-    store = _store(settings)
-    ids = args.ids or store.failed_ids(type=args.type)
-    if not ids:
-        print("no failed jobs to retry")
-        return 0
-    requeued = store.retry(ids)
-    if requeued:
-        print(f"requeued {len(requeued)} job(s): {', '.join(f'#{i}' for i in requeued)}")
-    return _report_unmatched(store, ids, requeued, "retried", "failed or cancelled")
+    with _store(settings) as store:
+        ids = args.ids or store.failed_ids(type=args.type)
+        if not ids:
+            print("no failed jobs to retry")
+            return 0
+        requeued = store.retry(ids)
+        if requeued:
+            print(f"requeued {len(requeued)} job(s): {', '.join(f'#{i}' for i in requeued)}")
+        refused = store.dead_parents([i for i in ids if i not in set(requeued)])
+        return _report_unmatched(store, ids, requeued, "retried", "failed or cancelled", dead_parents=refused)
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(settings)
-    cancelled = store.cancel(args.ids)
-    if cancelled:
-        print(f"cancelled {len(cancelled)} job(s): {', '.join(f'#{i}' for i in cancelled)}")
-    return _report_unmatched(store, args.ids, cancelled, "cancelled", "blocked, pending or processing")
+    with _store(settings) as store:
+        cancelled = store.cancel(args.ids)
+        if cancelled:
+            print(f"cancelled {len(cancelled)} job(s): {', '.join(f'#{i}' for i in cancelled)}")
+        return _report_unmatched(store, args.ids, cancelled, "cancelled", "blocked, pending or processing")
 
 
 def cmd_jobs_prune(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(settings)
     keep_completed = settings.keep_completed if args.keep_completed is None else args.keep_completed
     keep_failed = settings.keep_failed if args.keep_failed is None else args.keep_failed
     total = 0
-    while True:
-        deleted = store.prune(keep_completed, keep_failed, settings.prune_batch_size)
-        total += deleted
-        if deleted < settings.prune_batch_size:
-            break
+    with _store(settings) as store:
+        while True:
+            deleted = store.prune(keep_completed, keep_failed, settings.prune_batch_size)
+            total += deleted
+            if deleted < settings.prune_batch_size:
+                break
     print(f"pruned {total} finished job(s)")
     return 0
 
@@ -455,15 +563,15 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc), code=2) from None
-    store = _store(settings)
     try:
-        report = run_checks(
-            store,
-            thresholds,
-            timeout=settings.health_query_timeout,
-            recover=args.recover,
-            holder=f"health:{settings.worker_host}:{os.getpid()}",
-        )
+        with _store(settings) as store:
+            report = run_checks(
+                store,
+                thresholds,
+                timeout=settings.health_query_timeout,
+                recover=args.recover,
+                holder=f"health:{settings.worker_host}:{os.getpid()}",
+            )
     except HealthCheckError as exc:
         raise CommandError(str(exc), code=2) from None
     if args.json:
@@ -525,17 +633,34 @@ def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _read_json_input(source: str) -> Any:
+    where = "standard input" if source == "-" else printable(source)
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        if source != "-":
+            data = Path(source).read_bytes()
+        elif hasattr(sys.stdin, "buffer"):
+            data = sys.stdin.buffer.read()
+        else:  # a text stream put in place of standard input
+            data = sys.stdin.read().encode("utf-8", "surrogateescape")
     except OSError as exc:
-        raise CommandError(f"cannot read {source}: {exc.strerror or exc}", code=2) from None
+        raise CommandError(f"cannot read {where}: {exc.strerror or exc}", code=2) from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise CommandError(f"cannot read {where}: {exc}", code=2) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError(
+            f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)", code=2
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        where = "standard input" if source == "-" else source
         raise CommandError(
             f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", code=2
         ) from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise CommandError(f"{where} is not valid JSON ({exc})", code=2) from None
+    except RecursionError:
+        raise CommandError(f"{where} is nested too deeply to be an outpass", code=2) from None
 
 
 def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -553,9 +678,11 @@ def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError(f"{where}{exc}", code=2) from None
     if not outpasses:
         raise CommandError("no outpasses in the input (an empty JSON array)", code=2)
-    conn = connect(database_url(settings), timeout=settings.connect_timeout)
-    with conn:
-        flows = dispatch_outpass_flows(outpasses, conn=conn)
+    with connect(database_url(settings), timeout=settings.connect_timeout) as conn:
+        try:
+            flows = dispatch_outpass_flows(outpasses, conn=conn)
+        except InvalidJobError as exc:
+            raise CommandError(str(exc), code=2) from None
     for flow in flows:
         line = (
             f"outpass {flow.outpass_id}: GenerateQrCode #{flow.qr_code}, GenerateOutpassPdf #{flow.pdf}, "
@@ -571,8 +698,7 @@ def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> i
     payload: dict[str, Any] = {"dry_run": args.dry_run}
     if args.retention_days is not None:
         payload["retention_days"] = args.retention_days
-    conn = connect(database_url(settings), timeout=settings.connect_timeout)
-    with conn:
+    with connect(database_url(settings), timeout=settings.connect_timeout) as conn:
         # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
         job_id = dispatch(
             "CleanupExpiredFiles", payload, queue="maintenance", unique_key="CleanupExpiredFiles", conn=conn
@@ -603,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("dispatch", help="dispatch one job and print its id")
-    p.add_argument("type", help="job type, e.g. GenerateQrCode")
+    p.add_argument("type", metavar="TYPE", help="job type, e.g. GenerateQrCode")
     p.add_argument(
         "--payload",
         type=_json_object,
@@ -612,7 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the job's payload, a JSON object (default {})",
     )
     p.add_argument("--queue", default="default", help="queue name (default: default)")
-    p.add_argument("--priority", type=_int, default=0, help="higher runs first (default 0)")
+    p.add_argument(
+        "--priority",
+        type=_int_between(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
+        default=0,
+        help="higher runs first (default 0)",
+    )
     p.add_argument(
         "--delay",
         type=_non_negative_seconds,
@@ -630,10 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=_int_between(1, limits.MAX_ATTEMPTS),
         default=3,
         metavar="N",
-        help="attempts before the job fails for good (default 3)",
+        help=f"attempts before the job fails for good (default 3, at most {limits.MAX_ATTEMPTS})",
     )
     p.add_argument(
         "--unique-key",
@@ -653,14 +784,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_int_between(1, MAX_WORKERS),
         default=None,
         metavar="N",
         help="jobs run at once (PASSITO_CONCURRENCY, default 10)",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_int_between(1, limits.MAX_CLAIM_BATCH),
         default=None,
         metavar="N",
         help="most jobs claimed per round trip (PASSITO_BATCH_SIZE, default 100)",
@@ -699,9 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=_Parser)
     p = jsub.add_parser("list", help="list jobs, newest first")
     p.add_argument("--state", "--status", dest="state", choices=[s.value for s in JobState])
-    p.add_argument("--type")
-    p.add_argument("--queue")
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--type", type=_text)
+    p.add_argument("--queue", type=_text)
+    p.add_argument("--limit", type=_int_between(1, MAX_LIST), default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
     p = jsub.add_parser("show", help="show one job")
@@ -711,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = jsub.add_parser("retry", help="requeue failed or cancelled jobs with attempts reset")
     p.add_argument("ids", type=_job_id, nargs="*", metavar="ID")
     p.add_argument("--all-failed", action="store_true", help="every failed job (the dead-letter set)")
-    p.add_argument("--type", help="with --all-failed: only this job type")
+    p.add_argument("--type", type=_text, help="with --all-failed: only this job type")
     p.set_defaults(func=cmd_jobs_retry)
     p = jsub.add_parser("cancel", help="cancel blocked, pending or processing jobs")
     p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
@@ -736,14 +867,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supervise", help="run local worker processes scaled to the queue")
     p.add_argument(
         "--min-workers",
-        type=_int,
+        type=_int_between(0, MAX_WORKERS),
         default=None,
         metavar="N",
         help="fewest workers, 0 allowed (PASSITO_MIN_WORKERS, default 1)",
     )
     p.add_argument(
         "--max-workers",
-        type=_positive_int,
+        type=_int_between(1, MAX_WORKERS),
         default=None,
         metavar="N",
         help="most workers (PASSITO_MAX_WORKERS, default 10)",
@@ -785,7 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_int_between(1, MAX_WORKERS),
         default=None,
         metavar="N",
         help="jobs each worker runs at once (PASSITO_CONCURRENCY)",
@@ -897,11 +1028,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the system locally with a demo workload (`make run`)")
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=_int_between(1, MAX_DEMO_JOBS),
         default=200,
         help="sample outpasses to dispatch, 3-4 jobs each (default 200)",
     )
-    p.add_argument("--workers", type=_positive_int, default=4, help="most worker processes (default 4)")
+    p.add_argument(
+        "--workers", type=_int_between(1, MAX_WORKERS), default=4, help="most worker processes (default 4)"
+    )
     p.add_argument("--until-drained", action="store_true", help="exit 0 once every demo job is done")
     p.set_defaults(func=cmd_demo)
 
@@ -933,7 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the expired files in the result, delete none")
     p.add_argument(
         "--retention-days",
-        type=_positive_int,
+        type=_int_between(1, MAX_RETENTION_DAYS),
         default=None,
         metavar="DAYS",
         help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
@@ -948,6 +1081,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure the user can cause ends in one line and exit code 1 or 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -965,6 +1099,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), exc.code)
     except (ConfigError, InvalidJobError, DatabaseUnavailableError, LocalDatabaseError) as exc:
         _fail(str(exc), 2)
+    except psycopg.OperationalError as exc:  # the connection broke during the command
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(f"lost the database connection: {first}", 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

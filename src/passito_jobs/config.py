@@ -7,6 +7,7 @@ lists the same names (a test keeps the two in step). Command-line flags override
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -16,6 +17,9 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from passito_jobs.queue import limits
+from passito_jobs.queue.models import InvalidJobError
+
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
@@ -23,14 +27,22 @@ class ConfigError(ValueError):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_DURATION = 36500 * 86400.0
+"""The longest duration anything accepts: 100 years, well within PostgreSQL's intervals and
+timestamps (now() minus it is still a date) and Python's timeouts."""
+MAX_WORKERS = 10_000
+MAX_INT4 = 2**31 - 1
 
 
 def parse_duration(text: str) -> float:
-    """Parse `90`, `1.5s`, `250ms`, `5m`, `1h` or `7d` into seconds."""
+    """Parse `90`, `1.5s`, `250ms`, `5m`, `1h` or `7d` into seconds (at most 100 years)."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration (examples: 30, 250ms, 10s, 5m, 1h, 7d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not seconds <= MAX_DURATION:  # also refuses an infinite one ("9" * 400)
+        raise ValueError(f"{text.strip()[:40]!r} is longer than the longest duration, 36500d (100 years)")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -58,6 +70,13 @@ def parse_list(text: str) -> tuple[str, ...]:
 
 def _parse_int(text: str) -> int:
     return int(text.strip())
+
+
+def _parse_float(text: str) -> float:
+    value = float(text.strip())
+    if not math.isfinite(value):
+        raise ValueError(f"{text.strip()!r} is not a finite number")
+    return value
 
 
 def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = False) -> Any:
@@ -159,6 +178,12 @@ class Settings:
         "Worker",
     )
     retry_backoff_cap: float = _setting("PASSITO_RETRY_BACKOFF_CAP", 3600.0, "Longest retry delay.", "Worker")
+    max_payload_bytes: int = _setting(
+        "PASSITO_MAX_PAYLOAD_BYTES",
+        1048576,
+        "Largest payload or result of one job, in bytes of JSON text.",
+        "Worker",
+    )
     metrics_port: int = _setting(
         "PASSITO_METRICS_PORT",
         9100,
@@ -398,6 +423,8 @@ class Settings:
             raw = env.get(spec.metadata["env"])
             if raw is None:
                 continue
+            if _SURROGATE.search(raw):  # bytes that are not UTF-8 (Python keeps them as surrogates)
+                raise ConfigError(f"{spec.metadata['env']}: is not valid UTF-8 text")
             parser = _PARSERS[spec.name]
             try:
                 values[spec.name] = parser(raw)
@@ -447,7 +474,18 @@ class Settings:
             ),
             (self.smtp_timeout > 0, "smtp_timeout", "must be positive"),
             (self.concurrency >= 1, "concurrency", "must be at least 1"),
+            (self.concurrency <= MAX_WORKERS, "concurrency", f"must be at most {MAX_WORKERS}"),
             (self.batch_size >= 1, "batch_size", "must be at least 1"),
+            (
+                self.batch_size <= limits.MAX_CLAIM_BATCH,
+                "batch_size",
+                f"must be at most {limits.MAX_CLAIM_BATCH}",
+            ),
+            (
+                1 <= self.max_payload_bytes <= limits.MAX_PAYLOAD_BYTES_SETTING,
+                "max_payload_bytes",
+                f"must be between 1 and {limits.MAX_PAYLOAD_BYTES_SETTING}",
+            ),
             (self.poll_interval > 0, "poll_interval", "must be positive"),
             (self.heartbeat_interval > 0, "heartbeat_interval", "must be positive"),
             (
@@ -468,6 +506,7 @@ class Settings:
             (self.keep_completed >= 0, "keep_completed", "must not be negative"),
             (self.keep_failed >= 0, "keep_failed", "must not be negative"),
             (self.prune_batch_size >= 1, "prune_batch_size", "must be at least 1"),
+            (self.prune_batch_size <= MAX_INT4, "prune_batch_size", f"must be at most {MAX_INT4}"),
             (
                 self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
                 "log_level",
@@ -475,12 +514,15 @@ class Settings:
             ),
             (self.log_format in {"text", "json"}, "log_format", "must be text or json"),
             (self.connect_timeout > 0, "connect_timeout", "must be positive"),
+            # libpq takes whole seconds as a C int; a day is more than any network needs.
+            (self.connect_timeout <= 86400, "connect_timeout", "must be at most 1d"),
             (self.min_workers >= 0, "min_workers", "must not be negative"),
             (
                 self.max_workers >= max(1, self.min_workers),
                 "max_workers",
                 "must be at least 1 and not below PASSITO_MIN_WORKERS",
             ),
+            (self.max_workers <= MAX_WORKERS, "max_workers", f"must be at most {MAX_WORKERS}"),
             (self.scale_up_threshold > 0, "scale_up_threshold", "must be positive"),
             (
                 0 <= self.scale_down_threshold <= self.scale_up_threshold,
@@ -508,11 +550,41 @@ class Settings:
             (self.health_window > 0, "health_window", "must be positive"),
             (0 <= self.health_port <= 65535, "health_port", "must be a port number or 0"),
             (self.health_query_timeout > 0, "health_query_timeout", "must be positive"),
+            # PostgreSQL's statement_timeout is an int of milliseconds (24.8 days at most).
+            (self.health_query_timeout <= 86400, "health_query_timeout", "must be at most 1d"),
+            (
+                self.file_retention_days <= MAX_DURATION // 86400,
+                "file_retention_days",
+                f"must be at most {MAX_DURATION // 86400:.0f}",
+            ),
+            *self._duration_checks(),
+            *self._queue_checks(),
         ]
         for ok, name, message in checks:
             if not ok:
                 got = "(hidden)" if name in SECRET_SETTINGS else repr(getattr(self, name))
+                got = got if len(got) <= 80 else got[:77] + "..."
                 raise ConfigError(f"{env_name(name)} {message} (got {got})")
+
+    def _duration_checks(self) -> list[tuple[bool, str, str]]:
+        """Every duration within 100 years (and finite): settings built in code skip the parser."""
+        return [
+            (
+                isinstance(value, int | float) and math.isfinite(value) and value <= MAX_DURATION,
+                name,
+                "must be at most 36500d (100 years)",
+            )
+            for name, value in ((f, getattr(self, f)) for f in _DURATIONS)
+        ]
+
+    def _queue_checks(self) -> list[tuple[bool, str, str]]:
+        checks = []
+        for queue in self.queues:
+            try:
+                limits.check_name("queue", queue)
+            except InvalidJobError as exc:
+                checks.append((False, "queues", f"holds a bad queue name: {exc}"))
+        return checks
 
     @property
     def worker_host(self) -> str:
@@ -577,6 +649,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "job_timeout": parse_duration,
     "retry_backoff_base": parse_duration,
     "retry_backoff_cap": parse_duration,
+    "max_payload_bytes": _parse_int,
     "metrics_port": _parse_int,
     "log_jobs": _parse_bool,
     "worker_name": str,
@@ -587,8 +660,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prune_batch_size": _parse_int,
     "min_workers": _parse_int,
     "max_workers": _parse_int,
-    "scale_up_threshold": float,
-    "scale_down_threshold": float,
+    "scale_up_threshold": _parse_float,
+    "scale_down_threshold": _parse_float,
     "check_interval": parse_duration,
     "cooldown": parse_duration,
     "storage_dir": Path,
@@ -610,10 +683,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "operator_liveness_port": _parse_int,
     "kube_server": _optional_str,
     "health_stale_after": parse_duration,
-    "health_max_failure_rate": float,
+    "health_max_failure_rate": _parse_float,
     "health_window": parse_duration,
     "health_port": _parse_int,
     "health_query_timeout": parse_duration,
     "log_level": str.upper,
     "log_format": str.lower,
 }
+
+_DURATIONS = tuple(name for name, parser in _PARSERS.items() if parser is parse_duration)
+_SURROGATE = re.compile("[\ud800-\udfff]")

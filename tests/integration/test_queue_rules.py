@@ -356,3 +356,16 @@ def test_a_parent_skipped_while_a_child_locks_it_is_announced_again(conn: Conn, 
         got = list(listener.notifies(timeout=5, stop_after=1))
     assert [n.payload for n in got] == ["outpasses"]
     assert [job.id for job in claim(database_url, 10)] == [parent]
+
+
+def test_maintenance_logs_one_clean_line(
+    conn: Conn, database_url: str, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = dispatch("Noop", conn=conn)
+    claim(database_url, 1)
+    conn.execute("UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '2 minutes'")
+    with caplog.at_level("INFO", logger="passito_jobs.maintenance"):
+        Maintenance(store, "m", MaintenanceConfig(stuck_timeout=60)).run_once()
+    assert caplog.messages == [
+        f"Maintenance: requeued 1 stuck job(s) (#{job_id}), failed 0, pruned 0 finished job(s)"
+    ]

@@ -7,8 +7,8 @@ and, when asked, rescues stuck jobs exactly as the workers' maintenance does.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,6 +22,7 @@ from passito_jobs.queue.store import Store
 STALE = "stale"
 STUCK = "stuck"
 FAILURE_RATE = "failure_rate"
+BLOCKED_ORPHANS = "blocked_orphans"
 
 
 class HealthCheckError(QueueError):
@@ -64,6 +65,8 @@ class HealthReport:
     problems: list[Problem]
     checked_at: datetime
     recovered: MaintenanceResult | None = None
+    blocked_orphans: dict[str, int] = field(default_factory=dict)
+    """Blocked jobs with a failed or cancelled parent, by queue: they can never run."""
 
     @property
     def healthy(self) -> bool:
@@ -99,8 +102,10 @@ def _jobs(count: int) -> str:
     return f"{count} job{'' if count == 1 else 's'}"
 
 
-def evaluate(queues: Sequence[QueueStats], thresholds: Thresholds) -> list[Problem]:
-    """The problems these numbers show, in the order stale, stuck, failure rate."""
+def evaluate(
+    queues: Sequence[QueueStats], thresholds: Thresholds, blocked_orphans: Mapping[str, int] | None = None
+) -> list[Problem]:
+    """The problems these numbers show, in the order stale, stuck, failure rate, blocked orphans."""
     problems: list[Problem] = []
     totals = total(queues)
     if totals.stale:
@@ -158,6 +163,21 @@ def evaluate(queues: Sequence[QueueStats], thresholds: Thresholds) -> list[Probl
                 },
             )
         )
+    orphans = sum((blocked_orphans or {}).values())
+    if orphans:
+        problems.append(
+            Problem(
+                check=BLOCKED_ORPHANS,
+                count=orphans,
+                message=f"{_jobs(orphans)} blocked behind a failed or cancelled parent: they can never run",
+                likely_cause=(
+                    "a job was retried while its parent stayed failed (possible before schema "
+                    "migration 0002), or rows were changed by hand; `passito-jobs jobs retry` the "
+                    "parent and then the job, or `passito-jobs jobs cancel` the job"
+                ),
+                queues=dict(blocked_orphans or {}),
+            )
+        )
     return problems
 
 
@@ -183,11 +203,13 @@ def run_checks(
             window=thresholds.window,
             timeout=timeout,
         )
+        orphans = store.blocked_orphans(timeout=timeout)
         report = HealthReport(
             thresholds=thresholds,
             queues=queues,
-            problems=evaluate(queues, thresholds),
+            problems=evaluate(queues, thresholds, orphans),
             checked_at=datetime.now(UTC),
+            blocked_orphans=orphans,
         )
         if recover:
             config = MaintenanceConfig(stuck_timeout=thresholds.stuck_after)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
 from passito_jobs.config import format_duration
 from passito_jobs.health.checks import HealthReport, Problem
+from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import QueueStats
 
 TITLE = "Job Queue Health Check"
@@ -20,8 +22,9 @@ def _ids(ids: list[int]) -> str:
 
 
 def _queues(problem: Problem) -> str:
+    # A queue name is shown as one safe line: a name written by hand may hold anything.
     return ", ".join(
-        f"{queue} {value:.1%}" if isinstance(value, float) else f"{queue} {value}"
+        f"{printable(queue, 200)} {f'{value:.1%}' if isinstance(value, float) else value}"
         for queue, value in problem.queues.items()
     )
 
@@ -63,9 +66,17 @@ def render_text(report: HealthReport) -> str:
 def _numbers(stats: QueueStats) -> dict[str, Any]:
     data = asdict(stats)
     data.pop("queue")
-    data["oldest_ready_age"] = round(stats.oldest_ready_age, 3)
+    data["oldest_ready_age"] = round(_finite(stats.oldest_ready_age), 3)
     data["failure_rate"] = round(stats.failure_rate, 4)
     return data
+
+
+def _finite(value: float) -> float:
+    """JSON has no NaN or Infinity: a non-finite number (from rows written by hand) reads as the
+    largest float, which every JSON parser accepts."""
+    if math.isnan(value):
+        return 0.0
+    return value if math.isfinite(value) else math.copysign(1.7976931348623157e308, value)
 
 
 def to_json(report: HealthReport) -> dict[str, Any]:
@@ -82,6 +93,10 @@ def to_json(report: HealthReport) -> dict[str, Any]:
         "totals": _numbers(report.totals),
         "queues": {stats.queue: _numbers(stats) for stats in report.queues},
         "problems": [asdict(problem) for problem in report.problems],
+        "blocked_orphans": {
+            "total": sum(report.blocked_orphans.values()),
+            "queues": dict(report.blocked_orphans),
+        },
     }
     if report.recovered is not None:
         data["recovered"] = {"requeued": report.recovered.requeued, "failed": report.recovered.failed}

@@ -7,48 +7,65 @@ to make the dispatch part of your own transaction: if it rolls back, no job exis
 
 from __future__ import annotations
 
-import math
+import functools
+import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from passito_jobs.config import ConfigError, Settings
+from passito_jobs.config import ConfigError, Settings, env_name
+from passito_jobs.queue import limits
 from passito_jobs.queue.models import InvalidJobError, JobRequest
 from passito_jobs.queue.store import Conn, Store, StoreHandle, connect
 
-MAX_PRIORITY = 2**31 - 1
 T = TypeVar("T")
 
 
 def validate(request: JobRequest) -> JobRequest:
-    """Check one request; raise InvalidJobError naming the bad argument."""
-    if not isinstance(request.type, str) or not request.type.strip():
-        raise InvalidJobError("job type must be a non-empty string")
+    """Check one request; raise InvalidJobError naming the bad argument (limits.py's rules)."""
+    _checked(request, max_payload_bytes())
+    return request
+
+
+def _check_fields(request: JobRequest) -> None:
+    """Every rule but the payload's content, in the order the SQL function checks them."""
+    limits.check_name("job type", request.type)
     if not isinstance(request.payload, Mapping):
-        raise InvalidJobError(f"payload must be a JSON object (a dict), got {type(request.payload).__name__}")
-    if not isinstance(request.queue, str) or not request.queue.strip():
-        raise InvalidJobError("queue must be a non-empty string")
-    if not isinstance(request.priority, int) or abs(request.priority) > MAX_PRIORITY:
-        raise InvalidJobError(f"priority must be an integer within ±{MAX_PRIORITY}")
+        raise InvalidJobError(f"payload must be a JSON object, got {limits.json_type(request.payload)}")
+    limits.check_name("queue", request.queue)
+    limits.check_priority(request.priority)
     if request.delay is not None:
-        if not isinstance(request.delay, int | float) or not math.isfinite(request.delay):
-            raise InvalidJobError(f"delay must be a number of seconds, got {request.delay!r}")
-        if request.delay < 0:
-            raise InvalidJobError(f"delay must not be negative, got {request.delay:g}")
+        limits.check_delay(request.delay, datetime.now(UTC))
         if request.run_at is not None:
             raise InvalidJobError("give either delay or run_at, not both")
-    if request.run_at is not None and (
-        not isinstance(request.run_at, datetime) or request.run_at.tzinfo is None
-    ):
-        raise InvalidJobError("run_at must be a timezone-aware datetime")
-    if not isinstance(request.max_attempts, int) or request.max_attempts < 1:
-        raise InvalidJobError(f"max_attempts must be at least 1, got {request.max_attempts!r}")
-    for parent in request.depends_on:
-        if not isinstance(parent, int) or parent < 1:
-            raise InvalidJobError(f"depends_on must hold job ids (positive integers), got {parent!r}")
-    if request.unique_key is not None and (not isinstance(request.unique_key, str) or not request.unique_key):
-        raise InvalidJobError("unique_key must be a non-empty string")
-    return request
+    if request.run_at is not None:
+        limits.check_run_at(request.run_at)
+    limits.check_max_attempts(request.max_attempts)
+    parents = request.depends_on
+    if type(parents) is not tuple or parents:  # the usual job has none: nothing to look at
+        if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
+            raise InvalidJobError("depends_on must be a list of job ids")
+        for parent in parents:
+            limits.check_job_id("depends_on", parent)
+    limits.check_unique_key(request.unique_key)
+
+
+def _checked(request: JobRequest, max_bytes: int) -> str:
+    """Check `request`; return its payload's JSON text."""
+    _check_fields(request)
+    return limits.encode_payload(request.payload, max_bytes)
+
+
+def max_payload_bytes() -> int:
+    """PASSITO_MAX_PAYLOAD_BYTES, read from the environment (default 1 MiB)."""
+    return _payload_limit(os.environ.get(env_name("max_payload_bytes")))
+
+
+@functools.lru_cache(maxsize=4)
+def _payload_limit(raw: str | None) -> int:
+    if raw is None:
+        return limits.DEFAULT_MAX_PAYLOAD_BYTES
+    return Settings.from_env({env_name("max_payload_bytes"): raw}).max_payload_bytes
 
 
 def _connect_from_env() -> Conn:
@@ -66,6 +83,10 @@ def _with_store(conn: Conn | None, action: Callable[[Store], T]) -> T:
     if conn is None:
         return _shared.run(action)
     return action(Store(conn))
+
+
+def _seconds(delay: float | timedelta | None) -> float | None:
+    return delay.total_seconds() if isinstance(delay, timedelta) else delay
 
 
 def dispatch(
@@ -88,20 +109,21 @@ def dispatch(
     if one fails or is cancelled. `unique_key`: while an unfinished job has this key, its id is
     returned and nothing new is dispatched. `conn`: dispatch inside your transaction.
     """
-    request = validate(
-        JobRequest(
-            type=type,
-            payload=payload if payload is not None else {},
-            queue=queue,
-            priority=priority,
-            delay=delay.total_seconds() if isinstance(delay, timedelta) else delay,
-            run_at=run_at,
-            depends_on=tuple(depends_on),
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-        )
+    if isinstance(depends_on, str | bytes):
+        raise InvalidJobError("depends_on must be a list of job ids")
+    request = JobRequest(
+        type=type,
+        payload=payload if payload is not None else {},
+        queue=queue,
+        priority=priority,
+        delay=_seconds(delay),
+        run_at=run_at,
+        depends_on=tuple(depends_on),
+        max_attempts=max_attempts,
+        unique_key=unique_key,
     )
-    return _with_store(conn, lambda store: store.dispatch(request))
+    payload_json = _checked(request, max_payload_bytes())
+    return _with_store(conn, lambda store: store.dispatch(request, payload_json))
 
 
 def dispatch_many(
@@ -118,12 +140,16 @@ def dispatch_many(
     for index, item in enumerate(requests):
         try:
             request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
-            checked.append(validate(request))
+            _check_fields(request)
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from None
+        checked.append(request)
     if not checked:
         return []
-    return _with_store(conn, lambda store: store.dispatch_many(checked))
+    # The store checks the payloads: before writing anything in your transaction, or while it
+    # writes in one of its own (a refusal rolls it back), where encoding overlaps the COPY.
+    max_bytes = max_payload_bytes()
+    return _with_store(conn, lambda store: store.dispatch_many(checked, max_payload_bytes=max_bytes))
 
 
 def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
@@ -133,9 +159,11 @@ def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
         raise InvalidJobError(f"unknown argument(s): {', '.join(sorted(unknown))}")
     if "type" not in fields:
         raise InvalidJobError("job type is missing")
-    if isinstance(fields.get("delay"), timedelta):
-        fields["delay"] = fields["delay"].total_seconds()
+    fields["delay"] = _seconds(fields.get("delay"))
     if fields.get("payload") is None:
         fields["payload"] = {}
-    fields["depends_on"] = tuple(fields.get("depends_on", ()))
+    parents = fields.get("depends_on", ())
+    if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
+        raise InvalidJobError("depends_on must be a list of job ids")
+    fields["depends_on"] = tuple(parents)
     return JobRequest(**fields)

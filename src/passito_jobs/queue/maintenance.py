@@ -68,7 +68,7 @@ class Maintenance:
         self.prune(result)
         if result.changed:
             log.info(
-                "Maintenance: requeued %d stuck job(s) %s, failed %d %s, pruned %d finished job(s)",
+                "Maintenance: requeued %d stuck job(s)%s, failed %d%s, pruned %d finished job(s)",
                 len(result.requeued),
                 _ids(result.requeued),
                 len(result.failed),
@@ -106,4 +106,4 @@ class Maintenance:
 
 def _ids(ids: list[int]) -> str:
     shown = ", ".join(f"#{i}" for i in ids[:10])
-    return f"({shown}{', ...' if len(ids) > 10 else ''})" if ids else ""
+    return f" ({shown}{', ...' if len(ids) > 10 else ''})" if ids else ""

@@ -5,10 +5,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 JsonObject = dict[str, Any]
+
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+"""How a stored time past year 9999 reads (PostgreSQL's 'infinity', or year 20000): Python's
+datetime ends there. Only rows written outside the limits (before migration 0002, or by hand)
+hold such times."""
+FAR_PAST = datetime.min.replace(tzinfo=UTC)
+"""How a stored time before year 1 reads ('-infinity', or a date BC)."""
+UNREADABLE_JSON_KEY = "unreadable"
+"""The one key of what a JSON value nested too deeply for Python's decoder reads as."""
 
 
 class JobState(enum.StrEnum):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -21,11 +22,17 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import AdaptContext, Buffer
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
+from psycopg.types.json import Jsonb, set_json_loads
 
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import (
+    FAR_FUTURE,
+    FAR_PAST,
+    UNREADABLE_JSON_KEY,
     ClaimedJob,
     DatabaseUnavailableError,
     InvalidJobError,
@@ -137,23 +144,85 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
 def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
     """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, **_connection_options(url, timeout))
+        conn = psycopg.connect(url, autocommit=autocommit, **_connection_options(url, timeout))
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
+    read_any_row(conn)
+    return conn
 
 
 async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
     try:
-        return await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, **_connection_options(url, timeout)
         )
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise _connect_error(url, exc) from None
+    read_any_row(conn)
+    return conn
+
+
+# ---------------------------------------------------------------- reading rows outside the limits
+
+
+class _FarTimestamptzLoader(TimestamptzLoader):
+    """Reads a time past year 9999 (or 'infinity') as FAR_FUTURE and one before year 1 as
+    FAR_PAST, where psycopg would raise: such a row must not break `jobs list` or a worker."""
+
+    def load(self, data: Buffer) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            text = bytes(data)
+            return FAR_PAST if text.startswith(b"-") or text.endswith(b" BC") else FAR_FUTURE
+
+
+class _FarTimestamptzBinaryLoader(TimestamptzBinaryLoader):
+    def load(self, data: Buffer) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return FAR_PAST if bytes(data)[0] & 0x80 else FAR_FUTURE  # the sign of int8 microseconds
+
+
+def _load_json(data: str | bytes) -> Any:
+    """json.loads, except that JSON nested deeper than Python's decoder goes (stored before the
+    nesting limit) reads as {"unreadable": "..."} rather than raising RecursionError."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return {UNREADABLE_JSON_KEY: f"JSON of {len(data)} bytes, nested too deeply for Python to read"}
+
+
+def read_any_row(context: AdaptContext) -> None:
+    """Make a connection (or cursor) read every job row, even one written outside the limits."""
+    adapters = context.adapters
+    adapters.register_loader("timestamptz", _FarTimestamptzLoader)
+    adapters.register_loader("timestamptz", _FarTimestamptzBinaryLoader)
+    set_json_loads(_load_json, context)
 
 
 def _invalid_job(exc: pg_errors.Error) -> InvalidJobError:
     message = exc.diag.message_primary or str(exc)
     return InvalidJobError(message)
+
+
+# Database errors that mean "this job cannot be stored as asked": refused input, not an outage.
+_REFUSED = (
+    pg_errors.CheckViolation,
+    pg_errors.ForeignKeyViolation,
+    pg_errors.ProgramLimitExceeded,  # e.g. an index entry too large, for a row beyond the limits
+    pg_errors.InvalidParameterValue,  # passito_jobs.max_payload_bytes set to nonsense
+)
+
+
+def _payload_param(text: str) -> Jsonb:
+    """An already encoded (and checked) payload, sent without encoding it again."""
+    return Jsonb(text, dumps=_as_is)
+
+
+def _as_is(text: Any) -> str:
+    return str(text)
 
 
 def _jsonb_list(values: Iterable[Any]) -> list[Jsonb | None]:
@@ -166,8 +235,9 @@ def _jsonb_list(values: Iterable[Any]) -> list[Jsonb | None]:
 class Store:
     """Queue operations on one synchronous connection, in the connection's transaction."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.conn = conn
+        self.max_payload_bytes = max_payload_bytes
 
     # --- migrations
 
@@ -218,21 +288,54 @@ class Store:
 
     # --- dispatch
 
-    def dispatch(self, request: JobRequest) -> int:
+    def dispatch(self, request: JobRequest, payload_json: str | None = None) -> int:
+        """Dispatch one (validated) request. `payload_json`: its payload already encoded by
+        limits.encode_payload; without it the payload is encoded and checked here."""
+        if payload_json is None:
+            payload_json = encode_payload(request.payload, self.max_payload_bytes)
         try:
-            row = self.conn.execute(_q("dispatch"), _dispatch_params(request)).fetchone()
-        except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as exc:
+            row = self.conn.execute(_q("dispatch"), _dispatch_params(request, payload_json)).fetchone()
+        except _REFUSED as exc:
             raise _invalid_job(exc) from None
         assert row is not None
         return int(row[0])
 
-    def dispatch_many(self, requests: Sequence[JobRequest]) -> list[int]:
-        """Dispatch many jobs in the connection's transaction; return their ids in order.
+    def _payloads(
+        self, requests: Sequence[JobRequest], given: Sequence[str] | None, max_bytes: int
+    ) -> Callable[[int], str]:
+        """The JSON text of each request's payload, by index: `given`, or encoded (and checked)
+        as the rows are written. In the caller's transaction every payload is checked before
+        anything is sent, so a refused one leaves that transaction usable; in a transaction of
+        our own a refusal rolls the batch back, so encoding can overlap the COPY."""
+        if given is not None:
+            return given.__getitem__
+
+        def encode(index: int) -> str:
+            try:
+                return encode_payload(requests[index].payload, max_bytes)
+            except InvalidJobError as exc:
+                raise InvalidJobError(f"job {index}: {exc}") from None
+
+        if self.conn.autocommit:
+            return encode
+        return [encode(i) for i in range(len(requests))].__getitem__
+
+    def dispatch_many(
+        self,
+        requests: Sequence[JobRequest],
+        payload_jsons: Sequence[str] | None = None,
+        *,
+        max_payload_bytes: int | None = None,
+    ) -> list[int]:
+        """Dispatch many (validated) jobs in the connection's transaction; return their ids in order.
 
         Plain jobs go in with one binary COPY; jobs with parents or a unique key go through
-        the dispatch function, one pipelined statement each.
+        the dispatch function, one pipelined statement each. `payload_jsons`: the payloads
+        already encoded, as for `dispatch`; without them they are checked against
+        `max_payload_bytes` (default: the store's).
         """
         conn = self.conn
+        payload = self._payloads(requests, payload_jsons, max_payload_bytes or self.max_payload_bytes)
         plain = [i for i, r in enumerate(requests) if not r.depends_on and r.unique_key is None]
         ids: dict[int, int] = {}
         # In autocommit, make the batch atomic; otherwise it joins the caller's transaction
@@ -240,36 +343,16 @@ class Store:
         atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
         with atomic:
             if plain:
-                row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
-                assert row is not None
-                now, reserved = row
-                with conn.cursor().copy(_q("copy_jobs")) as copy:
-                    copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
-                    for index, job_id in zip(plain, reserved, strict=True):
-                        request = requests[index]
-                        copy.write_row(
-                            (
-                                job_id,
-                                request.queue,
-                                request.type,
-                                Jsonb(dict(request.payload)),
-                                request.priority,
-                                request.max_attempts,
-                                _run_at(request, now),
-                            )
-                        )
-                        ids[index] = job_id
-                ready = sorted(
-                    {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
-                )
-                if ready:
-                    conn.execute(_q("notify_ready"), {"queues": ready})
+                ids.update(self._copy(requests, plain, payload))
             rest = [i for i in range(len(requests)) if i not in ids]
             if rest:
                 try:
                     with conn.pipeline():
-                        cursors = [conn.execute(_q("dispatch"), _dispatch_params(requests[i])) for i in rest]
-                except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as exc:
+                        cursors = [
+                            conn.execute(_q("dispatch"), _dispatch_params(requests[i], payload(i)))
+                            for i in rest
+                        ]
+                except _REFUSED as exc:
                     raise _invalid_job(exc) from None
                 for index, cur in zip(rest, cursors, strict=True):
                     fetched = cur.fetchone()
@@ -277,10 +360,43 @@ class Store:
                     ids[index] = int(fetched[0])
         return [ids[i] for i in range(len(requests))]
 
+    def _copy(
+        self, requests: Sequence[JobRequest], plain: Sequence[int], payload: Callable[[int], str]
+    ) -> dict[int, int]:
+        """COPY the plain jobs (no parents, no unique key); return their ids by index."""
+        conn = self.conn
+        ids: dict[int, int] = {}
+        row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
+        assert row is not None
+        now, reserved = row
+        with conn.cursor().copy(_q("copy_jobs")) as copy:
+            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
+            for index, job_id in zip(plain, reserved, strict=True):
+                request = requests[index]
+                copy.write_row(
+                    (
+                        job_id,
+                        request.queue,
+                        request.type,
+                        _payload_param(payload(index)),
+                        request.priority,
+                        request.max_attempts,
+                        _run_at(request, now),
+                    )
+                )
+                ids[index] = job_id
+        ready = sorted(
+            {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
+        )
+        if ready:
+            conn.execute(_q("notify_ready"), {"queues": ready})
+        return ids
+
     # --- operator commands
 
     def get_job(self, job_id: int) -> Job | None:
         with self.conn.cursor(row_factory=dict_row) as cur:
+            read_any_row(cur)
             row = cur.execute(_q("get_job"), {"id": job_id}).fetchone()
         return None if row is None else Job.from_row(row)
 
@@ -293,6 +409,7 @@ class Store:
         limit: int = 50,
     ) -> list[Job]:
         with self.conn.cursor(row_factory=dict_row) as cur:
+            read_any_row(cur)
             rows = cur.execute(
                 _q("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
             ).fetchall()
@@ -307,6 +424,11 @@ class Store:
     def retry(self, ids: Sequence[int]) -> list[int]:
         row = self.conn.execute(_q("retry"), {"ids": list(ids)}).fetchone()
         return list(row[0]) if row else []
+
+    def dead_parents(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """For each of `ids` that has a failed or cancelled parent: (that parent, its state)."""
+        rows = self.conn.execute(_q("dead_parents"), {"ids": list(ids)})
+        return {int(r[0]): (int(r[1]), str(r[2])) for r in rows}
 
     def cancel(self, ids: Sequence[int]) -> list[int]:
         row = self.conn.execute(_q("cancel"), {"ids": list(ids)}).fetchone()
@@ -337,6 +459,16 @@ class Store:
             rows = self.conn.execute(_q("queue_stats"), params).fetchall()
         return [QueueStats(*row) for row in rows]
 
+    def blocked_orphans(self, *, timeout: float) -> dict[str, int]:
+        """Blocked jobs with a failed or cancelled parent (they can never run), by queue.
+
+        Raises psycopg.errors.QueryCanceled when the statement timeout strikes.
+        """
+        with self.conn.transaction():
+            self.conn.execute(_q("set_statement_timeout"), {"timeout_ms": max(1, round(timeout * 1000))})
+            rows = self.conn.execute(_q("blocked_orphans")).fetchall()
+        return {str(row[0]): int(row[1]) for row in rows}
+
     # --- maintenance
 
     def rescue(self, stuck_after: float, batch: int = 1000) -> list[tuple[int, str, str | None]]:
@@ -362,10 +494,10 @@ class Store:
         self.conn.execute(_q("release_lease"), {"lease": lease, "holder": holder})
 
 
-def _dispatch_params(request: JobRequest) -> dict[str, Any]:
+def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
     return {
         "type": request.type,
-        "payload": Jsonb(dict(request.payload)),
+        "payload": _payload_param(payload_json),
         "queue": request.queue,
         "priority": request.priority,
         "run_at": request.run_at,

@@ -60,6 +60,21 @@ SELECT id FROM passito_jobs.jobs
 WHERE state = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s)
 ORDER BY id
 
+-- name: dead_parents
+-- The first failed or cancelled parent of each of the given jobs that has one.
+SELECT c.id, p.id, p.state::text
+FROM passito_jobs.jobs c
+CROSS JOIN LATERAL (
+    SELECT p.id, p.state FROM passito_jobs.jobs p
+    WHERE p.id = ANY(c.depends_on) AND p.state IN ('failed', 'cancelled')
+    ORDER BY p.id
+    LIMIT 1
+) p
+WHERE c.id = ANY(%(ids)s::bigint[])
+
+-- name: blocked_orphans
+SELECT queue, count(*) FROM passito_jobs.blocked_orphans() GROUP BY queue ORDER BY queue
+
 -- name: existing_ids
 SELECT id FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
 
@@ -109,7 +124,9 @@ WITH pending AS (
            count(*) AS pending,
            count(*) FILTER (WHERE run_at <= now()) AS ready,
            count(*) FILTER (WHERE run_at <= now() - make_interval(secs => %(stale_after)s)) AS stale,
-           extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())) AS oldest_ready_age
+           -- Measured from 1970 at the earliest: a run_at of '-infinity' (written by hand) has no finite age.
+           extract(epoch FROM now() - min(greatest(run_at, '1970-01-01 00:00:00+00'))
+                                      FILTER (WHERE run_at <= now())) AS oldest_ready_age
     FROM passito_jobs.jobs
     WHERE state = 'pending'
     GROUP BY queue

@@ -22,6 +22,21 @@ CREATE FUNCTION passito_jobs.acquire_lease(lease text, holder text, ttl interval
     RETURNING true;
 $$;
 
+CREATE FUNCTION passito_jobs.blocked_orphans() RETURNS TABLE(id bigint, queue text, parent_id bigint, parent_state passito_jobs.job_state)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.queue, p.id, p.state
+    FROM passito_jobs.jobs c
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.state FROM passito_jobs.jobs p
+        WHERE p.id = ANY(c.depends_on) AND p.state IN ('failed', 'cancelled')
+        ORDER BY p.id
+        LIMIT 1
+    ) p
+    WHERE c.state = 'blocked'
+    ORDER BY c.id;
+$$;
+
 CREATE FUNCTION passito_jobs.cancel(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql
     AS $$
@@ -50,6 +65,10 @@ CREATE FUNCTION passito_jobs.claim(worker text, queues text[], batch integer) RE
     AS $$
 #variable_conflict use_column
 BEGIN
+    IF batch IS NULL OR batch NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch must be between 1 and 10000, got %', coalesce(batch::text, 'null')
+            USING ERRCODE = 'check_violation';
+    END IF;
     -- Two statements rather than one with `queues IS NULL OR ...`, so each keeps the plan
     -- that walks its index in claim order.
     IF queues IS NULL THEN
@@ -132,27 +151,20 @@ CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}':
     AS $$
 #variable_conflict use_column
 DECLARE
-    parents     bigint[] := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
+    parents     bigint[];
     dep         record;
     waiting     integer := 0;
     new_state   passito_jobs.job_state := 'pending';
     new_error   text;
     new_id      bigint;
+    problem     text := passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue,
+                                                 dispatch.run_at, dispatch.depends_on,
+                                                 dispatch.max_attempts, dispatch.unique_key);
 BEGIN
-    IF job_type IS NULL OR job_type = '' THEN
-        RAISE EXCEPTION 'job type must not be empty' USING ERRCODE = 'check_violation';
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
-    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
-        RAISE EXCEPTION 'payload must be a JSON object, got %', coalesce(jsonb_typeof(payload), 'null')
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF max_attempts IS NULL OR max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be at least 1, got %', max_attempts
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF queue IS NULL OR queue = '' THEN
-        RAISE EXCEPTION 'queue must not be empty' USING ERRCODE = 'check_violation';
-    END IF;
+    parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
 
     IF unique_key IS NOT NULL THEN
         SELECT j.id INTO new_id FROM passito_jobs.jobs j
@@ -287,6 +299,50 @@ CREATE FUNCTION passito_jobs.heartbeat(worker text, ids bigint[], attempts integ
     SELECT coalesce(array_agg(u.id), '{}') FROM updated u;
 $$;
 
+CREATE FUNCTION passito_jobs.job_problem(job_type text, payload jsonb, queue text, run_at timestamp with time zone, depends_on bigint[], max_attempts integer, unique_key text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    problem text;
+    bad_parent bigint;
+BEGIN
+    problem := coalesce(passito_jobs.name_problem('job type', job_type),
+                        CASE WHEN payload IS NULL OR jsonb_typeof(payload) <> 'object'
+                             THEN passito_jobs.payload_problem(payload) END,
+                        passito_jobs.name_problem('queue', queue));
+    IF problem IS NOT NULL THEN
+        RETURN problem;
+    END IF;
+    IF run_at IS NOT NULL AND (NOT isfinite(run_at) OR run_at < '1970-01-01 00:00:00+00'
+                               OR run_at >= '10000-01-01 00:00:00+00') THEN
+        RETURN format('run_at must be between 1970-01-01 and 9999-12-31 (UTC), got %s',
+                      CASE WHEN isfinite(run_at)
+                           THEN to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+                           ELSE run_at::text END);
+    END IF;
+    IF max_attempts IS NULL THEN
+        RETURN 'max_attempts must be a whole number, got null';
+    ELSIF max_attempts < 1 THEN
+        RETURN format('max_attempts must be at least 1, got %s', max_attempts);
+    ELSIF max_attempts > 1000 THEN
+        RETURN format('max_attempts must be at most 1000, got %s', max_attempts);
+    END IF;
+    IF array_position(depends_on, NULL) IS NOT NULL THEN
+        RETURN 'depends_on must hold job ids (positive integers), got null';
+    END IF;
+    SELECT x INTO bad_parent FROM unnest(depends_on) WITH ORDINALITY AS u(x, n) WHERE x < 1 ORDER BY n LIMIT 1;
+    IF FOUND THEN
+        RETURN format('depends_on must hold job ids (positive integers), got %s', bad_parent);
+    END IF;
+    IF unique_key = '' THEN
+        RETURN 'unique_key must be a non-empty string';
+    ELSIF char_length(unique_key) > 512 THEN
+        RETURN format('unique_key must be at most 512 characters, got %s', char_length(unique_key));
+    END IF;
+    RETURN passito_jobs.payload_problem(payload);
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.lock_parents(parents bigint[], OUT waiting integer, OUT failed_parent bigint, OUT failed_state passito_jobs.job_state) RETURNS record
     LANGUAGE plpgsql
     AS $$
@@ -323,11 +379,64 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.max_payload_bytes() RETURNS integer
+    LANGUAGE plpgsql STABLE
+    AS $_$
+DECLARE
+    raw text := btrim(coalesce(current_setting('passito_jobs.max_payload_bytes', true), ''));
+BEGIN
+    IF raw = '' THEN
+        RETURN 1048576;
+    END IF;
+    IF raw !~ '^[0-9]{1,9}$' OR raw::integer NOT BETWEEN 1 AND 104857600 THEN
+        RAISE EXCEPTION 'passito_jobs.max_payload_bytes must be a whole number from 1 to 104857600, got %', raw
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN raw::integer;
+END;
+$_$;
+
+CREATE FUNCTION passito_jobs.name_problem(what text, name text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+    SELECT CASE
+        WHEN name IS NULL
+          OR name ~ '^[\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$'
+            THEN what || ' must be a non-empty string'
+        WHEN char_length(name) > 128
+            THEN format('%s must be at most 128 characters, got %s', what, char_length(name))
+        WHEN name ~ '[\u0001-\u001f\u007f-\u009f]'
+            THEN what || ' must not contain control characters'
+    END;
+$_$;
+
 CREATE FUNCTION passito_jobs.notify_ready(queues text[]) RETURNS void
     LANGUAGE sql
     AS $$
-    SELECT pg_notify('passito_jobs', q) FROM unnest(queues) AS q;
+    SELECT pg_notify('passito_jobs', CASE WHEN octet_length(q) < 8000 THEN q ELSE '' END)
+    FROM unnest(queues) AS q;
 $$;
+
+CREATE FUNCTION passito_jobs.payload_problem(payload jsonb) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $_$
+DECLARE
+    size integer;
+    max_size integer := passito_jobs.max_payload_bytes();
+BEGIN
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        RETURN format('payload must be a JSON object, got %s', coalesce(jsonb_typeof(payload), 'null'));
+    END IF;
+    size := octet_length(payload::text);
+    IF size > max_size THEN
+        RETURN format('payload must be at most %s bytes of JSON text, got %s', max_size, size);
+    END IF;
+    IF jsonb_path_exists(payload, 'strict $.**{101}') THEN
+        RETURN 'payload must not be nested more than 100 levels deep';
+    END IF;
+    RETURN NULL;
+END;
+$_$;
 
 CREATE FUNCTION passito_jobs.prune(keep_completed interval, keep_failed interval, batch integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql
@@ -464,6 +573,7 @@ CREATE FUNCTION passito_jobs.retry(ids bigint[]) RETURNS bigint[]
 DECLARE
     job record;
     waiting integer;
+    dead_parent bigint;
     requeued bigint[] := '{}';
     woken text[] := '{}';
 BEGIN
@@ -474,11 +584,13 @@ BEGIN
         FOR UPDATE
     LOOP
         waiting := 0;
+        dead_parent := NULL;
         IF cardinality(job.depends_on) > 0 THEN
             -- A parent pruned since is treated as done; lock_parents would reject it.
-            SELECT l.waiting INTO waiting FROM passito_jobs.lock_parents(ARRAY(
+            SELECT l.waiting, l.failed_parent INTO waiting, dead_parent FROM passito_jobs.lock_parents(ARRAY(
                 SELECT p.id FROM passito_jobs.jobs p WHERE p.id = ANY(job.depends_on))) l;
         END IF;
+        CONTINUE WHEN dead_parent IS NOT NULL;
         UPDATE passito_jobs.jobs j
         SET state = CASE WHEN waiting > 0
                          THEN 'blocked'::passito_jobs.job_state ELSE 'pending'::passito_jobs.job_state END,

@@ -1,0 +1,430 @@
+"""The command line never prints a traceback: hostile arguments, payloads, files and settings
+end in one line and exit code 2 (or a normal answer), against a real database."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from passito_jobs.config import ConfigError, Settings
+from tests.helpers import count_states, run_main
+
+Conn = psycopg.Connection[Any]
+NESTED_30000 = '{"x": ' + "[" * 30_000 + "]" * 30_000 + "}"
+TOO_BIG_ID = str(2**63)
+
+
+def one_line_exit_2(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("passito-jobs"), err
+    assert ": error: " in lines[0], err
+    return lines[0]
+
+
+BAD_DISPATCH = {
+    "NaN": (["--payload", '{"x": NaN}'], "argument --payload: payload must not hold NaN or Infinity"),
+    "Infinity": (["--payload", '{"x": [Infinity]}'], "argument --payload: payload must not hold NaN"),
+    "1e999": (["--payload", '{"x": 1e999}'], "argument --payload: payload must not hold NaN or Infinity"),
+    "bare NaN": (["--payload", "NaN"], "argument --payload: must be a JSON object"),
+    "NUL": (["--payload", '{"x": "\\u0000"}'], "argument --payload: payload must not hold the NUL character"),
+    "lone surrogate": (
+        ["--payload", '{"x": "\\ud800"}'],
+        "argument --payload: payload must be valid Unicode",
+    ),
+    "30,000 nested arrays": (
+        ["--payload", NESTED_30000],
+        "argument --payload: payload must not be nested more than 100 levels deep",
+    ),
+    "5,000-digit number": (["--payload", '{"x": ' + "9" * 5000 + "}"], "argument --payload: not valid JSON"),
+    "delay 1e300": (["--delay", "1e300"], "argument --delay: delay must not reach past 9999-12-31 (UTC)"),
+    "delay past year 9999": (["--delay", "300000000000"], "argument --delay: delay must not reach past"),
+    "max attempts": (["--max-attempts", "99999999999"], "argument --max-attempts: must be at most 1000"),
+    "parent id 2^63": (["--depends-on", TOO_BIG_ID], "argument --depends-on: job ids are at most"),
+    "priority": (["--priority", "2147483648"], "argument --priority: must be at most 2147483647"),
+    "8,001-byte queue": (["--queue", "q" * 8001], "argument --queue: queue must be at most 128 characters"),
+    "3,000-byte unique key": (
+        ["--unique-key", "€" * 1000 + "k"],
+        "argument --unique-key: unique_key must be at most 512 characters, got 1001",
+    ),
+    "queue with a newline": (["--queue", "a\nb"], "argument --queue: queue must not contain control"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_DISPATCH.values(), ids=BAD_DISPATCH.keys())
+def test_bad_dispatch_arguments(
+    conn: Conn, cli_in_process: dict[str, str], args: list[str], message: str
+) -> None:
+    code, out, err = run_main(["dispatch", "Noop", *args])
+    assert message in one_line_exit_2(code, err)
+    assert out == ""
+    assert count_states(conn) == {}
+
+
+def test_blank_type(cli_in_process: dict[str, str]) -> None:
+    code, _, err = run_main(["dispatch", " \t"])
+    assert "argument TYPE: job type must be a non-empty string" in one_line_exit_2(code, err)
+
+
+BAD_COMMANDS = {
+    "jobs retry": (["jobs", "retry", TOO_BIG_ID], "argument ID: job ids are at most 9223372036854775807"),
+    "jobs cancel": (["jobs", "cancel", "1", TOO_BIG_ID], "argument ID: job ids are at most"),
+    "jobs show": (["jobs", "show", TOO_BIG_ID], "argument id: job ids are at most"),
+    "jobs list": (["jobs", "list", "--limit", "99999999999999999999"], "argument --limit: must be at most"),
+    "jobs prune": (
+        ["jobs", "prune", "--keep-completed", "99999999999999999999d"],
+        "argument --keep-completed: '99999999999999999999d' is longer than the longest duration",
+    ),
+    "health": (["health", "--window", "9" * 400], "argument --window: "),
+    "cleanup": (["cleanup-expired-files", "--retention-days", "99999999"], "argument --retention-days"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_COMMANDS.values(), ids=BAD_COMMANDS.keys())
+def test_bad_arguments_of_other_commands(
+    cli_in_process: dict[str, str], args: list[str], message: str
+) -> None:
+    code, _, err = run_main(args)
+    assert message in one_line_exit_2(code, err)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"outpass_id": "\xff\xfe"}', "is not UTF-8 text (byte 16 cannot be decoded)"),
+        (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply to be an outpass"),
+        (b'{"x": 1' + b"0" * 5000 + b"}", "is not valid JSON"),
+    ],
+)
+def test_bad_outpass_files(
+    cli_in_process: dict[str, str], tmp_path: Path, content: bytes, message: str
+) -> None:
+    source = tmp_path / "outpasses.json"
+    source.write_bytes(content)
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(source)])
+    assert message in one_line_exit_2(code, err)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PASSITO_PRUNE_BATCH_SIZE", "3000000000", "PASSITO_PRUNE_BATCH_SIZE must be at most 2147483647"),
+        (
+            "PASSITO_KEEP_FAILED",
+            "99999999999999999999d",
+            "PASSITO_KEEP_FAILED: '99999999999999999999d' is longer",
+        ),
+        ("PASSITO_CONCURRENCY", "10001", "PASSITO_CONCURRENCY must be at most 10000"),
+        ("PASSITO_BATCH_SIZE", "20000", "PASSITO_BATCH_SIZE must be at most 10000"),
+        ("PASSITO_SCALE_UP_THRESHOLD", "inf", "PASSITO_SCALE_UP_THRESHOLD: 'inf' is not a finite number"),
+        ("PASSITO_QUEUES", "emails,q\x1b", "PASSITO_QUEUES holds a bad queue name"),
+        ("PASSITO_MAX_PAYLOAD_BYTES", "0", "PASSITO_MAX_PAYLOAD_BYTES must be between 1 and 104857600"),
+        ("PASSITO_HEALTH_QUERY_TIMEOUT", "30d", "PASSITO_HEALTH_QUERY_TIMEOUT must be at most 1d"),
+    ],
+)
+def test_settings_out_of_range(
+    cli_in_process: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    code, _, err = run_main(["jobs", "prune"])
+    assert message in one_line_exit_2(code, err)
+
+
+def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
+    """A few runs through the installed command: undecodable argument bytes, a huge id, a
+    setting out of range, a NaN payload."""
+    command = [os.fsencode(sys.executable), b"-m", b"passito_jobs"]
+    runs = [
+        ([b"dispatch", b"Noop", b"--queue", b"caf\xe9"], {}, "queue must be valid Unicode text"),
+        ([b"jobs", b"list", b"--type", b"\xff"], {}, "argument --type: '\\udcff' is not valid UTF-8 text"),
+        ([b"jobs", b"show", TOO_BIG_ID.encode()], {}, "job ids are at most"),
+        ([b"jobs", b"prune"], {"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "must be at most 2147483647"),
+        ([b"dispatch", b"Noop", b"--payload", b'{"x": NaN}'], {}, "payload must not hold NaN"),
+    ]
+    for args, extra, message in runs:
+        done = subprocess.run(
+            [*command, *args], env={**cli_env, **extra}, capture_output=True, timeout=60, check=False
+        )
+        err = done.stderr.decode("utf-8", "backslashreplace")
+        assert "Traceback" not in err
+        assert message in one_line_exit_2(done.returncode, err), args
+    assert count_states(conn) == {}
+
+
+# ---------------------------------------------------------------- property: no traceback, ever
+
+HOSTILE_TEXT = [
+    "",
+    " ",
+    "0",
+    "-1",
+    "1e300",
+    "NaN",
+    "inf",
+    "99999999999999999999",
+    TOO_BIG_ID,
+    "9" * 5000,
+    "q" * 9000,
+    "a\nb",
+    "\x1b[2J",
+    "caf\udce9",
+    "\u202e",
+    "😀",
+    "7d",
+    "99999999999999999999d",
+]
+text = st.one_of(
+    st.sampled_from(HOSTILE_TEXT), st.text(st.characters(blacklist_characters="\x00"), max_size=12)
+)
+names = st.one_of(st.sampled_from(["Noop", "emails", "q0", "T1"]), text)
+numbers = st.one_of(
+    st.integers(min_value=0, max_value=50).map(str),
+    st.integers(min_value=-(2**65), max_value=2**65).map(str),
+    text,
+)
+ratios = st.one_of(st.floats(min_value=0, max_value=1).map(str), numbers)
+durations = st.one_of(st.from_regex(r"\d{1,22}(\.\d{1,3})?(ms|s|m|h|d)?", fullmatch=True), text)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=15,
+)
+payloads = st.one_of(
+    st.dictionaries(st.text(max_size=5), json_values, max_size=4).map(json.dumps),
+    json_values.map(json.dumps),
+    st.sampled_from(
+        ['{"x": NaN}', '{"x": 1e999}', '{"x": "\\u0000"}', '{"x": "\\udfff"}', NESTED_30000, "{", "[]"]
+    ),
+    text,
+)
+ids = st.lists(st.one_of(st.integers(min_value=1, max_value=40).map(str), numbers), min_size=1, max_size=3)
+
+
+def optional(*pairs: tuple[str, st.SearchStrategy[str]]) -> st.SearchStrategy[list[str]]:
+    """Some of the flags, each with a generated value."""
+    chosen = st.lists(st.sampled_from(pairs), unique_by=lambda p: p[0], max_size=len(pairs))
+    return chosen.flatmap(
+        lambda flags: st.tuples(*(value for _, value in flags)).map(
+            lambda values: [
+                arg for (flag, _), value in zip(flags, values, strict=True) for arg in (flag, value)
+            ]
+        )
+    )
+
+
+def command(head: list[str], *rest: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
+    return st.tuples(*rest).map(lambda parts: head + [arg for part in parts for arg in part])
+
+
+def flag(name: str) -> st.SearchStrategy[list[str]]:
+    return st.sampled_from([[], [name]])
+
+
+commands = st.one_of(
+    command(
+        ["dispatch"],
+        names.map(lambda t: [t]),
+        optional(
+            ("--payload", payloads),
+            ("--queue", names),
+            ("--priority", numbers),
+            ("--delay", numbers),
+            ("--max-attempts", numbers),
+            ("--unique-key", text),
+        ),
+        st.sampled_from([[], ["--depends-on"]]).flatmap(lambda f: ids.map(lambda i: f + i if f else [])),
+    ),
+    command(
+        ["jobs", "list"],
+        optional(
+            ("--limit", numbers),
+            ("--queue", names),
+            ("--type", names),
+            ("--state", st.one_of(st.sampled_from(["pending", "failed"]), text)),
+        ),
+        flag("--json"),
+    ),
+    command(["jobs", "show"], numbers.map(lambda n: [n]), flag("--json")),
+    command(["jobs", "retry"], ids),
+    command(["jobs", "retry", "--all-failed"], optional(("--type", names))),
+    command(["jobs", "cancel"], ids),
+    command(["jobs", "prune"], optional(("--keep-completed", durations), ("--keep-failed", durations))),
+    command(
+        ["health"],
+        optional(
+            ("--stale-after", durations),
+            ("--stuck-after", durations),
+            ("--window", durations),
+            ("--max-failure-rate", ratios),
+        ),
+        flag("--json"),
+        flag("--recover"),
+    ),
+    command(["cleanup-expired-files"], optional(("--retention-days", numbers)), flag("--dry-run")),
+    command(["approval", "verify"], text.map(lambda t: [t]), optional(("--decision", text))),
+    command(["db"], text.map(lambda t: [t])),
+    st.lists(text, max_size=4),
+)
+
+
+def seed(conn: Conn) -> None:
+    """Jobs in every state, and rows outside the limits, for the commands to find."""
+    for i in range(12):
+        conn.execute("SELECT passito_jobs.dispatch(%s, queue => %s)", (f"T{i % 3}", f"q{i % 2}"))
+    conn.execute("UPDATE passito_jobs.jobs SET state = 'failed', finished_at = now() WHERE id % 4 = 0")
+    conn.execute("UPDATE passito_jobs.jobs SET state = 'completed', finished_at = now() WHERE id % 4 = 1")
+    conn.execute(
+        "INSERT INTO passito_jobs.jobs (queue, type, run_at) VALUES (repeat('q', 9000), 'Old', 'infinity')"
+    )
+    conn.execute("INSERT INTO passito_jobs.jobs (queue, type, run_at) VALUES (E'a\\nb', 'Old', '-infinity')")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=commands)
+def test_no_command_prints_a_traceback(conn: Conn, cli_in_process: dict[str, str], args: list[str]) -> None:
+    if not count_states(conn):
+        seed(conn)
+    code, _, err = run_main(args)  # an escaping exception fails the test, with its traceback
+    event(f"{args[0] if args else ''} {args[1] if len(args) > 1 and args[0] == 'jobs' else ''}: exit {code}")
+    assert code in {0, 1, 2}, (args, code, err)
+    assert "Traceback" not in err
+    if code == 2:
+        assert ": error: " in err.strip().splitlines()[-1], (args, err)
+
+
+def same_json(stored: Any, given: Any) -> bool:
+    """Equal as JSON: PostgreSQL keeps numbers as decimals, so 3.602879701896397e+16 comes back
+    as the integer 36028797018963970, the same number in JSON."""
+    if isinstance(given, float) or isinstance(stored, float):
+        return isinstance(stored, int | float) and float(stored) == float(given)
+    if isinstance(given, dict):
+        return (
+            isinstance(stored, dict)
+            and stored.keys() == given.keys()
+            and all(same_json(stored[k], given[k]) for k in given)
+        )
+    if isinstance(given, list):
+        return (
+            isinstance(stored, list)
+            and len(stored) == len(given)
+            and all(same_json(a, b) for a, b in zip(stored, given, strict=True))
+        )
+    return bool(stored == given and type(stored) is type(given))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=payloads)
+def test_a_payload_is_stored_as_given_or_refused_in_one_line(
+    conn: Conn, cli_in_process: dict[str, str], payload: str
+) -> None:
+    code, out, err = run_main(["dispatch", "Noop", "--payload", payload])
+    if code == 0:
+        row = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (int(out),)).fetchone()
+        assert row is not None
+        assert same_json(row[0], json.loads(payload)), (row[0], payload)
+    else:
+        assert "argument --payload: " in one_line_exit_2(code, err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
+def test_no_outpass_file_prints_a_traceback(
+    cli_in_process: dict[str, str], tmp_path: Path, content: bytes
+) -> None:
+    source = tmp_path / "outpass.json"
+    source.write_bytes(content)
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(source)])
+    assert code in {0, 1, 2}, (content, err)
+    assert "Traceback" not in err
+
+
+long_running = st.one_of(
+    command(
+        ["worker"],
+        optional(
+            ("--queues", text),
+            ("--concurrency", numbers),
+            ("--batch-size", numbers),
+            ("--metrics-port", numbers),
+            ("--shutdown-timeout", durations),
+        ),
+    ),
+    command(
+        ["supervise"],
+        optional(
+            ("--min-workers", numbers),
+            ("--max-workers", numbers),
+            ("--scale-up-threshold", numbers),
+            ("--scale-down-threshold", numbers),
+            ("--check-interval", durations),
+            ("--cooldown", durations),
+            ("--concurrency", numbers),
+        ),
+    ),
+    command(["health", "serve"], optional(("--port", numbers))),
+    command(["demo"], optional(("--jobs", numbers), ("--workers", numbers))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=long_running)
+def test_long_running_commands_refuse_bad_flags_in_one_line(args: list[str]) -> None:
+    """Commands that run until stopped are not started here: their flags are parsed and
+    applied to the settings, where every bad value must be one line and exit code 2."""
+    from passito_jobs import cli
+
+    err = io.StringIO()
+    code: object = None
+    with contextlib.redirect_stderr(err):
+        try:
+            parsed = cli.build_parser().parse_args(args)
+        except SystemExit as exc:
+            code = exc.code
+    if code is not None:
+        assert code == 2
+        assert ": error: " in err.getvalue()
+        assert len(err.getvalue().strip().splitlines()) == 1
+        return
+    problem = ""
+    try:
+        cli._with_flags(parsed, Settings(), WORKER_FLAGS if args[0] == "worker" else ())
+    except ConfigError as exc:
+        problem = str(exc)
+    assert "\n" not in problem
+
+
+WORKER_FLAGS = ("queues", "concurrency", "batch_size", "metrics_port", "shutdown_timeout")
+
+
+FUZZED_SETTINGS = [
+    name
+    for name in (f.metadata["env"] for f in Settings.__dataclass_fields__.values())
+    # These two would start an embedded PostgreSQL or point elsewhere: not what is tested here.
+    if name not in {"PASSITO_DATABASE_URL", "PASSITO_DATA_DIR"}
+]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(FUZZED_SETTINGS), value=st.one_of(numbers, durations))
+def test_no_setting_makes_a_command_print_a_traceback(
+    cli_in_process: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setenv(name, value)
+        code, _, err = run_main(["jobs", "list", "--limit", "1"])
+    assert code in {0, 2}, (name, value, err)
+    assert "Traceback" not in err

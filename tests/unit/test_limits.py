@@ -1,0 +1,186 @@
+"""The input limits (queue/limits.py) on their own: each rule, its message, hostile values."""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from passito_jobs.queue import limits
+from passito_jobs.queue.models import InvalidJobError
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def refused(check: Any, *args: Any) -> str:
+    with pytest.raises(InvalidJobError) as caught:
+        check(*args)
+    return str(caught.value)
+
+
+def test_whitespace_is_exactly_what_python_calls_space() -> None:
+    """The set is spelled out (SQL uses the same list), so it must match str.isspace()."""
+    spelled = {c for c in map(chr, range(0x110000)) if limits._BLANK.fullmatch(c)}
+    assert spelled == {c for c in map(chr, range(0x110000)) if c.isspace()}
+
+
+def test_control_characters_are_unicode_category_cc() -> None:
+    spelled = {c for c in map(chr, range(0x110000)) if limits._CONTROL.search(c)}
+    assert spelled == {c for c in map(chr, range(0x110000)) if unicodedata.category(c) == "Cc"}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "queue must be a non-empty string"),
+        (" \t\u3000\u00a0", "queue must be a non-empty string"),
+        (None, "queue must be a non-empty string"),
+        (7, "queue must be a non-empty string"),
+        ("q" * 129, "queue must be at most 128 characters, got 129"),
+        ("a\nb", "queue must not contain control characters"),
+        ("a\x1bb", "queue must not contain control characters"),
+        ("a\x9bb", "queue must not contain control characters"),
+        ("a\udcffb", "queue must be valid Unicode text (it holds an unpaired surrogate)"),
+    ],
+)
+def test_names(value: object, message: str) -> None:
+    assert refused(limits.check_name, "queue", value) == message
+
+
+def test_names_at_the_limit_pass() -> None:
+    assert limits.check_name("job type", "t" * 128) == "t" * 128
+    assert limits.check_name("queue", "ünïcødé 😀 queue") == "ünïcødé 😀 queue"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "unique_key must be a non-empty string"),
+        ("k" * 513, "unique_key must be at most 512 characters, got 513"),
+        ("a\x00b", "unique_key must not contain the NUL character"),
+        ("\ud800", "unique_key must be valid Unicode text"),
+    ],
+)
+def test_unique_keys(value: str, message: str) -> None:
+    assert refused(limits.check_unique_key, value).startswith(message)
+
+
+def test_numbers() -> None:
+    assert refused(limits.check_max_attempts, 0) == "max_attempts must be at least 1, got 0"
+    assert refused(limits.check_max_attempts, 1001) == "max_attempts must be at most 1000, got 1001"
+    assert refused(limits.check_max_attempts, None) == "max_attempts must be a whole number, got null"
+    assert refused(limits.check_max_attempts, True).startswith("max_attempts must be a whole number")
+    assert limits.check_max_attempts(1000) == 1000
+    assert limits.check_priority(-(2**31)) == -(2**31)
+    assert refused(limits.check_priority, 2**31).startswith("priority must be a whole number from")
+    assert limits.check_job_id("depends_on", 2**63 - 1) == 2**63 - 1
+    assert refused(limits.check_job_id, "depends_on", 2**63) == (
+        "depends_on must hold job ids (positive integers), got 9223372036854775808"
+    )
+    assert refused(limits.check_job_id, "depends_on", None).endswith("got null")
+    assert refused(limits.check_job_id, "depends_on", 10**100).endswith("...")  # shown briefly
+    assert refused(limits.check_claim_batch, 10_001) == "batch must be between 1 and 10000, got 10001"
+
+
+def test_times() -> None:
+    assert limits.check_run_at(datetime(9999, 12, 31, 23, 59, tzinfo=UTC)).year == 9999
+    assert refused(limits.check_run_at, datetime(1969, 12, 31, 23, 59, tzinfo=UTC)) == (
+        "run_at must be between 1970-01-01 and 9999-12-31 (UTC), got 1969-12-31 23:59:00 UTC"
+    )
+    late_in_new_york = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
+    assert "run_at must be between" in refused(limits.check_run_at, late_in_new_york)
+    assert refused(limits.check_run_at, datetime(2030, 1, 1)) == "run_at must be a timezone-aware datetime"
+    assert limits.check_delay(3600, NOW) == 3600.0
+    assert refused(limits.check_delay, 1e300, NOW) == (
+        "delay must not reach past 9999-12-31 (UTC), got 1e+300 seconds"
+    )
+    assert refused(limits.check_delay, 300_000_000_000, NOW).startswith("delay must not reach past")
+    assert refused(limits.check_delay, math.nan, NOW).startswith("delay must be a number of seconds")
+    assert refused(limits.check_delay, -1, NOW) == "delay must not be negative, got -1"
+
+
+def deep(levels: int) -> dict[str, Any]:
+    value: Any = 1
+    for _ in range(levels - 1):
+        value = [value]
+    return {"a": value}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([1, 2], "payload must be a JSON object, got array"),
+        ("x", "payload must be a JSON object, got string"),
+        (None, "payload must be a JSON object, got null"),
+        ({"x": math.nan}, "payload must not hold NaN or Infinity"),
+        ({"x": [math.inf]}, "payload must not hold NaN or Infinity"),
+        ({"x": "a\x00b"}, "payload must not hold the NUL character"),
+        ({"a\x00": 1}, "payload must not hold the NUL character"),
+        ({"x": "\ud800"}, "payload must be valid Unicode text"),
+        ({"x": datetime(2025, 1, 1)}, "payload must hold only JSON values"),
+        ({"x": {1, 2}}, "payload must hold only JSON values"),
+        ({"x": b"bytes"}, "payload must hold only JSON values"),
+        ({"x": 10**5000}, "payload cannot be written as JSON"),
+        (deep(101), "payload must not be nested more than 100 levels deep"),
+        (deep(30_000), "payload must not be nested more than 100 levels deep"),
+        ({"x": "y" * 1024 * 1024}, "payload must be at most 1048576 bytes of JSON text, got 1048585"),
+    ],
+)
+def test_payloads_that_cannot_be_stored_are_refused(payload: object, message: str) -> None:
+    assert refused(limits.encode_payload, payload).startswith(message)
+
+
+def test_circular_payload() -> None:
+    payload: dict[str, Any] = {}
+    payload["self"] = payload
+    assert "circular" in refused(limits.encode_payload, payload)
+
+
+def test_payloads_that_look_alike_but_are_fine() -> None:
+    # An escaped backslash followed by "u0000" is text, not NUL.
+    assert json.loads(limits.encode_payload({"x": "\\u0000"})) == {"x": "\\u0000"}
+    assert limits.encode_payload(deep(100))
+    assert limits.encode_payload({"brackets": "[" * 500})  # brackets in text do not nest
+    assert limits.encode_payload({"x": "y" * 10}, max_bytes=19) == '{"x": "yyyyyyyyyy"}'
+    assert "at most 18 bytes of JSON text, got 19" in refused(limits.encode_payload, {"x": "y" * 10}, 18)
+
+
+def test_nesting_depth_counts_levels_below_the_payload() -> None:
+    assert limits.nesting_depth({}) == 0
+    assert limits.nesting_depth({"a": 1}) == 1
+    assert limits.nesting_depth({"a": [[]]}) == 2
+    assert limits.nesting_depth({"a": [[1]], "b": 2}) == 3
+    assert limits.nesting_depth(deep(5000)) == limits.MAX_NESTING + 1  # stops once past the limit
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5))
+def test_a_payload_is_either_encoded_faithfully_or_refused_with_a_reason(payload: dict[str, Any]) -> None:
+    reason = ""
+    try:
+        text = limits.encode_payload(payload)
+    except InvalidJobError as exc:
+        reason = str(exc)
+    if reason:
+        assert reason.startswith("payload must")
+    else:
+        assert json.loads(text) == payload
+
+
+def test_printable_escapes_what_a_terminal_would_act_on() -> None:
+    assert limits.printable("plain queue ünï") == "plain queue ünï"
+    assert limits.printable("a\nb\x1b[31mc\u202ed\x9b") == "a\\nb\\x1b[31mc\\u202ed\\x9b"
+    assert limits.printable("x\udcff") == "x\\udcff"
+    assert limits.printable("q" * 300, 10) == "qqqqqqqqq…"
