@@ -23,9 +23,10 @@ from typing import Any, NoReturn
 from passito_jobs import logs
 from passito_jobs.config import ConfigError, Settings, parse_duration, parse_list
 from passito_jobs.localdb import LocalDatabase, LocalDatabaseError
+from passito_jobs.queue.conninfo import describe_target, redact
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.models import DatabaseUnavailableError, InvalidJobError, Job, JobState
-from passito_jobs.queue.store import Store, connect, describe_target
+from passito_jobs.queue.store import Store, connect
 
 log = logging.getLogger("passito_jobs.cli")
 
@@ -133,6 +134,12 @@ def _with_flags(args: argparse.Namespace, settings: Settings, names: Sequence[st
 
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+def _redactor(settings: Settings) -> Callable[[str], str]:
+    """Masks the database password in any text: every log line and error message goes through it."""
+    url = settings.database_url
+    return lambda text: redact(text, url)
 
 
 def database_url(settings: Settings) -> str:
@@ -435,6 +442,7 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
         identity=f"{settings.worker_host}:{os.getpid()}",
         level=settings.log_level,
         fmt=settings.log_format,
+        redact=_redactor(settings),
     )
     return run_operator(settings)
 
@@ -957,14 +965,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     identity = f"{settings.worker_host}:{os.getpid()}"
     roles = {"worker": "Worker", "supervise": "Supervisor", "health": "Health"}
     role = roles.get(args.command, "passito-jobs")
-    logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format)
+    masked = _redactor(settings)
+    logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format, redact=masked)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
         return func(args, settings)
     except CommandError as exc:
-        _fail(str(exc), exc.code)
+        _fail(masked(str(exc)), exc.code)
     except (ConfigError, InvalidJobError, DatabaseUnavailableError, LocalDatabaseError) as exc:
-        _fail(str(exc), 2)
+        _fail(masked(str(exc)), 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -16,6 +16,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from passito_jobs.queue import conninfo
+
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
@@ -90,8 +92,9 @@ class Settings:
     database_url: str | None = _setting(
         "PASSITO_DATABASE_URL",
         None,
-        "PostgreSQL connection URL. Unset: local commands start an embedded PostgreSQL "
-        "under PASSITO_DATA_DIR.",
+        "PostgreSQL connection URL (`postgresql://user:password@host:5432/dbname`) or key=value "
+        "string; its password is masked in every message. Unset: local commands start an embedded "
+        "PostgreSQL under PASSITO_DATA_DIR.",
         "Database",
         secret=True,  # it may carry the database password
     )
@@ -563,8 +566,15 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _database_url(text: str) -> str | None:
+    """A malformed URL fails here, once, for every command: the message masks the password."""
+    if text:
+        conninfo.parse(text)  # raises InvalidDatabaseUrlError, a ValueError
+    return text or None
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _optional_str,
+    "database_url": _database_url,
     "data_dir": Path,
     "connect_timeout": parse_duration,
     "queues": parse_list,
