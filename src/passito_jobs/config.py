@@ -68,6 +68,7 @@ def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = Fal
 
 
 MIN_SECRET_KEY_LENGTH = 32
+MAX_FILE_RETENTION_DAYS = 36500  # a century: now minus the retention stays a valid date
 SMTP_SECURITY = ("starttls", "tls", "none")
 
 
@@ -277,7 +278,8 @@ class Settings:
     file_retention_days: int = _setting(
         "PASSITO_FILE_RETENTION_DAYS",
         30,
-        "CleanupExpiredFiles deletes outpass files and outbox messages older than this many days.",
+        "CleanupExpiredFiles deletes outpass files and outbox messages older than this many days "
+        "(1 to 36500).",
         "Outpass jobs",
     )
 
@@ -429,7 +431,11 @@ class Settings:
                 "must be an http:// or https:// URL without query or fragment",
             ),
             (self.approval_token_ttl > 0, "approval_token_ttl", "must be positive"),
-            (self.file_retention_days >= 1, "file_retention_days", "must be at least 1"),
+            (
+                1 <= self.file_retention_days <= MAX_FILE_RETENTION_DAYS,
+                "file_retention_days",
+                f"must be at least 1 and at most {MAX_FILE_RETENTION_DAYS}",
+            ),
             (0 <= self.smtp_port <= 65535, "smtp_port", "must be a port number or 0"),
             (self.smtp_security in SMTP_SECURITY, "smtp_security", "must be starttls, tls or none"),
             (
