@@ -28,6 +28,7 @@ from passito_jobs import logs
 from passito_jobs.config import MAX_DURATION, MAX_WORKERS, ConfigError, Settings, parse_duration, parse_list
 from passito_jobs.localdb import LocalDatabase, LocalDatabaseError
 from passito_jobs.queue import limits
+from passito_jobs.queue.conninfo import describe_target, redact
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import (
@@ -38,7 +39,7 @@ from passito_jobs.queue.models import (
     Job,
     JobState,
 )
-from passito_jobs.queue.store import Store, connect, describe_target
+from passito_jobs.queue.store import Store, connect
 
 log = logging.getLogger("passito_jobs.cli")
 
@@ -182,6 +183,12 @@ def _with_flags(args: argparse.Namespace, settings: Settings, names: Sequence[st
 
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+def _redactor(settings: Settings) -> Callable[[str], str]:
+    """Masks the database password in any text: every log line and error message goes through it."""
+    url = settings.database_url
+    return lambda text: redact(text, url)
 
 
 def database_url(settings: Settings) -> str:
@@ -543,6 +550,7 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
         identity=f"{settings.worker_host}:{os.getpid()}",
         level=settings.log_level,
         fmt=settings.log_format,
+        redact=_redactor(settings),
     )
     return run_operator(settings)
 
@@ -1091,17 +1099,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     identity = f"{settings.worker_host}:{os.getpid()}"
     roles = {"worker": "Worker", "supervise": "Supervisor", "health": "Health"}
     role = roles.get(args.command, "passito-jobs")
-    logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format)
+    masked = _redactor(settings)
+    logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format, redact=masked)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
         return func(args, settings)
     except CommandError as exc:
-        _fail(str(exc), exc.code)
+        _fail(masked(str(exc)), exc.code)
     except (ConfigError, InvalidJobError, DatabaseUnavailableError, LocalDatabaseError) as exc:
-        _fail(str(exc), 2)
+        _fail(masked(str(exc)), 2)
     except psycopg.OperationalError as exc:  # the connection broke during the command
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _fail(f"lost the database connection: {first}", 2)
+        _fail(masked(f"lost the database connection: {first}"), 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

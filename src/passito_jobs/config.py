@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from passito_jobs.queue import limits
+from passito_jobs.queue import conninfo, limits
 from passito_jobs.queue.models import InvalidJobError
 
 
@@ -85,6 +85,7 @@ def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = Fal
 
 
 MIN_SECRET_KEY_LENGTH = 32
+MAX_FILE_RETENTION_DAYS = 36500  # a century: now minus the retention stays a valid date
 SMTP_SECURITY = ("starttls", "tls", "none")
 
 
@@ -109,8 +110,9 @@ class Settings:
     database_url: str | None = _setting(
         "PASSITO_DATABASE_URL",
         None,
-        "PostgreSQL connection URL. Unset: local commands start an embedded PostgreSQL "
-        "under PASSITO_DATA_DIR.",
+        "PostgreSQL connection URL (`postgresql://user:password@host:5432/dbname`) or key=value "
+        "string; its password is masked in every message. Unset: local commands start an embedded "
+        "PostgreSQL under PASSITO_DATA_DIR.",
         "Database",
         secret=True,  # it may carry the database password
     )
@@ -299,7 +301,8 @@ class Settings:
     file_retention_days: int = _setting(
         "PASSITO_FILE_RETENTION_DAYS",
         30,
-        "CleanupExpiredFiles deletes outpass files and outbox messages older than this many days.",
+        "CleanupExpiredFiles deletes outpass files and outbox messages older than this many days "
+        "(1 to 36500).",
         "Outpass jobs",
     )
 
@@ -453,7 +456,11 @@ class Settings:
                 "must be an http:// or https:// URL without query or fragment",
             ),
             (self.approval_token_ttl > 0, "approval_token_ttl", "must be positive"),
-            (self.file_retention_days >= 1, "file_retention_days", "must be at least 1"),
+            (
+                1 <= self.file_retention_days <= MAX_FILE_RETENTION_DAYS,
+                "file_retention_days",
+                f"must be at least 1 and at most {MAX_FILE_RETENTION_DAYS}",
+            ),
             (0 <= self.smtp_port <= 65535, "smtp_port", "must be a port number or 0"),
             (self.smtp_security in SMTP_SECURITY, "smtp_security", "must be starttls, tls or none"),
             (
@@ -635,8 +642,15 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _database_url(text: str) -> str | None:
+    """A malformed URL fails here, once, for every command: the message masks the password."""
+    if text:
+        conninfo.parse(text)  # raises InvalidDatabaseUrlError, a ValueError
+    return text or None
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _optional_str,
+    "database_url": _database_url,
     "data_dir": Path,
     "connect_timeout": parse_duration,
     "queues": parse_list,

@@ -3,7 +3,8 @@
 The bracketed prefix is what the old supervisor printed (operators grep for it); the
 key=value tail makes each job line machine-readable. PASSITO_LOG_FORMAT=json emits one JSON
 object per line instead. Pass `extra={"tag": "DONE", "kv": {...}}` to set the bracket's tag
-and the key=value fields.
+and the key=value fields. `setup(redact=...)` passes every line through a function that masks
+secrets (the database password), so no code path can log one by accident.
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+Redact = Callable[[str], str]
+
+
+def _unchanged(text: str) -> str:
+    return text
+
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, role: str, identity: str) -> None:
+    def __init__(self, role: str, identity: str, redact: Redact | None = None) -> None:
         super().__init__()
         self.prefix = f"[{role} {identity}]"
+        self.redact = redact or _unchanged
 
     def format(self, record: logging.LogRecord) -> str:
         tag = getattr(record, "tag", None) or record.levelname
@@ -28,14 +37,15 @@ class TextFormatter(logging.Formatter):
             line += " " + " ".join(f"{key}={_value(value)}" for key, value in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return self.redact(line)
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, role: str, identity: str) -> None:
+    def __init__(self, role: str, identity: str, redact: Redact | None = None) -> None:
         super().__init__()
         self.role = role
         self.identity = identity
+        self.redact = redact or _unchanged
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -50,7 +60,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        data = {key: self.redact(value) if isinstance(value, str) else value for key, value in data.items()}
+        return json.dumps(data, default=lambda value: self.redact(str(value)))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -69,10 +80,13 @@ def _value(value: Any) -> str:
     return text
 
 
-def setup(*, role: str, identity: str, level: str = "INFO", fmt: str = "text") -> None:
+def setup(
+    *, role: str, identity: str, level: str = "INFO", fmt: str = "text", redact: Redact | None = None
+) -> None:
     """Send passito_jobs' logs to stderr with the given prefix; idempotent."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(role, identity) if fmt == "json" else TextFormatter(role, identity))
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    handler.setFormatter(formatter(role, identity, redact))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_passito", False):

@@ -243,3 +243,62 @@ def test_cleanup_expired_files_dispatches_and_a_worker_sweeps(
     assert (row[0]["files_deleted"], row[0]["bytes_freed"], row[0]["dry_run"]) == (1, 123, False)
     assert row[0]["files"] == ["outbox/old.eml"]
     assert not old.exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"outpass_id": "abc\n"}, "outpass_id"),
+        ({"outpass_id": 10**80}, "outpass_id"),
+        ({"student_name": "Aanya\u0085Bcc: all@example.org"}, "student_name"),
+        ({"destination": "Chennai\u009b2J"}, "destination"),
+        ({"hostel": "Kaveri\u2028"}, "hostel"),
+        ({"parent_name": "Rohan\u200dSharma"}, "parent_name"),
+        ({"to_date": "9999-12-31"}, "to_date"),
+        ({"reason": "Wedding\u0000"}, "reason"),
+    ],
+)
+def test_outpass_dispatch_refuses_hostile_values_in_one_line(
+    conn: Conn, cli_env: dict[str, str], changes: dict[str, Any], field: str
+) -> None:
+    done = run_cli(
+        ["outpass", "dispatch", "--json", "-"], cli_env, input=json.dumps(sample_payload(**changes))
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"passito-jobs: error: field '{field}' ")
+    assert jobs(conn) == {}
+
+
+@pytest.mark.slow
+def test_a_hostile_payload_dispatched_directly_fails_once_naming_the_field(
+    conn: Conn, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    hostile = {
+        ("GenerateQrCode", "outpass_id"): {"outpass_id": "abc\n"},
+        ("GenerateQrCode", "to_date"): {"to_date": "9999-12-31"},
+        ("GenerateOutpassPdf", "outpass_id"): {"outpass_id": 10**80},
+        ("GenerateOutpassPdf", "destination"): {"destination": "Chennai\u009b2J"},
+        ("SendOutpassEmail", "student_name"): {"student_name": "Aanya\u0085Bcc: all@example.org"},
+        ("SendOutpassEmail", "room"): {"room": "214\u2028"},
+        ("SendParentApproval", "parent_name"): {"parent_name": "Rohan\u200dSharma"},
+        ("SendParentApproval", "from_date"): {"from_date": "0001-01-01"},
+    }
+    ids = {
+        key: int(
+            run_cli(["dispatch", key[0], "--payload", json.dumps(sample_payload(**changes))], cli_env).stdout
+        )
+        for key, changes in hostile.items()
+    }
+    worker = WorkerProcess(cli_env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: count_states(conn) == {"failed": len(ids)}, message="every hostile job failed")
+    finally:
+        assert worker.stop() == 0
+    for (_, field), job_id in ids.items():
+        state, attempts, error = conn.execute(
+            "SELECT state::text, attempts, last_error FROM passito_jobs.jobs WHERE id = %s", (job_id,)
+        ).fetchone() or ("", 0, "")
+        assert (state, attempts) == ("failed", 1), error  # permanent: never retried
+        assert error.startswith(f"InvalidOutpassError: field '{field}' "), error
+    assert not (Path(cli_env["PASSITO_STORAGE_DIR"]) / "outpasses").exists()  # nothing was written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -85,3 +86,45 @@ def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
     assert "ScaledUp: 1 -> 4 (20 jobs pending, 5 per worker)" in output
     assert "Traceback" not in output
     assert "Not enough permissions" not in output
+
+
+def test_operator_reports_an_unreachable_database_without_the_password(
+    cluster: Cluster, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # libpq ends userinfo at the first @: the rest of the password becomes a host it cannot resolve,
+    # and its error quotes that host.
+    env = {
+        **cli_env,
+        "PASSITO_KUBE_SERVER": cluster.url,
+        "PASSITO_DATABASE_URL": "postgresql://passito:p@ss-hunter2-Sekret@127.0.0.1:1/passito",
+        "PASSITO_CONNECT_TIMEOUT": "1",
+        "PASSITO_OPERATOR_METRICS_PORT": "0",
+    }
+    liveness_port = free_port()
+    log_path = tmp_path / "operator.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "operator", "--liveness-port", str(liveness_port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{liveness_port}/healthz")[0] == 200, message="liveness")
+        cluster.create_deployment("worker", replicas=1)
+        cluster.create_autoscaler(
+            "worker", {**OLD_POLICY, "fallback": {"replicas": 2, "failureThreshold": 1}}
+        )
+        wait_for(lambda: cluster.replicas("worker") == 2, message="fallback replicas")
+        unavailable = wait_for(
+            lambda: [line for line in cluster.event_lines() if "DatabaseUnavailable" in line],
+            message="a DatabaseUnavailable event",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    shown = "\n".join([log_path.read_text(), *cluster.event_lines(), json.dumps(cluster.status("worker"))])
+    for piece in ("hunter2", "Sekret"):
+        assert piece not in shown
+    assert "failed to resolve host '***@127.0.0.1'" in unavailable[0]

@@ -87,3 +87,68 @@ def test_parent_email_is_optional_without_parent_approval() -> None:
 def test_a_payload_that_is_not_an_object_is_rejected() -> None:
     with pytest.raises(InvalidOutpassError, match="must be a JSON object"):
         Outpass.from_payload([1, 2])  # type: ignore[arg-type]
+
+
+# Values that passed before and then broke a header, a file name or a date later (or failed
+# three times at the worker); each must fail at once, naming the field.
+HOSTILE = [
+    ({"outpass_id": "abc\n"}, "field 'outpass_id' must be a positive integer or 1-64"),
+    ({"outpass_id": "42\n"}, "field 'outpass_id' must be a positive integer or 1-64"),
+    (
+        {"outpass_id": 10**80},
+        r"field 'outpass_id' must be at most 9223372036854775807 \(2\^63 - 1\), got a number of 81 digits",
+    ),
+    ({"outpass_id": 2**63}, "field 'outpass_id' must be at most 9223372036854775807"),
+    ({"outpass_id": "a\x00b"}, "field 'outpass_id' must be a positive integer or 1-64"),
+    ({"room": 10**80}, r"field 'room' is a number beyond ±9223372036854775807"),
+    (
+        {"student_name": "Aanya\x85Bcc: x"},
+        r"field 'student_name' must not contain line breaks.*\(found U\+0085\)",
+    ),
+    ({"destination": "Chennai\u009b2J"}, r"field 'destination' must not contain .*\(found U\+009B\)"),
+    ({"hostel": "Kaveri\u2028X-Injected: 1"}, r"field 'hostel' must not contain .*\(found U\+2028\)"),
+    ({"room": "214\u2029"}, r"field 'room' must not contain .*\(found U\+2029\)"),
+    ({"parent_name": "Rohan\u200dSharma"}, r"field 'parent_name' must not contain .*\(found U\+200D\)"),
+    ({"roll_number": "CS21\u200bB042"}, r"field 'roll_number' must not contain .*\(found U\+200B\)"),
+    ({"student_name": "\u202eamrahS"}, r"field 'student_name' must not contain .*\(found U\+202E\)"),
+    ({"student_name": "Aanya\ufeff"}, r"field 'student_name' must not contain .*\(found U\+FEFF\)"),
+    ({"student_name": "Aanya\n"}, r"field 'student_name' must not contain .*\(found U\+000A\)"),
+    ({"status": "approved\n"}, r"field 'status' must not contain .*\(found U\+000A\)"),
+    ({"student_name": "A\x00"}, r"field 'student_name' must not contain .*\(found U\+0000\)"),
+    ({"student_name": "A\ud800"}, r"field 'student_name' must not contain .*\(found U\+D800\)"),
+    ({"reason": "Wedding\x00"}, r"field 'reason' must not contain control .*\(found U\+0000\)"),
+    ({"reason": "Wedding\u202e"}, r"field 'reason' must not contain control .*\(found U\+202E\)"),
+    ({"reason": "Wedding\x85"}, r"field 'reason' must not contain control .*\(found U\+0085\)"),
+    ({"reason": "Wedding\rBack"}, r"field 'reason' must not contain control .*\(found U\+000D\)"),
+    ({"student_email": "aanya@example.org\n"}, "field 'student_email' is not a valid email address"),
+    ({"parent_email": "rohan@example.org\x85"}, "field 'parent_email' is not a valid email address"),
+    ({"to_date": "9999-12-31"}, "field 'to_date' must be within the years 1970 to 2999, got 9999"),
+    ({"to_date": "9999-12-31T23:59:59+05:30"}, "field 'to_date' must be within the years 1970 to 2999"),
+    ({"from_date": "0001-01-01"}, "field 'from_date' must be within the years 1970 to 2999, got 1"),
+    ({"from_date": "2025-03-01\n"}, r"field 'from_date' must not contain .*\(found U\+000A\)"),
+    (
+        {"from_date": "2025-03-01" + "0" * 10_000},
+        r"field 'from_date' is not an ISO 8601 date: .*\(10010 char",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), HOSTILE)
+def test_hostile_values_fail_at_once_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidOutpassError, match=message) as caught:
+        Outpass.from_payload(sample_payload(**changes))
+    assert isinstance(caught.value, PermanentError)
+    assert len(str(caught.value)) < 300  # a huge value is not echoed back whole
+
+
+def test_a_line_feed_in_the_reason_and_spaces_around_a_name_are_fine() -> None:
+    outpass = Outpass.from_payload(
+        sample_payload(reason="Line one\nLine two", student_name="  Aanya Sharma ", outpass_id=2**63 - 1)
+    )
+    assert (outpass.reason, outpass.student_name) == ("Line one\nLine two", "Aanya Sharma")
+    assert outpass.outpass_id == "9223372036854775807"
+    # Non-Latin names, and the far ends of the date range, are fine too.
+    far = Outpass.from_payload(
+        sample_payload(student_name="ஆன்யா ஷர்மா", from_date="2999-12-30", to_date="2999-12-31")
+    )
+    assert far.valid_until.year == 3000

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from passito_jobs.jobs import cleanup
 from passito_jobs.jobs.cleanup import cleanup_expired_files, cleanup_expired_files_job
 from passito_jobs.jobs.registry import PermanentError
 from passito_jobs.jobs.storage import Storage
@@ -176,3 +180,117 @@ def test_a_storage_folder_that_is_a_symlink_is_not_followed(tmp_path: Path) -> N
 def test_a_missing_storage_root_is_nothing_to_do(tmp_path: Path) -> None:
     result = cleanup_expired_files(tmp_path / "never-created", retention_days=30)
     assert (result.files_deleted, result.bytes_freed) == (0, 0)
+
+
+def deep_tree(top: Path, depth: int) -> int:
+    """`top/d/d/.../d` (`depth` folders), built through descriptors (no long paths); returns
+    a descriptor of the deepest folder (the caller closes it)."""
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def write_at(fd: int, name: str, *, age_days: float) -> None:
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd))
+    stamp = time.time() - age_days * DAY
+    os.utime(name, (stamp, stamp), dir_fd=fd)
+
+
+def depth_of(top: Path) -> int:
+    depth, path = 0, top
+    while (path / "d").is_dir():
+        depth, path = depth + 1, path / "d"
+    return depth
+
+
+@pytest.fixture
+def deep_dir(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, emptied afterwards with `rm -rf`: pytest removes old temporary folders with
+    shutil.rmtree, which recurses and would fail on a 1,500-deep tree in every later session."""
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        subprocess.run(["rm", "-rf", "--", str(child)], check=True)
+
+
+@pytest.fixture
+def few_descriptors() -> Iterator[None]:
+    """Fewer open files allowed than the tree is deep: the walk must not hold one per level."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("few_descriptors")
+def test_a_1500_deep_tree_is_swept_without_recursion(deep_dir: Path) -> None:
+    bottom = deep_tree(deep_dir / "outpasses", 1500)
+    write_at(bottom, "old.pdf", age_days=40)
+    os.close(bottom)
+    result = cleanup_expired_files(deep_dir, retention_days=30)
+    assert result.errors == []
+    assert (result.files_deleted, result.dirs_removed) == (1, 1500)
+    assert result.files == ["outpasses" + "/d" * 1500 + "/old.pdf"]
+    assert depth_of(deep_dir / "outpasses") == 0
+    assert (deep_dir / "outpasses").is_dir()
+
+
+@pytest.mark.usefixtures("few_descriptors")
+def test_a_deep_tree_keeps_young_files_and_symlinks_and_the_folders_above_them(deep_dir: Path) -> None:
+    outside = write(deep_dir / "outside" / "precious.pdf", b"o", age_days=400)
+    bottom = deep_tree(deep_dir / "storage" / "outbox", 1500)
+    write_at(bottom, "old.eml", age_days=40)
+    os.symlink(outside.parent, "escape", dir_fd=bottom)
+    os.close(bottom)
+    young = deep_tree(deep_dir / "storage" / "outpasses", 700)
+    write_at(young, "young.pdf", age_days=1)
+    os.close(young)
+    for dry_run in (True, False):
+        result = cleanup_expired_files(deep_dir / "storage", retention_days=30, dry_run=dry_run)
+        assert result.errors == []
+        assert (result.files_deleted, result.dirs_removed, result.symlinks_skipped) == (1, 0, 1)
+    assert outside.exists()
+    assert depth_of(deep_dir / "storage" / "outbox") == 1500
+    assert depth_of(deep_dir / "storage" / "outpasses") == 700
+
+
+def test_a_folder_moved_out_during_the_walk_is_not_followed_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deep in the tree the walk has closed the shallower descriptors and comes back up through
+    `..`. If someone moves a folder elsewhere meanwhile, `..` leads there: the walk must notice
+    (another directory) and stop, not sweep its new surroundings."""
+    root = tmp_path / "storage"
+    elsewhere = tmp_path / "elsewhere"
+    precious = write(elsewhere / "precious.pdf", b"o", age_days=400)
+    write(root / "outpasses/a/b/c/d/e/old.pdf", b"x", age_days=40)
+    monkeypatch.setattr(cleanup._Sweep, "OPEN_FOLDERS", 2)
+    listed: list[int] = []
+    real_names = cleanup._names
+
+    def names_then_move(fd: int) -> list[str]:
+        listed.append(fd)
+        if len(listed) == 6:  # listing e: the walk holds only d and e open
+            (root / "outpasses/a/b/c").rename(elsewhere / "c")
+        return real_names(fd)
+
+    monkeypatch.setattr(cleanup, "_names", names_then_move)
+    result = cleanup_expired_files(root, retention_days=30)
+    assert result.errors == ["outpasses/a/b: moved during the sweep, not swept further"]
+    assert precious.exists()
+    assert (elsewhere / "c").is_dir()  # not removed from where it went
+    assert (root / "outpasses/a/b").is_dir()
+
+
+def test_a_retention_beyond_a_century_fails_permanently(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PASSITO_STORAGE_DIR", str(tree["root"]))
+    for days in (36501, 10**30):
+        with pytest.raises(PermanentError, match="at most 36500; got"):
+            cleanup_expired_files_job(context("CleanupExpiredFiles", {"retention_days": days}))
+    assert tree["old_pdf"].exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.jobs.tokens import (
@@ -89,6 +93,75 @@ def test_a_qr_token_is_not_an_approval() -> None:
 def test_garbage_is_malformed(garbage: str) -> None:
     with pytest.raises(InvalidTokenError, match="malformed"):
         verify_token(garbage, KEY, purpose=PURPOSE_APPROVAL, now=NOW)
+
+
+def _other_spellings(token: str) -> list[str]:
+    """Strings a lenient base64 decoder reads as the same signature: the last character's
+    unused low bits set (3 ways), padding, and whitespace around the token."""
+    head, signature = token.rsplit(".", 1)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])
+    assert len(signature) % 4 == 3  # 32 bytes in 43 characters: 2 unused bits at the end
+    assert last & 0b11 == 0
+    tails = [f"{head}.{signature[:-1]}{alphabet[last | bits]}" for bits in (1, 2, 3)]
+    return [*tails, f"{token}=", f" {token}", f"{token}\n", f"\t{token} "]
+
+
+def test_exactly_one_string_verifies_per_token() -> None:
+    token = approve_token()
+    signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "=")
+    spellings = _other_spellings(token)
+    assert len(set(spellings)) == 7
+    for other in spellings:
+        # The same bytes to a lenient decoder: each of these verified before.
+        other_signature = other.strip().rsplit(".", 1)[1].rstrip("=")
+        assert base64.urlsafe_b64decode(other_signature + "=") == signature
+        with pytest.raises(InvalidTokenError) as caught:
+            verify_token(other, KEY, purpose=PURPOSE_APPROVAL, now=NOW)
+        assert str(caught.value) in {
+            "malformed token (signature is not in canonical base64url)",
+            "malformed token (signature may hold only the base64url characters A-Z a-z 0-9 - _, "
+            "without padding)",
+            "malformed token (whitespace around it)",
+        }, other
+    assert verify_token(token, KEY, purpose=PURPOSE_APPROVAL, now=NOW).outpass_id == "42"
+
+
+MUTATIONS = st.one_of(
+    st.tuples(st.just("replace"), st.integers(0, 200), st.characters()),
+    st.tuples(st.just("insert"), st.integers(0, 200), st.characters()),
+    st.tuples(st.just("delete"), st.integers(0, 200), st.just("")),
+)
+
+
+@given(st.lists(MUTATIONS, min_size=1, max_size=4))
+def test_any_change_to_a_valid_token_fails_verification(
+    mutations: list[tuple[str, int, str]],
+) -> None:
+    token = approve_token()
+    mutated = token
+    for kind, index, char in mutations:
+        at = index % (len(mutated) + (kind == "insert")) if mutated or kind == "insert" else 0
+        if kind == "replace" and mutated:
+            mutated = mutated[:at] + char + mutated[at + 1 :]
+        elif kind == "insert":
+            mutated = mutated[:at] + char + mutated[at:]
+        elif kind == "delete" and mutated:
+            mutated = mutated[:at] + mutated[at + 1 :]
+    if mutated == token:
+        return  # the changes cancelled out (a character replaced by itself)
+    with pytest.raises(InvalidTokenError):
+        verify_token(mutated, KEY, purpose=PURPOSE_APPROVAL, decision="approve", now=NOW)
+
+
+@pytest.mark.parametrize("expiry", [10**20, -(10**20)])
+def test_a_signed_token_with_an_impossible_expiry_is_malformed(expiry: int) -> None:
+    claims = {"d": "approve", "e": expiry, "o": "42", "p": PURPOSE_APPROVAL}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    mac = hmac.new(KEY, f"v1.{body}".encode(), hashlib.sha256).digest()
+    token = f"v1.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(InvalidTokenError, match=r"malformed token \(expiry out of range\)"):
+        verify_token(token, KEY, purpose=PURPOSE_APPROVAL, now=NOW)
 
 
 def test_signing_needs_a_key_or_the_dev_flag() -> None:

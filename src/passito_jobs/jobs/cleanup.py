@@ -3,9 +3,10 @@
 Only the two folders the jobs write are swept: `outpasses/` and `outbox/` under
 PASSITO_STORAGE_DIR. The walk works on directory file descriptors (`openat` with O_NOFOLLOW,
 `unlinkat`), so it never leaves the storage root: symlinks are neither followed nor deleted,
-and a directory swapped for a symlink mid-walk cannot redirect it. A directory is removed when
-the sweep emptied it, or when it is empty and itself older than the retention (a young empty
-one may belong to a job that is about to write into it).
+and a directory swapped for a symlink mid-walk cannot redirect it. It keeps its own stack (no
+recursion: any depth works) and a bounded number of descriptors open. A directory is removed
+when the sweep emptied it, or when it is empty and itself older than the retention (a young
+empty one may belong to a job that is about to write into it).
 
 Payload: `{"dry_run": false, "retention_days": 30}`, both optional; the CronJob runs it
 through `passito-jobs cleanup-expired-files`.
@@ -18,13 +19,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from passito_jobs.config import Settings
+from passito_jobs.config import MAX_FILE_RETENTION_DAYS, Settings
 from passito_jobs.jobs.registry import JobContext, PermanentError, job_type
 from passito_jobs.jobs.storage import OUTBOX, OUTPASSES
 
@@ -32,6 +33,7 @@ log = logging.getLogger("passito_jobs.jobs")
 
 SWEPT = (OUTPASSES, OUTBOX)
 MAX_LISTED = 200
+MAX_RETENTION_DAYS = MAX_FILE_RETENTION_DAYS  # a century: the cutoff stays a valid date
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _GONE = (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST)  # a concurrent job got there first
 
@@ -57,61 +59,137 @@ class CleanupResult:
         return data
 
 
+@dataclass
+class _Folder:
+    """A directory on the walk's stack."""
+
+    name: str  # in its parent
+    path: str  # relative to the storage root, for the result and messages
+    mtime: float
+    identity: tuple[int, int]  # (st_dev, st_ino) of what was opened: a reopened fd must match
+    fd: int | None  # closed (None) while deep below it, to bound the open descriptors
+    names: Iterator[str]
+    remaining: int = 0  # entries that stay
+    removed: bool = False  # something in it was removed
+
+
+class _MovedError(Exception):
+    """A folder was moved while the walk was below it; its descriptor cannot be trusted."""
+
+
 class _Sweep:
+    """A depth-first walk with an explicit stack, so any depth works (no recursion). Each level
+    holds a directory descriptor while the walk is in it; beyond OPEN_FOLDERS levels the
+    shallower ones are closed, and reopened on the way back up through `..` of the child,
+    checked to be the same directory (device and inode) as before."""
+
+    OPEN_FOLDERS = 64
+
     def __init__(self, result: CleanupResult, cutoff: float) -> None:
         self.result = result
         self.cutoff = cutoff
 
-    def directory(self, dir_fd: int, relative: str) -> tuple[bool, bool]:
-        """Sweep one open directory; return (empty afterwards, something in it was removed)."""
-        result = self.result
-        remaining = 0
-        removed = False
-        with os.scandir(dir_fd) as scan:
-            entries = list(scan)
-        for entry in entries:
-            path = f"{relative}/{entry.name}"
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISLNK(info.st_mode):
-                    result.symlinks_skipped += 1
-                    remaining += 1
-                elif stat.S_ISDIR(info.st_mode):
-                    if self._subdirectory(dir_fd, entry.name, path, info):
-                        removed = True
-                    else:
-                        remaining += 1
-                elif stat.S_ISREG(info.st_mode) and info.st_mtime < self.cutoff:
-                    if not result.dry_run:
-                        os.unlink(entry.name, dir_fd=dir_fd)
-                    removed = True
-                    result.files_deleted += 1
-                    result.bytes_freed += info.st_size
-                    if len(result.files) < MAX_LISTED:
-                        result.files.append(path)
-                    else:
-                        result.more_files += 1
-                else:
-                    remaining += 1  # young files, and sockets or FIFOs we did not make
-            except OSError as exc:
-                if exc.errno not in _GONE:
-                    result.errors.append(f"{path}: {exc.strerror or exc}")
-                remaining += 1
-        return remaining == 0, removed
-
-    def _subdirectory(self, parent_fd: int, name: str, path: str, info: os.stat_result) -> bool:
-        """Sweep a child directory; remove it if it ends up empty. True if it was removed."""
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    def top(self, fd: int, relative: str) -> None:
+        """Sweep a top folder (its descriptor stays the caller's; the folder itself stays)."""
+        identity = _identity(fd)
+        stack = [_Folder("", relative, 0.0, identity, fd, iter(_names(fd)))]
         try:
-            empty, removed = self.directory(fd, path)
+            while stack:
+                folder = stack[-1]
+                name = next(folder.names, None)
+                if name is not None:
+                    child = self._entry(folder, name)
+                    if child is not None:
+                        stack.append(child)
+                        self._limit_open(stack)
+                    continue
+                stack.pop()
+                if stack:
+                    self._leave(stack[-1], folder)
+        except _MovedError as exc:
+            self.result.errors.append(f"{exc}: moved during the sweep, not swept further")
         finally:
-            os.close(fd)
-        if not empty or not (removed or info.st_mtime < self.cutoff):
-            return False
-        if not self.result.dry_run:
-            os.rmdir(name, dir_fd=parent_fd)
+            for folder in stack[1:]:
+                if folder.fd is not None:
+                    os.close(folder.fd)
+
+    def _entry(self, folder: _Folder, name: str) -> _Folder | None:
+        """Handle one entry of `folder`; a subdirectory to descend into is returned."""
+        assert folder.fd is not None
+        result = self.result
+        path = f"{folder.path}/{name}"
+        try:
+            info = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                result.symlinks_skipped += 1
+            elif stat.S_ISDIR(info.st_mode):
+                fd = os.open(name, _DIR_FLAGS, dir_fd=folder.fd)
+                try:
+                    return _Folder(name, path, info.st_mtime, _identity(fd), fd, iter(_names(fd)))
+                except BaseException:
+                    os.close(fd)
+                    raise
+            elif stat.S_ISREG(info.st_mode) and info.st_mtime < self.cutoff:
+                if not result.dry_run:
+                    os.unlink(name, dir_fd=folder.fd)
+                folder.removed = True
+                result.files_deleted += 1
+                result.bytes_freed += info.st_size
+                if len(result.files) < MAX_LISTED:
+                    result.files.append(path)
+                else:
+                    result.more_files += 1
+                return None
+            # young files, and sockets or FIFOs we did not make
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                result.errors.append(f"{path}: {exc.strerror or exc}")
+        folder.remaining += 1
+        return None
+
+    def _limit_open(self, stack: list[_Folder]) -> None:
+        if len(stack) > self.OPEN_FOLDERS + 1:
+            far = stack[-self.OPEN_FOLDERS - 1]
+            if far is not stack[0] and far.fd is not None:
+                os.close(far.fd)
+                far.fd = None
+
+    def _leave(self, parent: _Folder, child: _Folder) -> None:
+        """Back in `parent` from `child`: close the child, and remove it if it ends up empty."""
+        assert child.fd is not None
+        try:
+            if parent.fd is None:
+                fd = os.open("..", _DIR_FLAGS, dir_fd=child.fd)
+                if _identity(fd) != parent.identity:
+                    os.close(fd)
+                    raise _MovedError(parent.path)
+                parent.fd = fd
+        finally:
+            os.close(child.fd)
+            child.fd = None
+        if child.remaining or not (child.removed or child.mtime < self.cutoff):
+            parent.remaining += 1
+            return
+        try:
+            if not self.result.dry_run:
+                os.rmdir(child.name, dir_fd=parent.fd)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                self.result.errors.append(f"{child.path}: {exc.strerror or exc}")
+            parent.remaining += 1
+            return
         self.result.dirs_removed += 1
-        return True
+        parent.removed = True
+
+
+def _names(fd: int) -> list[str]:
+    with os.scandir(fd) as scan:
+        return [entry.name for entry in scan]
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
 
 
 def cleanup_expired_files(
@@ -119,8 +197,8 @@ def cleanup_expired_files(
 ) -> CleanupResult:
     """Delete (or with `dry_run`, list) files under `root`'s outpasses/ and outbox/ folders
     whose modification time is more than `retention_days` days ago."""
-    if retention_days < 1:
-        raise ValueError("retention_days must be at least 1")
+    if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"retention_days must be between 1 and {MAX_RETENTION_DAYS}")
     cutoff = (time.time() if now is None else now) - retention_days * 86400
     result = CleanupResult(
         dry_run=dry_run,
@@ -146,7 +224,7 @@ def cleanup_expired_files(
                     result.symlinks_skipped += 1
                 continue
             try:
-                sweep.directory(fd, name)  # the top folders themselves stay
+                sweep.top(fd, name)
             finally:
                 os.close(fd)
     finally:
@@ -163,9 +241,11 @@ def _payload(payload: Mapping[str, Any], settings: Settings) -> tuple[bool, int]
     if not isinstance(dry_run, bool):
         raise PermanentError(f"field 'dry_run' must be true or false, got {dry_run!r}")
     days = payload.get("retention_days", settings.file_retention_days)
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+        shown = repr(days) if len(repr(days)) <= 40 else f"{repr(days)[:40]}..."
         raise PermanentError(
-            f"field 'retention_days' must be a whole number of days, at least 1; got {days!r}"
+            f"field 'retention_days' must be a whole number of days, at least 1 and at most "
+            f"{MAX_RETENTION_DAYS}; got {shown}"
         )
     return dry_run, days
 

@@ -64,16 +64,14 @@ def dispatch_outpass_flows(
 ) -> list[OutpassFlow]:
     """`dispatch_outpass_flow` for many outpasses, in one transaction and three round trips.
 
-    Every outpass is validated before anything is dispatched; the error names the outpass's
-    position and the field.
+    Every outpass (an `Outpass` too) is validated before anything is dispatched; the error
+    names the outpass's position and the field.
     """
     checked: list[Outpass] = []
     for index, item in enumerate(outpasses):
-        if isinstance(item, Outpass):
-            checked.append(item)
-            continue
         try:
-            checked.append(Outpass.from_payload(item))
+            # An Outpass built by hand is checked too: its payload is what the jobs will read.
+            checked.append(Outpass.from_payload(item.to_payload() if isinstance(item, Outpass) else item))
         except InvalidOutpassError as exc:
             raise InvalidOutpassError(f"outpass {index}: {exc}") from None
     if not checked:

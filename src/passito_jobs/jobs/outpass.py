@@ -6,13 +6,21 @@ it and raises `InvalidOutpassError` (a `PermanentError`: the job fails at once, 
 with a message that names the field. docs/jobs.md lists the fields.
 
 Validation is strict where a value goes somewhere dangerous: `outpass_id` becomes a directory
-name, names and addresses go into email headers (no CR/LF or other control characters), and
-addresses must be plain `user@domain.tld`.
+name, names and addresses go into email headers, PDF lines and file names, and addresses must
+be plain `user@domain.tld`. Every pattern must match the whole value (`re.fullmatch`: `$` would
+also match before a final newline). One-line fields refuse the Unicode categories Cc (control:
+CR, LF, NUL, U+0085, U+009B...), Cf (invisible formatting: zero-width joiners, bidi overrides),
+Zl and Zp (line and paragraph separators) and Cs (lone surrogates); the reason may also hold
+line breaks. Integer ids are at most 2^63 - 1 (a PostgreSQL bigint) and dates lie within years
+MIN_YEAR..MAX_YEAR, so later arithmetic (the QR token's grace, a retention period) cannot
+overflow. A bad value fails at dispatch (`dispatch_outpass_flow`, `passito-jobs outpass
+dispatch`); a job dispatched directly with one fails once, permanently, naming the field.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,15 +30,23 @@ from typing import Any
 
 from passito_jobs.jobs.registry import PermanentError
 
-OUTPASS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-"""What an outpass id may look like: it names a directory, so no dots, slashes or spaces."""
+OUTPASS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""What an outpass id may look like (the whole value): it names a directory, so no dots,
+slashes or spaces."""
 
 _EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+"""Unicode categories no one-line field may hold (the reason may hold line feeds)."""
+
+MAX_ID = 2**63 - 1
+"""The largest integer id (or number field): a PostgreSQL bigint."""
+MIN_YEAR = 1970
+MAX_YEAR = 2999
+"""Dates lie within these years: far from datetime's limits (year 9999), so adding the QR
+token's grace or any retention period to them cannot overflow."""
 
 MAX_TEXT = 200
 MAX_REASON = 2000
@@ -153,6 +169,12 @@ def _offset(value: datetime) -> str:
     return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: repr (control characters escaped), shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
 def _outpass_id(payload: Mapping[str, Any]) -> str:
     if "outpass_id" not in payload or payload["outpass_id"] in (None, ""):
         raise InvalidOutpassError("field 'outpass_id' is missing")
@@ -163,14 +185,36 @@ def _outpass_id(payload: Mapping[str, Any]) -> str:
         )
     if isinstance(value, int):
         if value < 1:
-            raise InvalidOutpassError(f"field 'outpass_id' must be positive, got {value}")
+            raise InvalidOutpassError(f"field 'outpass_id' must be positive, got {_show(value)}")
+        if value > MAX_ID:
+            digits = len(str(value))
+            raise InvalidOutpassError(
+                f"field 'outpass_id' must be at most {MAX_ID} (2^63 - 1), got a number of {digits} digits"
+            )
         return str(value)
-    if isinstance(value, str) and OUTPASS_ID.match(value):
+    if isinstance(value, str) and OUTPASS_ID.fullmatch(value):
         return value
     raise InvalidOutpassError(
         "field 'outpass_id' must be a positive integer or 1-64 letters, digits, '-' and '_' "
-        f"(starting with a letter or digit), got {value!r}"
+        f"(starting with a letter or digit), got {_show(value)}"
     )
+
+
+def _forbidden(value: str, *, multiline: bool) -> str | None:
+    """The first character of `value` no field of its kind may hold, as `U+XXXX`."""
+    for char in value.replace("\r\n", "\n") if multiline else value:
+        if unicodedata.category(char) in FORBIDDEN_CATEGORIES and not (multiline and char == "\n"):
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _check_characters(name: str, value: str, *, multiline: bool = False) -> None:
+    found = _forbidden(value, multiline=multiline)
+    if found:
+        what = "control" if multiline else "line breaks, control"
+        raise InvalidOutpassError(
+            f"field '{name}' must not contain {what} or invisible formatting characters (found {found})"
+        )
 
 
 def _text(
@@ -187,22 +231,21 @@ def _text(
             raise InvalidOutpassError(f"field '{name}' is missing")
         return ""
     if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_ID:
+            raise InvalidOutpassError(f"field '{name}' is a number beyond ±{MAX_ID} (2^63 - 1)")
         value = str(value)  # room or roll numbers sent as numbers
     if not isinstance(value, str):
         raise InvalidOutpassError(f"field '{name}' must be a string, got {type(value).__name__}")
-    value = value.strip()
     if len(value) > limit:
         raise InvalidOutpassError(f"field '{name}' is longer than {limit} characters")
-    pattern = _CONTROL_EXCEPT_NEWLINES if multiline else _CONTROL
-    if pattern.search(value.replace("\r\n", "\n") if multiline else value):
-        what = "control characters" if multiline else "line breaks or control characters"
-        raise InvalidOutpassError(f"field '{name}' must not contain {what}")
-    return value
+    # Checked before stripping: hostile input is refused, not quietly changed.
+    _check_characters(name, value, multiline=multiline)
+    return value.strip()
 
 
 def is_email_address(text: str) -> bool:
     """A plain ASCII `user@domain.tld`, as the email headers will carry it."""
-    if len(text) > 254 or not _EMAIL.match(text):
+    if len(text) > 254 or not _EMAIL.fullmatch(text):
         return False
     try:
         Address(addr_spec=text)
@@ -219,8 +262,8 @@ def _email(payload: Mapping[str, Any], name: str, *, required: bool) -> str | No
         return None
     if not isinstance(value, str):
         raise InvalidOutpassError(f"field '{name}' must be a string, got {type(value).__name__}")
-    if not is_email_address(value.strip()):
-        raise InvalidOutpassError(f"field '{name}' is not a valid email address: {value!r}")
+    if _forbidden(value, multiline=False) or not is_email_address(value.strip()):
+        raise InvalidOutpassError(f"field '{name}' is not a valid email address: {_show(value)}")
     return value.strip()
 
 
@@ -233,14 +276,24 @@ def _date(payload: Mapping[str, Any], name: str, *, end_of_day: bool) -> tuple[d
         raise InvalidOutpassError(
             f"field '{name}' must be an ISO 8601 date string, got {type(value).__name__}"
         )
+    if len(value) > 64:
+        raise InvalidOutpassError(f"field '{name}' is not an ISO 8601 date: {_show(value)}")
+    _check_characters(name, value)
     text = value.strip()
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime.combine(day, time.max.replace(microsecond=0) if end_of_day else time.min), False
-        return datetime.fromisoformat(text), True
+            parsed = datetime.combine(day, time.max.replace(microsecond=0) if end_of_day else time.min)
+            has_time = False
+        else:
+            parsed, has_time = datetime.fromisoformat(text), True
     except ValueError:
         raise InvalidOutpassError(
             f"field '{name}' is not an ISO 8601 date or date-time (like 2025-03-01 or "
-            f"2025-03-01T09:00:00+05:30): {value!r}"
+            f"2025-03-01T09:00:00+05:30): {_show(value)}"
         ) from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise InvalidOutpassError(
+            f"field '{name}' must be within the years {MIN_YEAR} to {MAX_YEAR}, got {parsed.year}"
+        )
+    return parsed, has_time

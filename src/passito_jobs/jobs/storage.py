@@ -43,7 +43,7 @@ class Storage:
         self.root = Path(os.path.abspath(root)).resolve()
 
     def outpass_dir(self, outpass_id: str) -> Path:
-        if not OUTPASS_ID.match(outpass_id):
+        if not OUTPASS_ID.fullmatch(outpass_id):
             # Outpass.from_payload already checked; this guards every other caller.
             raise ValueError(f"not an outpass id: {outpass_id!r}")
         return self.root / OUTPASSES / outpass_id

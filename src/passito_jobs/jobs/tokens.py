@@ -4,7 +4,10 @@ A token is `v1.<claims>.<signature>`: `claims` is base64url (no padding) of comp
 `{"d": decision or null, "e": expiry (Unix seconds), "o": outpass id, "p": purpose}`;
 `signature` is base64url of HMAC-SHA256(key, "v1." + claims). Every character is URL-safe.
 The purpose is signed too, so a QR token cannot be replayed as an approval, nor an approve
-link as a deny link. docs/jobs.md shows how the PHP app verifies one.
+link as a deny link. Exactly one string verifies per token: only the canonical encoding is
+accepted (no padding, no stray bits in the last character, no whitespace), so a token can be
+used as a key (for example, to remember that a link was used). docs/jobs.md shows how the PHP
+app verifies one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +33,8 @@ PURPOSE_APPROVAL = "parent-approval"
 PURPOSES = (PURPOSE_VERIFY, PURPOSE_APPROVAL)
 DECISIONS = ("approve", "deny")
 MAX_TOKEN_LENGTH = 512
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_ALPHABET_RULE = "{what} may hold only the base64url characters A-Z a-z 0-9 - _, without padding"
 
 DEV_SECRET = b"passito-jobs INSECURE development key: anyone can forge tokens signed with it"
 """The key PASSITO_INSECURE_DEV_SECRET=true signs with. It is public: development only."""
@@ -71,9 +77,21 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64decode(text: str) -> bytes:
-    # Strict: the standard decoder would silently skip characters outside the alphabet.
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+def _b64decode(text: str, what: str) -> bytes:
+    """The bytes of a canonical unpadded base64url string: the one `_b64encode` makes of them.
+
+    Base64 lets the last character carry bits the decoder ignores, and accepts padding; either
+    would give one token several spellings, so anything but the canonical one is refused.
+    """
+    if not _BASE64URL.fullmatch(text):
+        raise InvalidTokenError(f"malformed token ({_ALPHABET_RULE.format(what=what)})")
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidTokenError(f"malformed token ({what} is not base64url)") from None
+    if _b64encode(data) != text:
+        raise InvalidTokenError(f"malformed token ({what} is not in canonical base64url)")
+    return data
 
 
 def _mac(key: bytes, signed: str) -> bytes:
@@ -115,16 +133,16 @@ def verify_token(
     `purpose` must match. `decision`, when given, must match too (an approve link presented
     at the deny endpoint is rejected).
     """
-    token = token.strip()
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidTokenError("malformed token (too long)")
+    if token != token.strip():
+        raise InvalidTokenError("malformed token (whitespace around it)")
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != VERSION or not parts[1] or not parts[2]:
         raise InvalidTokenError(f"malformed token (expected {VERSION}.<claims>.<signature>)")
-    try:
-        signature = _b64decode(parts[2])
-    except (binascii.Error, ValueError):
-        raise InvalidTokenError("malformed token (signature is not base64url)") from None
+    if not _BASE64URL.fullmatch(parts[1]):
+        raise InvalidTokenError(f"malformed token ({_ALPHABET_RULE.format(what='claims')})")
+    signature = _b64decode(parts[2], "signature")
     # The signature is checked before the claims are even parsed: nothing an attacker wrote
     # is interpreted unless it was signed with our key.
     if not hmac.compare_digest(signature, _mac(key, f"{parts[0]}.{parts[1]}")):
@@ -141,9 +159,10 @@ def verify_token(
 
 
 def _claims(body: str) -> TokenClaims:
+    raw = _b64decode(body, "claims")
     try:
-        data: Any = json.loads(_b64decode(body))
-    except (binascii.Error, ValueError):
+        data: Any = json.loads(raw)
+    except ValueError:  # not UTF-8, not JSON
         raise InvalidTokenError("malformed token (claims are not base64url JSON)") from None
     if (
         not isinstance(data, dict)
@@ -155,4 +174,8 @@ def _claims(body: str) -> TokenClaims:
         or data["d"] not in (None, *DECISIONS)
     ):
         raise InvalidTokenError("malformed token (unexpected claims)")
-    return TokenClaims(data["p"], data["o"], data["d"], datetime.fromtimestamp(data["e"], UTC))
+    try:
+        expires_at = datetime.fromtimestamp(data["e"], UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidTokenError("malformed token (expiry out of range)") from None
+    return TokenClaims(data["p"], data["o"], data["d"], expires_at)

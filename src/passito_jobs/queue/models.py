@@ -43,6 +43,10 @@ class DatabaseUnavailableError(QueueError):
     """The database cannot be reached; the message names the host and the cause."""
 
 
+class InvalidDatabaseUrlError(QueueError, ValueError):
+    """A connection string cannot be parsed; the message says why, with the password masked."""
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """One job to dispatch (the arguments of `dispatch`, for `dispatch_many`)."""

@@ -23,11 +23,11 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.abc import AdaptContext, Buffer
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, set_json_loads
 
+from passito_jobs.queue import conninfo
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import (
     FAR_FUTURE,
@@ -35,6 +35,7 @@ from passito_jobs.queue.models import (
     UNREADABLE_JSON_KEY,
     ClaimedJob,
     DatabaseUnavailableError,
+    InvalidDatabaseUrlError,
     InvalidJobError,
     Job,
     JobRequest,
@@ -99,32 +100,27 @@ def migrations() -> tuple[Migration, ...]:
 # ---------------------------------------------------------------- connections
 
 
-def describe_target(url: str) -> str:
-    """host:port/dbname of a connection URL, without credentials (for messages)."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(unparsable database URL)"
-    host = str(info.get("host") or "localhost")
-    if host.startswith("/"):
-        host = f"socket {host}"
-    port = info.get("port") or 5432
-    return f"{host}:{port}/{info.get('dbname') or info.get('user') or ''}".rstrip("/")
-
-
 def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # Mask first: a quoted piece of the URL must still match it.
+    lines = [line.strip() for line in conninfo.redact(str(exc), url).splitlines() if line.strip()]
     cause = lines[0] if lines else type(exc).__name__
     # libpq repeats the target; keep its last, most specific clause.
     cause = re.sub(r"^connection (?:failed|to server at .*?failed):\s*", "", cause)
     cause = re.sub(r'^connection to server at "[^"]*"(?:\s*\([^)]*\))?, port \d+ failed:\s*', "", cause)
-    return DatabaseUnavailableError(f"cannot connect to the database at {describe_target(url)}: {cause}")
+    return DatabaseUnavailableError(
+        f"cannot connect to the database at {conninfo.describe_target(url)}: {cause}"
+    )
 
 
 def _connection_options(url: str, timeout: float) -> dict[str, Any]:
     """Defaults for what the URL does not say. TCP keepalives notice a database host that
     vanished (node loss, network partition) within about a minute, instead of a worker
-    waiting forever on a dead socket."""
+    waiting forever on a dead socket. A malformed URL is a DatabaseUnavailableError that
+    says what is wrong, with the password masked (conninfo.py)."""
+    try:
+        given = conninfo.parse(url)
+    except InvalidDatabaseUrlError as exc:
+        raise DatabaseUnavailableError(f"cannot connect to the database: {exc}") from None
     defaults: dict[str, Any] = {
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -132,10 +128,6 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
         "keepalives_count": 3,
         "application_name": "passito-jobs",
     }
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        given = {}
     options = {k: v for k, v in defaults.items() if k not in given}
     options["connect_timeout"] = max(1, round(timeout))
     return options
@@ -143,20 +135,20 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
 
 def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
     """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
+    options = _connection_options(url, timeout)
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, **_connection_options(url, timeout))
-    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        conn = psycopg.connect(url, autocommit=autocommit, **options)
+    except (psycopg.Error, ValueError) as exc:
         raise _connect_error(url, exc) from None
     read_any_row(conn)
     return conn
 
 
 async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
+    options = _connection_options(url, timeout)
     try:
-        conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, **_connection_options(url, timeout)
-        )
-    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **options)
+    except (psycopg.Error, ValueError) as exc:
         raise _connect_error(url, exc) from None
     read_any_row(conn)
     return conn

@@ -2,7 +2,7 @@
 
 Shared by the local supervisor and the operator. The load is the jobs ready now plus the jobs
 in flight, in the queues watched (`Store.load`). A failure is one `LoadUnavailableError` with a
-one-line cause; the next read reconnects.
+one-line cause, with the database password masked; the next read reconnects.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import psycopg
 
+from passito_jobs.queue.conninfo import redact
 from passito_jobs.queue.models import DatabaseUnavailableError
 from passito_jobs.queue.store import StoreHandle
 
@@ -23,6 +24,7 @@ class LoadReader:
     """Reads the load; safe to call from several threads (calls are serialised)."""
 
     def __init__(self, database_url: str, *, timeout: float = 5.0) -> None:
+        self._url = database_url
         self._handle = StoreHandle.to(database_url, timeout=timeout)
 
     def read(self, queues: Sequence[str] | None = None) -> int:
@@ -30,13 +32,13 @@ class LoadReader:
         try:
             ready, processing = self._handle.run(lambda store: store.load(list(queues) if queues else None))
         except (psycopg.Error, DatabaseUnavailableError) as exc:
-            raise LoadUnavailableError(_first_line(exc)) from None
+            raise LoadUnavailableError(_first_line(redact(str(exc), self._url))) from None
         return ready + processing
 
     def close(self) -> None:
         self._handle.close()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
