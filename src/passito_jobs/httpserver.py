@@ -91,6 +91,12 @@ class ProbeServer:
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._thread.start()
 
+    def __enter__(self) -> ProbeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._closed = True
         with contextlib.suppress(OSError):

@@ -29,7 +29,7 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ from passito_jobs.worker.failures import (
 from passito_jobs.worker.isolation import ChildConfig, ProcessPool
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.supervision import Supervisor
+from passito_jobs.worker.threads import JobThreads
 
 __all__ = ["AttemptTimeoutError", "SchemaMissingError", "Worker", "format_error"]
 
@@ -130,9 +131,7 @@ class Worker:
         self._outcomes = _Outcomes()
         # Abandoned threads (timed-out sync handlers) keep theirs; the extra threads keep
         # `concurrency` of them free for new attempts until the bound stops the worker.
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.concurrency + settings.max_abandoned_attempts, thread_name_prefix="job"
-        )
+        self._executor = JobThreads(settings.concurrency + settings.max_abandoned_attempts)
         self._processes = (
             ProcessPool(
                 settings.concurrency,
