@@ -173,10 +173,11 @@ class ProbeServer:
             return
         conn.received += data
         head = bytes(conn.received)
+        if len(head) > MAX_HEAD_BYTES:
+            self._answer(conn, 431, b"request head too large\n")
+            return
         line_end = head.find(b"\n")
         if line_end < 0:
-            if len(head) > MAX_HEAD_BYTES:
-                self._answer(conn, 431, b"request line too long\n")
             return
         words = head[:line_end].strip().split()
         if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
@@ -184,8 +185,6 @@ class ProbeServer:
             self._answer(conn, 505 if len(words) == 2 else 400, b"use HTTP/1.0 or HTTP/1.1\n")
             return
         if b"\r\n\r\n" not in head and b"\n\n" not in head:
-            if len(head) > MAX_HEAD_BYTES:
-                self._answer(conn, 431, b"request headers too large\n")
             return
         method, target = words[0], words[1].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
