@@ -31,8 +31,9 @@ from typing import Any
 
 from passito_jobs import logs
 from passito_jobs.jobs.registry import JobContext, JobType, PermanentError, registry
-from passito_jobs.queue.storable import UnstorableValueError, encode_json, safe_str
+from passito_jobs.queue.storable import UnstorableValueError, clean_text, encode_json, safe_str
 from passito_jobs.worker.failures import (
+    ERROR_MAX_CHARS,
     OutcomeRefusedError,
     RemoteError,
     RemotePermanentError,
@@ -276,7 +277,8 @@ def _run_request(conn: Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _error_reply(exc: BaseException) -> tuple[Any, ...]:
-    return ("error", type(exc).__name__, safe_str(exc), format_error(exc), isinstance(exc, PermanentError))
+    message = clean_text(safe_str(exc), ERROR_MAX_CHARS)
+    return ("error", type(exc).__name__, message, format_error(exc), isinstance(exc, PermanentError))
 
 
 def _find_handler(name: str, module: str | None, qualname: str | None) -> Any:
