@@ -9,9 +9,12 @@ PASSITO_JOB_MODULES:
     def send_reminder(ctx: JobContext) -> dict[str, str]:
         ...
 
-Sync handlers run in the worker's thread pool; `async def` handlers run on its event loop.
-A handler's return value (JSON) is stored as the job's result. Raise `PermanentError` to fail
-the job at once, without retries; any other exception is retried with backoff.
+Sync handlers run in the worker's thread pool (or, with PASSITO_SYNC_ISOLATION=process, in its
+child processes); `async def` handlers run on its event loop. A handler's return value (JSON) is
+stored as the job's result; one the database cannot store (NaN, a NUL character, a set, more
+than PASSITO_MAX_PAYLOAD_BYTES) fails the job for good, naming what is wrong. Raise
+`PermanentError` to fail the job at once, without retries; any other exception is retried with
+backoff.
 """
 
 from __future__ import annotations
