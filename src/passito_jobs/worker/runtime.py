@@ -29,6 +29,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Awaitable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -503,7 +504,9 @@ class Worker:
         cancelled = False
         try:
             try:
-                result = await self._attempt(entry)
+                value = await self._begin(entry)
+                # A child process sends its result already encoded (and checked).
+                result = value if entry.in_thread and self._processes is not None else self._encode(value)
             except asyncio.CancelledError:
                 if not entry.cancelled_at:
                     raise  # not the worker's doing (the loop is shutting down)
@@ -549,8 +552,9 @@ class Worker:
             )
         return "completed"
 
-    async def _attempt(self, entry: _Running) -> str | None:
-        """Run the handler; return its result as JSON text (or None)."""
+    def _begin(self, entry: _Running) -> Awaitable[Any]:
+        """Start the handler: a coroutine for an async one, a future for a sync one (a thread,
+        or a thread waiting on a child process). Not a coroutine itself: one fewer per job."""
         job, job_type = entry.job, entry.job_type
         if job.unreadable is not None:
             raise OutcomeRefusedError(job.unreadable)
@@ -561,20 +565,22 @@ class Worker:
                 "load its module with --import or PASSITO_JOB_MODULES"
             )
         if job_type.is_async:
-            result = await job_type.handler(entry.ctx)
+            return job_type.handler(entry.ctx)
+        entry.in_thread = True
+        if self._processes is not None:
+            entry.future = self._executor.submit(
+                self._processes.run, (job.id, job.attempt), job_type, entry.ctx
+            )
         else:
-            entry.in_thread = True
-            if self._processes is not None:
-                entry.future = self._executor.submit(
-                    self._processes.run, (job.id, job.attempt), job_type, entry.ctx
-                )
-                return await asyncio.wrap_future(entry.future)
             entry.future = self._executor.submit(job_type.handler, entry.ctx)
-            result = await asyncio.wrap_future(entry.future)
-        if result is None:
+        return asyncio.wrap_future(entry.future)
+
+    def _encode(self, value: Any) -> str | None:
+        """A result as JSON text the database takes; OutcomeRefusedError says why not."""
+        if value is None:
             return None
         try:
-            return encode_json(result, what="result", max_bytes=self._max_bytes)
+            return encode_json(value, what="result", max_bytes=self._max_bytes)
         except UnstorableValueError as exc:
             raise OutcomeRefusedError(str(exc)) from None
 
