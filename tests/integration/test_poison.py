@@ -378,3 +378,20 @@ def test_a_rescued_poison_does_not_stop_the_next_worker(
         keeps_claiming(conn, second)
     finally:
         assert second.stop() == 0, second.log()[-3000:]
+
+
+def test_a_worker_with_too_many_hung_handlers_drains_and_exits_1(
+    conn: Conn, database_url: str, tmp_path: Path
+) -> None:
+    """Threads of handlers that never return cannot be stopped: past the bound the worker stops
+    claiming, finishes what it runs and exits 1, so that Kubernetes replaces the pod."""
+    env = worker_env(database_url, tmp_path, "thread", PASSITO_MAX_ABANDONED_ATTEMPTS="2")
+    hung = [dispatch("NeverReturns", max_attempts=1, priority=10, conn=conn) for _ in range(2)]
+    in_flight = dispatch("Sleep", {"seconds": 1.5}, priority=5, conn=conn)
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--concurrency", "3")
+    assert worker.wait(60) == 1
+    assert [job_state(conn, i) for i in hung] == ["failed", "failed"]
+    assert job_state(conn, in_flight) == "completed"
+    log = worker.log()
+    assert "Stopping: 2 abandoned attempts still run (PASSITO_MAX_ABANDONED_ATTEMPTS=2): the worker " in log
+    assert "Traceback" not in log

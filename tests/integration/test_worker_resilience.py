@@ -4,6 +4,8 @@ isolation, outcomes the database refuses, supervised tasks and /healthz."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -82,6 +84,14 @@ def test_process_isolation_kills_a_timed_out_attempt_and_replaces_its_process(
         pool = running.worker._processes
         assert pool is not None
         assert pool.started >= 2
+        # A child that dies while idle (the OOM killer) is replaced, not handed a job.
+        idle = [child.process for child in pool._idle]
+        for process in idle:
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(10)
+        after = dispatch("SyncEcho", {"after": "a dead idle child"}, conn=conn)
+        wait_for(lambda: job_state(conn, after) == "completed", message="a job after the idle child died")
+        assert row(conn, after, "attempts")[0] == 1
     assert row(conn, hung, "last_error")[0].startswith(
         "AttemptTimeoutError: attempt exceeded the 0.5s timeout of job type NeverReturns"
     )

@@ -167,7 +167,12 @@ class ProcessPool:
             if key in self._doomed:
                 self._doomed.discard(key)
                 raise AttemptCancelledError("the attempt was given up before it started")
-            child = self._idle.pop() if self._idle else None
+            child = None
+            while self._idle and child is None:
+                child = self._idle.pop()
+                if not child.process.is_alive():  # died while idle (the OOM killer, say)
+                    child.conn.close()
+                    child = None
             self._busy[key] = child
         if child is None:
             try:
