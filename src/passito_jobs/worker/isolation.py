@@ -12,6 +12,10 @@ handler up by its job type's name (or, for a registry of its own, by module and 
 the job's context (id, payload, attempt, ...), sends progress as it is set, and answers with the
 result as JSON text (checked there against the size limit) or the exception as text. One
 worker thread waits on each running child, so the event loop never blocks on a pipe.
+
+As with multiprocessing's spawn method, a child imports the main module of the program again;
+`passito-jobs worker` is safe, and a script of your own that runs a Worker needs the
+`if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
