@@ -64,3 +64,13 @@ def format_error(exc: BaseException) -> str:
         lines = []
     tail = "".join(lines[-ERROR_TAIL_LINES:]).rstrip()
     return clean_text(f"{head}\n{tail}", ERROR_MAX_CHARS)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error and its SQLSTATE, cleaned (it may quote a job's data)."""
+    text = safe_str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        line = f"{line} (SQLSTATE {sqlstate})"
+    return clean_text(line, 500)

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from passito_jobs.config import Settings, format_duration
@@ -40,7 +40,7 @@ from passito_jobs.jobs.registry import registry as default_registry
 from passito_jobs.queue.backoff import retry_delay
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import ClaimedJob
-from passito_jobs.queue.storable import UnstorableValueError, clean_text, encode_json, safe_str
+from passito_jobs.queue.storable import UnstorableValueError, encode_json
 from passito_jobs.queue.store import (
     AsyncStore,
     Store,
@@ -50,14 +50,15 @@ from passito_jobs.queue.store import (
     migrations,
 )
 from passito_jobs.worker.failures import (
-    ERROR_MAX_CHARS,
     AttemptTimeoutError,
     OutcomeRefusedError,
     describe,
+    first_line,
     format_error,
 )
 from passito_jobs.worker.isolation import ChildConfig, ProcessPool
 from passito_jobs.worker.metrics import WorkerMetrics
+from passito_jobs.worker.outcomes import Outcomes, settle_one_by_one
 from passito_jobs.worker.supervision import Supervisor
 from passito_jobs.worker.threads import JobThreads
 
@@ -90,24 +91,6 @@ class _Running:
     abandoned: bool = False  # cancelled but still running: its slot is free, its outcome discarded
 
 
-Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text
-Failed = tuple[int, int, str, float | None]  # job id, attempt, error text, retry delay (None: final)
-
-
-@dataclass
-class _Outcomes:
-    completed: list[Completed] = field(default_factory=list)
-    failed: list[Failed] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.completed or self.failed)
-
-    def restore(self, earlier: _Outcomes) -> None:
-        """Put back outcomes a failed round trip did not record, ahead of newer ones."""
-        self.completed[:0] = earlier.completed
-        self.failed[:0] = earlier.failed
-
-
 class Worker:
     """A worker process's job runtime. `await run()` returns after `stop()` completes."""
 
@@ -129,7 +112,7 @@ class Worker:
         self._log_jobs = settings.log_jobs
         self._max_bytes = settings.max_payload_bytes
         self._running: dict[int, _Running] = {}
-        self._outcomes = _Outcomes()
+        self._outcomes = Outcomes()
         # Abandoned threads (timed-out sync handlers) keep theirs; the extra threads keep
         # `concurrency` of them free for new attempts until the bound stops the worker.
         self._executor = JobThreads(settings.concurrency + settings.max_abandoned_attempts)
@@ -289,7 +272,7 @@ class Worker:
             want = 0 if self._stopping else min(batch_size, concurrency - len(self._running))
             outcomes = self._outcomes
             if outcomes or want > 0:
-                self._outcomes = _Outcomes()
+                self._outcomes = Outcomes()
                 try:
                     jobs = await self._settle_and_claim(outcomes, want)
                 except Exception as exc:
@@ -310,7 +293,7 @@ class Worker:
                 return
             await self._sleep(self._wait_timeout(want))
 
-    async def _settle_and_claim(self, outcomes: _Outcomes, want: int) -> list[ClaimedJob]:
+    async def _settle_and_claim(self, outcomes: Outcomes, want: int) -> list[ClaimedJob]:
         assert self._main is not None
         jobs = await self._main.settle_and_claim(outcomes.completed, outcomes.failed, self.queues, want)
         self._db_ok_at = self._claimed_at = time.monotonic()
@@ -335,80 +318,16 @@ class Worker:
                 raise exc
             log.warning(
                 "The database refused a round trip (%s); recording each of %d outcome(s) on its own",
-                _first_line(exc),
-                len(self._outcomes.completed) + len(self._outcomes.failed),
+                first_line(exc),
+                len(self._outcomes),
             )
-            lost = await self._settle_one_by_one()
+            pending, self._outcomes = self._outcomes, Outcomes()
+            unsent, lost = await settle_one_by_one(self._main, pending)
+            self._outcomes.restore(unsent)
             if lost is None:
+                self._db_ok_at = time.monotonic()
                 return True
             exc = lost
-
-    async def _settle_one_by_one(self) -> Exception | None:
-        """Record each buffered outcome in its own statement. An outcome the database refuses
-        fails its job permanently, naming the reason. Returns the connection error that cut
-        this short, if one did (what is not recorded yet stays buffered)."""
-        assert self._main is not None
-        pending, self._outcomes = self._outcomes, _Outcomes()
-        items: list[tuple[Completed | None, Failed | None]] = [(c, None) for c in pending.completed]
-        items += [(None, f) for f in pending.failed]
-        for index, (completed, failed) in enumerate(items):
-            try:
-                await self._main.settle_and_claim(
-                    [completed] if completed else [], [failed] if failed else [], None, 0
-                )
-            except Exception as exc:
-                if is_connection_error(exc, self._main.conn):
-                    self._buffer(items[index:])
-                    return exc
-                lost = await self._record_refused(completed, failed, exc)
-                if lost is not None:
-                    self._buffer(items[index + 1 :])
-                    return lost
-            self._db_ok_at = time.monotonic()
-        return None
-
-    def _buffer(self, items: list[tuple[Completed | None, Failed | None]]) -> None:
-        for completed, failed in items:
-            if completed is not None:
-                self._outcomes.completed.append(completed)
-            if failed is not None:
-                self._outcomes.failed.append(failed)
-
-    async def _record_refused(
-        self, completed: Completed | None, failed: Failed | None, refused: Exception
-    ) -> Exception | None:
-        """The database refused one outcome on its own: record the attempt as a permanent
-        failure saying why. If even that is refused, leave the job to the rescue (it stays
-        processing, unheld, until PASSITO_STUCK_TIMEOUT) and say so loudly. Returns a
-        connection error, if one struck."""
-        assert self._main is not None
-        item = completed or failed
-        assert item is not None
-        job_id, attempt = item[0], item[1]
-        what = "result" if completed else "failure"
-        reason = f"the database refused to record this attempt's {what}: {_first_line(refused)}"
-        if failed is not None:
-            reason += f"\nThe failure was: {failed[2]}"
-        reason = clean_text(reason, ERROR_MAX_CHARS)
-        try:
-            await self._main.settle_and_claim([], [(job_id, attempt, reason, None)], None, 0)
-        except Exception as again:
-            if is_connection_error(again, self._main.conn):
-                self._outcomes.failed.append((job_id, attempt, reason, None))
-                return again
-            log.error(
-                "Could not record any outcome of Job #%d: %s; then %s. The job stays processing "
-                "and is rescued after PASSITO_STUCK_TIMEOUT",
-                job_id,
-                reason.splitlines()[0],
-                _first_line(again),
-                extra={"tag": "FAIL"},
-            )
-            return None
-        log.error(
-            "Failed Job #%d (attempt %d): %s", job_id, attempt, reason.splitlines()[0], extra={"tag": "FAIL"}
-        )
-        return None
 
     def _wait_timeout(self, want: int) -> float | None:
         if self._stopping:
@@ -443,7 +362,7 @@ class Worker:
         try:
             due = await self._main.next_run_at(self.queues)
         except Exception as exc:
-            log.warning("Could not read when the next delayed job is due: %s", _first_line(exc))
+            log.warning("Could not read when the next delayed job is due: %s", first_line(exc))
             return
         if due is not None and math.isfinite(due):
             self._next_run_at = due
@@ -452,7 +371,7 @@ class Worker:
         self.metrics.database_errors.inc()
         self._db_ok_at = 0.0
         self._reconnecting = True
-        log.warning("Database error, reconnecting: %s", _first_line(exc))
+        log.warning("Database error, reconnecting: %s", first_line(exc))
         attempt = 0
         try:
             while not (self._stopping and time.monotonic() >= self._stop_deadline):
@@ -736,11 +655,11 @@ class Worker:
         is older than PASSITO_STUCK_TIMEOUT, then the rescue runs them again.
         """
         self._give_up_in_flight()
-        unrecorded = len(self._outcomes.completed) + len(self._outcomes.failed) + len(self._to_release)
+        unrecorded = len(self._outcomes) + len(self._to_release)
         log.error(
             "Database unreachable at shutdown (%s): %d job(s) not recorded or returned; they are "
             "rescued after PASSITO_STUCK_TIMEOUT",
-            _first_line(exc),
+            first_line(exc),
             unrecorded,
         )
 
@@ -756,7 +675,7 @@ class Worker:
             log.error(
                 "Could not return jobs %s to pending (%s); they will be rescued after PASSITO_STUCK_TIMEOUT",
                 [i for i, _ in held],
-                _first_line(exc),
+                first_line(exc),
             )
 
     # ------------------------------------------------------------ side tasks
@@ -809,7 +728,7 @@ class Worker:
                 except Exception as exc:
                     if not is_connection_error(exc, store.conn if store else None):
                         raise
-                    log.warning("Heartbeat failed: %s", _first_line(exc))
+                    log.warning("Heartbeat failed: %s", first_line(exc))
                     if store is not None:
                         with contextlib.suppress(Exception):
                             await store.conn.close()
@@ -838,7 +757,7 @@ class Worker:
             log.warning(
                 "The database refused the progress of jobs %s (%s); heart-beating them without it",
                 ", ".join(f"#{i}" for i, _, p in held if p is not None),
-                _first_line(exc),
+                first_line(exc),
             )
             return await store.heartbeat([(i, a, None) for i, a, _ in held])
 
@@ -858,7 +777,7 @@ class Worker:
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
-                log.warning("Maintenance failed: %s", _first_line(exc))
+                log.warning("Maintenance failed: %s", first_line(exc))
                 continue
             self._supervisor.ok("maintenance")
 
@@ -875,16 +794,6 @@ class Worker:
         if self._processes is not None:
             await asyncio.to_thread(self._processes.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error, cleaned (it may quote a job's data)."""
-    text = safe_str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        line = f"{line} (SQLSTATE {sqlstate})"
-    return clean_text(line, 500)
 
 
 def _ms(seconds: float) -> str:
