@@ -30,6 +30,8 @@ log = logging.getLogger("passito_jobs.http")
 
 MAX_HEAD_BYTES = 8192
 ACCEPTS_PER_ROUND = 32  # then read what arrived, so a flood of connections cannot starve a probe
+LINGER = 1.0  # after an answer, read until the client closes (at most this long), so that closing
+# a socket with unread bytes does not reset the connection before the client read the answer
 TEXT = "text/plain; charset=utf-8"
 _REASONS = {
     200: "OK",
@@ -49,6 +51,7 @@ class _Connection:
     deadline: float
     received: bytearray = field(default_factory=bytearray)
     outgoing: bytes = b""  # an answer being written (the request is complete)
+    closing: bool = False  # answered: waiting for the client to close (LINGER)
 
 
 class ProbeServer:
@@ -83,6 +86,7 @@ class ProbeServer:
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._open: dict[socket.socket, _Connection] = {}  # in the order they were accepted
+        self._closing = 0  # of those, answered ones that linger; they do not count against the cap
         self._scrapes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-metrics")
         self._scraping = 0  # connections handed to the pool
         self._scraping_lock = threading.Lock()
@@ -149,28 +153,31 @@ class ProbeServer:
                 log.warning("Probe server cannot accept a connection: %s", exc)
                 return
             sock.setblocking(False)
-            if len(self._open) + self._scraping >= self.max_connections and not self._evict_one():
-                with contextlib.suppress(OSError):
-                    sock.send(_response(503, b"too many connections\n"))
-                sock.close()
+            busy = len(self._open) - self._closing + self._scraping
+            refuse = busy >= self.max_connections and not self._evict_one()
+            if refuse and self._closing >= self.max_connections:
+                sock.close()  # a flood: not even a polite 503
                 continue
             conn = _Connection(sock, time.monotonic() + self.read_timeout)
             self._open[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            if refuse:
+                self._answer(conn, 503, b"too many connections\n")
 
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest without a complete request."""
         for conn in self._open.values():
-            if not conn.outgoing:
+            if not (conn.outgoing or conn.closing):
                 self._drop(conn)
                 return True
         return False
 
     def _read(self, conn: _Connection) -> None:
         data = conn.sock.recv(4096)
-        if not data:
-            self._drop(conn)
-            return
+        if not data or conn.closing:
+            if not data:
+                self._drop(conn)
+            return  # what a client sends after its answer is discarded
         conn.received += data
         head = bytes(conn.received)
         if len(head) > MAX_HEAD_BYTES:
@@ -215,21 +222,24 @@ class ProbeServer:
         sent = conn.sock.send(conn.outgoing)
         conn.outgoing = conn.outgoing[sent:]
         if not conn.outgoing:
-            self._drop(conn, finished=True)
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.closing = True
+            self._closing += 1
+            conn.deadline = time.monotonic() + LINGER
+            self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
 
     def _expire(self, now: float) -> None:
         for conn in list(self._open.values()):
             if now >= conn.deadline:
                 self._drop(conn)
 
-    def _drop(self, conn: _Connection, *, finished: bool = False) -> None:
+    def _drop(self, conn: _Connection) -> None:
         if self._open.pop(conn.sock, None) is None:
             return
+        if conn.closing:
+            self._closing -= 1
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(conn.sock)
-        if finished:
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_WR)
         conn.sock.close()
 
     # ------------------------------------------------------------ /metrics on the pool
@@ -257,6 +267,9 @@ class ProbeServer:
             with contextlib.suppress(OSError):
                 sock.sendall(answer)
                 sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(LINGER)
+                while sock.recv(4096):
+                    pass
         finally:
             self._scraped(sock)
 

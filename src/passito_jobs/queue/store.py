@@ -487,8 +487,14 @@ class AsyncStore:
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def heartbeat(self, held: Sequence[tuple[int, int, str | None]]) -> set[int]:
-        """Heart-beat (id, attempt, progress as JSON text or None) jobs; return the ids still held."""
+    async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
+        """Heart-beat (id, attempt, progress) jobs; return the ids still held. A progress of None
+        leaves the stored one as it is."""
+        return await self.heartbeat_json([(i, a, None if p is None else json.dumps(p)) for i, a, p in held])
+
+    async def heartbeat_json(self, held: Sequence[tuple[int, int, str | None]]) -> set[int]:
+        """`heartbeat` with each progress already encoded as JSON text (the worker checks it
+        when the handler sets it)."""
         cur = await self.conn.execute(
             _q("heartbeat"),
             {

@@ -750,7 +750,7 @@ class Worker:
         """One heartbeat. Progress is checked when it is set, so the database should take it;
         if it refuses anyway, the jobs are still heart-beaten, without this round's progress."""
         try:
-            return await store.heartbeat(held)
+            return await store.heartbeat_json(held)
         except Exception as exc:
             if is_connection_error(exc, store.conn) or all(p is None for _, _, p in held):
                 raise
@@ -759,7 +759,7 @@ class Worker:
                 ", ".join(f"#{i}" for i, _, p in held if p is not None),
                 first_line(exc),
             )
-            return await store.heartbeat([(i, a, None) for i, a, _ in held])
+            return await store.heartbeat_json([(i, a, None) for i, a, _ in held])
 
     async def _maintain(self) -> None:
         config = MaintenanceConfig(
