@@ -87,6 +87,7 @@ def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = Fal
 MIN_SECRET_KEY_LENGTH = 32
 MAX_FILE_RETENTION_DAYS = 36500  # a century: now minus the retention stays a valid date
 SMTP_SECURITY = ("starttls", "tls", "none")
+SYNC_ISOLATION = ("thread", "process")
 
 
 def _has_query(url: str) -> bool:
@@ -184,6 +185,27 @@ class Settings:
         "PASSITO_MAX_PAYLOAD_BYTES",
         1048576,
         "Largest payload or result of one job, in bytes of JSON text.",
+        "Worker",
+    )
+    sync_isolation: str = _setting(
+        "PASSITO_SYNC_ISOLATION",
+        "thread",
+        "Where sync handlers run: `thread` (a thread pool; a timed-out attempt's thread runs on) "
+        "or `process` (a pool of child processes; a timed-out attempt's process is killed).",
+        "Worker",
+    )
+    max_abandoned_attempts: int = _setting(
+        "PASSITO_MAX_ABANDONED_ATTEMPTS",
+        10,
+        "Timed-out attempts whose handler still runs (a sync handler's thread, an async handler "
+        "that ignores cancellation) at which the worker stops claiming, drains and exits 1.",
+        "Worker",
+    )
+    stall_timeout: float = _setting(
+        "PASSITO_STALL_TIMEOUT",
+        60.0,
+        "/healthz turns unhealthy when the claim loop made no round trip for this long while it "
+        "had free slots, or the event loop did not run (at least 3 poll intervals).",
         "Worker",
     )
     metrics_port: int = _setting(
@@ -509,6 +531,9 @@ class Settings:
                 "must not be shorter than PASSITO_RETRY_BACKOFF_BASE",
             ),
             (0 <= self.metrics_port <= 65535, "metrics_port", "must be a port number or 0"),
+            (self.sync_isolation in SYNC_ISOLATION, "sync_isolation", "must be thread or process"),
+            (self.max_abandoned_attempts >= 1, "max_abandoned_attempts", "must be at least 1"),
+            (self.stall_timeout > 0, "stall_timeout", "must be positive"),
             (self.maintenance_interval > 0, "maintenance_interval", "must be positive"),
             (self.keep_completed >= 0, "keep_completed", "must not be negative"),
             (self.keep_failed >= 0, "keep_failed", "must not be negative"),
@@ -664,6 +689,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retry_backoff_base": parse_duration,
     "retry_backoff_cap": parse_duration,
     "max_payload_bytes": _parse_int,
+    "sync_isolation": lambda text: text.strip().lower(),
+    "max_abandoned_attempts": _parse_int,
+    "stall_timeout": parse_duration,
     "metrics_port": _parse_int,
     "log_jobs": _parse_bool,
     "worker_name": str,

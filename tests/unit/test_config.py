@@ -24,6 +24,12 @@ def test_defaults_are_pinned() -> None:
     )
     assert (s.retry_backoff_base, s.retry_backoff_cap) == (2.0, 3600.0)
     assert (s.metrics_port, s.log_jobs, s.worker_name) == (9100, True, "")
+    assert (s.max_payload_bytes, s.sync_isolation, s.max_abandoned_attempts, s.stall_timeout) == (
+        1048576,
+        "thread",
+        10,
+        60.0,
+    )
     assert (s.stuck_timeout, s.maintenance_interval) == (60.0, 15.0)
     assert (s.keep_completed, s.keep_failed, s.prune_batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
     assert (s.min_workers, s.max_workers, s.scale_up_threshold, s.scale_down_threshold) == (1, 10, 5.0, 2.0)
@@ -99,6 +105,9 @@ def test_environment_is_parsed() -> None:
             "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1",
         ),
         ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
+        ({"PASSITO_SYNC_ISOLATION": "fork"}, "PASSITO_SYNC_ISOLATION must be thread or process"),
+        ({"PASSITO_MAX_ABANDONED_ATTEMPTS": "0"}, "PASSITO_MAX_ABANDONED_ATTEMPTS must be at least 1"),
+        ({"PASSITO_MAX_PAYLOAD_BYTES": "0"}, "PASSITO_MAX_PAYLOAD_BYTES must be between 1 and 104857600"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

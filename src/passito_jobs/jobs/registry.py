@@ -9,9 +9,12 @@ PASSITO_JOB_MODULES:
     def send_reminder(ctx: JobContext) -> dict[str, str]:
         ...
 
-Sync handlers run in the worker's thread pool; `async def` handlers run on its event loop.
-A handler's return value (JSON) is stored as the job's result. Raise `PermanentError` to fail
-the job at once, without retries; any other exception is retried with backoff.
+Sync handlers run in the worker's thread pool (or, with PASSITO_SYNC_ISOLATION=process, in its
+child processes); `async def` handlers run on its event loop. A handler's return value (JSON) is
+stored as the job's result; one the database cannot store (NaN, a NUL character, a set, more
+than PASSITO_MAX_PAYLOAD_BYTES) fails the job for good, naming what is wrong. Raise
+`PermanentError` to fail the job at once, without retries; any other exception is retried with
+backoff.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
+
+from passito_jobs.queue.storable import DEFAULT_MAX_BYTES, encode_json
 
 log = logging.getLogger("passito_jobs.jobs")
 
@@ -41,7 +46,12 @@ class JobContext:
     max_attempts: int
     worker_id: str
     _progress: Any = field(default=None, repr=False)
+    _progress_json: str | None = field(default=None, repr=False)
     _progress_dirty: bool = field(default=False, repr=False)
+    # Set by the worker: the size limit of a progress value, and (in a child process of
+    # PASSITO_SYNC_ISOLATION=process) where each new progress value goes.
+    max_bytes: int = field(default=DEFAULT_MAX_BYTES, repr=False)
+    on_progress: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -53,16 +63,35 @@ class JobContext:
         return logging.LoggerAdapter(log, {"job_id": self.id, "job_type": self.type})
 
     def set_progress(self, progress: Any) -> None:
-        """Record progress (any JSON value); it reaches the database with the next heartbeat."""
+        """Record progress (any JSON value); it reaches the database with the next heartbeat.
+
+        A value the database cannot store (NaN, a NUL character, a datetime, ...) raises
+        UnstorableValueError (a ValueError) here, naming what is wrong.
+        """
+        text = encode_json(progress, what="progress", max_bytes=self.max_bytes)
         self._progress = progress
+        self.set_progress_json(text)
+
+    def set_progress_json(self, text: str) -> None:
+        """Record progress already encoded as JSON (the worker's child processes send it so)."""
+        self._progress_json = text
         self._progress_dirty = True
+        if self.on_progress is not None:
+            self.on_progress(text)
 
     def take_progress(self) -> Any:
-        """The progress set since the last call, or None (used by the worker's heartbeat)."""
+        """The progress set since the last call, or None."""
         if not self._progress_dirty:
             return None
         self._progress_dirty = False
         return self._progress
+
+    def take_progress_json(self) -> str | None:
+        """The progress set since the last call as JSON text, or None (the worker's heartbeat)."""
+        if not self._progress_dirty:
+            return None
+        self._progress_dirty = False
+        return self._progress_json
 
 
 SyncHandler = Callable[[JobContext], Any]

@@ -74,6 +74,7 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     waited_seconds: float
+    unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
 
 
 @dataclass(frozen=True)

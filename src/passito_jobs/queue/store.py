@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -28,6 +28,7 @@ from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, set_json_loads
 
 from passito_jobs.queue import conninfo
+from passito_jobs.queue.backoff import clamp_delay
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import (
     FAR_FUTURE,
@@ -194,6 +195,26 @@ def read_any_row(context: AdaptContext) -> None:
     set_json_loads(_load_json, context)
 
 
+# Server-side errors that mean the connection is gone or going: reconnect and send again.
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})  # admin/crash shutdown, cannot connect now
+
+
+def is_connection_error(exc: BaseException, conn: AsyncConn | Conn | None = None) -> bool:
+    """Whether `exc` means the connection is lost (reconnect and send again), rather than that
+    the database refused one statement because of its data (SQLSTATE classes 22, 23, 54 and the
+    like), which belongs to the jobs of that statement."""
+    if isinstance(exc, OSError | DatabaseUnavailableError):
+        return True
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return sqlstate.startswith("08") or sqlstate in _CONNECTION_SQLSTATES
+
+
 def _invalid_job(exc: pg_errors.Error) -> InvalidJobError:
     message = exc.diag.message_primary or str(exc)
     return InvalidJobError(message)
@@ -215,10 +236,6 @@ def _payload_param(text: str) -> Jsonb:
 
 def _as_is(text: Any) -> str:
     return str(text)
-
-
-def _jsonb_list(values: Iterable[Any]) -> list[Jsonb | None]:
-    return [None if v is None else Jsonb(v) for v in values]
 
 
 # ---------------------------------------------------------------- synchronous store
@@ -583,7 +600,7 @@ class AsyncStore:
                 {"worker": self.worker, "queues": list(queues) if queues else None, "batch": batch},
             )
             rows = await cur.fetchall()
-        return [ClaimedJob(*row) for row in rows]
+        return [_claimed(row) for row in rows]
 
     async def release(self, held: Sequence[tuple[int, int]]) -> int:
         cur = await self.conn.execute(
@@ -594,29 +611,50 @@ class AsyncStore:
         return int(row[0]) if row else 0
 
     async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
-        """Heart-beat (id, attempt, progress) jobs; return the ids still held."""
+        """Heart-beat (id, attempt, progress) jobs; return the ids still held. A progress of None
+        leaves the stored one as it is."""
+        return await self.heartbeat_json([(i, a, None if p is None else json.dumps(p)) for i, a, p in held])
+
+    async def heartbeat_json(self, held: Sequence[tuple[int, int, str | None]]) -> set[int]:
+        """`heartbeat` with each progress already encoded as JSON text (the worker checks it
+        when the handler sets it)."""
         cur = await self.conn.execute(
             _q("heartbeat"),
             {
                 "worker": self.worker,
                 "ids": [h[0] for h in held],
                 "attempts": [h[1] for h in held],
-                "progress": _jsonb_list(h[2] for h in held),
+                "progress": [h[2] for h in held],
             },
         )
         row = await cur.fetchone()
         return set(row[0]) if row else set()
 
-    async def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the next delayed job is due, in seconds since the epoch (may be infinite)."""
         cur = await self.conn.execute(_q("next_run_at"), {"queues": list(queues) if queues else None})
         row = await cur.fetchone()
-        return None if row is None else cast("datetime | None", row[0])
+        return None if row is None else cast("float | None", row[0])
 
     async def listen(self) -> None:
         await self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
     def notifications(self) -> AsyncIterator[psycopg.Notify]:
         return self.conn.notifies()
+
+
+def _claimed(row: Sequence[Any]) -> ClaimedJob:
+    """A claimed row (its payload as JSON text) as a ClaimedJob; a payload Python cannot decode
+    becomes `unreadable`, and the worker fails that job with it."""
+    job_id, queue, job_type, payload, priority, attempt, max_attempts, waited = row
+    unreadable = None
+    try:
+        decoded = json.loads(payload)
+    except RecursionError:
+        decoded, unreadable = {}, "payload is not readable: it is nested too deeply for Python's JSON parser"
+    except ValueError as exc:
+        decoded, unreadable = {}, f"payload is not readable: {exc}"
+    return ClaimedJob(job_id, queue, job_type, decoded, priority, attempt, max_attempts, waited, unreadable)
 
 
 def _completion_params(worker: str, completed: Sequence[tuple[int, int, Any]]) -> dict[str, Any]:
@@ -634,5 +672,5 @@ def _failure_params(worker: str, failed: Sequence[tuple[int, int, str, float | N
         "ids": [f[0] for f in failed],
         "attempts": [f[1] for f in failed],
         "errors": [f[2] for f in failed],
-        "retry_in": [f[3] for f in failed],
+        "retry_in": [None if f[3] is None else clamp_delay(f[3]) for f in failed],
     }

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from passito_jobs.config import Settings
 from passito_jobs.httpserver import ProbeServer
@@ -15,6 +17,21 @@ from passito_jobs.jobs.tokens import signing_key
 from passito_jobs.worker.runtime import SchemaMissingError, Worker
 
 log = logging.getLogger("passito_jobs.worker")
+
+
+def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run without its final "cancel every task and wait for it": an abandoned async
+    handler that ignores cancellation would make that wait forever."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()  # a well-behaved leftover ends here; the others are left to os._exit
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
 
 
 def run_worker(settings: Settings, database_url: str) -> int:
@@ -30,7 +47,9 @@ def run_worker(settings: Settings, database_url: str) -> int:
     probes = None
     if settings.metrics_port:
         try:
-            probes = ProbeServer(settings.metrics_port, ready=lambda: worker.ready)
+            probes = ProbeServer(
+                settings.metrics_port, ready=lambda: worker.ready, live=worker.health_problem
+            )
         except OSError as exc:
             print(
                 f"passito-jobs: error: cannot serve metrics on port {settings.metrics_port}: "
@@ -63,13 +82,15 @@ def run_worker(settings: Settings, database_url: str) -> int:
         await worker.run()
 
     try:
-        asyncio.run(main())
+        _run_until_stopped(main())
     finally:
         if probes is not None:
             probes.close()
-    if worker.abandoned_threads:
-        # Threads of timed-out sync handlers cannot be stopped; do not wait for them at exit.
+    code = 1 if worker.exit_reason else 0
+    if worker.abandoned:
+        # Threads of timed-out sync handlers cannot be stopped, nor can an async handler that
+        # ignores cancellation; do not wait for them at exit.
         logging.shutdown()
         sys.stdout.flush()
-        os._exit(0)
-    return 0
+        os._exit(code)
+    return code

@@ -21,7 +21,10 @@ COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at
 SELECT passito_jobs.notify_ready(%(queues)s::text[])
 
 -- name: claim
-SELECT * FROM passito_jobs.claim(%(worker)s, %(queues)s::text[], %(batch)s)
+-- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
+-- deeper than Python's parser goes) fails that job, not the claim.
+SELECT id, queue, type, payload::text, priority, attempts, max_attempts, waited_seconds
+FROM passito_jobs.claim(%(worker)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
 SELECT passito_jobs.complete(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[]::jsonb[])
@@ -34,7 +37,8 @@ SELECT passito_jobs.fail(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[],
 SELECT passito_jobs.release(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[])
 
 -- name: heartbeat
-SELECT passito_jobs.heartbeat(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[], %(progress)s::jsonb[])
+SELECT passito_jobs.heartbeat(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[],
+                              %(progress)s::text[]::jsonb[])
 
 -- name: rescue
 SELECT id, state::text, worker_id FROM passito_jobs.rescue(make_interval(secs => %(stuck_after)s), %(batch)s)
@@ -99,7 +103,9 @@ WHERE state IN ('pending', 'processing')
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 
 -- name: next_run_at
-SELECT min(run_at) FROM passito_jobs.jobs
+-- Seconds since the epoch: a run_at of 'infinity' (or past year 9999) is a number here, not a
+-- timestamp the driver cannot represent.
+SELECT extract(epoch FROM min(run_at))::double precision FROM passito_jobs.jobs
 WHERE state = 'pending' AND run_at > now()
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 
