@@ -331,9 +331,11 @@ def test_rows_outside_the_limits_are_claimed_and_rescued_by_workers(conn: Conn, 
     (due, later), claimed = asyncio.run(work())
     assert due is not None
     assert later is not None
-    assert later < FAR_FUTURE  # the 5 MB payload job, an hour from now
+    assert later < FAR_FUTURE.timestamp()  # the 5 MB payload job, an hour from now (epoch seconds)
     by_id = {job.id: job for job in claimed}
-    assert UNREADABLE_JSON_KEY in by_id[ids["2,000 levels deep"]].payload
+    unreadable = by_id[ids["2,000 levels deep"]].unreadable  # the worker fails that job with this
+    assert unreadable is not None
+    assert "nested too deeply" in unreadable
     assert {ids["long queue"], ids["control characters"], ids["minus infinity"]} <= set(by_id)
     assert ids["infinite run_at"] not in by_id
 
