@@ -33,7 +33,10 @@ def test_manifests_carry_no_secret_and_no_helm_hook() -> None:
     }
     assert refs == {SECRET}
     assert not [
-        item for pod in pods for container in pod["containers"] for item in container.get("env", [])
+        item
+        for pod in pods
+        for container in pod["containers"]
+        for item in container.get("env", [])
         if "valueFrom" in item
     ]
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
