@@ -319,6 +319,15 @@ def test_the_pooler_url_init_container_builds_a_url_libpq_reads_back(tmp_path: P
             r"autoscaling.engine keda connects straight to PostgreSQL",
         ),
         ({"secrets": {"poolerUrl": "mysql://p"}}, r"/secrets/poolerUrl"),
+        (
+            {
+                "postgresql": {
+                    "mode": "cloudnativepg",
+                    "cloudnativepg": {"instances": 2, "synchronousReplicas": 2},
+                }
+            },
+            r"synchronousReplicas \(2\) must be below instances \(2\)",
+        ),
         ({"postgresql": {"mode": "managed"}}, r"/postgresql/mode"),
         ({"postgresql": {"cloudnativepg": {"instances": 0}}}, r"/postgresql/cloudnativepg/instances"),
         ({"pgbouncer": {"cloudnativepg": {"parameters": {"default_pool_size": 20}}}}, r"want string"),

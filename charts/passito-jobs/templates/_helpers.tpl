@@ -492,6 +492,10 @@ the operator count the same jobs. Queue names become SQL string literals (quotes
 {{- fail "podSecurityContext.fsGroup must be set: the secret files are mode 0400 and group-owned by the fsGroup, the only way the non-root user can read them" }}
 {{- end }}
 {{- $mode := include "passito-jobs.postgresqlMode" . }}
+{{- $cnpg := .Values.postgresql.cloudnativepg }}
+{{- if and (eq $mode "cloudnativepg") (ge (int $cnpg.synchronousReplicas) (int $cnpg.instances)) }}
+{{- fail (printf "postgresql.cloudnativepg.synchronousReplicas (%v) must be below instances (%v): a commit waits for that many standbys" $cnpg.synchronousReplicas $cnpg.instances) }}
+{{- end }}
 {{- if .Values.pgbouncer.enabled }}
 {{- if and (eq $mode "cloudnativepg") .Values.secrets.poolerUrl }}
 {{- fail "secrets.poolerUrl must be empty with postgresql.mode cloudnativepg: the chart renders the Pooler and builds its URL" }}
