@@ -14,10 +14,14 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 IMAGE_PREFIX ?= passito-jobs
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DOCKER ?= docker
+# checkov (tests/chart/test_checkov.py) lives in its own virtualenv: its pins clash with ours.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
-.PHONY: images manifests kind-e2e
+.PHONY: images manifests kind-e2e checkov
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +33,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the package and every development tool
+
+$(CHECKOV_STAMP):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+checkov: $(CHECKOV_STAMP) ## install checkov into .venv-checkov (once) for the chart's security scan test
 
 run: $(STAMP) ## run locally: embedded Postgres, workers, demo workload (DEMO_JOBS=200 UNTIL_DRAINED=1)
 	$(BIN)/passito-jobs demo --jobs $(DEMO_JOBS) --workers $(DEMO_WORKERS) $(if $(UNTIL_DRAINED),--until-drained)
@@ -76,4 +88,4 @@ kind-e2e: ## end to end on a kind cluster: images, chart, burst, scale out and i
 
 clean: ## stop the embedded Postgres and remove .venv and local state
 	-@test -x $(BIN)/passito-jobs && $(BIN)/passito-jobs db stop
-	rm -rf $(VENV) .passito .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .passito .pytest_cache .mypy_cache .ruff_cache
