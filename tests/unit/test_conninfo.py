@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.logs import JsonFormatter, TextFormatter
 from passito_jobs.queue.conninfo import describe_target, mask, parse, redact
-from passito_jobs.queue.models import InvalidDatabaseUrlError
+from passito_jobs.queue.errors import InvalidDatabaseUrlError
 
 SECRET = "s3cr3t-pw"
 
@@ -106,7 +106,7 @@ def test_the_setting_is_checked_once_with_the_password_masked() -> None:
     assert SECRET not in message
     assert "app:***@db/passito" in message
     url = f"postgresql://app:{SECRET}@db/passito"
-    assert Settings.from_env({"PASSITO_DATABASE_URL": url}).database_url == url
+    assert Settings.from_env({"PASSITO_DATABASE_URL": url}).database.url == url
 
 
 def _record(message: str, exc: BaseException | None = None) -> logging.LogRecord:

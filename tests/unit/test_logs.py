@@ -27,10 +27,10 @@ def test_text_lines() -> None:
 
 def test_json_lines() -> None:
     data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("hello", tag="FAIL", job_id=3)))
-    assert {k: data[k] for k in ("level", "tag", "identity", "message", "job_id")} == {
+    assert {k: data[k] for k in ("level", "tag", "worker_id", "message", "job_id")} == {
         "level": "info",
         "tag": "FAIL",
-        "identity": "pod-1:42",
+        "worker_id": "pod-1:42",
         "message": "hello",
         "job_id": 3,
     }

@@ -6,10 +6,10 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from passito_jobs.config import format_duration
 from passito_jobs.health.checks import HealthReport, Problem
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import QueueStats
+from passito_jobs.settings import format_duration
 
 TITLE = "Job Queue Health Check"
 RULE = "=" * 50
@@ -52,13 +52,13 @@ def render_text(report: HealthReport) -> str:
                 f"  Queues: {_queues(problem)}",
                 f"  Likely cause: {problem.likely_cause}",
             ]
-    recovered = report.recovered
-    if recovered is not None:
+    rescued = report.rescued
+    if rescued is not None:
         lines += [
             "",
-            f"Recovered: returned {len(recovered.requeued)} stuck job(s) to pending"
-            f"{_ids(recovered.requeued)}, failed {len(recovered.failed)} on their last attempt"
-            f"{_ids(recovered.failed)}",
+            f"Rescued: returned {len(rescued.rescued)} stuck job(s) to pending"
+            f"{_ids(rescued.rescued)}, failed {len(rescued.failed)} on their last attempt"
+            f"{_ids(rescued.failed)}",
         ]
     return "\n".join(lines)
 
@@ -67,7 +67,8 @@ def _numbers(stats: QueueStats) -> dict[str, Any]:
     data = asdict(stats)
     data.pop("queue")
     data["oldest_ready_age"] = round(_finite(stats.oldest_ready_age), 3)
-    data["failure_rate"] = round(stats.failure_rate, 4)
+    data["failure_ratio"] = round(stats.failure_ratio, 4)
+    data["failure_rate"] = data["failure_ratio"]  # deprecated name, removed in the next release
     return data
 
 
@@ -87,7 +88,8 @@ def to_json(report: HealthReport) -> dict[str, Any]:
         "thresholds": {
             "stale_after_seconds": thresholds.stale_after,
             "stuck_after_seconds": thresholds.stuck_after,
-            "max_failure_rate": thresholds.max_failure_rate,
+            "max_failure_ratio": thresholds.max_failure_ratio,
+            "max_failure_rate": thresholds.max_failure_ratio,  # deprecated name
             "window_seconds": thresholds.window,
         },
         "totals": _numbers(report.totals),
@@ -98,6 +100,8 @@ def to_json(report: HealthReport) -> dict[str, Any]:
             "queues": dict(report.blocked_orphans),
         },
     }
-    if report.recovered is not None:
-        data["recovered"] = {"requeued": report.recovered.requeued, "failed": report.recovered.failed}
+    if report.rescued is not None:
+        data["rescued"] = {"pending": report.rescued.rescued, "failed": report.rescued.failed}
+        # Deprecated (`--recover`'s key), removed in the next release: the same jobs.
+        data["recovered"] = {"requeued": report.rescued.rescued, "failed": report.rescued.failed}
     return data

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Conninfo
 
-from passito_jobs.queue.models import InvalidDatabaseUrlError
+from passito_jobs.queue.errors import InvalidDatabaseUrlError
 
 MASK = "***"
 MIN_FREE_TEXT_SECRET = 4
@@ -104,6 +104,7 @@ def _mask_range(url: str, spans: list[Span], begin: int, end: int) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=8)
 def mask(url: str) -> str:
     """`url` with every password replaced by `***` (`postgresql://app:***@db/passito`)."""
     return _mask_range(url, list(_sources(url)[0][1]), 0, len(url))
@@ -173,6 +174,23 @@ def redact(text: str, url: str | None) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, MASK)
     return text
+
+
+class Redactor:
+    """`redact(text, url)` for every log line of a process, with a fast path: `redact` can
+    change a text only where it holds the URL, one of its secrets, or a quote (libpq quotes
+    pieces of the URL), so a line with none of these, like almost every job line, is returned
+    after one regular-expression search."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        needles = [url, *_secrets(url), '"', "'"] if url else []
+        self._needles = re.compile("|".join(map(re.escape, needles))) if needles else None
+
+    def __call__(self, text: str) -> str:
+        if self._needles is None or not text or self._needles.search(text) is None:
+            return text
+        return redact(text, self.url)
 
 
 def parse(url: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from passito_jobs.settings import FieldError
+from passito_jobs.supervisor import policy as scaling
 from passito_jobs.supervisor.policy import Direction, ScalingPolicy, decide
 
 GROUP = "jobs.passito.io"
@@ -34,17 +36,25 @@ SCALED_REPLICAS_ANNOTATION = f"{GROUP}/scaled-replicas"
 
 CONDITION_TYPES = ("Ready", "Active", "Paused", "Fallback", "ManualOverride")
 
-# Defaults, the same as the CRD's (a test keeps them in step).
+# Defaults, the policy's and the CRD's (a test keeps the CRD YAML in step).
 DEFAULTS: dict[str, Any] = {
-    "minReplicas": 1,
-    "maxReplicas": 10,
-    "scaleUpThreshold": 5,
-    "scaleDownThreshold": 2,
+    "minReplicas": scaling.MIN_REPLICAS,
+    "maxReplicas": scaling.MAX_REPLICAS,
+    "scaleUpThreshold": int(scaling.SCALE_UP_THRESHOLD),
+    "scaleDownThreshold": int(scaling.SCALE_DOWN_THRESHOLD),
     "pollingInterval": 10,
-    "cooldownPeriod": 60,
+    "cooldownPeriod": int(scaling.COOLDOWN),
     "manualOverrideSeconds": 600,
     "failureThreshold": 3,
 }
+CRD_FIELDS = {
+    "min_replicas": "minReplicas",
+    "max_replicas": "maxReplicas",
+    "scale_up_threshold": "scaleUpThreshold",
+    "scale_down_threshold": "scaleDownThreshold",
+    "cooldown": "cooldownPeriod",
+}
+"""ScalingPolicy's fields as the WorkerAutoscaler spells them."""
 
 
 class InvalidSpecError(ValueError):
@@ -95,8 +105,8 @@ class AutoscalerSpec:
                 scale_down_threshold=_number(spec, "scaleDownThreshold"),
                 cooldown=_number(spec, "cooldownPeriod"),
             )
-        except ValueError as exc:
-            raise InvalidSpecError(str(exc)) from None
+        except FieldError as exc:
+            raise InvalidSpecError(exc.render(lambda name: CRD_FIELDS.get(name, name))) from None
         return cls(
             target=target,
             policy=policy,
