@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ from passito_jobs.settings import (
     MAX_DURATION,
     ConfigError,
     SettingsGroup,
-    describe_group,
     format_duration,
     parse_duration,
     parse_list,
@@ -119,6 +118,47 @@ def _group_class(kind: Any) -> type[SettingsGroup]:
 def group_class(name: str) -> type[SettingsGroup]:
     """The class of the group `Settings.<name>`."""
     return _group_class(next(spec.type for spec in dataclasses.fields(Settings) if spec.name == name))
+
+
+def shown_default(spec: dataclasses.Field[Any]) -> str:
+    """A field's default as docs/configuration.md and `--help` show it."""
+    if spec.metadata.get("shown") is not None:
+        return str(spec.metadata["shown"])
+    default = spec.default
+    if isinstance(default, tuple):
+        return ",".join(str(item) for item in default) or "(empty)"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and spec.metadata.get("parse") is parse_duration:
+        return format_duration(default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    if default is None or default == "":
+        return "(unset)"
+    return str(default)
+
+
+def describe_group(cls: type[SettingsGroup]) -> Iterator[dict[str, str]]:
+    """Every setting of a group as {env, default, doc, group}, with its `_FILE` twin (secrets)
+    and its deprecated names."""
+    for spec in dataclasses.fields(cls):
+        env = spec.metadata["env"]
+        yield {"env": env, "default": shown_default(spec), "doc": spec.metadata["doc"], "group": cls.GROUP}
+        if spec.metadata.get("secret"):
+            yield {
+                "env": f"{env}_FILE",
+                "default": "(unset)",
+                "doc": f"A file holding {env} (one trailing newline is stripped), instead of the variable: "
+                "how Kubernetes mounts secrets. Setting both is an error.",
+                "group": cls.GROUP,
+            }
+        for old in spec.metadata.get("deprecated_env", ()):
+            yield {
+                "env": old,
+                "default": "(unset)",
+                "doc": f"Deprecated name of {env}: still read for one release, with a warning.",
+                "group": cls.GROUP,
+            }
 
 
 def plugin_groups() -> list[type[SettingsGroup]]:

@@ -85,22 +85,24 @@ def worker_environment(outpass: OutpassSettings, storage: Path) -> dict[str, str
     return env
 
 
+def _database(settings: Settings) -> tuple[str, LocalDatabase | None]:
+    """The database URL, and the embedded PostgreSQL to stop at the end if this demo started it."""
+    if settings.database.url:
+        return settings.database.url, None
+    local = LocalDatabase(settings.local_database.data_dir)
+    started_here = local.running_port() is None
+    url = local.start()
+    print(f"Embedded PostgreSQL: {url} (data in {local.pgdata})", flush=True)
+    return url, local if started_here else None  # someone else's server: leave it running
+
+
 def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int) -> int:
     print(
         "passito-jobs demo: the queue, local workers with autoscaling, and a demo workload",
         flush=True,
     )
     outpass = OutpassSettings.from_env()
-    local: LocalDatabase | None = None
-    if settings.database.url:
-        url = settings.database.url
-    else:
-        local = LocalDatabase(settings.local_database.data_dir)
-        started_here = local.running_port() is None
-        url = local.start()
-        print(f"Embedded PostgreSQL: {url} (data in {local.pgdata})", flush=True)
-        if not started_here:
-            local = None  # someone else's server: leave it running
+    url, local = _database(settings)
     store = Store(connect(url, timeout=settings.database.connect_timeout))
     for migration in store.migrate():
         print(f"Applied migration {migration.version:04d}_{migration.name}", flush=True)

@@ -3,13 +3,8 @@
 A settings group is a frozen dataclass deriving from `SettingsGroup`, declared next to what it
 configures (`worker/settings.py`, `outpass/settings.py`, ...); `config.py` composes them. Each
 field is declared once with `setting(env, default, doc, parse=..., check=...)`: its environment
-variable, default, one-line doc (docs/configuration.md is generated from it), parser and check.
-
-    @dataclass(frozen=True)
-    class WorkerSettings(SettingsGroup):
-        GROUP = "Worker"
-        concurrency: int = setting("PASSITO_CONCURRENCY", 10, "Jobs run at once.",
-                                   parse=parse_int, check=between(1, MAX_WORKERS))
+variable, default, one-line doc (docs/configuration.md is generated from it), parser and check
+(worker/settings.py is a full example).
 
 Errors name the field, not a spelling of it: `FieldError` (and `ConfigError`, one for settings)
 carries a message in which `{field_name}` stands for a field; each front end renders it with its
@@ -27,7 +22,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -76,9 +71,8 @@ class FieldError(ValueError):
 
 
 class ConfigError(FieldError):
-    """A setting cannot be used; `str()` names its environment variable. `field` is empty for
-    a problem of no single field (a job module that cannot be imported); only the names in
-    `spelled` (field -> the variable it was read from) are spelled in the message."""
+    """A setting cannot be used; `str()` names its variable (`spelled`: field -> the variable it
+    was read from). `field` is empty for a problem of no one field (a job module's import)."""
 
     def __init__(
         self, message: str, *, field: str = "", spelled: Mapping[str, str] | None = None, detail: str = ""
@@ -404,47 +398,3 @@ def read_secret_file(variable: str, path: str, field: str = "") -> str:
         if text.endswith(newline):
             return text[: -len(newline)]
     return text
-
-
-# ---------------------------------------------------------------- documentation rows
-
-
-def shown_default(spec: dataclasses.Field[Any]) -> str:
-    """A field's default as docs/configuration.md and `--help` show it."""
-    if spec.metadata.get("shown") is not None:
-        return str(spec.metadata["shown"])
-    default = spec.default
-    if isinstance(default, tuple):
-        return ",".join(str(item) for item in default) or "(empty)"
-    if isinstance(default, bool):
-        return str(default).lower()
-    if isinstance(default, float) and spec.metadata.get("parse") is parse_duration:
-        return format_duration(default)
-    if isinstance(default, float):
-        return f"{default:g}"
-    if default is None or default == "":
-        return "(unset)"
-    return str(default)
-
-
-def describe_group(cls: type[SettingsGroup]) -> Iterator[dict[str, str]]:
-    """Every setting of a group as {env, default, doc, group}, with its `_FILE` twin (secrets)
-    and its deprecated names."""
-    for spec in dataclasses.fields(cls):
-        env = spec.metadata["env"]
-        yield {"env": env, "default": shown_default(spec), "doc": spec.metadata["doc"], "group": cls.GROUP}
-        if spec.metadata.get("secret"):
-            yield {
-                "env": f"{env}_FILE",
-                "default": "(unset)",
-                "doc": f"A file holding {env} (one trailing newline is stripped), instead of the variable: "
-                "how Kubernetes mounts secrets. Setting both is an error.",
-                "group": cls.GROUP,
-            }
-        for old in spec.metadata.get("deprecated_env", ()):
-            yield {
-                "env": old,
-                "default": "(unset)",
-                "doc": f"Deprecated name of {env}: still read for one release, with a warning.",
-                "group": cls.GROUP,
-            }

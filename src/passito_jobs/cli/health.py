@@ -108,8 +108,8 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
-    from passito_jobs.health.checks import HealthCheckError, Thresholds, run_checks  # noqa: PLC0415
-    from passito_jobs.health.report import render_text, to_json  # noqa: PLC0415
+    from passito_jobs.health.checks import Thresholds  # noqa: PLC0415
+    from passito_jobs.health.report import HealthCheckError, render_text, run_checks, to_json  # noqa: PLC0415
 
     given = given_flags(args)
     values = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from passito_jobs.config import Settings, group_class
+from passito_jobs.config import Settings, group_class, shown_default
 from passito_jobs.localdb import LocalDatabase
 from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, connect
@@ -32,7 +32,7 @@ from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST
 from passito_jobs.queue.store import Store
-from passito_jobs.settings import ConfigError, FieldError, parse_duration, shown_default
+from passito_jobs.settings import ConfigError, FieldError, parse_duration
 
 log = logging.getLogger("passito_jobs.cli")
 

@@ -1,7 +1,7 @@
 """The health checks: stale pending jobs, stuck processing jobs, the failure ratio.
 
-`evaluate` is pure (numbers in, problems out); `run_checks` reads the numbers from the database
-and, when asked, rescues stuck jobs exactly as the workers' maintenance does.
+Pure: `evaluate` takes the numbers (QueueStats) and returns the problems; report.py reads the
+numbers from the database (`run_checks`) and prints the report.
 """
 
 from __future__ import annotations
@@ -9,19 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 
 from passito_jobs.queue import maintenance
-from passito_jobs.queue.errors import (
-    DatabaseUnavailableError,
-    QueryTimeoutError,
-    QueueError,
-    SchemaMissingError,
-    cause,
-)
-from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig, MaintenanceResult
+from passito_jobs.queue.maintenance import MaintenanceResult
 from passito_jobs.queue.models import QueueStats
-from passito_jobs.queue.store import Store
 from passito_jobs.settings import FieldError, format_duration
 
 STALE = "stale"
@@ -34,10 +26,6 @@ STALE_AFTER = 300.0
 STUCK_AFTER = maintenance.STUCK_AFTER
 MAX_FAILURE_RATIO = 0.10
 WINDOW = 3600.0
-
-
-class HealthCheckError(QueueError):
-    """The checks could not run (query timeout, missing schema); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -194,52 +182,3 @@ def evaluate(
             )
         )
     return problems
-
-
-def run_checks(
-    store: Store,
-    thresholds: Thresholds,
-    *,
-    timeout: float,
-    rescue: bool = False,
-    worker_id: str = "health",
-) -> HealthReport:
-    """Check the queue; with `rescue`, then return stuck jobs to pending as maintenance does.
-
-    Raises HealthCheckError when the schema is missing or the query times out, and
-    DatabaseUnavailableError when the connection fails midway.
-    """
-    try:
-        if store.schema_version() is None:
-            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
-        queues = store.queue_stats(
-            stale_after=thresholds.stale_after,
-            stuck_after=thresholds.stuck_after,
-            window=thresholds.window,
-            timeout=timeout,
-        )
-        orphans = store.blocked_orphans(timeout=timeout)
-        report = HealthReport(
-            thresholds=thresholds,
-            queues=queues,
-            problems=evaluate(queues, thresholds, orphans),
-            checked_at=datetime.now(UTC),
-            blocked_orphans=orphans,
-        )
-        if rescue:
-            config = MaintenanceConfig(stuck_after=thresholds.stuck_after)
-            report.rescued = Maintenance(store, worker_id, config).rescue()
-    except QueryTimeoutError:
-        raise HealthCheckError(
-            f"the health query did not finish within {format_duration(timeout)} "
-            "(PASSITO_HEALTH_QUERY_TIMEOUT)"
-        ) from None
-    except DatabaseUnavailableError as exc:
-        raise DatabaseUnavailableError(
-            f"lost the database connection during the health check: {cause(exc)}"
-        ) from None
-    except (SchemaMissingError, HealthCheckError):
-        raise
-    except QueueError as exc:  # permissions, a damaged schema: one line, not a traceback
-        raise HealthCheckError(f"the health query failed: {cause(exc)}") from None
-    return report

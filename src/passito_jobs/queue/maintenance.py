@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from passito_jobs.queue.store import Store
 from passito_jobs.settings import FieldError
+
+if TYPE_CHECKING:  # the policy objects here stay importable without a database driver
+    from passito_jobs.queue.store import Store
 
 log = logging.getLogger("passito_jobs.maintenance")
 

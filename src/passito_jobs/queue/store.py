@@ -19,6 +19,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
+from passito_jobs.queue import migrate
 from passito_jobs.queue.asyncstore import AsyncStore
 from passito_jobs.queue.connection import (
     AsyncConn,
@@ -72,10 +73,6 @@ def _translated(method: Callable[Concatenate[Store, P], T]) -> Callable[Concaten
     return call
 
 
-def _migrator(name: str) -> str:
-    return query(name, "migrator.sql")
-
-
 class Store:
     """Queue operations on one synchronous connection, in the connection's transaction."""
 
@@ -85,44 +82,13 @@ class Store:
 
     # --- migrations
 
-    @_translated
     def migrate(self) -> list[Migration]:
-        """Apply pending migrations in order under an advisory lock; return those applied.
+        """Apply pending migrations in order (queue/migrate.py); return those applied."""
+        return self._run(migrate.apply, self.conn)
 
-        Safe to run from many processes at once: they queue on the lock, and each migration
-        runs in its own transaction together with its bookkeeping row.
-        """
-        conn = self.conn
-        applied: list[Migration] = []
-        with conn.transaction():
-            for statement in ("lock", "create_schema", "create_bookkeeping"):
-                conn.execute(_migrator(statement))
-            done = {row[0]: row[1] for row in conn.execute(_migrator("applied"))}
-            for migration in migrations():
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise RuntimeError(
-                            f"migration {migration.version:04d}_{migration.name} was changed after "
-                            "it was applied; add a new migration instead"
-                        )
-                    continue
-                conn.execute(migration.sql)
-                conn.execute(
-                    _migrator("record"),
-                    {"version": migration.version, "name": migration.name, "checksum": migration.checksum},
-                )
-                applied.append(migration)
-        return applied
-
-    @_translated
     def schema_version(self) -> int | None:
         """The newest applied migration, or None when the schema is not installed."""
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(_migrator("installed")).fetchone()
-            if not row or not row["installed"]:
-                return None
-            row = cur.execute(_migrator("version")).fetchone()
-        return None if row is None or row["version"] is None else int(row["version"])
+        return self._run(migrate.installed_version, self.conn)
 
     # --- dispatch
 
@@ -347,6 +313,12 @@ class Store:
         self.conn.execute(query("release_lease"), {"lease": lease, "worker_id": worker_id})
 
     # --- helpers
+
+    def _run(self, action: Callable[[Conn], T], conn: Conn) -> T:
+        try:
+            return action(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, conn) from exc
 
     def _value(self, name: str, params: dict[str, Any]) -> Any:
         """The single value a named query returns (None without a row)."""
