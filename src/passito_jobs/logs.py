@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,9 +118,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _value(value: Any) -> str:
     text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
 

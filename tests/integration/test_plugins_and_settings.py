@@ -72,7 +72,10 @@ def test_a_worker_with_only_its_own_job_module_needs_no_signing_key(
         wait_for(lambda: job_state(conn, job) == "completed", message="the job to complete")
     finally:
         assert worker.stop() == 0, worker.log()
-    assert "GenerateQrCode" not in worker.log()  # Passito's job types were never loaded
+    log = worker.log()
+    assert "GenerateQrCode" not in log  # Passito's job types were never loaded
+    processing = next(line for line in log.splitlines() if f"Processing Job #{job} " in line)
+    assert f"job_id={job} job_type=RecordSideEffect queue=default attempt=1/3 worker_id=" in processing
 
 
 def test_secret_settings_come_from_files(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -34,3 +34,22 @@ def test_json_lines() -> None:
         "message": "hello",
         "job_id": 3,
     }
+
+
+def test_every_job_line_carries_the_job_and_the_worker() -> None:
+    from passito_jobs.logs import job_fields
+
+    job = job_fields(12, "GenerateQrCode", "outpasses", "1/3", "pod-1:42")
+    line = TextFormatter("Worker", "pod-1:42").format(record("Processing Job #12 (GenerateQrCode)", job=job))
+    assert line == (
+        "[Worker pod-1:42][INFO] Processing Job #12 (GenerateQrCode) "
+        "job_id=12 job_type=GenerateQrCode queue=outpasses attempt=1/3 worker_id=pod-1:42"
+    )
+    data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("Processing", job=job)))
+    assert {k: data[k] for k in ("job_id", "job_type", "queue", "attempt", "worker_id")} == {
+        "job_id": 12,
+        "job_type": "GenerateQrCode",
+        "queue": "outpasses",
+        "attempt": "1/3",
+        "worker_id": "pod-1:42",
+    }

@@ -44,9 +44,7 @@ RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
-    # Mask first: a quoted piece of the URL must still match it.
-    lines = [line.strip() for line in conninfo.redact(str(exc), url).splitlines() if line.strip()]
-    cause = lines[0] if lines else type(exc).__name__
+    cause = conninfo.redacted_line(exc, url)
     # libpq repeats the target; keep its last, most specific clause.
     cause = re.sub(r"^connection (?:failed|to server at .*?failed):\s*", "", cause)
     cause = re.sub(r'^connection to server at "[^"]*"(?:\s*\([^)]*\))?, port \d+ failed:\s*', "", cause)

@@ -176,21 +176,34 @@ def redact(text: str, url: str | None) -> str:
     return text
 
 
+def redacted_line(exc: BaseException, url: str) -> str:
+    """The first non-empty line of an error, its secrets masked first (a cut could leave half a
+    password behind): how an error that may quote the URL becomes one line."""
+    lines = [line.strip() for line in redact(str(exc), url).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class Redactor:
     """`redact(text, url)` for every log line of a process, with a fast path: `redact` can
     change a text only where it holds the URL, one of its secrets, or a quote (libpq quotes
     pieces of the URL), so a line with none of these, like almost every job line, is returned
-    after one regular-expression search."""
+    after a few substring tests."""
 
     def __init__(self, url: str | None) -> None:
         self.url = url
-        needles = [url, *_secrets(url), '"', "'"] if url else []
-        self._needles = re.compile("|".join(map(re.escape, needles))) if needles else None
+        found = sorted({url, *_secrets(url)}, key=len) if url else []
+        # A needle that holds a shorter one is found whenever that one is: test the short ones.
+        self._needles = tuple(n for i, n in enumerate(found) if not any(m in n for m in found[:i]))
 
     def __call__(self, text: str) -> str:
-        if self._needles is None or not text or self._needles.search(text) is None:
+        if self.url is None:
             return text
-        return redact(text, self.url)
+        if '"' in text or "'" in text:
+            return redact(text, self.url)
+        for needle in self._needles:
+            if needle in text:
+                return redact(text, self.url)
+        return text
 
 
 def parse(url: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from passito_jobs.queue.conninfo import redact
+from passito_jobs.queue.conninfo import redacted_line
 from passito_jobs.queue.errors import QueueError
 from passito_jobs.queue.store import StoreHandle
 
@@ -31,9 +31,7 @@ class LoadReader:
         try:
             return self._handle.run(lambda store: store.load(list(queues) if queues else None)).total
         except QueueError as exc:
-            # Masked before it is cut to one line: a cut could leave half a password behind.
-            lines = [line.strip() for line in redact(str(exc), self._url).splitlines() if line.strip()]
-            raise LoadUnavailableError(lines[0] if lines else type(exc).__name__) from None
+            raise LoadUnavailableError(redacted_line(exc, self._url)) from None
 
     def close(self) -> None:
         self._handle.close()
