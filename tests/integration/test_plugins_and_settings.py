@@ -154,3 +154,22 @@ def test_help_shows_the_defaults_of_the_settings() -> None:
     help_text = " ".join(done.stdout.split())
     assert "(PASSITO_CONCURRENCY, default 10)" in help_text
     assert "(PASSITO_SHUTDOWN_TIMEOUT, default 30s)" in help_text
+
+
+def test_the_operators_metrics_are_registered_when_it_starts_not_when_it_is_imported() -> None:
+    done = python(
+        "import passito_jobs.supervisor.operator as operator\n"
+        "from prometheus_client import REGISTRY\n"
+        "def ours():\n"
+        "    names = REGISTRY._names_to_collectors\n"
+        "    return sorted(n for n in names if n.startswith('passito_jobs_autoscaler'))\n"
+        "print(len(ours()))\n"
+        "operator.OperatorMetrics.start()\n"
+        "print(len(ours()))\n"
+        "operator.OperatorMetrics.start()  # a second start in one process replaces the first\n"
+        "print(len(ours()))"
+    )
+    assert done.returncode == 0, done.stderr
+    before, started, again = map(int, done.stdout.split())
+    assert before == 0
+    assert started == again > 0
