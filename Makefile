@@ -20,7 +20,7 @@ CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit bench bench-peers schema clean
+.PHONY: help venv run test test-fast lint typecheck unit bench bench-peers schema docs clean
 .PHONY: images manifests kind-e2e checkov
 
 help: ## list the targets
@@ -48,6 +48,9 @@ run: $(STAMP) ## run locally: embedded Postgres, workers, demo workload (DEMO_JO
 test: lint typecheck ## the whole suite: ruff, import contracts, mypy --strict, pytest
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-fast: $(STAMP) ## the edit-test loop: unit and integration tests, without the slow, image and monitoring tiers
+	$(BIN)/pytest tests/unit tests/integration -m "not slow and not images" $(PYTEST_ARGS)
+
 unit: $(STAMP) ## only the fast tests that need no server
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
@@ -66,6 +69,9 @@ bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENC
 bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
+
+docs: $(STAMP) ## regenerate the settings tables of docs/configuration.md from the declarations
+	$(BIN)/python -m hack.render_configuration
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema

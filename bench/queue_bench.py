@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -66,8 +65,6 @@ def start_workers(url: str, count: int, concurrency: int, batch: int) -> list[su
         "PASSITO_DATABASE_URL": url,
         "PASSITO_METRICS_PORT": "0",
         "PASSITO_LOG_LEVEL": "WARNING",
-        # Workers refuse to start without a signing key; the benchmark's no-op jobs sign nothing.
-        "PASSITO_SECRET_KEY": os.environ.get("PASSITO_SECRET_KEY") or secrets.token_urlsafe(48),
     }
     return [
         subprocess.Popen(

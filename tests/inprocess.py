@@ -13,11 +13,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from passito_jobs.config import Settings
-from passito_jobs.jobs.registry import Registry
-from passito_jobs.jobs.registry import registry as default_registry
+from passito_jobs.registry import Registry
+from passito_jobs.registry import registry as default_registry
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.runtime import Worker
+from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 from tests.helpers import wait_for
 
 _names = itertools.count(1)
@@ -29,12 +29,22 @@ _abandoned_loops: list[tuple[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]]]
 class InProcessWorker:
     """`Worker.run()` on its own event loop in a daemon thread, started and stopped by the test."""
 
-    def __init__(self, database_url: str, *, registry: Registry | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        registry: Registry | None = None,
+        maintenance: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        """`settings`: fields of WorkerSettings; `maintenance`: fields of MaintenanceSettings."""
         base = {"worker_name": f"inprocess-{next(_names)}", "metrics_port": 0, "log_jobs": False}
-        self.settings = Settings().replace(**{**base, **settings})
+        self.settings = WorkerSettings().replace(**{**base, **settings})
+        self.maintenance = MaintenanceSettings().replace(**(maintenance or {}))
         self.metrics_registry = CollectorRegistry()
         self.worker = Worker(
             self.settings,
+            self.maintenance,
             database_url=database_url,
             registry=registry or default_registry,
             metrics=WorkerMetrics(self.metrics_registry),

@@ -28,6 +28,7 @@ from tests.chart.render import (
     CHART,
     NAMESPACE,
     RELEASE,
+    ROOT,
     SCENARIOS,
     by_kind,
     containers,
@@ -393,12 +394,7 @@ def test_monitoring_selectors_match_the_pods_and_ports() -> None:
 
 # Settings that issue 15's code side adds to config.py after the chart: PASSITO_LISTEN, and the
 # <NAME>_FILE variant of every secret setting. Delete this set once they are in config.py.
-PENDING_SETTINGS = {
-    "PASSITO_LISTEN",
-    "PASSITO_DATABASE_URL_FILE",
-    "PASSITO_SECRET_KEY_FILE",
-    "PASSITO_SMTP_PASSWORD_FILE",
-}
+PENDING_SETTINGS = {"PASSITO_LISTEN"}
 
 
 @scenarios
@@ -418,12 +414,37 @@ def test_environment_variables_are_settings_of_config_py(scenario: str) -> None:
 
 
 def test_worker_grace_period_outlasts_the_shutdown_timeout() -> None:
-    for timeout in (0, 30, 600):
-        worker = one(render({"worker": {"shutdownTimeout": timeout}}), "Deployment", "-worker")
+    # Durations as every surface writes them; bare seconds (deprecated) still work.
+    for given, timeout in [(0, 0), (30, 30), (600, 600), ("45s", 45), ("2m", 120), ("1h", 3600)]:
+        worker = one(render({"worker": {"shutdownTimeout": given}}), "Deployment", "-worker")
         pod = worker["spec"]["template"]["spec"]
         env = env_of(pod["containers"][0])
         assert env["PASSITO_SHUTDOWN_TIMEOUT"]["value"] == f"{timeout}s"
-        assert pod["terminationGracePeriodSeconds"] > timeout
+        assert pod["terminationGracePeriodSeconds"] == timeout + 15
+    with pytest.raises(helm_python.HelmError, match="shutdownTimeout"):
+        render({"worker": {"shutdownTimeout": "2h"}})
+
+
+def test_workers_load_passito_and_your_job_modules() -> None:
+    worker = one(render(), "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"] == ["worker", "--import", "passito_jobs.outpass"]
+    values = {"worker": {"jobModules": ["passito_jobs.outpass", "myapp.jobs"]}}
+    worker = one(render(values), "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"] == ["worker", "--import", "passito_jobs.outpass", "--import", "myapp.jobs"]
+    with pytest.raises(helm_python.HelmError, match="jobModules"):
+        render({"worker": {"jobModules": ["bad module; rm -rf /"]}})
+
+
+def test_the_health_cronjob_rescues_and_still_reads_the_old_key() -> None:
+    def args(values: dict[str, Any]) -> list[str]:
+        (cron,) = [c for c in by_kind(render(values), "CronJob") if c["metadata"]["name"].endswith("-health")]
+        found: list[str] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return found
+
+    assert "--rescue" in args({})
+    assert "--rescue" not in args({"health": {"cronjob": {"rescue": False}}})
+    assert "--rescue" not in args({"health": {"cronjob": {"recover": False}}})  # deprecated name
+    assert "--rescue" in args({"health": {"cronjob": {"rescue": False, "recover": True}}})
 
 
 def test_worker_probes_and_storage() -> None:
@@ -474,7 +495,7 @@ def test_cronjobs() -> None:
     assert health["jobTemplate"]["spec"]["ttlSecondsAfterFinished"] > 0
     args = health["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:2] == ["health", "--exit-code-on-failure"]
-    assert "--recover" in args
+    assert "--rescue" in args
     cleanup = one(objects, "CronJob", "-cleanup")["spec"]
     assert cleanup["schedule"] == "0 2 * * *"
     assert cleanup["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
@@ -652,7 +673,7 @@ def test_prometheus_rule_overrides_from_values(tmp_path: Path) -> None:
     assert alerts["PassitoJobsStuck"]["labels"]["severity"] == "critical"
     assert alerts["PassitoJobsStuck"]["for"] == "15m"
     assert alerts["PassitoJobsStuck"]["annotations"]["runbook_url"].endswith(
-        "/docs/runbooks/passitojobsstuck.md"
+        "/docs/runbooks/PassitoJobsStuck.md"  # as the file is named
     )
     kept = by_kind(
         render({"monitoring": {"prometheusRule": {"enabled": True}}}, chart=chart), "PrometheusRule"
@@ -691,6 +712,25 @@ def test_the_charts_alert_rules_become_a_prometheus_rule() -> None:
             if "alert" in r:
                 assert r["labels"]["severity"] in {"critical", "warning", "info"}
                 assert r["annotations"]["runbook_url"]
+
+
+def test_every_runbook_link_of_the_shipped_alerts_resolves_to_a_runbook() -> None:
+    base = "https://github.com/passito/passito-jobs/blob/main/docs/runbooks/"
+    (rule,) = by_kind(render({"monitoring": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    links = [
+        r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r
+    ]
+    assert links
+    for link in links:
+        assert link.startswith(base), link
+        assert (ROOT / "docs" / "runbooks" / link.removeprefix(base)).is_file(), link
+    own = "https://wiki.example.org/passito/runbooks/"
+    values = {"monitoring": {"prometheusRule": {"enabled": True, "runbookBaseUrl": own}}}
+    (rule,) = by_kind(render(values), "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if "alert" in r:
+                assert r["annotations"]["runbook_url"] == f"{own}{r['alert']}.md"
 
 
 def test_grafana_dashboard_configmap() -> None:

@@ -18,9 +18,11 @@ from psycopg.types.json import Jsonb
 from passito_jobs import InvalidJobError, JobRequest, dispatch, dispatch_many
 from passito_jobs.health.exporter import QueueCollector
 from passito_jobs.queue import limits
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import connect_async
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import FAR_FUTURE, UNREADABLE_JSON_KEY
-from passito_jobs.queue.store import AsyncStore, Store, connect_async
+from passito_jobs.queue.store import Store
 from tests.helpers import count_states, run_cli, run_main
 
 Conn = psycopg.Connection[Any]
@@ -347,9 +349,9 @@ def test_rows_outside_the_limits_are_claimed_and_rescued_by_workers(conn: Conn, 
     assert stuck is not None
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN passito_jobs")
-        result = Maintenance(Store(conn), "m", MaintenanceConfig(stuck_timeout=60)).rescue()
+        result = Maintenance(Store(conn), "m", MaintenanceConfig(stuck_after=60)).rescue()
         got = list(listener.notifies(timeout=5, stop_after=1))
-    assert result.requeued == [stuck[0]]
+    assert result.rescued == [stuck[0]]
     assert [n.payload for n in got] == [""]
 
 

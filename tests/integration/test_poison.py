@@ -37,8 +37,11 @@ FAST = {
     "PASSITO_RETRY_BACKOFF_CAP": "0.2",
     "PASSITO_SHUTDOWN_TIMEOUT": "2",
 }
-NOT_JSON = " (JSON holds dicts, lists, strings, numbers, booleans and None)"
-NOT_FINITE = " (JSON has no NaN or infinities)"
+# The rules (queue/limits.py) the messages state, before what was found and where.
+FINITE = "must not hold NaN or Infinity (JSON has no such numbers): "
+JSON_VALUES = "must hold only JSON values (dicts, lists, strings, numbers, booleans and None): "
+NUL = "must not hold the NUL character (\\u0000), which PostgreSQL cannot store: "
+UNICODE = "must be valid Unicode text (it holds an unpaired surrogate): "
 
 
 def worker_env(database_url: str, folder: Path, isolation: str, **extra: str) -> dict[str, str]:
@@ -75,7 +78,7 @@ def result_poison(kind: str, detail: str) -> Poison:
         f"result-{kind}",
         "PoisonResult",
         {"kind": kind},
-        error=f"PermanentError: result is not storable: {detail}",
+        error=f"PermanentError: result {detail}",
         check=lambda job: _assert(job["result"] is None and "\n" not in job["last_error"], job),
     )
 
@@ -95,22 +98,20 @@ def _bounded_huge_error(job: dict[str, Any]) -> None:
 
 def _survived(job: dict[str, Any]) -> None:
     assert job["result"] == "survived"
-    assert job["progress"] == {"refused": f"progress is not storable: NaN at progress[0]{NOT_FINITE}"}
+    assert job["progress"] == {"refused": f"progress {FINITE}NaN at progress[0]"}
 
 
 POISONS = [
-    result_poison("nan", f"NaN at result['r']{NOT_FINITE}"),
-    result_poison("infinity", f"Infinity at result[1]{NOT_FINITE}"),
-    result_poison("set", f"a value of type set at result['s']{NOT_JSON}"),
-    result_poison("object", f"a value of type Opaque at result{NOT_JSON}"),
-    result_poison("bytes", f"a value of type bytes at result['b']{NOT_JSON}"),
-    result_poison("nul", "a NUL character (\\x00) in the string at result['text']"),
-    result_poison("nul_key", "a NUL character (\\x00) in a key at result"),
-    result_poison("surrogate", "an unpaired surrogate (\\ud800) in the string at result['text']"),
-    result_poison(
-        "oversized", "2097154 bytes of JSON, more than the limit of 1048576 (PASSITO_MAX_PAYLOAD_BYTES)"
-    ),
-    result_poison("deep", "it is nested too deeply"),
+    result_poison("nan", f"{FINITE}NaN at result['r']"),
+    result_poison("infinity", f"{FINITE}Infinity at result[1]"),
+    result_poison("set", f"{JSON_VALUES}a value of type set at result['s']"),
+    result_poison("object", f"{JSON_VALUES}a value of type Opaque at result"),
+    result_poison("bytes", f"{JSON_VALUES}a value of type bytes at result['b']"),
+    result_poison("nul", f"{NUL}\\x00 in the string at result['text']"),
+    result_poison("nul_key", f"{NUL}\\x00 in a key at result"),
+    result_poison("surrogate", f"{UNICODE}\\ud800 in the string at result['text']"),
+    result_poison("oversized", "must be at most 1048576 bytes of JSON text, got 2097154"),
+    result_poison("deep", "is nested too deeply to be written as JSON"),
     error_poison("nul", "ValueError: bad\\x00byte\nTraceback"),
     error_poison("surrogate", "ValueError: bad\\udc80byte\nTraceback"),
     error_poison("unprintable", "Unprintable: <Unprintable whose str() failed>\nTraceback"),
@@ -123,27 +124,21 @@ POISONS = [
         "PoisonProgress",
         {"kind": "datetime"},
         error=(
-            "UnstorableValueError: progress is not storable: a value of type datetime at progress['at']"
-            f"{NOT_JSON}\nTraceback"
+            f"UnstorableValueError: progress {JSON_VALUES}"
+            "a value of type datetime at progress['at']\nTraceback"
         ),
     ),
     Poison(
         "progress-nul",
         "PoisonProgress",
         {"kind": "nul"},
-        error=(
-            "UnstorableValueError: progress is not storable: a NUL character (\\x00) in the string "
-            "at progress"
-        ),
+        error=(f"UnstorableValueError: progress {NUL}\\x00 in the string at progress"),
     ),
     Poison(
         "progress-surrogate",
         "PoisonProgress",
         {"kind": "surrogate"},
-        error=(
-            "UnstorableValueError: progress is not storable: an unpaired surrogate (\\udfff) in a key "
-            "at progress"
-        ),
+        error=(f"UnstorableValueError: progress {UNICODE}\\udfff in a key at progress"),
     ),
     Poison(
         "progress-caught",  # the handler catches the error and runs on through heartbeats

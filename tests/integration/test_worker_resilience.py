@@ -15,7 +15,7 @@ import pytest
 import tests.jobtypes  # noqa: F401 - registers the job types the worker runs
 from passito_jobs import JobContext, JobRequest, dispatch, dispatch_many
 from passito_jobs.httpserver import ProbeServer
-from passito_jobs.jobs.registry import Registry
+from passito_jobs.registry import Registry
 from tests.helpers import http_get, job_state, wait_for
 from tests.inprocess import InProcessWorker
 
@@ -81,7 +81,7 @@ def test_process_isolation_kills_a_timed_out_attempt_and_replaces_its_process(
         later = dispatch_many([JobRequest("SyncEcho", {"n": n}) for n in range(5)], conn=conn)
         wait_for(lambda: all_done(conn, later), message="later jobs in a new child process")
         assert running.worker.abandoned == 0  # killed, not abandoned
-        pool = running.worker._processes
+        pool = running.worker.attempts.processes
         assert pool is not None
         assert pool.started >= 2
         # A child that dies while idle (the OOM killer) is replaced, not handed a job.
@@ -134,7 +134,7 @@ def test_process_isolation_carries_results_errors_and_progress(conn: Conn, datab
     attempts, error = row(conn, nan, "attempts, last_error")
     assert attempts == 1
     assert error == (
-        "PermanentError: result is not storable: NaN at result['r'] (JSON has no NaN or infinities)"
+        "PermanentError: result must not hold NaN or Infinity (JSON has no such numbers): NaN at result['r']"
     )
     assert row(conn, crashed, "last_error")[0].startswith(
         "ChildExitedError: the process running the attempt exited (exit code 7)"
@@ -200,13 +200,14 @@ def test_a_failing_task_is_restarted_and_turns_healthz_red_until_it_recovers(
     conn.execute(
         "ALTER FUNCTION passito_jobs.acquire_lease(text, text, interval) RENAME TO acquire_lease_gone"
     )
-    running = InProcessWorker(database_url, maintenance_interval=0.05)
+    running = InProcessWorker(database_url, maintenance={"interval": 0.05})
     with running, ProbeServer(0, host="127.0.0.1", live=running.worker.health_problem) as probes:
         wait_for(lambda: running.worker.health_problem() is not None, timeout=60, message="unhealthy")
         status, body = http_get(f"http://127.0.0.1:{probes.port}/healthz")
         assert status == 503
         assert body.startswith(
-            b"unhealthy: the maintenance task failed 5 times in a row (last: UndefinedFunction"
+            b"unhealthy: the maintenance task failed 5 times in a row (last: SchemaMissingError: the "
+            b"passito_jobs schema is missing or outdated (function passito_jobs.acquire_lease"
         )
         job_id = dispatch("SyncEcho", conn=conn)  # the other tasks go on meanwhile
         wait_for(lambda: job_state(conn, job_id) == "completed", message="a job while maintenance fails")

@@ -84,7 +84,7 @@ def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
     output = log_path.read_text()
     assert code == 0, output
     assert "[Operator " in output
-    assert "ScaledUp: 1 -> 4 (20 jobs pending, 5 per worker)" in output
+    assert "ScaledUp: 1 -> 4 (load 20, 5 per worker)" in output
     assert "Traceback" not in output
     assert "Not enough permissions" not in output
 

@@ -13,14 +13,15 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from passito_jobs.jobs.registry import JobContext
 from passito_jobs.queue.backoff import MAX_RETRY_DELAY, clamp_delay, retry_delay
-from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.storable import UnstorableValueError, clean_text, encode_json, safe_str
-from passito_jobs.queue.store import is_connection_error
+from passito_jobs.queue.errors import DatabaseUnavailableError, clean_text, is_connection_error, safe_str
+from passito_jobs.queue.limits import UnstorableValueError, encode_json
+from passito_jobs.registry import JobContext
 from passito_jobs.worker.failures import AttemptTimeoutError, describe, format_error
 
-NOT_JSON = " (JSON holds dicts, lists, strings, numbers, booleans and None)"
+FINITE = "must not hold NaN or Infinity (JSON has no such numbers): "
+JSON_VALUES = "must hold only JSON values (dicts, lists, strings, numbers, booleans and None): "
+NUL = "must not hold the NUL character (\\u0000), which PostgreSQL cannot store: "
 
 
 def nested(depth: int) -> list[Any]:
@@ -33,18 +34,22 @@ def nested(depth: int) -> list[Any]:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ({"r": float("nan")}, "NaN at result['r'] (JSON has no NaN or infinities)"),
-        ([0, [1, float("-inf")]], "-Infinity at result[1][1] (JSON has no NaN or infinities)"),
-        ({"s": {1}}, f"a value of type set at result['s']{NOT_JSON}"),
-        ({"d": [date(2024, 1, 1)]}, f"a value of type date at result['d'][0]{NOT_JSON}"),
-        (b"bytes", f"a value of type bytes at result{NOT_JSON}"),
-        ({"k": "a\x00b"}, "a NUL character (\\x00) in the string at result['k']"),
-        ({"a\x00": 1}, "a NUL character (\\x00) in a key at result"),
-        ({"k": ["\udc00"]}, "an unpaired surrogate (\\udc00) in the string at result['k'][0]"),
-        ({(1, 2): 1}, "a key of type tuple at result (keys must be strings)"),
-        ({float("inf"): 1}, "inf as a key at result (JSON has no NaN or infinities)"),
-        (10**5000, "an integer of more than 4300 digits at result"),
-        (nested(5000), "it is nested too deeply"),
+        ({"r": float("nan")}, f"{FINITE}NaN at result['r']"),
+        ([0, [1, float("-inf")]], f"{FINITE}-Infinity at result[1][1]"),
+        ({"s": {1}}, f"{JSON_VALUES}a value of type set at result['s']"),
+        ({"d": [date(2024, 1, 1)]}, f"{JSON_VALUES}a value of type date at result['d'][0]"),
+        (b"bytes", f"{JSON_VALUES}a value of type bytes at result"),
+        ({"k": "a\x00b"}, f"{NUL}\\x00 in the string at result['k']"),
+        ({"a\x00": 1}, f"{NUL}\\x00 in a key at result"),
+        (
+            {"k": ["\udc00"]},
+            "must be valid Unicode text (it holds an unpaired surrogate): "
+            "\\udc00 in the string at result['k'][0]",
+        ),
+        ({(1, 2): 1}, "must hold only JSON values (object keys are strings): a key of type tuple at result"),
+        ({float("inf"): 1}, f"{FINITE}inf as a key at result"),
+        (10**5000, "cannot be written as JSON: an integer of more than 4300 digits at result"),
+        (nested(5000), "is nested too deeply to be written as JSON"),
     ],
     ids=[
         "nan",
@@ -64,7 +69,7 @@ def nested(depth: int) -> list[Any]:
 def test_a_value_the_database_cannot_store_is_named_with_its_place(value: Any, problem: str) -> None:
     with pytest.raises(UnstorableValueError) as caught:
         encode_json(value, what="result")
-    assert str(caught.value) == f"result is not storable: {problem}"
+    assert str(caught.value) == f"result {problem}"
 
 
 def test_storable_values_are_json_text_with_their_characters_kept() -> None:
@@ -76,21 +81,23 @@ def test_storable_values_are_json_text_with_their_characters_kept() -> None:
 
 def test_the_size_limit_counts_utf8_bytes() -> None:
     assert encode_json("é" * 4, what="result", max_bytes=10) == '"éééé"'  # 10 bytes
-    with pytest.raises(UnstorableValueError, match=r"^result is not storable: 12 bytes of JSON, more than"):
+    with pytest.raises(UnstorableValueError, match=r"^result must be at most 10 bytes of JSON text, got 12$"):
         encode_json("é" * 5, what="result", max_bytes=10)
 
 
 def test_a_circular_value_and_a_hostile_container_are_refused_not_raised() -> None:
     loop: list[Any] = []
     loop.append(loop)
-    with pytest.raises(UnstorableValueError, match="Circular reference detected"):
+    with pytest.raises(
+        UnstorableValueError, match=r"^progress must not contain itself \(a circular reference\)$"
+    ):
         encode_json(loop, what="progress")
 
     class Hostile(dict[str, Any]):
         def items(self) -> Any:
             raise RuntimeError("no items for you")
 
-    with pytest.raises(UnstorableValueError, match=r"^progress is not storable: "):
+    with pytest.raises(UnstorableValueError, match=r"^progress cannot be written as JSON: no items for you$"):
         encode_json(Hostile(a=1), what="progress")
 
 
@@ -98,12 +105,12 @@ def test_set_progress_refuses_at_once_and_keeps_the_last_good_value() -> None:
     ctx = JobContext(1, "T", "default", {}, 1, 3, "w")
     ctx.set_progress({"step": 1})
     with pytest.raises(
-        ValueError, match=r"progress is not storable: a value of type date at progress\['at'\]"
+        ValueError, match=r"progress must hold only JSON values .*: a value of type date at progress\['at'\]"
     ):
         ctx.set_progress({"at": date(2024, 1, 1)})
     assert ctx.take_progress_json() == '{"step": 1}'
     ctx.max_bytes = 10
-    with pytest.raises(ValueError, match="bytes of JSON, more than the limit of 10"):
+    with pytest.raises(ValueError, match="progress must be at most 10 bytes of JSON text, got 22"):
         ctx.set_progress("x" * 20)
 
 

@@ -463,6 +463,18 @@ the operator count the same jobs. Queue names become SQL string literals (quotes
 {{- end }}
 {{- end }}
 
+{{/*
+Whole seconds of a duration value: 30, "30s", "2m" or "1h" (the schema allows only these forms).
+Usage: include "passito-jobs.seconds" .Values.worker.shutdownTimeout
+*/}}
+{{- define "passito-jobs.seconds" -}}
+{{- $text := toString . }}
+{{- if hasSuffix "h" $text }}{{ mul (atoi (trimSuffix "h" $text)) 3600 }}
+{{- else if hasSuffix "m" $text }}{{ mul (atoi (trimSuffix "m" $text)) 60 }}
+{{- else }}{{ atoi (trimSuffix "s" $text) }}
+{{- end }}
+{{- end }}
+
 {{/* Validation that JSON schema cannot express (it compares values) ----------------------- */}}
 
 {{- define "passito-jobs.validate" -}}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import traceback
 
-from passito_jobs.jobs.registry import PermanentError
-from passito_jobs.queue.storable import clean_text, safe_str
+from passito_jobs.queue.errors import clean_text, safe_str
+from passito_jobs.registry import PermanentError
 
 ERROR_TAIL_LINES = 12
 ERROR_MAX_CHARS = 4000
@@ -64,13 +64,3 @@ def format_error(exc: BaseException) -> str:
         lines = []
     tail = "".join(lines[-ERROR_TAIL_LINES:]).rstrip()
     return clean_text(f"{head}\n{tail}", ERROR_MAX_CHARS)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error and its SQLSTATE, cleaned (it may quote a job's data)."""
-    text = safe_str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        line = f"{line} (SQLSTATE {sqlstate})"
-    return clean_text(line, 500)

@@ -34,8 +34,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from passito_jobs import logs
-from passito_jobs.jobs.registry import JobContext, JobType, PermanentError, registry
-from passito_jobs.queue.storable import UnstorableValueError, clean_text, encode_json, safe_str
+from passito_jobs.logs import LoggingSettings
+from passito_jobs.queue.errors import clean_text, safe_str
+from passito_jobs.queue.limits import UnstorableValueError, encode_json
+from passito_jobs.registry import JobContext, JobType, PermanentError, registry
+from passito_jobs.settings import ConfigError
 from passito_jobs.worker.failures import (
     ERROR_MAX_CHARS,
     OutcomeRefusedError,
@@ -59,12 +62,11 @@ class AttemptCancelledError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """What a child process needs besides the job: modules to import and how to log."""
+    """What a child process needs besides the job: the modules to import, and the worker id
+    its log lines carry (it reads how to log, PASSITO_LOG_*, from the environment it shares)."""
 
     modules: tuple[str, ...]
-    identity: str
-    log_level: str = "INFO"
-    log_format: str = "text"
+    worker_id: str
 
 
 @dataclass
@@ -253,7 +255,13 @@ def _child_main(conn: Connection, config: ChildConfig) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the worker decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    logs.setup(role="Worker", identity=config.identity, level=config.log_level, fmt=config.log_format)
+    try:
+        logging_settings = LoggingSettings.from_env()
+    except ConfigError:  # the worker checked them already
+        logging_settings = LoggingSettings()
+    logs.setup(
+        role="Worker", instance=config.worker_id, level=logging_settings.level, fmt=logging_settings.format
+    )
     for module in config.modules:
         with contextlib.suppress(Exception):  # the worker imported them already; it reports failures
             importlib.import_module(module)
@@ -274,6 +282,9 @@ def _run_request(conn: Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
     ctx.on_progress = lambda text: conn.send(("progress", text))
     try:
         handler = _find_handler(name, module, qualname)
+        found = registry.get(name)
+        if found is not None and found.settings is not None:
+            ctx.settings = registry.settings_for(found)  # read once per child process
         result = handler(ctx)
     except BaseException as exc:
         return _error_reply(exc)

@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from passito_jobs.queue.storable import clean_text
-from passito_jobs.queue.store import AsyncStore, is_connection_error
-from passito_jobs.worker.failures import ERROR_MAX_CHARS, first_line
+from passito_jobs.queue.asyncstore import AsyncStore, Completed, Failed
+from passito_jobs.queue.errors import DatabaseUnavailableError, clean_text, first_line
+from passito_jobs.worker.failures import ERROR_MAX_CHARS
 
 log = logging.getLogger("passito_jobs.worker")
-
-Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text
-Failed = tuple[int, int, str, float | None]  # job id, attempt, error text, retry delay (None: final)
 
 
 @dataclass
@@ -52,7 +49,7 @@ async def settle_one_by_one(store: AsyncStore, pending: Outcomes) -> tuple[Outco
                 [completed] if completed else [], [failed] if failed else [], None, 0
             )
         except Exception as exc:
-            if is_connection_error(exc, store.conn):
+            if isinstance(exc, DatabaseUnavailableError):
                 return _outcomes(items[index:]), exc
             unsent, lost = await _record_refused(store, completed, failed, exc)
             if lost is not None:
@@ -65,7 +62,7 @@ async def _record_refused(
 ) -> tuple[Failed, Exception | None]:
     """The database refused one outcome on its own: record the attempt as a permanent failure
     saying why. If even that is refused, leave the job to the rescue (it stays processing,
-    unheld, until PASSITO_STUCK_TIMEOUT) and say so loudly. Returns the failure and the
+    unheld, until PASSITO_STUCK_AFTER) and say so loudly. Returns the failure and the
     connection error that kept it from being recorded, if one did."""
     item = completed or failed
     assert item is not None
@@ -78,11 +75,11 @@ async def _record_refused(
     try:
         await store.settle_and_claim([], [final], None, 0)
     except Exception as again:
-        if is_connection_error(again, store.conn):
+        if isinstance(again, DatabaseUnavailableError):
             return final, again
         log.error(
             "Could not record any outcome of Job #%d: %s; then %s. The job stays processing and is "
-            "rescued after PASSITO_STUCK_TIMEOUT",
+            "rescued after PASSITO_STUCK_AFTER",
             job_id,
             reason.splitlines()[0],
             first_line(again),

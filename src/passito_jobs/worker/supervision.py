@@ -1,5 +1,7 @@
 """Supervised tasks: a worker task that raises is logged and restarted, never silently lost.
 
+(The task supervisor of one worker process; the `supervisor` package scales worker processes.)
+
 Each task reports every finished round of its work with `ok(name)` (a claim round trip, a
 heartbeat, a maintenance run). A task that fails FAILURES_BEFORE_UNHEALTHY times in a row,
 without a finished round in between, makes the worker unhealthy (`/healthz` answers 503, so
@@ -21,7 +23,7 @@ RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 FAILURES_BEFORE_UNHEALTHY = 5
 
 
-class Supervisor:
+class TaskSupervisor:
     """Runs named tasks, restarts one that raises, and says which keep failing."""
 
     def __init__(
