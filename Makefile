@@ -59,13 +59,12 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
+bench: $(STAMP) ## quick benchmark: bulk dispatch, drain rate, cost per job, pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
 
-bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
+bench-peers: $(STAMP) ## passito-jobs vs PgQueuer vs bare SQL on one PostgreSQL: 5 interleaved reps, cost per job, pickup, growth (~15 min; quick: BENCH_ARGS="--reps 3 --jobs 20000 --no-growth")
+	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations
 	PASSITO_UPDATE_SCHEMA=1 $(BIN)/pytest -q tests/integration/test_migrations.py -k current_schema
