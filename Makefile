@@ -63,7 +63,7 @@ bench: $(STAMP) ## quick benchmark: bulk dispatch, drain rate, cost per job, pic
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
 
-bench-peers: $(STAMP) ## passito-jobs vs PgQueuer vs bare SQL on one PostgreSQL: 5 interleaved reps, cost per job, pickup, growth (~15 min; quick: BENCH_ARGS="--reps 3 --jobs 20000 --no-growth")
+bench-peers: $(STAMP) ## passito-jobs vs PgQueuer vs bare SQL on one PostgreSQL: 5 interleaved reps, cost per job, pickup, growth (~10 min; quick: BENCH_ARGS="--reps 3 --jobs 20000 --no-growth")
 	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)
 
 schema: $(STAMP) ## regenerate src/passito_jobs/queue/sql/schema.sql from the migrations

@@ -59,14 +59,20 @@ def speed_probe_ms() -> float:
 
 
 class Meter:
-    """Reads the server-wide counters: WAL position, buffers of one database, server CPU."""
+    """Reads the server-wide counters: WAL position, buffers of one database, server CPU.
+
+    The WAL position is the insert position: the WAL generated so far, whether or not it has
+    been written out yet (with synchronous_commit off the write position lags behind).
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
 
     def read(self, dbname: str, procs: list[Proc]) -> Counters:
         with self.server.admin() as admin:
-            row = admin.execute(f"SELECT pg_current_wal_lsn() - '0/0'::pg_lsn /* {HARNESS_TAG} */").fetchone()
+            row = admin.execute(
+                f"SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn /* {HARNESS_TAG} */"
+            ).fetchone()
             wal = int(row[0]) if row else 0
             if self.server.pg_stat_statements:
                 row = admin.execute(

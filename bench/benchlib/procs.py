@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
+STDERR = 2  # what the measured processes print goes to stderr: stdout carries the report
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -74,7 +75,7 @@ class Proc:
         *,
         cwd: str | None = None,
         stdin: int | None = subprocess.DEVNULL,
-        stdout: int | None = None,
+        stdout: int | None = STDERR,
         name: str = "",
     ) -> None:
         self.name = name or Path(argv[0]).name

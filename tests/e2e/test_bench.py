@@ -121,6 +121,7 @@ def test_peers_benchmark_compares_the_systems_on_its_own_server(tmp_path: Path) 
         (2, 2000),
     ]
     report = done.stdout
+    assert report.startswith("### "), "stdout holds the Markdown report only, worker output goes to stderr"
     assert "#### Targets" in report, report
     if "pgqueuer" in keys:
         assert "passito-jobs / PgQueuer" in report, report
