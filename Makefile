@@ -62,13 +62,12 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(STAMP) ## benchmark: bulk dispatch, drain rate and pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
+bench: $(STAMP) ## quick benchmark: bulk dispatch, drain rate, cost per job, pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
 
-bench-peers: $(STAMP) ## the benchmark side by side with PgQueuer on the same PostgreSQL
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/queue_bench.py --peers $(BENCH_ARGS)
+bench-peers: $(STAMP) ## passito-jobs vs PgQueuer vs bare SQL on one PostgreSQL: 5 interleaved reps, cost per job, pickup, growth (~10 min; quick: BENCH_ARGS="--reps 3 --jobs 20000 --no-growth")
+	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)
 
 docs: $(STAMP) ## regenerate the settings tables of docs/configuration.md from the declarations
 	$(BIN)/python -m hack.render_configuration
