@@ -6,8 +6,10 @@ intervals.
 
 Each variant is passito-jobs with its own database and its own idle worker process on one
 server; the samples go round-robin from variant to variant (benchlib/latency.py), so a slow
-minute of this machine falls on all of them alike. Pickup latency runs from the producer's
-`dispatch()` call to the handler's first line. The medians are compared within the run.
+minute of this machine falls on all of them alike, with random pauses up to the longest poll
+interval in between, so that jobs arrive at random points of each worker's poll cycle. Pickup
+latency runs from the producer's `dispatch()` call to the handler's first line. The medians are
+compared within the run.
 
 A busy worker pays nothing for polling: after each finished job it claims again at once; only
 the first job after an idle spell waits for the next poll.
@@ -23,6 +25,7 @@ from benchlib.latency import Pickups, measure_pickups
 from benchlib.report import machine_line
 from benchlib.server import ServerError, server_for_bench
 from benchlib.systems import BenchError, Passito, WorkerSpec
+from passito_jobs.settings import parse_duration
 
 
 class Variant(Passito):
@@ -61,7 +64,8 @@ def main() -> int:
         with server_for_bench() as server:
             for variant in variants:
                 variant.prepare(server, f"bench_{variant.key}")
-            pickups = measure_pickups(variants, WorkerSpec(1, 100, 10), args.samples)
+            longest = max(parse_duration(poll) for poll in polls)
+            pickups = measure_pickups(variants, WorkerSpec(1, 100, 10), args.samples, pause=(0.01, longest))
             machine = machine_line(server)
     except (BenchError, ServerError) as exc:
         print(f"pooler_bench: {exc}", file=sys.stderr)

@@ -207,3 +207,16 @@ def test_workers_ride_through_a_failover(
     assert present <= set(runs), "a job completed that no worker ran"
     if sync:
         assert lost == set(), f"synchronous replication lost committed dispatches: {sorted(lost)}"
+
+
+def test_connections_give_up_on_a_vanished_host_within_a_minute(database_url: str) -> None:
+    """A primary whose node dies sends no reset: keepalives (idle connections) and
+    tcp_user_timeout (a statement in flight) are what end the wait, so that the reconnect to
+    the promoted standby starts."""
+    with connect(database_url) as conn:
+        params = conn.info.get_parameters()
+    assert (params["keepalives_idle"], params["keepalives_count"], params["tcp_user_timeout"]) == (
+        "30",
+        "3",
+        "30000",
+    )

@@ -60,9 +60,11 @@ def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
 
 def _connection_options(url: str, timeout: float) -> dict[str, Any]:
     """Defaults for what the URL does not say. TCP keepalives notice a database host that
-    vanished (node loss, network partition) within about a minute, instead of a worker
-    waiting forever on a dead socket. A malformed URL is a DatabaseUnavailableError that
-    says what is wrong, with the password masked (conninfo.py)."""
+    vanished (node loss, network partition) within about a minute on an idle connection, and
+    tcp_user_timeout within 30 s on one waiting for an answer to what it sent (a claim sent
+    just as the primary's node died would otherwise wait out the kernel's retransmissions,
+    many minutes), instead of a worker waiting on a dead socket. A malformed URL is a
+    DatabaseUnavailableError that says what is wrong, with the password masked (conninfo.py)."""
     try:
         given = conninfo.parse(url)
     except InvalidDatabaseUrlError as exc:
@@ -72,6 +74,7 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,  # milliseconds
         "application_name": "passito-jobs",
     }
     options = {k: v for k, v in defaults.items() if k not in given}
