@@ -121,6 +121,7 @@ def test_migrate_dispatch_work_and_health_through_pgbouncer_in_transaction_pooli
         health = run_cli(["health", "--json"], env)
         assert health.returncode == 0, health.stderr
         assert json.loads(health.stdout)["healthy"] is True
+        _scrape_the_exporter(env, tmp_path)
         for port in ports:
             assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
@@ -161,3 +162,33 @@ def _take_turns(
     for _ in range(times):
         first.execute(sql)
         second.execute(sql)
+
+
+def _scrape_the_exporter(env: dict[str, str], tmp_path: Path) -> None:
+    """`passito-jobs health serve` through the pooler: its gauges say the queue drained."""
+    port = free_port()
+    log = tmp_path / "exporter.log"
+    with open(log, "w") as out:
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "health", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            body = wait_for(
+                lambda: _metrics(port),
+                timeout=60,
+                message="the exporter to report the database up",
+            )
+        finally:
+            exporter.terminate()
+            exporter.wait(30)
+    assert 'passito_jobs_queue_jobs{queue="default",state="pending"} 0.0' in body, log.read_text()
+
+
+def _metrics(port: int) -> str:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    text = body.decode()
+    return text if status == 200 and "passito_jobs_exporter_database_up 1.0" in text else ""
