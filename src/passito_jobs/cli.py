@@ -602,6 +602,19 @@ def cmd_health_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"cannot serve metrics on port {port}: {exc.strerror or exc}", code=2) from None
 
 
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.web.command import run_web  # noqa: PLC0415 - the web extra only when serving
+
+    return run_web(settings, host=args.host, port=args.port, database_url=lambda: database_url(settings))
+
+
+def cmd_web_hash_password(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.web.command import hash_secret  # noqa: PLC0415
+
+    print(hash_secret(token=args.token))
+    return 0
+
+
 def _failure_rate(text: str) -> float:
     try:
         value = float(text)
@@ -1029,6 +1042,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_health_serve)
 
+    p = sub.add_parser(
+        "web",
+        help="serve the operations dashboard and JSON admin API (docs/dashboard.md)",
+        description="The dashboard (/) and the admin API (/api/v1). Without PASSITO_WEB_AUTH it "
+        "listens on loopback only.",
+    )
+    p.add_argument(
+        "--host", type=_text, default=None, help="address to listen on (PASSITO_WEB_HOST, 127.0.0.1)"
+    )
+    p.add_argument("--port", type=_port, default=None, help="0 picks a free one (PASSITO_WEB_PORT, 8080)")
+    p.set_defaults(func=cmd_web)
+    wsub = p.add_subparsers(dest="web_command", metavar="[hash-password]", parser_class=_Parser)
+    s = wsub.add_parser(
+        "hash-password",
+        help="read a password from standard input; print its argon2 hash for PASSITO_WEB_USERS_FILE",
+    )
+    s.add_argument("--token", action="store_true", help="hash a bearer token for PASSITO_WEB_TOKENS_FILE")
+    s.set_defaults(func=cmd_web_hash_password)
+
     p = sub.add_parser("db", help="the embedded PostgreSQL used when PASSITO_DATABASE_URL is unset")
     p.add_argument("action", choices=["start", "stop", "url"])
     p.set_defaults(func=cmd_db)
@@ -1097,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _fail(str(exc), 2)
     identity = f"{settings.worker_host}:{os.getpid()}"
-    roles = {"worker": "Worker", "supervise": "Supervisor", "health": "Health"}
+    roles = {"worker": "Worker", "supervise": "Supervisor", "health": "Health", "web": "Dashboard"}
     role = roles.get(args.command, "passito-jobs")
     masked = _redactor(settings)
     logs.setup(role=role, identity=identity, level=settings.log_level, fmt=settings.log_format, redact=masked)

@@ -79,9 +79,44 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _setting(env: str, default: Any, doc: str, group: str, *, secret: bool = False) -> Any:
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    group: str,
+    *,
+    secret: bool = False,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
     # A secret (or a URL that may carry a password) never shows in a repr, a log line or a traceback.
-    return field(default=default, repr=not secret, metadata={"env": env, "doc": doc, "group": group})
+    metadata = {"env": env, "doc": doc, "group": group, "parse": parse}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+setting = _setting
+parse_bool = _parse_bool
+parse_int = _parse_int
+"""`setting` declares a field of a settings group: its environment variable, default, doc line, group
+(the heading in docs/configuration.md) and, outside `Settings`, its parser."""
+
+
+def read_environment(cls: type[Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields of the settings dataclass `cls` given in `environ` (default: os.environ),
+    parsed; ConfigError names the variable of a value that does not parse."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):
+        raw = env.get(spec.metadata["env"])
+        if raw is None:
+            continue
+        if _SURROGATE.search(raw):  # bytes that are not UTF-8 (Python keeps them as surrogates)
+            raise ConfigError(f"{spec.metadata['env']}: is not valid UTF-8 text")
+        parser = spec.metadata.get("parse") or _PARSERS[spec.name]
+        try:
+            values[spec.name] = parser(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{spec.metadata['env']}: {exc}") from None
+    return values
 
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -420,20 +455,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from `environ` (default: os.environ); raise ConfigError if bad."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for spec in dataclasses.fields(cls):
-            raw = env.get(spec.metadata["env"])
-            if raw is None:
-                continue
-            if _SURROGATE.search(raw):  # bytes that are not UTF-8 (Python keeps them as surrogates)
-                raise ConfigError(f"{spec.metadata['env']}: is not valid UTF-8 text")
-            parser = _PARSERS[spec.name]
-            try:
-                values[spec.name] = parser(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{spec.metadata['env']}: {exc}") from None
-        settings = cls(**values)
+        settings = cls(**read_environment(cls, environ))
         settings.validate()
         return settings
 
@@ -610,10 +632,18 @@ def env_name(setting: str) -> str:
     raise KeyError(setting)
 
 
+def _groups() -> tuple[type[Any], ...]:
+    """Settings groups declared next to what they configure (imported only to describe them)."""
+    from passito_jobs.web.settings import WebSettings  # noqa: PLC0415 - web imports this module
+
+    return (WebSettings,)
+
+
 def describe() -> list[dict[str, str]]:
     """Every setting as {env, default, doc, group}: the source of docs/configuration.md."""
     rows = []
-    for spec in dataclasses.fields(Settings):
+    groups: tuple[type[Any], ...] = (Settings, *_groups())
+    for spec in [spec for cls in groups for spec in dataclasses.fields(cls)]:
         default = spec.default
         if isinstance(default, tuple):
             shown = ",".join(default) or "(empty)"

@@ -53,10 +53,15 @@ AsyncConn = psycopg.AsyncConnection[Any]
 # ---------------------------------------------------------------- SQL files
 
 
-@cache
 def queries() -> dict[str, str]:
     """The named queries of sql/queries.sql."""
-    text = resources.files("passito_jobs.queue").joinpath("sql/queries.sql").read_text("utf-8")
+    return named_queries("queries.sql")
+
+
+@cache
+def named_queries(filename: str) -> dict[str, str]:
+    """The named queries of one file in sql/ (each starts with a `-- name: <name>` line)."""
+    text = resources.files("passito_jobs.queue").joinpath(f"sql/{filename}").read_text("utf-8")
     found: dict[str, str] = {}
     for chunk in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
         name, _, body = chunk.partition("\n")

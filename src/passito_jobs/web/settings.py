@@ -1,0 +1,229 @@
+"""The dashboard's settings group (`PASSITO_WEB_*`), declared next to the dashboard.
+
+`config.describe()` lists them in docs/configuration.md under "Dashboard". Token values are
+secrets: they live in the tokens file, whose path is the only thing a setting holds, and no log
+line or message ever shows one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from passito_jobs.config import (
+    ConfigError,
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_list,
+    read_environment,
+    setting,
+)
+
+GROUP = "Dashboard"
+AUTH_MODES = ("basic", "header", "token")
+ROLES = ("viewer", "admin")
+DEFAULT_MASK_FIELDS = (
+    "student_name",
+    "student_email",
+    "roll_number",
+    "room",
+    "parent_name",
+    "parent_email",
+    "phone",
+    "student_phone",
+    "parent_phone",
+    "to",
+)
+"""The outpass fields that identify a person (src/passito_jobs/jobs/outpass.py), and `to`, the
+recipient an email job's result records."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_auth(text: str) -> tuple[str, ...]:
+    """`none` (or empty) or a comma-separated list of basic, header and token."""
+    modes = tuple(mode.lower() for mode in parse_list(text))
+    if modes in ((), ("none",)):
+        return ()
+    unknown = [mode for mode in modes if mode not in AUTH_MODES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an authentication mode (none, basic, header or token)")
+    return tuple(dict.fromkeys(modes))
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """Addresses or networks (`10.0.0.5, 10.1.0.0/16, fd00::/8`)."""
+    found = []
+    for item in parse_list(text):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(found)
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(item) for item in parse_list(text))
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Settings of `passito-jobs web`; `WebSettings.from_env()` reads them."""
+
+    host: str = setting(
+        "PASSITO_WEB_HOST",
+        "127.0.0.1",
+        "Address the dashboard listens on; `web --host` overrides it. Any address but loopback "
+        "needs PASSITO_WEB_AUTH.",
+        GROUP,
+        parse=str.strip,
+    )
+    port: int = setting(
+        "PASSITO_WEB_PORT",
+        8080,
+        "Port of the dashboard; 0 picks a free one; `web --port` overrides it.",
+        GROUP,
+        parse=parse_int,
+    )
+    auth: tuple[str, ...] = setting(
+        "PASSITO_WEB_AUTH",
+        (),
+        "`none` (loopback only), or any of `basic`, `header`, `token`, comma-separated (docs/dashboard.md).",
+        GROUP,
+        parse=parse_auth,
+    )
+    users_file: Path | None = setting(
+        "PASSITO_WEB_USERS_FILE",
+        None,
+        "`basic`: file of `name:role:argon2-hash` lines (`passito-jobs web hash-password`).",
+        GROUP,
+        parse=_optional_path,
+    )
+    tokens_files: tuple[Path, ...] = setting(
+        "PASSITO_WEB_TOKENS_FILE",
+        (),
+        "`token`: comma-separated files of `name:role:sha256:HEX` lines (bearer tokens by their hash).",
+        GROUP,
+        parse=_paths,
+    )
+    auth_header: str = setting(
+        "PASSITO_WEB_AUTH_HEADER",
+        "X-Forwarded-User",
+        "`header`: the header in which the trusted proxy names the user.",
+        GROUP,
+        parse=str.strip,
+    )
+    role_header: str = setting(
+        "PASSITO_WEB_ROLE_HEADER",
+        "",
+        "`header`: a header in which the proxy gives the role (viewer or admin); unset: "
+        "PASSITO_WEB_HEADER_ROLE for everyone.",
+        GROUP,
+        parse=str.strip,
+    )
+    header_role: str = setting(
+        "PASSITO_WEB_HEADER_ROLE",
+        "viewer",
+        "`header`: the role of a user the proxy gives no role.",
+        GROUP,
+        parse=lambda text: text.strip().lower(),
+    )
+    trusted_proxies: tuple[Network, ...] = setting(
+        "PASSITO_WEB_TRUSTED_PROXIES",
+        (),
+        "Comma-separated addresses or networks of reverse proxies: only their user header "
+        "(`header`) and X-Forwarded-Proto (Secure cookies) are believed.",
+        GROUP,
+        parse=parse_networks,
+    )
+    read_only: bool = setting(
+        "PASSITO_WEB_READ_ONLY",
+        False,
+        "Disable every action (retry, cancel) for everyone.",
+        GROUP,
+        parse=parse_bool,
+    )
+    mask_fields: tuple[str, ...] = setting(
+        "PASSITO_WEB_MASK_FIELDS",
+        DEFAULT_MASK_FIELDS,
+        "Payload and result fields (any depth) that viewers see masked.",
+        GROUP,
+        parse=parse_list,
+    )
+    query_timeout: float = setting(
+        "PASSITO_WEB_QUERY_TIMEOUT",
+        5.0,
+        "Statement timeout of the dashboard's queries; a page that runs over answers 503.",
+        GROUP,
+        parse=parse_duration,
+    )
+    db_connections: int = setting(
+        "PASSITO_WEB_DB_CONNECTIONS",
+        4,
+        "Database connections of one dashboard process (requests beyond wait for one).",
+        GROUP,
+        parse=parse_int,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebSettings:
+        settings = cls(**read_environment(cls, environ))
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> WebSettings:
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, "port", "must be a port number, or 0 for a free one"),
+            (self.host != "", "host", "must not be empty"),
+            ("basic" not in self.auth or self.users_file is not None, "users_file", "is required by `basic`"),
+            ("token" not in self.auth or bool(self.tokens_files), "tokens_files", "is required by `token`"),
+            (
+                "header" not in self.auth or bool(self.trusted_proxies),
+                "trusted_proxies",
+                "is required by `header`",
+            ),
+            ("header" not in self.auth or self.auth_header != "", "auth_header", "must not be empty"),
+            (self.header_role in ROLES, "header_role", "must be viewer or admin"),
+            (
+                math.isfinite(self.query_timeout) and 0 < self.query_timeout <= 86400,
+                "query_timeout",
+                "must be positive and at most 1d",
+            ),
+            (1 <= self.db_connections <= 100, "db_connections", "must be between 1 and 100"),
+        ]
+        for ok, name, message in checks:
+            if not ok:
+                got = repr(getattr(self, name))
+                raise ConfigError(f"{env_name(name)} {message} (got {got[:80]})")
+
+
+def env_name(name: str) -> str:
+    for spec in dataclasses.fields(WebSettings):
+        if spec.name == name:
+            return str(spec.metadata["env"])
+    raise KeyError(name)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the dashboard on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
