@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from passito_jobs.queue.admin import FlowNode, ThroughputBucket
 from passito_jobs.queue.limits import printable
 
-NODE_W, NODE_H = 168, 50
+NODE_W, NODE_H = 212, 50
+LABEL = 26  # characters of `#id Type` that fit a box
 GAP_X, GAP_Y = 56, 18
 PAD = 8
 
@@ -64,7 +65,7 @@ def flow_graph(nodes: Sequence[FlowNode], current: int) -> Graph | None:
     boxes = [
         Box(
             id=node.id,
-            label=printable(node.type, 18),
+            label=printable(f"#{node.id} {node.type}", LABEL),
             state=node.state,
             x=place[node.id][0],
             y=place[node.id][1],
@@ -150,6 +151,6 @@ def throughput_chart(
         peak=peak,
         total_completed=sum(b.completed for b in buckets),
         total_failed=sum(b.failed for b in buckets),
-        first=f"{starts[0]:%H:%M}",
-        last=f"{starts[-1] + step:%H:%M}",
+        first=f"{starts[0]:%a %H:%M}" if span > timedelta(hours=12) else f"{starts[0]:%H:%M}",
+        last=f"{starts[-1] + step:%a %H:%M}" if span > timedelta(hours=12) else f"{starts[-1] + step:%H:%M}",
     )

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from markupsafe import escape
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from passito_jobs.config import format_duration
 from passito_jobs.health.checks import HealthCheckError, HealthReport, age, run_checks
 from passito_jobs.queue.admin import MAX_BULK, MAX_FLOW, Actor, Admin, JobFilter
 from passito_jobs.queue.limits import printable
@@ -91,6 +92,7 @@ def register_filters(env: jinja2.Environment) -> None:
     env.filters["when"] = _when
     env.filters["ago"] = _ago
     env.filters["age"] = age
+    env.filters["duration"] = format_duration
     env.filters["printable"] = lambda text, width=200: printable(str(text), width)
     env.filters["number"] = lambda value: f"{value:,}"
     env.globals["states"] = [s.value for s in JobState]
@@ -124,6 +126,27 @@ def pretty(value: Any) -> tuple[str, bool]:
     """Indented JSON, cut at SHOWN_JSON characters; (text, cut)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
     return (text[:SHOWN_JSON], True) if len(text) > SHOWN_JSON else (text, False)
+
+
+MAX_FORM = 16 * 1024
+FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", CSRF_FIELD)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A url-encoded form (the only kind the dashboard's pages send), each field once."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("send the form url-encoded (application/x-www-form-urlencoded)", 415)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form is not valid url-encoded UTF-8") from None
+    return params.single_values(fields, FORM_KEYS)
 
 
 def notice(request: Request) -> str | None:
@@ -219,14 +242,13 @@ async def bulk(request: Request) -> Response:
     """Step 1 (no `confirm`): a page that shows how many jobs the action would change. Step 2:
     the action, then back to the list."""
     board, user = _board(request)
-    form = await request.form()
+    form = await read_form(request)
     check_form(request, form)
     api.require_action(board, user)
-    action = str(form.get("action", ""))
+    action = form.get("action", "")
     if action not in api.ACTION_STATES:
         raise BadRequest("action must be retry or cancel")
-    values = {key: str(form.get(key, "")) for key in params.FILTER_KEYS}
-    where = params.job_filter(values)
+    where = params.job_filter(form)
     actor = Actor(user.name, user.role, "dashboard")
     confirmed = form.get("confirm") == "yes"
     outcome = await board.db.run(
@@ -332,7 +354,7 @@ async def job_json(request: Request) -> Response:
 async def _single(request: Request, action: str) -> Response:
     board, user = _board(request)
     job_id = params.job_id(request.path_params["id"])
-    form = await request.form()
+    form = await read_form(request)
     check_form(request, form)
     api.require_action(board, user)
     actor = Actor(user.name, user.role, "dashboard")
