@@ -33,10 +33,13 @@ BROWSER_ARGS = [
 ]
 
 
-def make_client(database_url: str, **web: Any) -> TestClient:
+def make_client(
+    database_url: str, *, client: tuple[str, int] = ("127.0.0.1", 50000), **web: Any
+) -> TestClient:
+    """A client of the app with these WebSettings, its requests coming from `client`."""
     settings = Settings.from_env({"PASSITO_DATABASE_URL": database_url})
     app = create_app(settings, WebSettings(**web), database_url)
-    return TestClient(app, base_url="http://127.0.0.1:8080", raise_server_exceptions=True)
+    return TestClient(app, base_url="http://127.0.0.1:8080", raise_server_exceptions=True, client=client)
 
 
 @pytest.fixture
@@ -128,7 +131,9 @@ def insert_job(conn: psycopg.Connection[Any], **columns: Any) -> int:
     columns.setdefault("type", "Noop")
     names = ", ".join(columns)
     marks = ", ".join(f"%({name})s" for name in columns)
-    row = conn.execute(f"INSERT INTO passito_jobs.jobs ({names}) VALUES ({marks}) RETURNING id", columns).fetchone()
+    row = conn.execute(
+        f"INSERT INTO passito_jobs.jobs ({names}) VALUES ({marks}) RETURNING id", columns
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
