@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import jinja2
@@ -279,6 +280,13 @@ def serve(settings: Settings, web: WebSettings, database_url: str) -> int:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # A graceful stop exits 0, as `health serve` does (uvicorn would re-raise the signal).
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    asyncio.run(Server(config).serve(sockets=[sock]))
+    log.info("dashboard stopped")
     return 0
