@@ -279,6 +279,8 @@ HOSTILE_GETS = [
     ("/api/v1/jobs?state=exploded", 400, "state must be one of"),
     ("/api/v1/jobs?state=failed&state=pending", 400, "more than once"),
     ("/api/v1/jobs?stat=failed", 400, "unknown parameter"),
+    ("/api/v1/jobs?created_before=", 400, "created_before must not be empty"),
+    ("/api/v1/jobs?limit=", 400, "limit must be"),
     ("/api/v1/jobs?limit=501", 400, "limit must be a whole number from 1 to 500"),
     (f"/api/v1/jobs?limit={BIG}", 400, "limit must be"),
     ("/api/v1/jobs?limit=-1", 400, "limit must be"),
@@ -301,6 +303,7 @@ HOSTILE_GETS = [
     ("/api/v1/audit?cursor=%FF%FE", 400, "malformed cursor"),
     ("/api/v1/queues?x=1", 400, "unknown parameter"),
     ("/api/v1/nothing", 404, "no such page"),
+    ("/api/v1/jobs/retry", 405, "method not allowed"),
 ]
 
 

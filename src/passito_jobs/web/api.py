@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 MAX_BODY = 64 * 1024
 QUEUE_WINDOW = 3600.0
 ACTION_STATES = {"retry": RETRYABLE, "cancel": CANCELLABLE}
+BULK_ACTIONS = tuple(ACTION_STATES)
 ACTION_RULES = {"retry": "failed or cancelled", "cancel": "blocked, pending or processing"}
 
 
@@ -109,8 +111,8 @@ async def queues(request: Request) -> Response:
     )
 
 
-def list_request(values: dict[str, str]) -> tuple[JobFilter, int | None, int]:
-    where = params.job_filter(values)
+def list_request(values: dict[str, str], *, empty_is_any: bool = False) -> tuple[JobFilter, int | None, int]:
+    where = params.job_filter(values, empty_is_any=empty_is_any)
     before = params.decode_cursor(values["cursor"]) if values.get("cursor") else None
     return where, before, params.limit(values)
 
@@ -134,6 +136,8 @@ async def jobs(request: Request) -> Response:
 
 async def job(request: Request) -> Response:
     board, user = _board(request)
+    if request.path_params["id"] in BULK_ACTIONS:  # /api/v1/jobs/retry is POST only
+        raise HTTPException(405, headers={"Allow": "POST"})
     _query(request, ())
     job_id = params.job_id(request.path_params["id"])
 
@@ -288,7 +292,7 @@ async def _bulk(request: Request, action: str) -> Response:
         raise BadRequest(
             f"unknown filter {params.shown(unknown[0])} (known: {', '.join(params.FILTER_KEYS)})"
         )
-    where = params.job_filter(given)
+    where = params.job_filter(given, empty_is_any=False)
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("dry_run must be true or false")

@@ -209,7 +209,7 @@ async def jobs(request: Request) -> Response:
     values = params.single_values(
         request.query_params.multi_items(), (*params.FILTER_KEYS, "cursor", "limit", "notice", "count")
     )
-    where, before, limit = api.list_request(values)
+    where, before, limit = api.list_request(values, empty_is_any=True)
     page = await board.db.run(lambda admin: admin.list_jobs(where, before=before, limit=limit))
     filters = params.filter_query(where)
     next_link = None

@@ -118,12 +118,15 @@ def whole(value: str, name: str, low: int, high: int) -> int:
     return int(value)
 
 
-def job_filter(values: Mapping[str, Any]) -> JobFilter:
-    """The job filter of a list or bulk action; empty values mean "any"."""
-    given = {k: v for k, v in values.items() if k in FILTER_KEYS and v not in ("", None)}
-    for key, value in given.items():
-        if not isinstance(value, str):
+def job_filter(values: Mapping[str, Any], *, empty_is_any: bool = True) -> JobFilter:
+    """The job filter of a list or bulk action. An empty value means "any" in a form (the
+    dashboard's "any" choice); the API refuses it (leave the parameter out instead)."""
+    for key, value in values.items():
+        if key in FILTER_KEYS and value is not None and not isinstance(value, str):
             raise BadRequest(f"{key} must be a string, got {type(value).__name__}")
+        if key in FILTER_KEYS and value == "" and not empty_is_any:
+            raise BadRequest(f"{key} must not be empty (leave it out to match any)")
+    given = {k: v for k, v in values.items() if k in FILTER_KEYS and v not in ("", None)}
     created_after = moment(given["created_after"], "created_after") if "created_after" in given else None
     created_before = moment(given["created_before"], "created_before") if "created_before" in given else None
     if created_after and created_before and created_after >= created_before:
@@ -157,7 +160,7 @@ def filter_query(where: JobFilter) -> dict[str, str]:
 
 
 def limit(values: Mapping[str, str]) -> int:
-    if values.get("limit", "") == "":
+    if "limit" not in values:
         return DEFAULT_LIMIT
     return whole(values["limit"], "limit", 1, MAX_LIMIT)
 
