@@ -47,6 +47,7 @@ def every_page(client: TestClient, query: str, limit: int = 2) -> list[int]:
 def jobs(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """A dozen jobs of every state, two queues, three types, created over three days."""
     made = {}
+    now = datetime.now(UTC)  # NOW is the module's import time; a heartbeat must be recent
     specs = [
         ("old_done", "completed", "emails", "SendOutpassEmail", 72),
         ("done", "completed", "outpasses", "GenerateQrCode", 30),
@@ -70,7 +71,7 @@ def jobs(conn: psycopg.Connection[Any]) -> dict[str, int]:
             if state == "failed"
             else None,
             worker_id="host-a:12" if state == "processing" else None,
-            heartbeat_at=NOW if state == "processing" else None,
+            heartbeat_at=now if state == "processing" else None,
             finished_at=NOW if state in ("completed", "failed", "cancelled") else None,
         )
     conn.execute("ANALYZE passito_jobs.jobs")
