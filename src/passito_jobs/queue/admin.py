@@ -22,7 +22,7 @@ from passito_jobs.queue.store import Store, named_queries, read_any_row
 
 ID_WINDOW = 50_000
 """Ids one window query covers when a filter has no index to walk (queue, type, created time,
-completed jobs): the primary key's range scan reads at most this many rows."""
+states but failed and cancelled): the primary key's range scan reads at most this many rows."""
 SCAN_BUDGET = 200_000
 """Ids one page request covers at most, window after window, before it answers with what it
 found and a cursor to go on from."""
@@ -33,6 +33,8 @@ MAX_FLOW = 60
 MAX_WORKERS = 500
 MAX_IDS_SHOWN = 100
 
+INDEXED_STATES = (JobState.FAILED, JobState.CANCELLED)
+"""States listed exactly by jobs_state_id_idx; the others are paged by windows of ids."""
 # Job states each action applies to (the SQL functions' own rule; used to pick candidates).
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 CANCELLABLE = (JobState.BLOCKED, JobState.PENDING, JobState.PROCESSING)
@@ -79,8 +81,8 @@ class JobFilter:
 
     @property
     def indexed_state(self) -> bool:
-        """Whether the state alone picks the rows from an index (every state but completed)."""
-        return self.state is not None and self.state is not JobState.COMPLETED
+        """Whether the state picks the rows from an index of its own (the dead-letter view)."""
+        return self.state in INDEXED_STATES
 
 
 @dataclass(frozen=True)

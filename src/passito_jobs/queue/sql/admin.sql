@@ -12,13 +12,13 @@ SELECT set_config('statement_timeout', %(timeout_ms)s::text, false)
 SELECT (SELECT min(id) FROM passito_jobs.jobs), (SELECT max(id) FROM passito_jobs.jobs)
 
 -- name: jobs_in_state
--- A page of one state's jobs, newest first, from jobs_state_id_idx (every state but completed;
--- the repeated `state <> 'completed'` lets the planner use the partial index for any state
--- parameter). `floor` bounds the walk when other filters may skip many of the state's jobs.
+-- A page of failed or cancelled jobs, newest first, from jobs_state_id_idx (the repeated state
+-- list lets the planner use the partial index for a state parameter). `floor` bounds the walk
+-- when other filters may skip many of them.
 SELECT id, queue, type, state::text AS state, priority, attempts, max_attempts, run_at, created_at,
        started_at, finished_at, worker_id, left(last_error, 400) AS error_head
 FROM passito_jobs.jobs
-WHERE state = %(state)s::passito_jobs.job_state AND state <> 'completed'
+WHERE state = %(state)s::passito_jobs.job_state AND state IN ('failed', 'cancelled')
   AND id < %(before)s AND id >= %(floor)s
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
@@ -57,15 +57,46 @@ ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: action_candidates
--- The ids of a bulk action: jobs in the given (unfinished or dead) states that match the
--- filter, oldest first (a parent before its children), at most `max` of them.
-SELECT id FROM passito_jobs.jobs
-WHERE state = ANY(%(states)s::passito_jobs.job_state[]) AND state <> 'completed'
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
-  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
-  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+-- The ids of a bulk action: jobs in the given states that match the filter, oldest first (a
+-- parent before its children), at most `max`. One branch per state, each with its state written
+-- out, so each reads its state's partial index (jobs_state_id_idx, jobs_ready_idx,
+-- jobs_processing_idx, jobs_blocked_idx); a branch for a state not asked for is skipped.
+SELECT id FROM (
+    (SELECT id FROM passito_jobs.jobs
+     WHERE state = 'failed' AND 'failed' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+       AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+     ORDER BY id LIMIT %(max)s)
+    UNION ALL
+    (SELECT id FROM passito_jobs.jobs
+     WHERE state = 'cancelled' AND 'cancelled' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+       AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+     ORDER BY id LIMIT %(max)s)
+    UNION ALL
+    (SELECT id FROM passito_jobs.jobs
+     WHERE state = 'pending' AND 'pending' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+       AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+     ORDER BY id LIMIT %(max)s)
+    UNION ALL
+    (SELECT id FROM passito_jobs.jobs
+     WHERE state = 'processing' AND 'processing' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+       AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+     ORDER BY id LIMIT %(max)s)
+    UNION ALL
+    (SELECT id FROM passito_jobs.jobs
+     WHERE state = 'blocked' AND 'blocked' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+       AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+     ORDER BY id LIMIT %(max)s)
+) candidates
 ORDER BY id
 LIMIT %(max)s
 

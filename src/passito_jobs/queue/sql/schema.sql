@@ -709,6 +709,6 @@ CREATE INDEX jobs_ready_by_queue_idx ON passito_jobs.jobs USING btree (queue, pr
 
 CREATE INDEX jobs_ready_idx ON passito_jobs.jobs USING btree (priority DESC, run_at, id) WHERE (state = 'pending'::passito_jobs.job_state);
 
-CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state <> 'completed'::passito_jobs.job_state);
+CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON passito_jobs.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['blocked'::passito_jobs.job_state, 'pending'::passito_jobs.job_state, 'processing'::passito_jobs.job_state])));

@@ -19,11 +19,11 @@ CREATE TABLE passito_jobs.audit_log (
 -- The job page lists the actions that touched its job.
 CREATE INDEX audit_log_job_ids_idx ON passito_jobs.audit_log USING gin (job_ids);
 
--- The jobs list walks this index newest first for every state but `completed`: the dead-letter
--- set, the backlog and the jobs in flight are found exactly, page after page, however many
--- completed jobs the table holds. Completed jobs are left out so that the hot path's most
--- frequent write, a completion, adds no entry; the list finds them by the primary key.
-CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs (state, id) WHERE state <> 'completed';
+-- The dead-letter view walks this index newest first: failed and cancelled jobs are found exactly,
+-- page after page, however many completed jobs the table holds. Only the end of a failed or
+-- cancelled job writes to it: a dispatch, a claim and a completion (the hot path) never do. The
+-- other states are paged by windows of the primary key (queue/admin.py).
+CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs (state, id) WHERE state IN ('failed', 'cancelled');
 
 -- The created-time filter: a BRIN index is a few pages for millions of rows and costs a write
 -- only when a new row lands outside its page range's summary; jobs are created in time order,
