@@ -121,6 +121,8 @@ def paths(ids: dict[str, int]) -> list[tuple[str, str]]:
         ("page: jobs", "/jobs"),
         ("page: dead letters", "/jobs?state=failed"),
         ("page: dead letters, page 2", "/jobs?state=failed&cursor=" + encode_cursor(ids["failed"] - 500)),
+        ("page: pending jobs", "/jobs?state=pending"),
+        ("page: processing jobs", "/jobs?state=processing"),
         ("page: jobs of a queue", "/jobs?queue=emails"),
         ("page: failed of a type and queue", "/jobs?state=failed&queue=pdfs&type=SendEmail"),
         ("page: created in an hour, 2 days ago", f"/jobs?created_after={since}&created_before={until}"),
