@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 
 from passito_jobs.localdb import LocalDatabase
-from passito_jobs.queue.store import Store, queries
+from passito_jobs.queue.sqlfiles import queries
+from passito_jobs.queue.store import Store
 
 QUEUES = "ARRAY['default', 'emails', 'pdfs', 'qr', 'cleanup']"
 

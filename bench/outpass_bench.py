@@ -27,9 +27,9 @@ from typing import Any
 
 import psycopg
 
-from passito_jobs.jobs.flow import OutpassFlow, dispatch_outpass_flows
-from passito_jobs.jobs.outpass import Outpass
 from passito_jobs.localdb import LocalDatabase
+from passito_jobs.outpass.flow import OutpassFlow, dispatch_outpass_flows
+from passito_jobs.outpass.model import Outpass
 from passito_jobs.queue.store import Store
 
 TIMEOUT = 600.0
@@ -106,7 +106,16 @@ def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
     outputs = [log.open("w") for log in logs]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "passito_jobs", "worker", "--concurrency", str(args.concurrency)],
+            [
+                sys.executable,
+                "-m",
+                "passito_jobs",
+                "worker",
+                "--import",
+                "passito_jobs.outpass",
+                "--concurrency",
+                str(args.concurrency),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,187 +1,28 @@
-"""Queue benchmark: bulk dispatch rate, drain rate with W worker processes, pickup latency.
+"""Queue benchmark (`make bench`): bulk dispatch rate, drain rate with W worker processes, pickup latency.
 
     python bench/queue_bench.py [--jobs 100000] [--workers 2] [--concurrency 200] [--batch-size 200]
 
-Runs against PASSITO_BENCH_DATABASE_URL (a database it may fill and empty) or, by default, a
-fresh embedded PostgreSQL in a temporary directory with stock durability settings (fsync and
-synchronous_commit on). Workers are real `passito-jobs worker` processes with per-job log lines
-off; the drain rate is measured on the database's clock, from the first claim to the last
-completion, so process start-up is not counted.
+Runs on a fresh embedded PostgreSQL in a temporary directory with stock durability settings
+(fsync and synchronous_commit on), or on PASSITO_BENCH_DATABASE_URL's server, in a database of
+its own that it creates and drops (the role needs CREATEDB). Workers are real `passito-jobs
+worker` processes with per-job log lines off, held at a start line until all are ready; the drain
+rate is measured on the database's clock, from the first claim to the last completion, so
+process start-up is not counted, and every job is checked to have completed exactly once. Pickup
+latency runs from the producer's `dispatch` call to the handler's first line. The side-by-side
+comparison with PgQueuer and bare SQL is `make bench-peers` (bench/peers_bench.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import secrets
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-import psycopg
-
-from passito_jobs.localdb import LocalDatabase
-from passito_jobs.queue.models import JobRequest
-from passito_jobs.queue.store import Store
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-
-
-def reset(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        Store(conn).migrate()
-        conn.execute("TRUNCATE passito_jobs.jobs, passito_jobs.job_dependencies, passito_jobs.leases")
-        conn.execute("VACUUM ANALYZE passito_jobs.jobs")
-
-
-def bench_dispatch(url: str, jobs: int, chunk: int) -> float:
-    requests = [JobRequest("Noop", {"n": i}) for i in range(jobs)]
-    with psycopg.connect(url, autocommit=True) as conn:
-        store = Store(conn)
-        started = time.perf_counter()
-        for offset in range(0, jobs, chunk):
-            store.dispatch_many(requests[offset : offset + chunk])
-        return jobs / (time.perf_counter() - started)
-
-
-def start_workers(url: str, count: int, concurrency: int, batch: int) -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "PASSITO_DATABASE_URL": url,
-        "PASSITO_METRICS_PORT": "0",
-        "PASSITO_LOG_LEVEL": "WARNING",
-        # Workers refuse to start without a signing key; the benchmark's no-op jobs sign nothing.
-        "PASSITO_SECRET_KEY": os.environ.get("PASSITO_SECRET_KEY") or secrets.token_urlsafe(48),
-    }
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "passito_jobs",
-                "worker",
-                "--no-log-jobs",
-                "--concurrency",
-                str(concurrency),
-                "--batch-size",
-                str(batch),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-
-
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for proc in workers:
-        proc.terminate()
-    for proc in workers:
-        proc.wait(60)
-
-
-def wait_drained(
-    conn: psycopg.Connection[Any], jobs: int, timeout: float, workers: list[subprocess.Popen[bytes]]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = [proc.returncode for proc in workers if proc.poll() is not None]
-        if exited:
-            raise SystemExit(f"a worker exited early (exit codes {exited}); see its output above")
-        row = conn.execute("SELECT count(*) FROM passito_jobs.jobs WHERE state = 'completed'").fetchone()
-        if row and row[0] >= jobs:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"drain did not finish within {timeout:.0f}s ({row[0] if row else 0}/{jobs})")
-        time.sleep(0.2)
-
-
-def bench_drain(url: str, jobs: int, workers: int, concurrency: int, batch: int) -> float:
-    procs = start_workers(url, workers, concurrency, batch)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            wait_drained(conn, jobs, timeout=600, workers=procs)
-            row = conn.execute(
-                "SELECT extract(epoch FROM max(finished_at) - min(claimed_at)) FROM passito_jobs.jobs"
-            ).fetchone()
-    finally:
-        stop_workers(procs)
-    assert row is not None
-    return jobs / float(row[0])
-
-
-def bench_latency(url: str, samples: int) -> tuple[float, float]:
-    procs = start_workers(url, 1, 10, 100)
-    latencies: list[float] = []
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            store = Store(conn)
-            # Let the worker start and settle on LISTEN.
-            warm = store.dispatch(JobRequest("Noop"))
-            wait_state(conn, warm)
-            for _ in range(samples):
-                job_id = store.dispatch(JobRequest("Noop"))
-                wait_state(conn, job_id)
-                row = conn.execute(
-                    "SELECT extract(epoch FROM claimed_at - created_at) FROM passito_jobs.jobs WHERE id = %s",
-                    (job_id,),
-                ).fetchone()
-                assert row is not None
-                latencies.append(float(row[0]))
-                time.sleep(0.01)
-    finally:
-        stop_workers(procs)
-    latencies.sort()
-    return statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-
-
-def run_peers(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Peer queues on the same server, with the same job count, processes and batch size."""
-    script = Path(__file__).parent / "peers" / "pgqueuer_drain.py"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            url,
-            "--jobs",
-            str(args.jobs),
-            "--workers",
-            str(args.workers),
-            "--batch-size",
-            str(args.batch_size),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=1800,
-    )
-    return [json.loads(done.stdout.strip().splitlines()[-1])]
-
-
-def wait_state(conn: psycopg.Connection[Any], job_id: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        row = conn.execute("SELECT state::text FROM passito_jobs.jobs WHERE id = %s", (job_id,)).fetchone()
-        if row and row[0] == "completed":
-            return
-        time.sleep(0.002)
-    raise SystemExit(f"job #{job_id} did not complete within 30s")
+from benchlib.drain import Meter, measured_drain
+from benchlib.latency import measure_pickups
+from benchlib.report import machine_line
+from benchlib.server import ServerError, server_for_bench
+from benchlib.systems import BenchError, Passito, WorkerSpec
 
 
 def main() -> int:
@@ -192,64 +33,66 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the drain")
     parser.add_argument("--concurrency", type=int, default=200, help="jobs per worker at once")
     parser.add_argument("--batch-size", type=int, default=200, help="jobs per claim")
-    parser.add_argument("--chunk", type=int, default=100_000, help="jobs per dispatch_many call")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--peers", action="store_true", help="also run PgQueuer on the same server (needs the `bench` extra)"
-    )
     args = parser.parse_args()
+    if min(args.jobs, args.workers, args.concurrency, args.batch_size, args.latency_samples) < 1:
+        parser.error("every count must be at least 1")
 
-    with tempfile.TemporaryDirectory(prefix="passito-bench-") as tmp:
-        url = os.environ.get("PASSITO_BENCH_DATABASE_URL")
-        local = None
-        if not url:
-            local = LocalDatabase(Path(tmp))
-            url = local.start()
-        try:
-            reset(url)
-            dispatch_rate = bench_dispatch(url, args.jobs, args.chunk)
-            drain_rate = bench_drain(url, args.jobs, args.workers, args.concurrency, args.batch_size)
-            reset(url)
-            p50, p99 = bench_latency(url, args.latency_samples)
-            peers = run_peers(url, args) if args.peers else []
-        finally:
-            if local is not None:
-                local.stop()
-
+    spec = WorkerSpec(args.workers, args.batch_size, args.concurrency)
+    try:
+        with server_for_bench() as server:
+            passito = Passito("passito", "passito-jobs")
+            passito.prepare(server, "bench_passito")
+            drain = measured_drain(passito, spec, args.jobs, Meter(server))
+            pickups = measure_pickups(
+                [passito], WorkerSpec(1, args.batch_size, args.concurrency), args.latency_samples
+            )
+            machine = machine_line(server)
+    except (BenchError, ServerError) as exc:
+        print(f"queue_bench: {exc}", file=sys.stderr)
+        return 1
+    pickup = pickups["passito"]
     results = {
-        "machine": machine(),
+        "machine": machine,
         "jobs": args.jobs,
         "workers": args.workers,
         "concurrency": args.concurrency,
         "batch_size": args.batch_size,
-        "dispatch_jobs_per_s": round(dispatch_rate),
-        "drain_jobs_per_s": round(drain_rate),
-        "pickup_latency_p50_ms": round(p50 * 1000, 2),
-        "pickup_latency_p99_ms": round(p99 * 1000, 2),
-        "peers": peers,
+        "dispatch_jobs_per_s": round(drain.dispatch_rate or 0),
+        "drain_jobs_per_s": round(drain.rate),
+        "wal_bytes_per_job": round(drain.wal_per_job),
+        "buffers_per_job": None if drain.buffers_per_job is None else round(drain.buffers_per_job, 1),
+        "worker_cpu_s_per_1k_jobs": round(drain.worker_cpu_per_1k, 4),
+        "postgres_cpu_s_per_1k_jobs": None
+        if drain.server_cpu_per_1k is None
+        else round(drain.server_cpu_per_1k, 4),
+        "pickup_latency_p50_ms": round(pickup.p50 * 1000, 2),
+        "pickup_latency_p99_ms": round(pickup.p99 * 1000, 2),
+        "pickups_missed": pickup.missed,
     }
     if args.json:
         print(json.dumps(results))
-    else:
-        print(f"machine:        {results['machine']}")
-        print(
-            f"bulk dispatch:  {results['dispatch_jobs_per_s']:>9,} jobs/s  ({args.jobs:,} no-op jobs, COPY)"
-        )
-        print(
-            f"drain:          {results['drain_jobs_per_s']:>9,} jobs/s  ({args.workers} worker processes, "
-            f"concurrency {args.concurrency}, batch {args.batch_size})"
-        )
-        print(
-            f"pickup latency: p50 {results['pickup_latency_p50_ms']} ms, "
-            f"p99 {results['pickup_latency_p99_ms']} ms  (idle worker, dispatch to claim)"
-        )
-        for peer in peers:
-            print(
-                f"{peer['queue']}: dispatch {peer['dispatch_jobs_per_s']:,} jobs/s, "
-                f"drain {peer['drain_jobs_per_s']:,} jobs/s ({peer['workers']} processes, "
-                f"batch {peer['batch_size']})"
-            )
+        return 0
+    print(f"machine:        {machine}")
+    print(
+        f"bulk dispatch:  {results['dispatch_jobs_per_s']:>9,} jobs/s  "
+        f"({args.jobs:,} no-op jobs, dispatch_many)"
+    )
+    print(
+        f"drain:          {results['drain_jobs_per_s']:>9,} jobs/s  ({args.workers} worker processes, "
+        f"concurrency {args.concurrency}, batch {args.batch_size}; every job checked completed once)"
+    )
+    print(
+        f"cost per job:   {results['wal_bytes_per_job']:,} WAL bytes, {results['buffers_per_job']} buffers; "
+        f"CPU per 1,000 jobs: workers {results['worker_cpu_s_per_1k_jobs']} s, "
+        f"PostgreSQL {results['postgres_cpu_s_per_1k_jobs']} s"
+    )
+    print(
+        f"pickup latency: p50 {results['pickup_latency_p50_ms']} ms, "
+        f"p99 {results['pickup_latency_p99_ms']} ms  "
+        f"(idle worker, dispatch call to the handler's first line, {len(pickup.samples)} samples)"
+    )
     return 0
 
 

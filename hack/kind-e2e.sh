@@ -101,7 +101,7 @@ timeout 660 helm install "$RELEASE" charts/passito-jobs \
     --set image.registry= \
     --set image.tag="$IMAGE_TAG" \
     --set image.pullPolicy=Never \
-    --set postgresql.enabled=true \
+    --set postgresql.mode=bundled \
     --set "worker.storage.accessModes={ReadWriteOnce}" \
     --set worker.concurrency=5 \
     --set autoscaling.minReplicas=1 \

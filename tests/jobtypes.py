@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -82,3 +84,120 @@ async def progress(ctx: JobContext) -> str:
     ctx.set_progress({"step": 1, "of": 2})
     await asyncio.sleep(float(ctx.payload.get("seconds", 1.5)))
     return "done"
+
+
+# ---------------------------------------------------------------- poison (tests/integration/test_poison.py)
+# Each poison job takes {"kind": ...}; with {"hold": true} its first attempt blocks, so that a
+# worker can be killed while it holds the job (the next worker then gets the poison).
+
+
+class Opaque:
+    """A value JSON cannot encode."""
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be printed")
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+POISON_RESULTS: dict[str, Any] = {
+    "nan": lambda: {"r": float("nan")},
+    "infinity": lambda: [1, float("inf")],
+    "set": lambda: {"s": {1, 2}},
+    "object": Opaque,
+    "bytes": lambda: {"b": b"\x00\xff"},
+    "nul": lambda: {"text": "a\x00b"},
+    "nul_key": lambda: {"a\x00": 1},
+    "surrogate": lambda: {"text": "x\ud800y"},
+    "oversized": lambda: "x" * (2 * 1024 * 1024),
+    "deep": lambda: _nested(5000),
+}
+
+POISON_ERRORS: dict[str, Any] = {
+    "nul": lambda: ValueError("bad\x00byte"),
+    "surrogate": lambda: ValueError("bad\udc80byte"),
+    "unprintable": Unprintable,
+    "huge": lambda: RuntimeError("x" * 10_000_000),
+    "system_exit": lambda: SystemExit(3),
+}
+
+POISON_PROGRESS: dict[str, Any] = {
+    "datetime": lambda: {"at": datetime(2024, 1, 2, tzinfo=UTC)},
+    "nul": lambda: "step\x00one",
+    "surrogate": lambda: {"\udfff": 1},
+    "nan": lambda: [float("nan")],
+}
+
+
+def _hold(ctx: JobContext) -> None:
+    if ctx.payload.get("hold") and ctx.attempt == 1:
+        time.sleep(3600)
+
+
+@job_type("PoisonResult")
+def poison_result(ctx: JobContext) -> Any:
+    _hold(ctx)
+    return POISON_RESULTS[ctx.payload["kind"]]()
+
+
+@job_type("PoisonError")
+def poison_error(ctx: JobContext) -> None:
+    _hold(ctx)
+    raise POISON_ERRORS[ctx.payload["kind"]]()
+
+
+@job_type("PoisonProgress")
+def poison_progress(ctx: JobContext) -> str:
+    """Sets a progress value the database cannot store. With `catch`, reports the refusal as
+    progress and runs on for `seconds` (heartbeats carry on); without, the error fails the job."""
+    _hold(ctx)
+    value = POISON_PROGRESS[ctx.payload["kind"]]()
+    if not ctx.payload.get("catch"):
+        ctx.set_progress(value)
+    try:
+        ctx.set_progress(value)
+    except ValueError as exc:
+        ctx.set_progress({"refused": str(exc)})
+    time.sleep(float(ctx.payload.get("seconds", 1.0)))
+    return "survived"
+
+
+@job_type("NeverReturns", timeout=0.5)
+def never_returns(ctx: JobContext) -> None:
+    time.sleep(1000)
+
+
+@job_type("IgnoresCancellation", timeout=0.5)
+async def ignores_cancellation(ctx: JobContext) -> str:
+    """Swallows every cancellation and sleeps on: only abandoning it frees its slot."""
+    until = time.monotonic() + float(ctx.payload.get("seconds", 1000))
+    while time.monotonic() < until:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(until - time.monotonic())
+    return "finally done"
+
+
+@job_type("SyncEcho")
+def sync_echo(ctx: JobContext) -> Any:
+    """Returns its payload: the normal job of the poison suite (sync, as Passito's types are)."""
+    return ctx.payload
+
+
+@job_type("SyncProgress")
+def sync_progress(ctx: JobContext) -> str:
+    ctx.set_progress({"step": 1, "of": 2})
+    time.sleep(float(ctx.payload.get("seconds", 1.0)))
+    return "done"
+
+
+@job_type("ExitProcess")
+def exit_process(ctx: JobContext) -> None:
+    """Ends the process running it: in PASSITO_SYNC_ISOLATION=process, a crashed child."""
+    os._exit(int(ctx.payload.get("code", 7)))

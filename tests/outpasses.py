@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from passito_jobs.config import Settings
-from passito_jobs.jobs.registry import JobContext
+from passito_jobs.outpass.settings import JobSettings
+from passito_jobs.registry import JobContext
 from tests.conftest import TEST_SECRET_KEY
 
 PUBLIC_URL = "https://passito.example.edu"
@@ -38,9 +38,9 @@ def sample_payload(**changes: Any) -> dict[str, Any]:
     return payload
 
 
-def job_settings(storage: Path, **env: str) -> Settings:
+def job_settings(storage: Path, **env: str) -> JobSettings:
     """Settings as a worker with this storage directory and the test key would read them."""
-    return Settings.from_env(
+    return JobSettings.from_env(
         {
             "PASSITO_STORAGE_DIR": str(storage),
             "PASSITO_SECRET_KEY": TEST_SECRET_KEY,

@@ -5,26 +5,38 @@ The public API:
     from passito_jobs import dispatch, dispatch_many, job_type, JobContext, PermanentError
 
     job_id = dispatch("GenerateQrCode", {"outpass_id": 42}, queue="outpasses")
+
+Importing it loads no job type (Passito's are a plug-in: `passito_jobs.outpass`) and no
+rendering library. `dispatch` without `conn=` connects to PASSITO_DATABASE_URL.
 """
 
-from passito_jobs.jobs.registry import JobContext, PermanentError, job_type
+from passito_jobs.config import install_dispatch_defaults
 from passito_jobs.queue.dispatch import dispatch, dispatch_many
-from passito_jobs.queue.models import (
+from passito_jobs.queue.errors import (
     DatabaseUnavailableError,
     InvalidJobError,
-    Job,
-    JobRequest,
-    JobState,
+    JobDataError,
+    QueryTimeoutError,
+    QueueError,
+    SchemaMissingError,
 )
+from passito_jobs.queue.models import Job, JobRequest, JobState
+from passito_jobs.registry import JobContext, PermanentError, job_type
+
+install_dispatch_defaults()
 
 __all__ = [
     "DatabaseUnavailableError",
     "InvalidJobError",
     "Job",
     "JobContext",
+    "JobDataError",
     "JobRequest",
     "JobState",
     "PermanentError",
+    "QueryTimeoutError",
+    "QueueError",
+    "SchemaMissingError",
     "dispatch",
     "dispatch_many",
     "job_type",

@@ -24,10 +24,12 @@ from pathlib import Path
 from types import FrameType
 
 from passito_jobs.config import Settings
-from passito_jobs.jobs.flow import dispatch_outpass_flows
-from passito_jobs.jobs.outpass import Outpass
 from passito_jobs.localdb import LocalDatabase
-from passito_jobs.queue.store import Store, connect
+from passito_jobs.outpass.flow import dispatch_outpass_flows
+from passito_jobs.outpass.model import Outpass
+from passito_jobs.outpass.settings import OutpassSettings
+from passito_jobs.queue.connection import connect
+from passito_jobs.queue.store import Store
 from passito_jobs.supervisor.local import LocalSupervisor
 from passito_jobs.supervisor.policy import ScalingPolicy
 
@@ -71,16 +73,27 @@ def sample_outpasses(count: int, rng: random.Random) -> list[Outpass]:
     return outpasses
 
 
-def worker_environment(settings: Settings, storage: Path) -> dict[str, str]:
+def worker_environment(outpass: OutpassSettings, storage: Path) -> dict[str, str]:
     """The demo workers' environment: absolute storage, the file mail backend, a signing key."""
     env = dict(os.environ)
     env["PASSITO_STORAGE_DIR"] = str(storage)
     env["PASSITO_SMTP_HOST"] = ""  # the file backend: sample addresses must never be mailed
-    if not settings.secret_key:
+    if not outpass.secret_key and not os.environ.get("PASSITO_SECRET_KEY_FILE"):
         # Random for this run: the demo's tokens are verifiable only while it runs.
         env["PASSITO_SECRET_KEY"] = secrets.token_urlsafe(48)
         print("PASSITO_SECRET_KEY is not set: signing this run's tokens with a random key", flush=True)
     return env
+
+
+def _database(settings: Settings) -> tuple[str, LocalDatabase | None]:
+    """The database URL, and the embedded PostgreSQL to stop at the end if this demo started it."""
+    if settings.database.url:
+        return settings.database.url, None
+    local = LocalDatabase(settings.local_database.data_dir)
+    started_here = local.running_port() is None
+    url = local.start()
+    print(f"Embedded PostgreSQL: {url} (data in {local.pgdata})", flush=True)
+    return url, local if started_here else None  # someone else's server: leave it running
 
 
 def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int) -> int:
@@ -88,17 +101,9 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         "passito-jobs demo: the queue, local workers with autoscaling, and a demo workload",
         flush=True,
     )
-    local: LocalDatabase | None = None
-    if settings.database_url:
-        url = settings.database_url
-    else:
-        local = LocalDatabase(settings.data_dir)
-        started_here = local.running_port() is None
-        url = local.start()
-        print(f"Embedded PostgreSQL: {url} (data in {local.pgdata})", flush=True)
-        if not started_here:
-            local = None  # someone else's server: leave it running
-    store = Store(connect(url, timeout=settings.connect_timeout))
+    outpass = OutpassSettings.from_env()
+    url, local = _database(settings)
+    store = Store(connect(url, timeout=settings.database.connect_timeout))
     for migration in store.migrate():
         print(f"Applied migration {migration.version:04d}_{migration.name}", flush=True)
 
@@ -114,18 +119,18 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
     policy = ScalingPolicy(
         min_replicas=1,
         max_replicas=workers,
-        scale_up_threshold=settings.scale_up_threshold,
-        scale_down_threshold=settings.scale_down_threshold,
+        scale_up_threshold=settings.supervise.scale_up_threshold,
+        scale_down_threshold=settings.supervise.scale_down_threshold,
         cooldown=10.0,
     )
-    storage = Path(os.path.abspath(settings.storage_dir))
+    storage = Path(os.path.abspath(outpass.storage_dir))
     supervisor = LocalSupervisor(
         policy,
         database_url=url,
         check_interval=2.0,
-        worker_args=["--concurrency", "5"],
-        env=worker_environment(settings, storage),
-        shutdown_timeout=settings.shutdown_timeout,
+        worker_args=["--concurrency", "5", "--import", "passito_jobs.outpass"],
+        env=worker_environment(outpass, storage),
+        shutdown_timeout=settings.worker.shutdown_timeout,
     )
     supervisor_stop = threading.Event()
     thread = threading.Thread(target=supervisor.run, args=(supervisor_stop,), name="supervisor")

@@ -20,11 +20,29 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from passito_jobs.settings import SettingsGroup, setting
+
 log = logging.getLogger("passito_jobs.localdb")
+
+
+@dataclass(frozen=True)
+class LocalDatabaseSettings(SettingsGroup):
+    """The embedded PostgreSQL that local commands start when PASSITO_DATABASE_URL is unset."""
+
+    GROUP = "Local database"
+
+    data_dir: Path = setting(
+        "PASSITO_DATA_DIR",
+        Path(".passito"),
+        "Local state: the embedded PostgreSQL's data directory lives here.",
+        parse=Path,
+    )
+
 
 SYSTEM_USER = "passito-postgres"
 DATABASE = "passito"

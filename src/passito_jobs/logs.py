@@ -1,22 +1,60 @@
 """Log lines: `[Worker host:pid][INFO] Processing Job #12 (Type) job_id=12 ...` or JSON.
 
 The bracketed prefix is what the old supervisor printed (operators grep for it); the
-key=value tail makes each job line machine-readable. PASSITO_LOG_FORMAT=json emits one JSON
-object per line instead. Pass `extra={"tag": "DONE", "kv": {...}}` to set the bracket's tag
-and the key=value fields. `setup(redact=...)` passes every line through a function that masks
-secrets (the database password), so no code path can log one by accident.
+key=value tail makes each line machine-readable. PASSITO_LOG_FORMAT=json emits one JSON object
+per line instead. Pass `extra={"tag": "DONE", "kv": {...}}` to set the bracket's tag and the
+key=value fields, and `extra={"job": job_fields(...)}` on a job's lines: every job line carries
+job_id, job_type, queue, attempt and worker_id, in both formats. `setup(redact=...)` passes
+every line through a function that masks secrets (the database password), so no code path can
+log one by accident.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from passito_jobs.settings import SettingsGroup, one_of, parse_lower, parse_upper, setting
+
 Redact = Callable[[str], str]
+JOB_FIELDS = ("job_id", "job_type", "queue", "attempt", "worker_id")
+
+
+@dataclass(frozen=True)
+class LoggingSettings(SettingsGroup):
+    GROUP = "Logging"
+
+    level: str = setting(
+        "PASSITO_LOG_LEVEL",
+        "INFO",
+        "DEBUG, INFO, WARNING or ERROR.",
+        parse=parse_upper,
+        check=one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    format: str = setting(
+        "PASSITO_LOG_FORMAT",
+        "text",
+        "`text` (the classic `[Worker host:pid][INFO] ...` lines) or `json` (one object per line).",
+        parse=parse_lower,
+        check=one_of("text", "json"),
+    )
+
+
+def job_fields(job_id: int, job_type: str, queue: str, attempt: str, worker_id: str) -> dict[str, Any]:
+    """The fields of every log line about one job (`extra={"job": ...}`)."""
+    return {
+        "job_id": job_id,
+        "job_type": job_type,
+        "queue": queue,
+        "attempt": attempt,
+        "worker_id": worker_id,
+    }
 
 
 def _unchanged(text: str) -> str:
@@ -24,9 +62,9 @@ def _unchanged(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, role: str, identity: str, redact: Redact | None = None) -> None:
+    def __init__(self, role: str, instance: str, redact: Redact | None = None) -> None:
         super().__init__()
-        self.prefix = f"[{role} {identity}]"
+        self.prefix = f"[{role} {instance}]"
         self.redact = redact or _unchanged
 
     def format(self, record: logging.LogRecord) -> str:
@@ -41,10 +79,14 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, role: str, identity: str, redact: Redact | None = None) -> None:
+    """One JSON object per line. A worker's lines carry its `worker_id`; other processes name
+    themselves as `instance` (both are `<name>:<pid>`)."""
+
+    def __init__(self, role: str, instance: str, redact: Redact | None = None) -> None:
         super().__init__()
         self.role = role
-        self.identity = identity
+        self.instance_key = "worker_id" if role == "Worker" else "instance"
+        self.instance = instance
         self.redact = redact or _unchanged
 
     def format(self, record: logging.LogRecord) -> str:
@@ -53,7 +95,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "tag": getattr(record, "tag", None) or record.levelname,
             "role": self.role,
-            "identity": self.identity,
+            self.instance_key: self.instance,
             "logger": record.name,
             "message": record.getMessage(),
             **_fields(record),
@@ -66,27 +108,33 @@ class JsonFormatter(logging.Formatter):
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for key in ("job_id", "job_type"):
+    job: Mapping[str, Any] | None = getattr(record, "job", None)
+    if job:
+        fields.update(job)
+    for key in ("job_id", "job_type"):  # a handler's own lines through ctx.logger (older callers)
         if hasattr(record, key):
             fields[key] = getattr(record, key)
     fields.update(getattr(record, "kv", None) or {})
     return fields
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _value(value: Any) -> str:
     text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
 
 
 def setup(
-    *, role: str, identity: str, level: str = "INFO", fmt: str = "text", redact: Redact | None = None
+    *, role: str, instance: str, level: str = "INFO", fmt: str = "text", redact: Redact | None = None
 ) -> None:
     """Send passito_jobs' logs to stderr with the given prefix; idempotent."""
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter if fmt == "json" else TextFormatter
-    handler.setFormatter(formatter(role, identity, redact))
+    handler.setFormatter(formatter(role, instance, redact))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_passito", False):

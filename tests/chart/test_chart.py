@@ -3,7 +3,8 @@ official Kubernetes schemas (kubernetes-validate, offline) of the oldest and new
 Kubernetes versions. No cluster runs here; what a cluster would check at admission is checked
 against the same schemas. The Prometheus Operator's custom resources (PodMonitor, ServiceMonitor,
 PrometheusRule, AlertmanagerConfig) have no schema available offline: their structure and the
-label selectors they depend on are asserted instead.
+label selectors they depend on are asserted instead. The CloudNativePG and KEDA objects are
+checked against schemas written from their documentation (test_database_and_keda.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.chart.render import (
     CHART,
     NAMESPACE,
     RELEASE,
+    ROOT,
     SCENARIOS,
     by_kind,
     containers,
@@ -40,7 +42,9 @@ from tests.chart.render import (
 OLDEST_KUBERNETES = "1.27"  # Chart.yaml's kubeVersion
 NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
 MONITORING_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
-CUSTOM_KINDS = {"WorkerAutoscaler"} | MONITORING_KINDS
+CNPG_KINDS = {"Cluster", "Pooler"}
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+CUSTOM_KINDS = {"WorkerAutoscaler"} | MONITORING_KINDS | CNPG_KINDS | KEDA_KINDS
 CRD_FILE = CHART / "crds" / "workerautoscaler.yaml"
 ALERTS_FILE = CHART / "files" / "alerts.yaml"
 
@@ -113,7 +117,8 @@ def _crd_schema() -> dict[str, Any]:
 @scenarios
 def test_workerautoscaler_validates_against_the_crd_schema(scenario: str) -> None:
     objects = by_kind(render(SCENARIOS[scenario]), "WorkerAutoscaler")
-    if not SCENARIOS[scenario].get("autoscaling", {}).get("enabled", True):
+    autoscaling = SCENARIOS[scenario].get("autoscaling", {})
+    if not autoscaling.get("enabled", True) or autoscaling.get("engine", "operator") != "operator":
         assert objects == []
         return
     schema = _crd_schema()
@@ -219,15 +224,27 @@ def test_no_secret_value_in_plain_environment_variables(scenario: str) -> None:
 
 
 def test_only_workers_get_the_signing_key_and_smtp_password() -> None:
+    """Secrets come as files now (test_secrets_as_files.py): the workers alone are told where the
+    signing key and SMTP password are, and only their pods mount those keys."""
     values = SCENARIOS["everything-enabled"]
     for where, pod in pod_specs(render(values)):
+        mounted_keys = {
+            item["key"]
+            for volume in pod.get("volumes", [])
+            for source in volume.get("projected", {}).get("sources", [])
+            for item in source.get("secret", {}).get("items", [])
+        }
         for container in containers(pod):
             env = env_of(container)
-            has_secrets = {"PASSITO_SECRET_KEY", "PASSITO_SMTP_PASSWORD"} & set(env)
+            has_secrets = {"PASSITO_SECRET_KEY_FILE", "PASSITO_SMTP_PASSWORD_FILE"} & set(env)
             if container["name"] == "worker":
-                assert has_secrets == {"PASSITO_SECRET_KEY", "PASSITO_SMTP_PASSWORD"}
+                assert has_secrets == {"PASSITO_SECRET_KEY_FILE", "PASSITO_SMTP_PASSWORD_FILE"}
             else:
                 assert not has_secrets, f"{where} container {container['name']}"
+        if "-worker" in where:
+            assert {"PASSITO_SECRET_KEY", "PASSITO_SMTP_PASSWORD"} <= mounted_keys, where
+        else:
+            assert not {"PASSITO_SECRET_KEY", "PASSITO_SMTP_PASSWORD"} & mounted_keys, where
 
 
 # ---------------------------------------------------------------- RBAC
@@ -236,6 +253,12 @@ def test_only_workers_get_the_signing_key_and_smtp_password() -> None:
 @scenarios
 def test_rbac_is_least_privilege(scenario: str) -> None:
     objects = render(SCENARIOS[scenario])
+    if not by_kind(objects, "WorkerAutoscaler"):
+        # Without the operator (KEDA, or no autoscaling) nothing in the release uses the API.
+        rbac = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        assert not [obj for obj in objects if obj["kind"] in rbac]
+        assert not [name for name, _ in pod_specs(objects) if "-operator" in name]
+        return
     operator_account = one(objects, "ServiceAccount", "-operator")["metadata"]["name"]
 
     for cluster_role in by_kind(objects, "ClusterRole"):
@@ -369,12 +392,15 @@ def test_monitoring_selectors_match_the_pods_and_ports() -> None:
 # ---------------------------------------------------------------- settings and behaviour
 
 
-# A setting that issue 5 (health exporter) adds to config.py on its branch; the chart already
-# sets it. Delete the entry once that branch is merged into main.
+# Settings that issue 15's code side adds to config.py after the chart: PASSITO_LISTEN, and the
+# <NAME>_FILE variant of every secret setting. Delete this set once they are in config.py.
+PENDING_SETTINGS = {"PASSITO_LISTEN"}
+
+
 @scenarios
 def test_environment_variables_are_settings_of_config_py(scenario: str) -> None:
     """One name per concept: every PASSITO_* variable the chart sets is a documented setting."""
-    known = {row["env"] for row in describe()}
+    known = {row["env"] for row in describe()} | PENDING_SETTINGS
     used = {
         name
         for _, pod in pod_specs(render(SCENARIOS[scenario]))
@@ -388,12 +414,37 @@ def test_environment_variables_are_settings_of_config_py(scenario: str) -> None:
 
 
 def test_worker_grace_period_outlasts_the_shutdown_timeout() -> None:
-    for timeout in (0, 30, 600):
-        worker = one(render({"worker": {"shutdownTimeout": timeout}}), "Deployment", "-worker")
+    # Durations as every surface writes them; bare seconds (deprecated) still work.
+    for given, timeout in [(0, 0), (30, 30), (600, 600), ("45s", 45), ("2m", 120), ("1h", 3600)]:
+        worker = one(render({"worker": {"shutdownTimeout": given}}), "Deployment", "-worker")
         pod = worker["spec"]["template"]["spec"]
         env = env_of(pod["containers"][0])
         assert env["PASSITO_SHUTDOWN_TIMEOUT"]["value"] == f"{timeout}s"
-        assert pod["terminationGracePeriodSeconds"] > timeout
+        assert pod["terminationGracePeriodSeconds"] == timeout + 15
+    with pytest.raises(helm_python.HelmError, match="shutdownTimeout"):
+        render({"worker": {"shutdownTimeout": "2h"}})
+
+
+def test_workers_load_passito_and_your_job_modules() -> None:
+    worker = one(render(), "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"] == ["worker", "--import", "passito_jobs.outpass"]
+    values = {"worker": {"jobModules": ["passito_jobs.outpass", "myapp.jobs"]}}
+    worker = one(render(values), "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"] == ["worker", "--import", "passito_jobs.outpass", "--import", "myapp.jobs"]
+    with pytest.raises(helm_python.HelmError, match="jobModules"):
+        render({"worker": {"jobModules": ["bad module; rm -rf /"]}})
+
+
+def test_the_health_cronjob_rescues_and_still_reads_the_old_key() -> None:
+    def args(values: dict[str, Any]) -> list[str]:
+        (cron,) = [c for c in by_kind(render(values), "CronJob") if c["metadata"]["name"].endswith("-health")]
+        found: list[str] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return found
+
+    assert "--rescue" in args({})
+    assert "--rescue" not in args({"health": {"cronjob": {"rescue": False}}})
+    assert "--rescue" not in args({"health": {"cronjob": {"recover": False}}})  # deprecated name
+    assert "--rescue" in args({"health": {"cronjob": {"rescue": False, "recover": True}}})
 
 
 def test_worker_probes_and_storage() -> None:
@@ -444,7 +495,7 @@ def test_cronjobs() -> None:
     assert health["jobTemplate"]["spec"]["ttlSecondsAfterFinished"] > 0
     args = health["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:2] == ["health", "--exit-code-on-failure"]
-    assert "--recover" in args
+    assert "--rescue" in args
     cleanup = one(objects, "CronJob", "-cleanup")["spec"]
     assert cleanup["schedule"] == "0 2 * * *"
     assert cleanup["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
@@ -622,7 +673,7 @@ def test_prometheus_rule_overrides_from_values(tmp_path: Path) -> None:
     assert alerts["PassitoJobsStuck"]["labels"]["severity"] == "critical"
     assert alerts["PassitoJobsStuck"]["for"] == "15m"
     assert alerts["PassitoJobsStuck"]["annotations"]["runbook_url"].endswith(
-        "/docs/runbooks/passitojobsstuck.md"
+        "/docs/runbooks/PassitoJobsStuck.md"  # as the file is named
     )
     kept = by_kind(
         render({"monitoring": {"prometheusRule": {"enabled": True}}}, chart=chart), "PrometheusRule"
@@ -661,6 +712,25 @@ def test_the_charts_alert_rules_become_a_prometheus_rule() -> None:
             if "alert" in r:
                 assert r["labels"]["severity"] in {"critical", "warning", "info"}
                 assert r["annotations"]["runbook_url"]
+
+
+def test_every_runbook_link_of_the_shipped_alerts_resolves_to_a_runbook() -> None:
+    base = "https://github.com/passito/passito-jobs/blob/main/docs/runbooks/"
+    (rule,) = by_kind(render({"monitoring": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    links = [
+        r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r
+    ]
+    assert links
+    for link in links:
+        assert link.startswith(base), link
+        assert (ROOT / "docs" / "runbooks" / link.removeprefix(base)).is_file(), link
+    own = "https://wiki.example.org/passito/runbooks/"
+    values = {"monitoring": {"prometheusRule": {"enabled": True, "runbookBaseUrl": own}}}
+    (rule,) = by_kind(render(values), "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if "alert" in r:
+                assert r["annotations"]["runbook_url"] == f"{own}{r['alert']}.md"
 
 
 def test_grafana_dashboard_configmap() -> None:

@@ -22,15 +22,23 @@ def test_manifests_carry_no_secret_and_no_helm_hook() -> None:
     assert not [d for d in docs if d["kind"] == "Pod"], "the helm test pod is not a manifest"
     for doc in docs:
         assert not any(k.startswith("helm.sh/hook") for k in doc["metadata"].get("annotations", {}))
+    # The pods read their secrets as files, from the one Secret made by hand.
+    pods = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] in {"Deployment", "Job"}]
     refs = {
-        item["valueFrom"]["secretKeyRef"]["name"]
-        for doc in docs
-        if doc["kind"] in {"Deployment", "Job"}
-        for container in doc["spec"]["template"]["spec"]["containers"]
-        for item in container.get("env", [])
-        if "secretKeyRef" in item.get("valueFrom", {})
+        source["secret"]["name"]
+        for pod in pods
+        for volume in pod.get("volumes", [])
+        for source in volume.get("projected", {}).get("sources", [])
+        if "secret" in source
     }
     assert refs == {SECRET}
+    assert not [
+        item
+        for pod in pods
+        for container in pod["containers"]
+        for item in container.get("env", [])
+        if "valueFrom" in item
+    ]
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     assert kustomization["resources"][-1] == "passito-jobs.yaml"
     assert {"WorkerAutoscaler", "Deployment", "CronJob", "Job", "Role"} <= {d["kind"] for d in docs}

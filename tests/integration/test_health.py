@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
 from passito_jobs.health.exporter import QueueCollector
-from passito_jobs.queue.store import Store, queries
+from passito_jobs.queue.sqlfiles import queries
+from passito_jobs.queue.store import Store
 from tests.helpers import job_state, run_cli, wait_for
 from tests.integration.test_worker import free_port, http_get
 
@@ -248,7 +249,7 @@ def test_the_query_counts_finished_jobs_through_the_partial_indexes(conn: Conn) 
         "jobs_blocked_idx",
         "jobs_processing_idx",
         "jobs_finished_idx",
-        "jobs_state_id_idx",  # the dashboard's (migration 0003): partial too, without completed jobs
+        "jobs_state_id_idx",  # the dashboard's (migration 0004): partial too, without completed jobs
     }, scans
     assert "jobs_finished_idx" in used
 
@@ -286,7 +287,8 @@ def test_exporter_gauges_follow_the_queue(
 ) -> None:
     _, registry = collector
     assert samples(registry) == {
-        ("passito_jobs_database_up", ()): 1.0,
+        ("passito_jobs_exporter_database_up", ()): 1.0,
+        ("passito_jobs_database_up", ()): 1.0,  # the deprecated name, for one release
         ("passito_jobs_exporter_query_duration_seconds", ()): pytest.approx(0.05, abs=1),
         ("passito_jobs_exporter_queries_total", ()): 1.0,
     }
@@ -348,23 +350,23 @@ def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
     for thread in threads:
         thread.join(10)
     assert len(results) == 5
-    ups = [r[("passito_jobs_database_up", ())] for r in results]
+    ups = [r[("passito_jobs_exporter_database_up", ())] for r in results]
     queries_run = {r[("passito_jobs_exporter_queries_total", ())] for r in results}
     assert ups == [1.0] * 5
     assert queries_run == {2.0}, "each waiting scrape served the one query that ran meanwhile"
 
-    # A lock held longer than the query timeout (0.5s): the scrape answers, database_up 0.
+    # A lock held longer than the query timeout (0.5s): the scrape answers, exporter_database_up 0.
     with conn.transaction():
         conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         found = samples(registry)
         elapsed = time.monotonic() - started
-    assert found[("passito_jobs_database_up", ())] == 0.0
+    assert found[("passito_jobs_exporter_database_up", ())] == 0.0
     assert not [key for key in found if key[0].startswith("passito_jobs_queue_")]
     assert elapsed < 3
     # The next scrape reconnects and reports the queue again.
     found = samples(registry)
-    assert found[("passito_jobs_database_up", ())] == 1.0
+    assert found[("passito_jobs_exporter_database_up", ())] == 1.0
     assert found[("passito_jobs_queue_ready_jobs", (("queue", "default"),))] == 1.0
 
 
@@ -398,4 +400,4 @@ def test_health_serve_keeps_serving_while_the_database_is_unreachable(cli_env: d
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert out.count("Cannot query the queue (passito_jobs_database_up is 0)") == 1, out
+    assert out.count("Cannot query the queue (passito_jobs_exporter_database_up is 0)") == 1, out

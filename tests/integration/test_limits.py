@@ -18,9 +18,11 @@ from psycopg.types.json import Jsonb
 from passito_jobs import InvalidJobError, JobRequest, dispatch, dispatch_many
 from passito_jobs.health.exporter import QueueCollector
 from passito_jobs.queue import limits
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import connect_async
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import FAR_FUTURE, UNREADABLE_JSON_KEY
-from passito_jobs.queue.store import AsyncStore, Store, connect_async
+from passito_jobs.queue.store import Store
 from tests.helpers import count_states, run_cli, run_main
 
 Conn = psycopg.Connection[Any]
@@ -331,9 +333,11 @@ def test_rows_outside_the_limits_are_claimed_and_rescued_by_workers(conn: Conn, 
     (due, later), claimed = asyncio.run(work())
     assert due is not None
     assert later is not None
-    assert later < FAR_FUTURE  # the 5 MB payload job, an hour from now
+    assert later < FAR_FUTURE.timestamp()  # the 5 MB payload job, an hour from now (epoch seconds)
     by_id = {job.id: job for job in claimed}
-    assert UNREADABLE_JSON_KEY in by_id[ids["2,000 levels deep"]].payload
+    unreadable = by_id[ids["2,000 levels deep"]].unreadable  # the worker fails that job with this
+    assert unreadable is not None
+    assert "nested too deeply" in unreadable
     assert {ids["long queue"], ids["control characters"], ids["minus infinity"]} <= set(by_id)
     assert ids["infinite run_at"] not in by_id
 
@@ -345,9 +349,9 @@ def test_rows_outside_the_limits_are_claimed_and_rescued_by_workers(conn: Conn, 
     assert stuck is not None
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN passito_jobs")
-        result = Maintenance(Store(conn), "m", MaintenanceConfig(stuck_timeout=60)).rescue()
+        result = Maintenance(Store(conn), "m", MaintenanceConfig(stuck_after=60)).rescue()
         got = list(listener.notifies(timeout=5, stop_after=1))
-    assert result.requeued == [stuck[0]]
+    assert result.rescued == [stuck[0]]
     assert [n.payload for n in got] == [""]
 
 

@@ -13,7 +13,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from passito_jobs.localdb import binaries
-from passito_jobs.queue.store import Store, migrations
+from passito_jobs.queue.sqlfiles import migrations
+from passito_jobs.queue.store import Store
 from tests.conftest import drop_database, fresh_database
 from tests.helpers import run_cli
 

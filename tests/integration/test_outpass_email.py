@@ -29,13 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from passito_jobs.config import Settings
-from passito_jobs.jobs.outpass import Outpass
-from passito_jobs.jobs.outpass_email import MissingPdfError, send_outpass_email, send_outpass_email_job
-from passito_jobs.jobs.parent_approval import send_parent_approval
-from passito_jobs.jobs.registry import PermanentError
-from passito_jobs.jobs.storage import Storage
-from passito_jobs.jobs.tokens import PURPOSE_APPROVAL, InvalidTokenError, signing_key, verify_token
+from passito_jobs.outpass.model import Outpass
+from passito_jobs.outpass.outpass_email import MissingPdfError, send_outpass_email, send_outpass_email_job
+from passito_jobs.outpass.parent_approval import send_parent_approval
+from passito_jobs.outpass.settings import JobSettings
+from passito_jobs.outpass.storage import Storage
+from passito_jobs.outpass.tokens import PURPOSE_APPROVAL, InvalidTokenError, verify_token
+from passito_jobs.registry import PermanentError
 from tests.helpers import free_port, run_cli
 from tests.outpasses import context, job_settings, sample_payload
 
@@ -194,7 +194,7 @@ def smtp_env(server: Server, **extra: str) -> dict[str, str]:
     }
 
 
-def with_pdf(settings: Settings, outpass_id: str = "42") -> bytes:
+def with_pdf(settings: JobSettings, outpass_id: str = "42") -> bytes:
     Storage(settings.storage_dir).write_atomic(Storage(settings.storage_dir).pdf(outpass_id), PDF_BYTES)
     return PDF_BYTES
 
@@ -236,7 +236,7 @@ def test_the_student_email_goes_over_starttls_with_auth(
     # Through the registered handler, configured from the environment as in a worker.
     for name, value in {**env, "PASSITO_STORAGE_DIR": str(settings.storage_dir)}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.secret_key or "")
+    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.outpass.secret_key or "")
     result = send_outpass_email_job(context("SendOutpassEmail", sample_payload()))
     assert [r.tls for r in starttls_server.recorder.received] == [True]
     assert starttls_server.recorder.received[0].login == USER
@@ -366,7 +366,7 @@ def test_the_parent_gets_approve_and_deny_links_with_signed_tokens(
     assert html is not None
     assert 'href="https://passito.example.edu/outpass/approve?token=' in html.get_content()
     links = approval_links(message)
-    key = signing_key(settings)
+    key = settings.signing_key
     for decision in ("approve", "deny"):
         claims = verify_token(links[decision], key, purpose=PURPOSE_APPROVAL, decision=decision)
         assert (claims.outpass_id, claims.decision) == ("42", decision)
@@ -380,7 +380,7 @@ def test_approval_verify_on_the_command_line(plain_server: Server, tmp_path: Pat
     settings = job_settings(tmp_path / "storage", **smtp_env(plain_server, PASSITO_SMTP_SECURITY="none"))
     send_parent_approval(Outpass.from_payload(sample_payload()), settings, job_id=9)
     links = approval_links(plain_server.recorder.received[0].message)
-    env = {"PASSITO_SECRET_KEY": settings.secret_key or "", "PATH": "/usr/bin:/bin"}
+    env = {"PASSITO_SECRET_KEY": settings.outpass.secret_key or "", "PATH": "/usr/bin:/bin"}
     done = run_cli(["approval", "verify", links["deny"]], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("deny outpass 42 (valid until ")
@@ -406,7 +406,7 @@ def test_without_an_smtp_host_emails_become_files_in_the_outbox(
 ) -> None:
     settings = job_settings(tmp_path / "storage", PASSITO_SMTP_FROM=SENDER)
     with_pdf(settings)
-    with caplog.at_level(logging.INFO, logger="passito_jobs.jobs"):
+    with caplog.at_level(logging.INFO, logger="passito_jobs.outpass"):
         result = send_outpass_email(Outpass.from_payload(sample_payload()), settings, job_id=7)
     assert result["backend"] == "file"
     path = settings.storage_dir / result["file"]

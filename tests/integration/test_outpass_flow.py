@@ -15,13 +15,15 @@ import pytest
 from pypdf import PdfReader
 
 from passito_jobs import dispatch, dispatch_many
-from passito_jobs.jobs import flow as flow_module
-from passito_jobs.jobs.flow import dispatch_outpass_flow, dispatch_outpass_flows
-from passito_jobs.jobs.outpass import InvalidOutpassError
+from passito_jobs.outpass import flow as flow_module
+from passito_jobs.outpass.flow import dispatch_outpass_flow, dispatch_outpass_flows
+from passito_jobs.outpass.model import InvalidOutpassError
 from tests.helpers import WorkerProcess, count_states, run_cli, wait_for
 from tests.outpasses import sample_payload
 
 Conn = psycopg.Connection[Any]
+
+OUTPASS = ("--import", "passito_jobs.outpass")  # the plug-in: workers load it as a job module
 
 
 def jobs(conn: Conn) -> dict[int, tuple[str, str, str, list[int]]]:
@@ -114,7 +116,9 @@ def test_outpasses_flow_through_two_real_workers(conn: Conn, cli_env: dict[str, 
     )
     # A payload that is wrong fails at once, without retries, naming the field.
     bad = dispatch("GenerateQrCode", {**sample_payload(), "to_date": "2025-02-01"}, conn=conn)
-    workers = [WorkerProcess(cli_env, tmp_path / f"w{i}.log", "--concurrency", "4") for i in range(2)]
+    workers = [
+        WorkerProcess(cli_env, tmp_path / f"w{i}.log", *OUTPASS, "--concurrency", "4") for i in range(2)
+    ]
     try:
         wait_for(
             lambda: count_states(conn) == {"completed": 10, "failed": 1},
@@ -157,14 +161,16 @@ def test_outpasses_flow_through_two_real_workers(conn: Conn, cli_env: dict[str, 
     assert cli_env["PASSITO_SECRET_KEY"] not in logs
 
 
-def test_a_worker_refuses_to_start_without_a_secret_key(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_worker_that_loads_the_outpass_jobs_refuses_to_start_without_a_secret_key(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {k: v for k, v in cli_env.items() if k != "PASSITO_SECRET_KEY"}
-    done = run_cli(["worker"], env)
+    done = run_cli(["worker", *OUTPASS], env)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("passito-jobs: error: PASSITO_SECRET_KEY is not set")
     assert len(done.stderr.strip().splitlines()) == 1
 
-    worker = WorkerProcess({**env, "PASSITO_INSECURE_DEV_SECRET": "true"}, tmp_path / "dev.log")
+    worker = WorkerProcess({**env, "PASSITO_INSECURE_DEV_SECRET": "true"}, tmp_path / "dev.log", *OUTPASS)
     try:
         wait_for(lambda: "Worker started" in worker.log(), message="the worker to start")
     finally:
@@ -233,7 +239,7 @@ def test_cleanup_expired_files_dispatches_and_a_worker_sweeps(
     assert jobs(conn) == {job_id: ("CleanupExpiredFiles", "pending", "maintenance", [])}
     assert old.exists()
 
-    worker = WorkerProcess(cli_env, tmp_path / "worker.log")
+    worker = WorkerProcess(cli_env, tmp_path / "worker.log", *OUTPASS)
     try:
         wait_for(lambda: count_states(conn) == {"completed": 1}, message="the sweep to complete")
     finally:
@@ -290,7 +296,7 @@ def test_a_hostile_payload_dispatched_directly_fails_once_naming_the_field(
         )
         for key, changes in hostile.items()
     }
-    worker = WorkerProcess(cli_env, tmp_path / "worker.log")
+    worker = WorkerProcess(cli_env, tmp_path / "worker.log", *OUTPASS)
     try:
         wait_for(lambda: count_states(conn) == {"failed": len(ids)}, message="every hostile job failed")
     finally:

@@ -11,9 +11,11 @@ import psycopg
 import pytest
 
 from passito_jobs import dispatch
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import connect_async
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import ClaimedJob, JobState
-from passito_jobs.queue.store import AsyncStore, Store, connect_async
+from passito_jobs.queue.store import Store
 from tests.helpers import job_state
 
 Conn = psycopg.Connection[Any]
@@ -250,8 +252,8 @@ def test_rescue_requeues_stuck_jobs_and_fails_on_last_attempt(
     conn.execute(
         "UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '2 minutes' WHERE worker_id = 'w1'"
     )
-    result = Maintenance(store, "m", MaintenanceConfig(stuck_timeout=60)).rescue()
-    assert result.requeued == [retryable]
+    result = Maintenance(store, "m", MaintenanceConfig(stuck_after=60)).rescue()
+    assert result.rescued == [retryable]
     assert result.failed == [last]
     assert job_state(conn, fresh) == "processing"
     row = conn.execute(
@@ -365,7 +367,7 @@ def test_maintenance_logs_one_clean_line(
     claim(database_url, 1)
     conn.execute("UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '2 minutes'")
     with caplog.at_level("INFO", logger="passito_jobs.maintenance"):
-        Maintenance(store, "m", MaintenanceConfig(stuck_timeout=60)).run_once()
+        Maintenance(store, "m", MaintenanceConfig(stuck_after=60)).run_once()
     assert caplog.messages == [
-        f"Maintenance: requeued 1 stuck job(s) (#{job_id}), failed 0, pruned 0 finished job(s)"
+        f"Maintenance: rescued 1 stuck job(s) (#{job_id}), failed 0, pruned 0 finished job(s)"
     ]

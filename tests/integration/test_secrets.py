@@ -18,8 +18,9 @@ import pytest
 from passito_jobs import dispatch
 from passito_jobs.config import ConfigError
 from passito_jobs.queue import dispatch as dispatch_module
-from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.store import StoreHandle, connect, connect_async
+from passito_jobs.queue.connection import connect, connect_async
+from passito_jobs.queue.errors import DatabaseUnavailableError
+from passito_jobs.queue.store import StoreHandle
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from tests.helpers import free_port, http_get, run_cli, wait_for
 from tests.outpasses import sample_payload

@@ -109,7 +109,7 @@ def test_a_burst_scales_workers_up_completes_and_scales_back_to_the_minimum(
     assert out.startswith("Job Supervisor started\n"), out[:300]
     assert "Configuration: min workers 1, max workers 4, scale up above 5 jobs/worker" in out
     assert len(sup.pids()) == 4
-    assert re.search(r"^Scaling UP: Spawning 3 worker\(s\) \(\d+ jobs pending, 5 per worker\)$", out, re.M)
+    assert re.search(r"^Scaling UP: Spawning 3 worker\(s\) \(load \d+, 5 per worker\)$", out, re.M)
     assert "[DONE]" in out  # the workers' own log lines pass through
     assert not any(alive(pid) for pid in sup.pids())
 

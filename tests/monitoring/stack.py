@@ -259,16 +259,16 @@ class AutoscalerSource:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             store = Store(conn)
             while not self._stop.wait(0.5):
-                ready, processing = store.load()
+                load = store.load().total
                 current = self.workers()
                 decision = decide(
                     self.policy,
-                    load=ready + processing,
+                    load=load,
                     current=current,
                     now=time.monotonic(),
                     last_scale_time=self._last_scale,
                 )
-                self.load.labels(*self._key).set(ready + processing)
+                self.load.labels(*self._key).set(load)
                 self.current.labels(*self._key).set(current)
                 self.desired.labels(*self._key).set(decision.desired)
                 # A scale event is a change of the desired count, as the operator patches it.

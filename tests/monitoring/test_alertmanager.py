@@ -71,7 +71,7 @@ def stuck_alert(queue: str, status: str = "firing", severity: str = "critical") 
     annotations.update(
         summary=f"Jobs in queue {queue} are stuck in processing",
         description=f"2 jobs in queue {queue} have been processing without a heartbeat for longer than "
-        "PASSITO_STUCK_TIMEOUT, and no worker has rescued them for 5 minutes.",
+        "PASSITO_STUCK_AFTER, and no worker has rescued them for 5 minutes.",
         value="2 stuck jobs",
     )
     return {
@@ -143,7 +143,7 @@ def test_a_firing_email_has_the_metrics_table_causes_actions_and_runbook(tmp_pat
     assert "Possible causes" in html
     assert "Workers crashed or were killed mid-job" in html
     assert "Recommended actions" in html
-    assert "passito-jobs health --recover" in html
+    assert "passito-jobs health --rescue" in html
     assert (
         '<a class="runbook" href="https://github.com/passito/passito-jobs/blob/main/docs/runbooks/PassitoJobsStuck.md"'
         in html

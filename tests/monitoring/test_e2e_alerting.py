@@ -47,7 +47,7 @@ ADMIN = "admin@passito.example.org"
 RUNBOOKS = "https://github.com/passito/passito-jobs/blob/main/docs/runbooks/"
 FAST = {
     "PASSITO_HEARTBEAT_INTERVAL": "0.3",
-    "PASSITO_STUCK_TIMEOUT": "2",
+    "PASSITO_STUCK_AFTER": "2",
     "PASSITO_MAINTENANCE_INTERVAL": "0.5",
     "PASSITO_POLL_INTERVAL": "0.5",
 }
@@ -224,7 +224,7 @@ def test_alerts_reach_the_admins_mailbox_and_resolve(stack: Stack) -> None:
         assert ">1 stuck jobs</td>" in html
         assert "passito_jobs_queue_stuck_jobs" in html
         assert "1 jobs in queue pdfs have been processing without a heartbeat" in html
-        assert "passito-jobs health --recover" in html  # recommended actions
+        assert "passito-jobs health --rescue" in html  # recommended actions
         assert f'href="{RUNBOOKS}PassitoJobsStuck.md"' in html
         assert "Runbook: " + RUNBOOKS + "PassitoJobsStuck.md" in mail.body("plain")
 
@@ -252,12 +252,12 @@ def test_alerts_reach_the_admins_mailbox_and_resolve(stack: Stack) -> None:
         assert 'style="background:#ef6c00' in dead[0].body("html")  # warning: orange
         assert ">6 failed jobs</td>" in dead[0].body("html")
 
-        # Recovery: a new worker, the health check's --recover (the dead worker's maintenance lease
+        # Recovery: a new worker, the health check's --rescue (the dead worker's maintenance lease
         # would hold the workers' own rescue off for 30s more), and successes that bring the
         # failure rate down.
         stack.start_worker()
-        recovered = run_cli(["health", "--recover"], stack.env)
-        assert f"returned 1 stuck job(s) to pending (#{stuck})" in recovered.stdout, recovered
+        rescued = run_cli(["health", "--rescue"], stack.env)
+        assert f"returned 1 stuck job(s) to pending (#{stuck})" in rescued.stdout, rescued
         wait_for(
             lambda: stack.prometheus.query('up{job="passito-jobs-worker"} == 1'),
             timeout=20,

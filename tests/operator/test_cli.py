@@ -6,8 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +72,19 @@ def test_operator_process_scales_serves_probes_and_stops_on_sigterm(
         cluster.create_autoscaler("worker", OLD_POLICY)
         dispatch_many([JobRequest("Sleep") for _ in range(20)], conn=conn)
         wait_for(lambda: cluster.replicas("worker") == 4, message="scale out to 4")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        assert 'passito_jobs_autoscaler_desired_replicas{autoscaler="worker",namespace="default"} 4.0' in text
+        # The patch of the Deployment comes before the metrics of that poll are set: wait for both.
+        desired = 'passito_jobs_autoscaler_desired_replicas{autoscaler="worker",namespace="default"} 4.0'
+        wait_for(
+            lambda: desired in http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode(),
+            message="the desired replicas metric",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     output = log_path.read_text()
     assert code == 0, output
     assert "[Operator " in output
-    assert "ScaledUp: 1 -> 4 (20 jobs pending, 5 per worker)" in output
+    assert "ScaledUp: 1 -> 4 (load 20, 5 per worker)" in output
     assert "Traceback" not in output
     assert "Not enough permissions" not in output
 

@@ -90,10 +90,10 @@ def test_backlog_scales_out_then_in_after_the_cooldown(
 
     ids = backlog(conn, 39)
     wait_for(lambda: cluster.replicas("worker") == 8, message="scale out to 8")
-    assert_event(cluster, "Normal ScaledUp: 1 -> 8 (39 jobs pending, 5 per worker)")
+    assert_event(cluster, "Normal ScaledUp: 1 -> 8 (load 39, 5 per worker)")
     status = cluster.status("worker")
     assert (status["load"], status["desiredReplicas"], status["currentReplicas"]) == (39, 8, 8)
-    assert status["lastScaleReason"] == "1 -> 8 (39 jobs pending, 5 per worker)"
+    assert status["lastScaleReason"] == "1 -> 8 (load 39, 5 per worker)"
     assert status["observedGeneration"] == 1
     assert cluster.condition("worker", "Active")["status"] == "True"
     assert metric(ports["metrics"], "passito_jobs_autoscaler_desired_replicas") == 8
@@ -101,7 +101,7 @@ def test_backlog_scales_out_then_in_after_the_cooldown(
 
     Store(conn).cancel(ids)  # the queue drains
     wait_for(lambda: cluster.replicas("worker") == 1, message="scale in to 1")
-    assert_event(cluster, "Normal ScaledDown: 8 -> 1 (0 jobs pending, below 2 per worker)")
+    assert_event(cluster, "Normal ScaledDown: 8 -> 1 (load 0, below 2 per worker)")
     held = (event_time(cluster, "ScaledDown") - event_time(cluster, "ScaledUp")).total_seconds()
     assert held >= OLD_POLICY["cooldownPeriod"], "scaled in before the cooldown"
     assert cluster.condition("worker", "Active")["status"] == "False"

@@ -101,9 +101,9 @@ def test_backlog_scales_up_at_once_and_down_after_the_cooldown() -> None:
     world = World(scaled=1)
     up = world.poll(load=39, at=0)
     assert (up.scale_to, up.direction) == (8, Direction.UP)
-    assert lines(up) == ["Normal ScaledUp: 1 -> 8 (39 jobs pending, 5 per worker)"]
+    assert lines(up) == ["Normal ScaledUp: 1 -> 8 (load 39, 5 per worker)"]
     assert up.status["lastScaleTime"] == "2030-01-01T00:00:00.000000Z"
-    assert up.status["lastScaleReason"] == "1 -> 8 (39 jobs pending, 5 per worker)"
+    assert up.status["lastScaleReason"] == "1 -> 8 (load 39, 5 per worker)"
     assert (up.status["load"], up.status["desiredReplicas"], up.status["currentReplicas"]) == (39, 8, 8)
     assert conditions(up)["Active"] == "True"
 
@@ -114,7 +114,7 @@ def test_backlog_scales_up_at_once_and_down_after_the_cooldown() -> None:
     )
     down = world.poll(load=0, at=60)
     assert (down.scale_to, down.direction) == (1, Direction.DOWN)
-    assert lines(down) == ["Normal ScaledDown: 8 -> 1 (0 jobs pending, below 2 per worker)"]
+    assert lines(down) == ["Normal ScaledDown: 8 -> 1 (load 0, below 2 per worker)"]
 
 
 def test_condition_times_move_only_on_transitions() -> None:
@@ -142,7 +142,7 @@ def test_paused_freezes_and_resuming_adopts_the_replicas_found() -> None:
     assert "Normal Resumed: pause annotations removed: autoscaling resumed" in lines(resumed)
     assert not any("ManualOverride" in line for line in lines(resumed))
     assert (resumed.scale_to, resumed.direction) == (8, Direction.UP)
-    assert "Normal ScaledUp: 3 -> 8 (39 jobs pending, 5 per worker)" in lines(resumed)
+    assert "Normal ScaledUp: 3 -> 8 (load 39, 5 per worker)" in lines(resumed)
 
 
 def test_paused_replicas_sets_the_replicas_and_freezes() -> None:
@@ -193,7 +193,7 @@ def test_a_manual_change_is_held_then_autoscaling_resumes() -> None:
     resumed = world.poll(load=0, at=170)
     assert lines(resumed) == [
         "Normal ManualOverrideEnded: manual override of 6 replicas expired: autoscaling resumed",
-        "Normal ScaledDown: 6 -> 1 (0 jobs pending, below 2 per worker)",
+        "Normal ScaledDown: 6 -> 1 (load 0, below 2 per worker)",
     ]
     assert conditions(resumed)["ManualOverride"] == "False"
     assert resumed.status["manualOverrideUntil"] is None

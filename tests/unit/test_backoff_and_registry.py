@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from passito_jobs.jobs.registry import JobContext, Registry, job_type
 from passito_jobs.queue.backoff import retry_delay
+from passito_jobs.registry import JobContext, Registry, job_type
 
 
 def test_backoff_doubles_with_jitter_in_the_upper_half_and_is_capped() -> None:

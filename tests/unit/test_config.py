@@ -3,51 +3,88 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hack.render_configuration import rendered
 
-from passito_jobs.config import ConfigError, Settings, describe, format_duration, parse_duration
+from passito_jobs.config import (
+    ConfigError,
+    Settings,
+    describe,
+    format_duration,
+    group_class,
+    parse_duration,
+    plugin_groups,
+)
+from passito_jobs.outpass.settings import EmailSettings, OutpassSettings
 
 DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 
 
+def read_all(env: Mapping[str, str]) -> tuple[Settings, OutpassSettings, EmailSettings]:
+    """The engine's settings and Passito's groups, as a worker with `--import passito_jobs.outpass`
+    reads them."""
+    return Settings.from_env(env), OutpassSettings.from_env(env), EmailSettings.from_env(env)
+
+
 def test_defaults_are_pinned() -> None:
-    s = Settings.from_env({})
-    assert (s.database_url, s.data_dir, s.connect_timeout) == (None, Path(".passito"), 5.0)
-    assert (s.queues, s.concurrency, s.batch_size, s.job_modules) == ((), 10, 100, ())
-    assert (s.poll_interval, s.heartbeat_interval, s.shutdown_timeout, s.job_timeout) == (
+    s, outpass, email = read_all({})
+    assert (s.database.url, s.local_database.data_dir, s.database.connect_timeout) == (
+        None,
+        Path(".passito"),
+        5.0,
+    )
+    w = s.worker
+    assert (w.queues, w.concurrency, w.batch_size, w.job_modules) == ((), 10, 100, ())
+    assert (w.poll_interval, w.heartbeat_interval, w.shutdown_timeout, w.job_timeout) == (
         2.0,
         10.0,
         30.0,
         900.0,
     )
-    assert (s.retry_backoff_base, s.retry_backoff_cap) == (2.0, 3600.0)
-    assert (s.metrics_port, s.log_jobs, s.worker_name) == (9100, True, "")
-    assert (s.stuck_timeout, s.maintenance_interval) == (60.0, 15.0)
-    assert (s.keep_completed, s.keep_failed, s.prune_batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
-    assert (s.min_workers, s.max_workers, s.scale_up_threshold, s.scale_down_threshold) == (1, 10, 5.0, 2.0)
-    assert (s.check_interval, s.cooldown) == (10.0, 60.0)
-    assert (s.storage_dir, s.public_url, s.secret_key, s.insecure_dev_secret) == (
+    assert (w.retry_backoff_base, w.retry_backoff_cap) == (2.0, 3600.0)
+    assert (w.metrics_port, w.log_jobs, w.worker_name) == (9100, True, "")
+    assert (w.max_payload_bytes, w.sync_isolation, w.max_abandoned_attempts, w.stall_timeout) == (
+        1048576,
+        "thread",
+        10,
+        60.0,
+    )
+    m = s.maintenance
+    assert (m.stuck_after, m.interval) == (60.0, 15.0)
+    assert (m.keep_completed, m.keep_failed, m.batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
+    sup = s.supervise
+    assert (sup.min_workers, sup.max_workers, sup.scale_up_threshold, sup.scale_down_threshold) == (
+        1,
+        10,
+        5.0,
+        2.0,
+    )
+    assert (sup.check_interval, sup.cooldown) == (10.0, 60.0)
+    assert (outpass.storage_dir, outpass.public_url, outpass.secret_key, outpass.insecure_dev_secret) == (
         Path(".passito/storage"),
         "http://localhost:8000",
         None,
         False,
     )
-    assert (s.approval_token_ttl, s.file_retention_days) == (3 * 86400.0, 30)
-    assert (s.smtp_host, s.smtp_port, s.smtp_security, s.smtp_user, s.smtp_password) == (
+    assert (outpass.approval_token_ttl, outpass.file_retention_days) == (3 * 86400.0, 30)
+    assert (email.host, email.port, email.security, email.user, email.password) == (
         None,
         0,
         "starttls",
         None,
         None,
     )
-    assert (s.smtp_from, s.smtp_timeout, s.smtp_ca_file) == ("Passito <no-reply@localhost>", 30.0, None)
-    assert (s.operator_namespaces, s.operator_metrics_port, s.operator_liveness_port) == ((), 9102, 8080)
-    assert s.kube_server is None
-    assert (s.health_stale_after, s.health_max_failure_rate, s.health_window) == (300.0, 0.10, 3600.0)
-    assert (s.health_port, s.health_query_timeout) == (9101, 5.0)
-    assert (s.log_level, s.log_format) == ("INFO", "text")
+    assert (email.sender, email.timeout, email.ca_file) == ("Passito <no-reply@localhost>", 30.0, None)
+    op = s.operator
+    assert (op.namespaces, op.metrics_port, op.liveness_port) == ((), 9102, 8080)
+    assert op.kube_server is None
+    h = s.health
+    assert (h.stale_after, h.max_failure_ratio, h.window) == (300.0, 0.10, 3600.0)
+    assert (h.port, h.query_timeout) == (9101, 5.0)
+    assert (s.logging.level, s.logging.format) == ("INFO", "text")
 
 
 def test_environment_is_parsed() -> None:
@@ -57,27 +94,36 @@ def test_environment_is_parsed() -> None:
             "PASSITO_QUEUES": "emails, pdfs,",
             "PASSITO_CONCURRENCY": "4",
             "PASSITO_KEEP_COMPLETED": "2d",
-            "PASSITO_STUCK_TIMEOUT": "90s",
+            "PASSITO_STUCK_AFTER": "90s",
             "PASSITO_LOG_JOBS": "off",
             "PASSITO_LOG_FORMAT": "JSON",
             "PASSITO_JOB_MODULES": "a.b,c",
         }
     )
-    assert s.database_url == "postgresql://db/x"
-    assert s.queues == ("emails", "pdfs")
-    assert (s.concurrency, s.keep_completed, s.stuck_timeout) == (4, 172800.0, 90.0)
-    assert (s.log_jobs, s.log_format, s.job_modules) == (False, "json", ("a.b", "c"))
+    assert s.database.url == "postgresql://db/x"
+    assert s.worker.queues == ("emails", "pdfs")
+    assert (s.worker.concurrency, s.maintenance.keep_completed, s.maintenance.stuck_after) == (
+        4,
+        172800.0,
+        90.0,
+    )
+    assert (s.worker.log_jobs, s.logging.format, s.worker.job_modules) == (False, "json", ("a.b", "c"))
+    assert s.warnings == ()
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: invalid literal"),
+        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: 'many' is not a whole number"),
         ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
         ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
         (
             {"PASSITO_STUCK_TIMEOUT": "5s"},
             "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL",
+        ),
+        (
+            {"PASSITO_STUCK_AFTER": "5s"},
+            "PASSITO_STUCK_AFTER must be longer than PASSITO_HEARTBEAT_INTERVAL",
         ),
         ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
         ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
@@ -98,12 +144,19 @@ def test_environment_is_parsed() -> None:
             {"PASSITO_HEALTH_MAX_FAILURE_RATE": "1.5"},
             "PASSITO_HEALTH_MAX_FAILURE_RATE must be between 0 and 1",
         ),
+        (
+            {"PASSITO_HEALTH_MAX_FAILURE_RATIO": "1.5"},
+            "PASSITO_HEALTH_MAX_FAILURE_RATIO must be between 0 and 1",
+        ),
         ({"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
+        ({"PASSITO_SYNC_ISOLATION": "fork"}, "PASSITO_SYNC_ISOLATION must be thread or process"),
+        ({"PASSITO_MAX_ABANDONED_ATTEMPTS": "0"}, "PASSITO_MAX_ABANDONED_ATTEMPTS must be at least 1"),
+        ({"PASSITO_MAX_PAYLOAD_BYTES": "0"}, "PASSITO_MAX_PAYLOAD_BYTES must be between 1 and 104857600"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env(env)
+        read_all(env)
 
 
 @pytest.mark.parametrize(
@@ -126,23 +179,28 @@ def test_every_setting_is_documented_with_its_default() -> None:
         assert f"`{row['default']}`" in line, f"{row['env']}: docs do not show the default {row['default']}"
 
 
+def test_the_tables_of_the_docs_are_the_declarations() -> None:
+    """docs/configuration.md's tables are generated: `python -m hack.render_configuration`."""
+    assert rendered(DOCS.read_text()) == DOCS.read_text()
+
+
 def test_every_field_has_an_environment_variable() -> None:
-    names = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+    classes = [group_class(f.name) for f in dataclasses.fields(Settings)] + plugin_groups()
+    names = [f.metadata["env"] for cls in classes for f in dataclasses.fields(cls)]
     assert all(name.startswith("PASSITO_") for name in names)
     assert len(names) == len(set(names))
+    assert len({row["env"] for row in describe()}) == len(describe())
 
 
 def test_secrets_never_show_in_a_repr() -> None:
-    settings = Settings.from_env(
-        {
-            "PASSITO_DATABASE_URL": "postgresql://passito:db-pass-123@db/passito",
-            "PASSITO_SECRET_KEY": "k" * 40,
-            "PASSITO_SMTP_HOST": "smtp.example.edu",
-            "PASSITO_SMTP_USER": "mailer",
-            "PASSITO_SMTP_PASSWORD": "smtp-pass-456",
-        }
-    )
-    shown = repr(settings)
+    env = {
+        "PASSITO_DATABASE_URL": "postgresql://passito:db-pass-123@db/passito",
+        "PASSITO_SECRET_KEY": "k" * 40,
+        "PASSITO_SMTP_HOST": "smtp.example.edu",
+        "PASSITO_SMTP_USER": "mailer",
+        "PASSITO_SMTP_PASSWORD": "smtp-pass-456",
+    }
+    shown = " ".join(repr(group) for group in read_all(env))
     assert "db-pass-123" not in shown
     assert "k" * 40 not in shown
     assert "smtp-pass-456" not in shown

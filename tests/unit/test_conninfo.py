@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.logs import JsonFormatter, TextFormatter
-from passito_jobs.queue.conninfo import describe_target, mask, parse, redact
-from passito_jobs.queue.models import InvalidDatabaseUrlError
+from passito_jobs.queue.conninfo import Redactor, describe_target, mask, parse, redact
+from passito_jobs.queue.errors import InvalidDatabaseUrlError
 
 SECRET = "s3cr3t-pw"
 
@@ -106,7 +106,7 @@ def test_the_setting_is_checked_once_with_the_password_masked() -> None:
     assert SECRET not in message
     assert "app:***@db/passito" in message
     url = f"postgresql://app:{SECRET}@db/passito"
-    assert Settings.from_env({"PASSITO_DATABASE_URL": url}).database_url == url
+    assert Settings.from_env({"PASSITO_DATABASE_URL": url}).database.url == url
 
 
 def _record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
@@ -162,3 +162,33 @@ def test_no_shape_of_url_shows_its_password(pw: str, template: str, damage: str)
         shown.append(str(exc))
     for text in shown:
         assert MARK not in text, text
+
+
+URLS = [url for url, _ in MALFORMED] + [
+    f"postgresql://passito:{SECRET}@db.internal:5432/passito?sslmode=require",
+    "postgresql://app:p%40ss%20w0rd@db/passito",
+    "postgresql://a:pw@db/x",  # a password too short to search for in free text
+    f"host=db user=app password='{SECRET} x' dbname=x",
+]
+pieces = st.sampled_from(['"', "'", " ", "=", "@", ":", "queue=emails", "job_id=12", "\n"])
+
+
+@given(url=st.sampled_from(URLS), data=st.data())
+def test_the_fast_redactor_masks_exactly_what_redact_masks(url: str, data: st.DataObject) -> None:
+    """Log lines go through Redactor (a few substring tests first); it must change exactly the
+    texts `redact` changes, and in the same way."""
+    fragments = st.builds(
+        lambda a, b: url[min(a, b) : max(a, b)], st.integers(0, len(url)), st.integers(0, len(url))
+    )
+    text = "".join(data.draw(st.lists(st.one_of(pieces, fragments, st.text(max_size=8)), max_size=8)))
+    assert Redactor(url)(text) == redact(text, url)
+
+
+def test_a_job_line_passes_the_redactor_unchanged_and_a_quoted_secret_does_not() -> None:
+    url = f"postgresql://passito:{SECRET}@db.internal:5432/passito"
+    redactor = Redactor(url)
+    line = "[Worker pod:1][INFO] Processing Job #12 (Noop) job_id=12 job_type=Noop queue=default"
+    assert redactor(line) is line
+    assert SECRET not in redactor(f'failed: missing "=" after "passito:{SECRET}@db"')
+    assert SECRET not in redactor(f"password {SECRET} in free text")
+    assert Redactor(None)(url) == url  # no database URL: nothing to mask

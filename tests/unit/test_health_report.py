@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from passito_jobs.health.checks import FAILURE_RATE, STALE, STUCK, HealthReport, Thresholds, evaluate
+from passito_jobs.health.checks import FAILURE_RATIO, STALE, STUCK, HealthReport, Thresholds, evaluate
 from passito_jobs.health.report import render_text, to_json
 from passito_jobs.queue.maintenance import MaintenanceResult
 from passito_jobs.queue.models import QueueStats
+from passito_jobs.settings import FieldError
 
 HEALTHY_REPORT = """\
 Job Queue Health Check
@@ -57,7 +58,7 @@ def test_each_problem_is_named_with_its_queues_and_likely_cause() -> None:
         QueueStats("pdfs", processing=2, stuck=2, completed_recently=10),
     ]
     found = report(queues)
-    assert [p.check for p in found.problems] == [STALE, STUCK, FAILURE_RATE]
+    assert [p.check for p in found.problems] == [STALE, STUCK, FAILURE_RATIO]
     text = render_text(found)
     assert "Stale Jobs:      4 (older than 5m)" in text
     assert "✗ Job queue is unhealthy: 3 problems found" in text
@@ -74,18 +75,20 @@ def test_each_problem_is_named_with_its_queues_and_likely_cause() -> None:
     ("completed", "failed", "unhealthy"),
     [(0, 0, False), (9, 1, False), (8, 2, True), (0, 1, True), (100, 0, False)],
 )
-def test_failure_rate_threshold(completed: int, failed: int, unhealthy: bool) -> None:
+def test_failure_ratio_threshold(completed: int, failed: int, unhealthy: bool) -> None:
     stats = QueueStats("default", completed_recently=completed, failed_recently=failed)
-    problems = evaluate([stats], Thresholds(max_failure_rate=0.10))
+    problems = evaluate([stats], Thresholds(max_failure_ratio=0.10))
     assert bool(problems) is unhealthy
 
 
-def test_recovery_is_reported() -> None:
+def test_a_rescue_is_reported() -> None:
     found = report([QueueStats("default", processing=2, stuck=2)])
-    found.recovered = MaintenanceResult(requeued=[41, 42], failed=[43])
+    found.rescued = MaintenanceResult(rescued=[41, 42], failed=[43])
     assert render_text(found).endswith(
-        "Recovered: returned 2 stuck job(s) to pending (#41, #42), failed 1 on their last attempt (#43)"
+        "Rescued: returned 2 stuck job(s) to pending (#41, #42), failed 1 on their last attempt (#43)"
     )
+    assert to_json(found)["rescued"] == {"pending": [41, 42], "failed": [43]}
+    # The key of `--recover`, deprecated: the same jobs, as it named them.
     assert to_json(found)["recovered"] == {"requeued": [41, 42], "failed": [43]}
 
 
@@ -101,6 +104,7 @@ def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
     assert data["thresholds"] == {
         "stale_after_seconds": 60,
         "stuck_after_seconds": 30,
+        "max_failure_ratio": 0.10,
         "max_failure_rate": 0.10,
         "window_seconds": 600,
     }
@@ -115,13 +119,14 @@ def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
         "failed": 0,
         "completed_recently": 3,
         "failed_recently": 1,
+        "failure_ratio": 0.25,
         "failure_rate": 0.25,
     }
     assert data["totals"]["blocked"] == 5
     assert data["totals"]["stuck"] == 1
     assert [(p["check"], p["queues"]) for p in data["problems"]] == [
         ("stuck", {"pdfs": 1}),
-        ("failure_rate", {"emails": 0.25}),
+        ("failure_ratio", {"emails": 0.25}),
     ]
 
 
@@ -130,9 +135,12 @@ def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
     [
         ({"stale_after": 0}, "stale-after must be a positive duration"),
         ({"window": -1}, "window must be a positive duration"),
-        ({"max_failure_rate": 1.5}, "max-failure-rate must be between 0 and 1"),
+        ({"max_failure_ratio": 1.5}, "max-failure-ratio must be between 0 and 1"),
     ],
 )
 def test_thresholds_are_validated(kwargs: dict[str, float], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    """The error names the field; each front end spells it (here as a flag's name)."""
+    with pytest.raises(FieldError) as caught:
         Thresholds(**kwargs)
+    assert caught.value.field == next(iter(kwargs))
+    assert message in caught.value.render(lambda name: name.replace("_", "-"))

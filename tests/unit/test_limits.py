@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from passito_jobs.queue import limits
-from passito_jobs.queue.models import InvalidJobError
+from passito_jobs.queue.errors import InvalidJobError
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 

@@ -27,10 +27,29 @@ def test_text_lines() -> None:
 
 def test_json_lines() -> None:
     data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("hello", tag="FAIL", job_id=3)))
-    assert {k: data[k] for k in ("level", "tag", "identity", "message", "job_id")} == {
+    assert {k: data[k] for k in ("level", "tag", "worker_id", "message", "job_id")} == {
         "level": "info",
         "tag": "FAIL",
-        "identity": "pod-1:42",
+        "worker_id": "pod-1:42",
         "message": "hello",
         "job_id": 3,
+    }
+
+
+def test_every_job_line_carries_the_job_and_the_worker() -> None:
+    from passito_jobs.logs import job_fields
+
+    job = job_fields(12, "GenerateQrCode", "outpasses", "1/3", "pod-1:42")
+    line = TextFormatter("Worker", "pod-1:42").format(record("Processing Job #12 (GenerateQrCode)", job=job))
+    assert line == (
+        "[Worker pod-1:42][INFO] Processing Job #12 (GenerateQrCode) "
+        "job_id=12 job_type=GenerateQrCode queue=outpasses attempt=1/3 worker_id=pod-1:42"
+    )
+    data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("Processing", job=job)))
+    assert {k: data[k] for k in ("job_id", "job_type", "queue", "attempt", "worker_id")} == {
+        "job_id": 12,
+        "job_type": "GenerateQrCode",
+        "queue": "outpasses",
+        "attempt": "1/3",
+        "worker_id": "pod-1:42",
     }

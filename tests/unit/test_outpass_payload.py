@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from passito_jobs.jobs.outpass import InvalidOutpassError, Outpass
-from passito_jobs.jobs.registry import PermanentError
+from passito_jobs.outpass.model import InvalidOutpassError, Outpass
+from passito_jobs.registry import PermanentError
 from tests.outpasses import sample_payload
 
 

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from passito_jobs.settings import FieldError
+from passito_jobs.supervisor.autoscaler import CRD_FIELDS
 from passito_jobs.supervisor.policy import Direction, ScalingPolicy, decide
 
 OLD = ScalingPolicy(
@@ -21,7 +23,7 @@ def test_empty_queue_keeps_one_worker() -> None:
 def test_39_jobs_with_one_worker_scales_to_8() -> None:
     decision = decide(OLD, load=39, current=1, now=0, last_scale_time=0)
     assert (decision.desired, decision.direction) == (8, Direction.UP)
-    assert decision.reason == "39 jobs pending, 5 per worker"
+    assert decision.reason == "load 39, 5 per worker"
 
 
 def test_drained_queue_scales_back_to_one_after_the_cooldown() -> None:
@@ -60,8 +62,11 @@ def test_out_of_bounds_replicas_are_corrected() -> None:
     ],
 )
 def test_invalid_policies_are_rejected(kwargs: dict[str, float], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    """The error names the field; the WorkerAutoscaler spells it its own way."""
+    with pytest.raises(FieldError) as caught:
         ScalingPolicy(**kwargs)  # type: ignore[arg-type]
+    assert caught.value.field in kwargs
+    assert message in caught.value.render(CRD_FIELDS.__getitem__)
 
 
 @st.composite

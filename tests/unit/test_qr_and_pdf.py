@@ -17,12 +17,16 @@ import numpy as np
 import pytest
 from pypdf import PdfReader
 
-from passito_jobs.config import Settings
-from passito_jobs.jobs.outpass import Outpass
-from passito_jobs.jobs.outpass_pdf import MissingQrCodeError, generate_outpass_pdf, generate_outpass_pdf_job
-from passito_jobs.jobs.qr_code import generate_qr_code, generate_qr_code_job, verification_url
-from passito_jobs.jobs.registry import PermanentError
-from passito_jobs.jobs.tokens import PURPOSE_VERIFY, signing_key, verify_token
+from passito_jobs.outpass.model import Outpass
+from passito_jobs.outpass.outpass_pdf import (
+    MissingQrCodeError,
+    generate_outpass_pdf,
+    generate_outpass_pdf_job,
+)
+from passito_jobs.outpass.qr_code import generate_qr_code, generate_qr_code_job, verification_url
+from passito_jobs.outpass.settings import JobSettings
+from passito_jobs.outpass.tokens import PURPOSE_VERIFY, verify_token
+from passito_jobs.registry import PermanentError
 from tests.outpasses import PUBLIC_URL, context, job_settings, sample_payload
 
 
@@ -33,11 +37,11 @@ def decode_qr(image: np.ndarray) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path) -> JobSettings:
     return job_settings(tmp_path / "storage")
 
 
-def test_the_qr_code_decodes_to_the_signed_verification_url(settings: Settings) -> None:
+def test_the_qr_code_decodes_to_the_signed_verification_url(settings: JobSettings) -> None:
     outpass = Outpass.from_payload(sample_payload())
     result = generate_qr_code(outpass, settings)
     assert result["file"] == "outpasses/42/qr.png"
@@ -47,16 +51,16 @@ def test_the_qr_code_decodes_to_the_signed_verification_url(settings: Settings) 
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{PUBLIC_URL}/outpass/verify"
     token = parse_qs(parts.query)["token"][0]
-    claims = verify_token(token, signing_key(settings), purpose=PURPOSE_VERIFY, now=outpass.from_date)
+    claims = verify_token(token, settings.signing_key, purpose=PURPOSE_VERIFY, now=outpass.from_date)
     assert claims.outpass_id == "42"
     assert claims.expires_at == outpass.valid_until
 
 
 def test_the_qr_job_validates_its_payload_and_writes_the_same_image_again(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: JobSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PASSITO_STORAGE_DIR", str(settings.storage_dir))
-    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.secret_key or "")
+    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.outpass.secret_key or "")
     first = generate_qr_code_job(context("GenerateQrCode", sample_payload()))
     image = (settings.storage_dir / first["file"]).read_bytes()
     generate_qr_code_job(context("GenerateQrCode", sample_payload(), attempt=2))
@@ -65,7 +69,7 @@ def test_the_qr_job_validates_its_payload_and_writes_the_same_image_again(
         generate_qr_code_job(context("GenerateQrCode", sample_payload(outpass_id=None)))
 
 
-def test_the_pdf_has_the_outpass_text_and_the_qr_image(settings: Settings) -> None:
+def test_the_pdf_has_the_outpass_text_and_the_qr_image(settings: JobSettings) -> None:
     outpass = Outpass.from_payload(sample_payload(student_name="Aanya <b>Sharma</b> & Co"))
     generate_qr_code(outpass, settings)
     result = generate_outpass_pdf(outpass, settings)
@@ -92,7 +96,7 @@ def test_the_pdf_has_the_outpass_text_and_the_qr_image(settings: Settings) -> No
     assert reader.metadata.title == "Outpass 42: Aanya <b>Sharma</b> & Co"
 
 
-def test_a_rendered_page_shows_a_scannable_qr_code(settings: Settings, tmp_path: Path) -> None:
+def test_a_rendered_page_shows_a_scannable_qr_code(settings: JobSettings, tmp_path: Path) -> None:
     if shutil.which("pdftoppm") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("pdftoppm is missing (Debian package poppler-utils)")
@@ -109,9 +113,9 @@ def test_a_rendered_page_shows_a_scannable_qr_code(settings: Settings, tmp_path:
     assert decode_qr(page) == verification_url(outpass, settings)
 
 
-def test_the_pdf_job_waits_for_its_qr_code(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pdf_job_waits_for_its_qr_code(settings: JobSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PASSITO_STORAGE_DIR", str(settings.storage_dir))
-    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.secret_key or "")
+    monkeypatch.setenv("PASSITO_SECRET_KEY", settings.outpass.secret_key or "")
     with pytest.raises(MissingQrCodeError, match=r"no QR code at outpasses/42/qr\.png") as caught:
         generate_outpass_pdf_job(context("GenerateOutpassPdf", sample_payload()))
     assert not isinstance(caught.value, PermanentError)  # retried: the QR job may be behind

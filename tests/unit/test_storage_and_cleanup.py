@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from passito_jobs.jobs import cleanup
-from passito_jobs.jobs.cleanup import cleanup_expired_files, cleanup_expired_files_job
-from passito_jobs.jobs.registry import PermanentError
-from passito_jobs.jobs.storage import Storage
+from passito_jobs.outpass import cleanup
+from passito_jobs.outpass.cleanup import cleanup_expired_files, cleanup_expired_files_job
+from passito_jobs.outpass.storage import Storage
+from passito_jobs.registry import PermanentError
 from tests.outpasses import context
 
 DAY = 86400.0

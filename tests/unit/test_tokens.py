@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from passito_jobs.config import ConfigError, Settings
-from passito_jobs.jobs.tokens import (
+from passito_jobs.config import ConfigError
+from passito_jobs.outpass.settings import JobSettings, OutpassSettings
+from passito_jobs.outpass.tokens import (
     DEV_SECRET,
     PURPOSE_APPROVAL,
     PURPOSE_VERIFY,
@@ -166,21 +167,21 @@ def test_a_signed_token_with_an_impossible_expiry_is_malformed(expiry: int) -> N
 
 def test_signing_needs_a_key_or_the_dev_flag() -> None:
     with pytest.raises(ConfigError, match="PASSITO_SECRET_KEY is not set"):
-        signing_key(Settings.from_env({}))
-    assert signing_key(Settings.from_env({"PASSITO_INSECURE_DEV_SECRET": "true"})) == DEV_SECRET
+        signing_key(OutpassSettings.from_env({}))
+    assert signing_key(OutpassSettings.from_env({"PASSITO_INSECURE_DEV_SECRET": "true"})) == DEV_SECRET
     key = "s" * 32
-    assert signing_key(Settings.from_env({"PASSITO_SECRET_KEY": key})) == key.encode()
+    assert signing_key(OutpassSettings.from_env({"PASSITO_SECRET_KEY": key})) == key.encode()
 
 
 def test_a_short_key_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"PASSITO_SECRET_KEY": "hunter2"})
+        OutpassSettings.from_env({"PASSITO_SECRET_KEY": "hunter2"})
     assert "PASSITO_SECRET_KEY must be at least 32 characters" in str(caught.value)
     assert "hunter2" not in str(caught.value)
 
 
 def test_secrets_stay_out_of_the_settings_repr() -> None:
-    settings = Settings.from_env(
+    settings = JobSettings.from_env(
         {
             "PASSITO_SECRET_KEY": "s3cr3t" * 6,
             "PASSITO_SMTP_HOST": "smtp.example.org",

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from passito_jobs.config import Settings
+from passito_jobs.health.checks import Thresholds
 from passito_jobs.web.app import create_app
 from passito_jobs.web.settings import WebSettings
 from tests.helpers import TESTS
@@ -37,8 +37,7 @@ def make_client(
     database_url: str, *, client: tuple[str, int] = ("127.0.0.1", 50000), **web: Any
 ) -> TestClient:
     """A client of the app with these WebSettings, its requests coming from `client`."""
-    settings = Settings.from_env({"PASSITO_DATABASE_URL": database_url})
-    app = create_app(settings, WebSettings(**web), database_url)
+    app = create_app(WebSettings(**web), database_url, thresholds=Thresholds())
     return TestClient(app, base_url="http://127.0.0.1:8080", raise_server_exceptions=True, client=client)
 
 

@@ -1,7 +1,7 @@
-"""The health checks: stale pending jobs, stuck processing jobs, the failure rate.
+"""The health checks: stale pending jobs, stuck processing jobs, the failure ratio.
 
-`evaluate` is pure (numbers in, problems out); `run_checks` reads the numbers from the database
-and, when asked, rescues stuck jobs exactly as the workers' maintenance does.
+Pure: `evaluate` takes the numbers (QueueStats) and returns the problems; report.py reads the
+numbers from the database (`run_checks`) and prints the report.
 """
 
 from __future__ import annotations
@@ -9,42 +9,44 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 
-import psycopg
-from psycopg import errors as pg_errors
-
-from passito_jobs.config import format_duration
-from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig, MaintenanceResult
-from passito_jobs.queue.models import DatabaseUnavailableError, QueueError, QueueStats
-from passito_jobs.queue.store import Store
+from passito_jobs.queue import maintenance
+from passito_jobs.queue.maintenance import MaintenanceResult
+from passito_jobs.queue.models import QueueStats
+from passito_jobs.settings import FieldError, format_duration
 
 STALE = "stale"
 STUCK = "stuck"
-FAILURE_RATE = "failure_rate"
+FAILURE_RATIO = "failure_ratio"
 BLOCKED_ORPHANS = "blocked_orphans"
 
-
-class HealthCheckError(QueueError):
-    """The checks could not run (query timeout, missing schema); the message says why."""
+# The defaults, shared with the settings (PASSITO_HEALTH_STALE_AFTER, ...).
+STALE_AFTER = 300.0
+STUCK_AFTER = maintenance.STUCK_AFTER
+MAX_FAILURE_RATIO = 0.10
+WINDOW = 3600.0
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When a queue counts as unhealthy; validated at construction."""
+    """When a queue counts as unhealthy; validated at construction (FieldError names the field)."""
 
-    stale_after: float = 300.0
-    stuck_after: float = 60.0
-    max_failure_rate: float = 0.10
-    window: float = 3600.0
+    stale_after: float = STALE_AFTER
+    stuck_after: float = STUCK_AFTER
+    max_failure_ratio: float = MAX_FAILURE_RATIO
+    window: float = WINDOW
 
     def __post_init__(self) -> None:
         for name in ("stale_after", "stuck_after", "window"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name.replace('_', '-')} must be a positive duration, got {value!r}")
-        if not 0 <= self.max_failure_rate <= 1:
-            raise ValueError(f"max-failure-rate must be between 0 and 1, got {self.max_failure_rate!r}")
+                raise FieldError(name, f"{{{name}}} must be a positive duration, got {value!r}")
+        if not 0 <= self.max_failure_ratio <= 1:
+            raise FieldError(
+                "max_failure_ratio",
+                f"{{max_failure_ratio}} must be between 0 and 1, got {self.max_failure_ratio!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class HealthReport:
     queues: list[QueueStats]
     problems: list[Problem]
     checked_at: datetime
-    recovered: MaintenanceResult | None = None
+    rescued: MaintenanceResult | None = None
+    """What `--rescue` did: jobs back to pending, and jobs failed on their last attempt."""
     blocked_orphans: dict[str, int] = field(default_factory=dict)
     """Blocked jobs with a failed or cancelled parent, by queue: they can never run."""
 
@@ -105,7 +108,7 @@ def _jobs(count: int) -> str:
 def evaluate(
     queues: Sequence[QueueStats], thresholds: Thresholds, blocked_orphans: Mapping[str, int] | None = None
 ) -> list[Problem]:
-    """The problems these numbers show, in the order stale, stuck, failure rate, blocked orphans."""
+    """The problems these numbers show, in the order stale, stuck, failure ratio, blocked orphans."""
     problems: list[Problem] = []
     totals = total(queues)
     if totals.stale:
@@ -136,30 +139,30 @@ def evaluate(
                 ),
                 likely_cause=(
                     "workers crashed or were killed mid-job (OOM kill, node loss) and no running "
-                    "worker has rescued the jobs yet; `--recover` returns them to pending"
+                    "worker has rescued the jobs yet; `--rescue` returns them to pending"
                 ),
                 queues={q.queue: q.stuck for q in queues if q.stuck},
             )
         )
     finished = totals.completed_recently + totals.failed_recently
-    if finished and totals.failure_rate > thresholds.max_failure_rate:
+    if finished and totals.failure_ratio > thresholds.max_failure_ratio:
         problems.append(
             Problem(
-                check=FAILURE_RATE,
+                check=FAILURE_RATIO,
                 count=totals.failed_recently,
                 message=(
-                    f"{totals.failure_rate:.1%} of the jobs finished in the last "
+                    f"{totals.failure_ratio:.1%} of the jobs finished in the last "
                     f"{format_duration(thresholds.window)} failed ({totals.failed_recently} of "
-                    f"{finished}), above {thresholds.max_failure_rate:.1%}"
+                    f"{finished}), above {thresholds.max_failure_ratio:.1%}"
                 ),
                 likely_cause=(
                     "a job type fails on every run (a bad deploy or bad payloads) or a service the "
                     "jobs call is down (SMTP, storage); see `passito-jobs jobs list --state failed`"
                 ),
                 queues={
-                    q.queue: round(q.failure_rate, 4)
+                    q.queue: round(q.failure_ratio, 4)
                     for q in queues
-                    if q.failed_recently and q.failure_rate > thresholds.max_failure_rate
+                    if q.failed_recently and q.failure_ratio > thresholds.max_failure_ratio
                 },
             )
         )
@@ -179,55 +182,3 @@ def evaluate(
             )
         )
     return problems
-
-
-def run_checks(
-    store: Store,
-    thresholds: Thresholds,
-    *,
-    timeout: float,
-    recover: bool = False,
-    holder: str = "health",
-) -> HealthReport:
-    """Check the queue; with `recover`, then return stuck jobs to pending as maintenance does.
-
-    Raises HealthCheckError when the schema is missing or the query times out, and
-    DatabaseUnavailableError when the connection fails midway.
-    """
-    try:
-        if store.schema_version() is None:
-            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
-        queues = store.queue_stats(
-            stale_after=thresholds.stale_after,
-            stuck_after=thresholds.stuck_after,
-            window=thresholds.window,
-            timeout=timeout,
-        )
-        orphans = store.blocked_orphans(timeout=timeout)
-        report = HealthReport(
-            thresholds=thresholds,
-            queues=queues,
-            problems=evaluate(queues, thresholds, orphans),
-            checked_at=datetime.now(UTC),
-            blocked_orphans=orphans,
-        )
-        if recover:
-            config = MaintenanceConfig(stuck_timeout=thresholds.stuck_after)
-            report.recovered = Maintenance(store, holder, config).rescue()
-    except pg_errors.QueryCanceled:
-        raise HealthCheckError(
-            f"the health query did not finish within {format_duration(timeout)} "
-            "(PASSITO_HEALTH_QUERY_TIMEOUT)"
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"lost the database connection during the health check: {_first_line(exc)}"
-        ) from None
-    except psycopg.Error as exc:  # permissions, a damaged schema: one line, not a traceback
-        raise HealthCheckError(f"the health query failed: {_first_line(exc)}") from None
-    return report
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

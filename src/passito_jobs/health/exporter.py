@@ -3,8 +3,8 @@
 One scrape runs one bounded statement (`Store.queue_stats` under PASSITO_HEALTH_QUERY_TIMEOUT).
 Scrapes do not pile up: one query runs at a time, and a scrape that arrives while a query is
 in flight waits for it and serves its result. When the database cannot be queried the exporter
-keeps serving, with `passito_jobs_database_up 0` and no queue gauges (stale numbers would
-mislead). docs/metrics.md lists the metrics.
+keeps serving, with `passito_jobs_exporter_database_up 0` and no queue gauges (stale numbers
+would mislead). docs/metrics.md lists the metrics.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import psycopg
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from passito_jobs.config import Settings, format_duration
+from passito_jobs.health.settings import HealthSettings
 from passito_jobs.httpserver import ProbeServer
-from passito_jobs.queue.models import DatabaseUnavailableError, QueueStats
+from passito_jobs.queue.errors import QueueError, first_line
+from passito_jobs.queue.models import QueueStats
 from passito_jobs.queue.store import StoreHandle
+from passito_jobs.settings import format_duration
 
 log = logging.getLogger("passito_jobs.health")
 
@@ -93,7 +94,7 @@ class QueueCollector(Collector):
                     timeout=self.query_timeout,
                 )
             )
-        except (DatabaseUnavailableError, psycopg.Error) as exc:
+        except QueueError as exc:
             self._note(False, exc)
             queues = None
         else:
@@ -106,8 +107,8 @@ class QueueCollector(Collector):
         if up and self._up is False:
             log.info("The database answers again")
         elif not up and self._up is not False:
-            reason = str(exc).strip().splitlines()[0] if exc and str(exc).strip() else type(exc).__name__
-            log.warning("Cannot query the queue (passito_jobs_database_up is 0): %s", reason)
+            reason = first_line(exc) if exc is not None else "unknown error"
+            log.warning("Cannot query the queue (passito_jobs_exporter_database_up is 0): %s", reason)
         self._up = up
 
     # ------------------------------------------------------------ metric families
@@ -115,8 +116,12 @@ class QueueCollector(Collector):
     def _families(self, sample: _Sample | None) -> Iterator[Metric]:
         window = format_duration(self.window)
         up = GaugeMetricFamily(
-            "passito_jobs_database_up",
+            "passito_jobs_exporter_database_up",
             "1 when the last scrape's queue query succeeded, 0 when the database could not be queried.",
+        )
+        old_up = GaugeMetricFamily(
+            "passito_jobs_database_up",
+            "Deprecated, removed in the next release: passito_jobs_exporter_database_up.",
         )
         duration = GaugeMetricFamily(
             "passito_jobs_exporter_query_duration_seconds",
@@ -153,7 +158,7 @@ class QueueCollector(Collector):
         stuck = GaugeMetricFamily(
             "passito_jobs_queue_stuck_jobs",
             f"Processing jobs without a heartbeat for more than {format_duration(self.stuck_after)} "
-            "(PASSITO_STUCK_TIMEOUT), by queue.",
+            "(PASSITO_STUCK_AFTER), by queue.",
             labels=["queue"],
         )
         finished = GaugeMetricFamily(
@@ -169,6 +174,7 @@ class QueueCollector(Collector):
         )
         if sample is not None:
             up.add_metric([], 0.0 if sample.queues is None else 1.0)
+            old_up.add_metric([], 0.0 if sample.queues is None else 1.0)
             duration.add_metric([], sample.duration)
             for q in sample.queues or []:
                 for state in UNFINISHED_STATES:
@@ -180,31 +186,39 @@ class QueueCollector(Collector):
                 stuck.add_metric([q.queue], q.stuck)
                 finished.add_metric([q.queue, "completed"], q.completed_recently)
                 finished.add_metric([q.queue, "failed"], q.failed_recently)
-                ratio.add_metric([q.queue], q.failure_rate)
-        yield from (up, duration, queries, jobs, ready, oldest, stale, stuck, finished, ratio)
+                ratio.add_metric([q.queue], q.failure_ratio)
+        yield from (up, old_up, duration, queries, jobs, ready, oldest, stale, stuck, finished, ratio)
 
 
-def serve(settings: Settings, database_url: str, port: int, stop: threading.Event) -> int:
+def serve(
+    settings: HealthSettings,
+    *,
+    database_url: str,
+    stuck_after: float,
+    connect_timeout: float,
+    port: int,
+    stop: threading.Event,
+) -> int:
     """Serve /metrics (and /healthz, /readyz) until `stop` is set. Returns the exit code."""
     collector = QueueCollector(
         database_url,
-        stale_after=settings.health_stale_after,
-        stuck_after=settings.stuck_timeout,
-        window=settings.health_window,
-        query_timeout=settings.health_query_timeout,
-        connect_timeout=settings.connect_timeout,
+        stale_after=settings.stale_after,
+        stuck_after=stuck_after,
+        window=settings.window,
+        query_timeout=settings.query_timeout,
+        connect_timeout=connect_timeout,
     )
     registry = CollectorRegistry()
     registry.register(collector)
-    # Always ready: a database outage shows as passito_jobs_database_up 0, which only a
+    # Always ready: a database outage shows as passito_jobs_exporter_database_up 0, which only a
     # scraped exporter can report.
     server = ProbeServer(port, registry=registry)
     log.info(
         "Serving queue metrics on port %d (/metrics); stale after %s, stuck after %s, window %s",
         server.port,
-        format_duration(settings.health_stale_after),
-        format_duration(settings.stuck_timeout),
-        format_duration(settings.health_window),
+        format_duration(settings.stale_after),
+        format_duration(stuck_after),
+        format_duration(settings.window),
     )
     try:
         stop.wait()

@@ -1,15 +1,27 @@
-"""The health report: the old `jobs:health` text, or JSON with a per-queue breakdown."""
+"""The health report: the numbers read from the database (`run_checks`, with `--rescue` the
+stuck jobs rescued as the workers' maintenance does), printed as the old `jobs:health` text or
+as JSON with a per-queue breakdown."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
-from passito_jobs.config import format_duration
-from passito_jobs.health.checks import HealthReport, Problem
+from passito_jobs.health.checks import HealthReport, Problem, Thresholds, evaluate
+from passito_jobs.queue.errors import (
+    DatabaseUnavailableError,
+    QueryTimeoutError,
+    QueueError,
+    SchemaMissingError,
+    cause,
+)
 from passito_jobs.queue.limits import printable
+from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import QueueStats
+from passito_jobs.queue.store import Store
+from passito_jobs.settings import format_duration
 
 TITLE = "Job Queue Health Check"
 RULE = "=" * 50
@@ -52,13 +64,13 @@ def render_text(report: HealthReport) -> str:
                 f"  Queues: {_queues(problem)}",
                 f"  Likely cause: {problem.likely_cause}",
             ]
-    recovered = report.recovered
-    if recovered is not None:
+    rescued = report.rescued
+    if rescued is not None:
         lines += [
             "",
-            f"Recovered: returned {len(recovered.requeued)} stuck job(s) to pending"
-            f"{_ids(recovered.requeued)}, failed {len(recovered.failed)} on their last attempt"
-            f"{_ids(recovered.failed)}",
+            f"Rescued: returned {len(rescued.rescued)} stuck job(s) to pending"
+            f"{_ids(rescued.rescued)}, failed {len(rescued.failed)} on their last attempt"
+            f"{_ids(rescued.failed)}",
         ]
     return "\n".join(lines)
 
@@ -67,7 +79,8 @@ def _numbers(stats: QueueStats) -> dict[str, Any]:
     data = asdict(stats)
     data.pop("queue")
     data["oldest_ready_age"] = round(_finite(stats.oldest_ready_age), 3)
-    data["failure_rate"] = round(stats.failure_rate, 4)
+    data["failure_ratio"] = round(stats.failure_ratio, 4)
+    data["failure_rate"] = data["failure_ratio"]  # deprecated name, removed in the next release
     return data
 
 
@@ -87,7 +100,8 @@ def to_json(report: HealthReport) -> dict[str, Any]:
         "thresholds": {
             "stale_after_seconds": thresholds.stale_after,
             "stuck_after_seconds": thresholds.stuck_after,
-            "max_failure_rate": thresholds.max_failure_rate,
+            "max_failure_ratio": thresholds.max_failure_ratio,
+            "max_failure_rate": thresholds.max_failure_ratio,  # deprecated name
             "window_seconds": thresholds.window,
         },
         "totals": _numbers(report.totals),
@@ -98,6 +112,61 @@ def to_json(report: HealthReport) -> dict[str, Any]:
             "queues": dict(report.blocked_orphans),
         },
     }
-    if report.recovered is not None:
-        data["recovered"] = {"requeued": report.recovered.requeued, "failed": report.recovered.failed}
+    if report.rescued is not None:
+        data["rescued"] = {"pending": report.rescued.rescued, "failed": report.rescued.failed}
+        # Deprecated (`--recover`'s key), removed in the next release: the same jobs.
+        data["recovered"] = {"requeued": report.rescued.rescued, "failed": report.rescued.failed}
     return data
+
+
+class HealthCheckError(QueueError):
+    """The checks could not run (query timeout, missing schema); the message says why."""
+
+
+def run_checks(
+    store: Store,
+    thresholds: Thresholds,
+    *,
+    timeout: float,
+    rescue: bool = False,
+    worker_id: str = "health",
+) -> HealthReport:
+    """Check the queue; with `rescue`, then return stuck jobs to pending as maintenance does.
+
+    Raises HealthCheckError when the schema is missing or the query times out, and
+    DatabaseUnavailableError when the connection fails midway.
+    """
+    try:
+        if store.schema_version() is None:
+            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
+        queues = store.queue_stats(
+            stale_after=thresholds.stale_after,
+            stuck_after=thresholds.stuck_after,
+            window=thresholds.window,
+            timeout=timeout,
+        )
+        orphans = store.blocked_orphans(timeout=timeout)
+        report = HealthReport(
+            thresholds=thresholds,
+            queues=queues,
+            problems=evaluate(queues, thresholds, orphans),
+            checked_at=datetime.now(UTC),
+            blocked_orphans=orphans,
+        )
+        if rescue:
+            config = MaintenanceConfig(stuck_after=thresholds.stuck_after)
+            report.rescued = Maintenance(store, worker_id, config).rescue()
+    except QueryTimeoutError:
+        raise HealthCheckError(
+            f"the health query did not finish within {format_duration(timeout)} "
+            "(PASSITO_HEALTH_QUERY_TIMEOUT)"
+        ) from None
+    except DatabaseUnavailableError as exc:
+        raise DatabaseUnavailableError(
+            f"lost the database connection during the health check: {cause(exc)}"
+        ) from None
+    except (SchemaMissingError, HealthCheckError):
+        raise
+    except QueueError as exc:  # permissions, a damaged schema: one line, not a traceback
+        raise HealthCheckError(f"the health query failed: {cause(exc)}") from None
+    return report

@@ -1,26 +1,28 @@
-"""Passito's job types (one module each) and the registry they are registered in.
+"""Deprecated: the old home of Passito's job types and of the registry.
 
-Importing this package registers every job type; the worker runs whatever is registered.
-The modules import their heavy libraries (WeasyPrint, qrcode, Jinja2: the `worker` extra)
-only when a job runs, so `import passito_jobs` stays light for code that only dispatches.
+`passito_jobs.jobs` and its modules (`passito_jobs.jobs.registry`, `.flow`, `.tokens`, ...) keep
+working for one release: importing them warns (DeprecationWarning) and loads their new homes,
+`passito_jobs.registry` and `passito_jobs.outpass`. Like the old package, importing it registers
+Passito's job types.
 """
 
-from passito_jobs.jobs import builtin as builtin
-from passito_jobs.jobs import cleanup as cleanup
-from passito_jobs.jobs import outpass_email as outpass_email
-from passito_jobs.jobs import outpass_pdf as outpass_pdf
-from passito_jobs.jobs import parent_approval as parent_approval
-from passito_jobs.jobs import qr_code as qr_code
-from passito_jobs.jobs.flow import OutpassFlow, dispatch_outpass_flow, dispatch_outpass_flows
-from passito_jobs.jobs.outpass import InvalidOutpassError, Outpass
-from passito_jobs.jobs.registry import (
-    JobContext,
-    JobType,
-    PermanentError,
-    Registry,
-    job_type,
-    registry,
+import warnings
+
+warnings.warn(
+    "passito_jobs.jobs is deprecated and will be removed in the next release: import the registry "
+    "from passito_jobs (or passito_jobs.registry) and Passito's job types from passito_jobs.outpass",
+    DeprecationWarning,
+    stacklevel=2,
 )
+
+from passito_jobs.outpass import (  # noqa: E402
+    InvalidOutpassError,
+    Outpass,
+    OutpassFlow,
+    dispatch_outpass_flow,
+    dispatch_outpass_flows,
+)
+from passito_jobs.registry import JobContext, JobType, PermanentError, Registry, job_type, registry  # noqa: E402
 
 __all__ = [
     "InvalidOutpassError",

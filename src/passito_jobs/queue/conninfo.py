@@ -19,7 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Conninfo
 
-from passito_jobs.queue.models import InvalidDatabaseUrlError
+from passito_jobs.queue.errors import InvalidDatabaseUrlError
 
 MASK = "***"
 MIN_FREE_TEXT_SECRET = 4
@@ -104,6 +104,7 @@ def _mask_range(url: str, spans: list[Span], begin: int, end: int) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=8)
 def mask(url: str) -> str:
     """`url` with every password replaced by `***` (`postgresql://app:***@db/passito`)."""
     return _mask_range(url, list(_sources(url)[0][1]), 0, len(url))
@@ -173,6 +174,36 @@ def redact(text: str, url: str | None) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, MASK)
     return text
+
+
+def redacted_line(exc: BaseException, url: str) -> str:
+    """The first non-empty line of an error, its secrets masked first (a cut could leave half a
+    password behind): how an error that may quote the URL becomes one line."""
+    lines = [line.strip() for line in redact(str(exc), url).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class Redactor:
+    """`redact(text, url)` for every log line of a process, with a fast path: `redact` can
+    change a text only where it holds the URL, one of its secrets, or a quote (libpq quotes
+    pieces of the URL), so a line with none of these, like almost every job line, is returned
+    after a few substring tests."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        found = sorted({url, *_secrets(url)}, key=len) if url else []
+        # A needle that holds a shorter one is found whenever that one is: test the short ones.
+        self._needles = tuple(n for i, n in enumerate(found) if not any(m in n for m in found[:i]))
+
+    def __call__(self, text: str) -> str:
+        if self.url is None:
+            return text
+        if '"' in text or "'" in text:
+            return redact(text, self.url)
+        for needle in self._needles:
+            if needle in text:
+                return redact(text, self.url)
+        return text
 
 
 def parse(url: str) -> dict[str, str]:

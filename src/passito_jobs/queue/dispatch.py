@@ -2,23 +2,42 @@
 
 Both validate every request before anything is written. Pass `conn` (a psycopg connection)
 to make the dispatch part of your own transaction: if it rolls back, no job exists. Without
-`conn`, a shared connection to PASSITO_DATABASE_URL is used and each call commits on its own.
+`conn`, a shared connection to the default database is used and each call commits on its own.
+
+The queue reads no settings itself: `defaults` says where the default database is and how large
+a payload may be. `import passito_jobs` points them at PASSITO_DATABASE_URL and
+PASSITO_MAX_PAYLOAD_BYTES (passito_jobs/database.py); code of your own may set them.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from passito_jobs.config import ConfigError, Settings, env_name
 from passito_jobs.queue import limits
-from passito_jobs.queue.models import InvalidJobError, JobRequest
-from passito_jobs.queue.store import Conn, Store, StoreHandle, connect
+from passito_jobs.queue.connection import Conn, ConnectionHandle
+from passito_jobs.queue.errors import DatabaseUnavailableError, InvalidJobError
+from passito_jobs.queue.models import JobRequest
+from passito_jobs.queue.store import Store
 
 T = TypeVar("T")
+
+
+def _no_default_database() -> Conn:
+    raise DatabaseUnavailableError("no default database is configured: pass conn= to dispatch")
+
+
+@dataclass
+class DispatchDefaults:
+    """Where `dispatch` without `conn` connects, and the payload limit it checks."""
+
+    connect: Callable[[], Conn] = _no_default_database
+    max_payload_bytes: Callable[[], int] = lambda: limits.DEFAULT_MAX_PAYLOAD_BYTES
+
+
+defaults = DispatchDefaults()
 
 
 def validate(request: JobRequest) -> JobRequest:
@@ -57,31 +76,17 @@ def _checked(request: JobRequest, max_bytes: int) -> str:
 
 
 def max_payload_bytes() -> int:
-    """PASSITO_MAX_PAYLOAD_BYTES, read from the environment (default 1 MiB)."""
-    return _payload_limit(os.environ.get(env_name("max_payload_bytes")))
-
-
-@functools.lru_cache(maxsize=4)
-def _payload_limit(raw: str | None) -> int:
-    if raw is None:
-        return limits.DEFAULT_MAX_PAYLOAD_BYTES
-    return Settings.from_env({env_name("max_payload_bytes"): raw}).max_payload_bytes
-
-
-def _connect_from_env() -> Conn:
-    settings = Settings.from_env()
-    if not settings.database_url:
-        raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
-    return connect(settings.database_url, timeout=settings.connect_timeout)
+    """The largest payload, in bytes of JSON text (`defaults.max_payload_bytes`)."""
+    return defaults.max_payload_bytes()
 
 
 # One connection per process for calls without `conn`, shared by threads; each call commits.
-_shared = StoreHandle(_connect_from_env)
+_shared = ConnectionHandle(lambda: defaults.connect())  # noqa: PLW0108 - read at each connect
 
 
 def _with_store(conn: Conn | None, action: Callable[[Store], T]) -> T:
     if conn is None:
-        return _shared.run(action)
+        return _shared.run(lambda shared: action(Store(shared)))
     return action(Store(conn))
 
 

@@ -1,10 +1,16 @@
-"""The input limits of the queue: one set of rules, enforced the same way in Python and SQL.
+"""The limits of the queue: one set of rules for what goes in, enforced the same way in Python
+and SQL, and one encoder for every JSON value the database stores.
 
 Every rule that SQL can express has a twin in `sql/migrations/0002_input_limits.sql` with the
 same words, so a job refused by `passito_jobs.dispatch` (the PHP app) reads the same as one
 refused by `dispatch` in Python (tests/integration/test_limits.py compares them rule by rule).
 Python adds the rules only Python can break: values JSON cannot encode (NaN, Infinity, the NUL
 character, unpaired surrogates) and ids past PostgreSQL's bigint. docs/dispatching.md lists them.
+
+`encode_json` applies the same rules, with the same words, to what a job produces: its result
+and its progress (`result must not hold NaN or Infinity ...: NaN at result['r']`), so a value
+the database would refuse fails its own job before it reaches a round trip that carries the
+outcomes of other jobs too.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from passito_jobs.queue.models import InvalidJobError
+from passito_jobs.queue.errors import InvalidJobError, clean_text, safe_str
 
 MAX_NAME_LENGTH = 128
 """Longest job type or queue name, in characters (a queue name is a NOTIFY payload and an index key)."""
@@ -166,58 +173,188 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
+class UnstorableValueError(ValueError):
+    """A value cannot be stored as JSON; the message says what is wrong and where."""
+
+
 def encode_payload(payload: object, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
     """The payload's JSON text, after checking that PostgreSQL can store it and a worker load it.
 
-    Raises InvalidJobError naming what is wrong: not an object, a value JSON has no spelling
-    for (NaN, Infinity, a datetime), text PostgreSQL refuses (NUL, unpaired surrogates), too
-    deep, or more than `max_bytes` bytes of JSON text.
+    Raises InvalidJobError naming what is wrong: not an object, or any rule of `encode_json`
+    (with the payload's nesting limit).
     """
     if not isinstance(payload, Mapping):
         raise _fail(f"payload must be a JSON object, got {json_type(payload)}")
-    text = _dumps(payload)
+    return encode_json(
+        payload, what="payload", max_bytes=max_bytes, max_nesting=MAX_NESTING, error=InvalidJobError
+    )
+
+
+def encode_json(
+    value: Any,
+    *,
+    what: str,
+    max_bytes: int | None = None,
+    max_nesting: int | None = None,
+    error: type[Exception] = UnstorableValueError,
+) -> str:
+    """`value` as JSON text that PostgreSQL's jsonb accepts, or `error` saying what is wrong and
+    where: `result must not hold NaN or Infinity (JSON has no such numbers): NaN at result['r']`.
+
+    The rules, the same for a payload, a result and progress: no NaN or infinities, no NUL
+    character and no unpaired surrogate in a string or key, only JSON values (dicts, lists,
+    strings, numbers, booleans, None; dict keys that are numbers, booleans or None become
+    strings, as the json module does), at most `max_bytes` bytes of UTF-8 JSON text and at most
+    `max_nesting` levels deep. `what` names the value in the message.
+    """
+    try:
+        text = _ENCODER.encode(value)
+    except RecursionError:
+        raise error(_too_deep(what, max_nesting)) from None
+    except Exception as exc:  # a container's own methods may raise anything
+        raise error(_explain(value, what, exc)) from None
     size = len(text)  # ASCII, the usual case: one byte per character, no surrogate possible
     if not text.isascii():
         try:
             size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise _fail("payload must be valid Unicode text (it holds an unpaired surrogate)") from None
-    if size > max_bytes:
-        raise _fail(f"payload must be at most {max_bytes} bytes of JSON text, got {size}")
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):  # the substring test is fast, the regex exact
-        raise _fail("payload must not hold the NUL character (\\u0000): PostgreSQL cannot store it")
+        except UnicodeEncodeError as exc:
+            raise error(_explain(value, what, exc)) from None
+    if max_bytes is not None and size > max_bytes:
+        raise error(f"{what} must be at most {max_bytes} bytes of JSON text, got {size}")
+    # json writes NUL as the escape \u0000, which jsonb refuses; the substring test is fast, the
+    # regex exact (an escaped backslash followed by "u0000" is text, not NUL).
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        raise error(_explain(value, what, None) or f"{what} {_RULE_NUL}")
     # Cheap bounds first: nesting deeper than the limit takes more brackets (and twice as many
     # characters) than that.
     if (
-        len(text) > 2 * MAX_NESTING
-        and text.count("[") + text.count("{") > MAX_NESTING
-        and nesting_depth(payload) > MAX_NESTING
+        max_nesting is not None
+        and len(text) > 2 * max_nesting
+        and text.count("[") + text.count("{") > max_nesting
+        and nesting_depth(value, max_nesting) > max_nesting
     ):
-        raise _too_deep()
+        raise error(_too_deep(what, max_nesting))
     return text
 
 
-def _too_deep() -> InvalidJobError:
-    return _fail(f"payload must not be nested more than {MAX_NESTING} levels deep")
+def _too_deep(what: str, max_nesting: int | None) -> str:
+    if max_nesting is None:
+        return f"{what} is nested too deeply to be written as JSON"
+    return f"{what} must not be nested more than {max_nesting} levels deep"
 
 
-# One encoder for every payload: json.dumps with options builds a new one on each call.
+# One encoder for every value: json.dumps with options builds a new one on each call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_RULE_FINITE = "must not hold NaN or Infinity (JSON has no such numbers)"
+_RULE_NUL = "must not hold the NUL character (\\u0000), which PostgreSQL cannot store"
+_RULE_UNICODE = "must be valid Unicode text (it holds an unpaired surrogate)"
+_RULE_TYPE = "must hold only JSON values (dicts, lists, strings, numbers, booleans and None)"
+_RULE_KEY = "must hold only JSON values (object keys are strings)"
+_RULE_WRITE = "cannot be written as JSON"
+_MAX_NODES = 1_000_000  # bound the search for what is wrong in a huge value
+_MAX_KEY_REPR = 40
+_MAX_PATH = 200
 
 
-def _dumps(payload: Mapping[str, Any]) -> str:
+def _explain(value: Any, what: str, exc: BaseException | None) -> str:
+    """What is wrong with `value` and where, found by walking it; `exc`: what the encoder said."""
+    if exc is not None and "Circular reference" in safe_str(exc):
+        return f"{what} must not contain itself (a circular reference)"
     try:
-        return _ENCODER.encode(payload)
-    except RecursionError:
-        raise _too_deep() from None
-    except TypeError as exc:  # a datetime, a set, bytes, a key that is not a string
-        raise _fail(f"payload must hold only JSON values: {exc}") from None
-    except ValueError as exc:
-        if "Out of range float" in str(exc):
-            raise _fail("payload must not hold NaN or Infinity (JSON has no such numbers)") from None
-        if "Circular reference" in str(exc):
-            raise _fail("payload must not contain itself (a circular reference)") from None
-        raise _fail(f"payload cannot be written as JSON: {exc}") from None  # e.g. a 5,000-digit int
+        found = _find_problem(value, what)
+    except Exception:  # user containers may raise while we look
+        found = None
+    if found is not None:
+        rule, where = found
+        return f"{what} {rule}: {where}"
+    if exc is None:
+        return ""
+    return f"{what} {_RULE_WRITE}: {clean_text(safe_str(exc), 200) or type(exc).__name__}"
+
+
+def _find_problem(value: Any, root: str) -> tuple[str, str] | None:
+    """(the rule broken, where) for the first thing in `value` (depth first) that JSON or
+    PostgreSQL cannot hold."""
+    for node, path in _walk(value, root):
+        found = _node_problem(node)
+        if found is not None:
+            return found[0], f"{found[1]} {_short(path)}"
+        if isinstance(node, dict):
+            for key in list(node):
+                found = _key_problem(key)
+                if found is not None:
+                    return found[0], f"{found[1]} {_short(path)}"
+    return None
+
+
+def _walk(value: Any, root: str) -> Iterator[tuple[Any, str]]:
+    """Every node with its path, depth first, each container once (no recursion: a value may be
+    nested deeper than Python's stack)."""
+    stack: list[tuple[Any, str]] = [(value, root)]
+    seen: set[int] = set()
+    visited = 0
+    while stack and visited < _MAX_NODES:
+        node, path = stack.pop()
+        visited += 1
+        yield node, path
+        if isinstance(node, dict | list | tuple):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, dict):
+                children = [(item, f"{path}[{_key_repr(key)}]") for key, item in list(node.items())]
+            else:
+                children = [(item, f"{path}[{index}]") for index, item in enumerate(node)]
+            stack.extend(reversed(children))
+
+
+def _node_problem(node: Any) -> tuple[str, str] | None:
+    """(rule, what was found, with the preposition before its path) for one node, or None."""
+    if node is None or isinstance(node, bool | dict | list | tuple):
+        return None
+    if isinstance(node, str):
+        return _text_problem(node, "in the string at")
+    if isinstance(node, int):
+        limit = sys.get_int_max_str_digits()
+        if limit and node.bit_length() > limit * 3.3219:  # log2(10) bits per digit
+            return _RULE_WRITE, f"an integer of more than {limit} digits at"
+        return None
+    if isinstance(node, float):
+        if math.isnan(node):
+            return _RULE_FINITE, "NaN at"
+        if math.isinf(node):
+            return _RULE_FINITE, f"{'-' if node < 0 else ''}Infinity at"
+        return None
+    return _RULE_TYPE, f"a value of type {type(node).__name__} at"
+
+
+def _key_problem(key: Any) -> tuple[str, str] | None:
+    if isinstance(key, str):
+        return _text_problem(key, "in a key at")
+    if isinstance(key, float) and not math.isfinite(key):
+        return _RULE_FINITE, f"{key!r} as a key at"
+    if key is None or isinstance(key, int | float):
+        return None
+    return _RULE_KEY, f"a key of type {type(key).__name__} at"
+
+
+def _text_problem(text: str, where: str) -> tuple[str, str] | None:
+    if "\x00" in text:
+        return _RULE_NUL, f"\\x00 {where}"
+    if not text.isascii():
+        for char in text:
+            if "\ud800" <= char <= "\udfff":
+                return _RULE_UNICODE, f"\\u{ord(char):04x} {where}"
+    return None
+
+
+def _key_repr(key: Any) -> str:
+    text = repr(key) if isinstance(key, str | int | float | bool) or key is None else type(key).__name__
+    return text if len(text) <= _MAX_KEY_REPR else text[: _MAX_KEY_REPR - 4] + "...'"
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= _MAX_PATH else path[:20] + "..." + path[-(_MAX_PATH - 23) :]
 
 
 def nesting_depth(value: object, stop_after: int = MAX_NESTING) -> int:

@@ -1,39 +1,57 @@
-"""Maintenance: rescue jobs of workers that stopped heart-beating, prune finished jobs.
+"""Maintenance: rescue the jobs of workers that stopped heart-beating, prune finished jobs.
 
-Every worker runs this loop, but only the holder of the `maintenance` lease does the work, so
-one process at a time touches the table. A run is bounded (a few batches) to stay short.
+Every worker runs it (worker/maintainer.py), but only the holder of the `maintenance` lease does
+the work, so one process at a time touches the table; `passito-jobs jobs prune` and `health
+--rescue` call the same methods by hand. River's shape: the config is validated when it is
+made, `run_once()` returns what changed, and a line is logged only when rows changed. A run is
+bounded (a few batches of each kind) to stay short.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from passito_jobs.queue.store import Store
+from passito_jobs.settings import FieldError
+
+if TYPE_CHECKING:  # the policy objects here stay importable without a database driver
+    from passito_jobs.queue.store import Store
 
 log = logging.getLogger("passito_jobs.maintenance")
 
 LEASE = "maintenance"
 
+# The defaults, shared with the settings (PASSITO_STUCK_AFTER, ...): one place for each number.
+STUCK_AFTER = 60.0
+INTERVAL = 15.0
+KEEP_COMPLETED = 7 * 86400.0
+KEEP_FAILED = 30 * 86400.0
+BATCH_SIZE = 1000
+MAX_BATCHES = 20
+
 
 @dataclass(frozen=True)
 class MaintenanceConfig:
-    """How maintenance behaves; validated at construction."""
+    """How maintenance behaves; validated at construction (FieldError names the field)."""
 
-    stuck_timeout: float = 60.0
-    keep_completed: float = 7 * 86400.0
-    keep_failed: float = 30 * 86400.0
-    batch_size: int = 1000
-    interval: float = 15.0
-    max_batches: int = 20  # per run and per kind, so one run stays short
+    stuck_after: float = STUCK_AFTER
+    keep_completed: float = KEEP_COMPLETED
+    keep_failed: float = KEEP_FAILED
+    batch_size: int = BATCH_SIZE
+    interval: float = INTERVAL
+    max_batches: int = MAX_BATCHES  # per run and per kind, so one run stays short
 
     def __post_init__(self) -> None:
-        if self.stuck_timeout <= 0 or self.interval <= 0:
-            raise ValueError("stuck_timeout and interval must be positive")
-        if self.keep_completed < 0 or self.keep_failed < 0:
-            raise ValueError("retention periods must not be negative")
-        if self.batch_size < 1 or self.max_batches < 1:
-            raise ValueError("batch sizes must be at least 1")
+        for name in ("stuck_after", "interval"):
+            if not getattr(self, name) > 0:
+                raise FieldError(name, f"{{{name}}} must be positive, got {getattr(self, name)!r}")
+        for name in ("keep_completed", "keep_failed"):
+            if not getattr(self, name) >= 0:
+                raise FieldError(name, f"{{{name}}} must not be negative, got {getattr(self, name)!r}")
+        for name in ("batch_size", "max_batches"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"{{{name}}} must be at least 1, got {getattr(self, name)!r}")
 
     @property
     def lease_ttl(self) -> float:
@@ -43,34 +61,38 @@ class MaintenanceConfig:
 
 @dataclass
 class MaintenanceResult:
-    requeued: list[int] = field(default_factory=list)
+    """What one run changed: jobs rescued back to pending, rescued jobs failed on their last
+    attempt, finished jobs pruned. `took_lease` is False when another worker holds the lease."""
+
+    rescued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     pruned: int = 0
+    took_lease: bool = True
 
     @property
     def changed(self) -> bool:
-        return bool(self.requeued or self.failed or self.pruned)
+        return bool(self.rescued or self.failed or self.pruned)
 
 
 class Maintenance:
-    """One maintenance participant, identified by `holder` (a worker id)."""
+    """One maintenance participant, identified by the worker id that holds the lease."""
 
-    def __init__(self, store: Store, holder: str, config: MaintenanceConfig) -> None:
+    def __init__(self, store: Store, worker_id: str, config: MaintenanceConfig) -> None:
         self.store = store
-        self.holder = holder
+        self.worker_id = worker_id
         self.config = config
 
     def run_once(self) -> MaintenanceResult:
-        result = MaintenanceResult()
-        if not self.store.acquire_lease(LEASE, self.holder, self.config.lease_ttl):
-            return result
-        self.rescue(result)
+        """Take the lease (or find another worker holding it); then rescue and prune."""
+        if not self.store.acquire_lease(LEASE, self.worker_id, self.config.lease_ttl):
+            return MaintenanceResult(took_lease=False)
+        result = self.rescue()
         self.prune(result)
         if result.changed:
             log.info(
-                "Maintenance: requeued %d stuck job(s)%s, failed %d%s, pruned %d finished job(s)",
-                len(result.requeued),
-                _ids(result.requeued),
+                "Maintenance: rescued %d stuck job(s)%s, failed %d%s, pruned %d finished job(s)",
+                len(result.rescued),
+                _ids(result.rescued),
                 len(result.failed),
                 _ids(result.failed),
                 result.pruned,
@@ -81,16 +103,22 @@ class Maintenance:
         """Return stuck jobs to pending (attempt counted) or fail them on their last attempt."""
         result = result or MaintenanceResult()
         for _ in range(self.config.max_batches):
-            rows = self.store.rescue(self.config.stuck_timeout, self.config.batch_size)
-            for job_id, state, _worker in rows:
-                (result.failed if state == "failed" else result.requeued).append(job_id)
+            rows = self.store.rescue(self.config.stuck_after, self.config.batch_size)
+            for job in rows:
+                (result.failed if job.state == "failed" else result.rescued).append(job.id)
             if len(rows) < self.config.batch_size:
                 break
         return result
 
-    def prune(self, result: MaintenanceResult | None = None) -> MaintenanceResult:
+    def prune(
+        self, result: MaintenanceResult | None = None, *, until_done: bool = False
+    ) -> MaintenanceResult:
+        """Delete finished jobs past their retention, a batch at a time: at most `max_batches`
+        of them, or (`until_done`, `passito-jobs jobs prune`) until none is left."""
         result = result or MaintenanceResult()
-        for _ in range(self.config.max_batches):
+        batches = 0
+        while until_done or batches < self.config.max_batches:
+            batches += 1
             deleted = self.store.prune(
                 self.config.keep_completed, self.config.keep_failed, self.config.batch_size
             )
@@ -101,7 +129,7 @@ class Maintenance:
 
     def release(self) -> None:
         """Give the lease up (clean shutdown), so another worker takes over at once."""
-        self.store.release_lease(LEASE, self.holder)
+        self.store.release_lease(LEASE, self.worker_id)
 
 
 def _ids(ids: list[int]) -> str:

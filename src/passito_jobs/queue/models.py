@@ -1,4 +1,9 @@
-"""The queue's vocabulary: job states, job rows, dispatch requests and errors."""
+"""The queue's vocabulary: job states, dispatch requests, and the rows the queue reads.
+
+Rows become these dataclasses by column name (`Job.from_row`, `ClaimedJob` through
+`asyncstore.claimed_rows`, `QueueStats` through psycopg's `class_row`), never by position, so
+a column added to a query or the table cannot shift a value into the wrong field.
+"""
 
 from __future__ import annotations
 
@@ -31,22 +36,6 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class QueueError(Exception):
-    """Base class of the queue's own errors."""
-
-
-class InvalidJobError(QueueError, ValueError):
-    """A dispatch request breaks a rule (payload not an object, negative delay, ...)."""
-
-
-class DatabaseUnavailableError(QueueError):
-    """The database cannot be reached; the message names the host and the cause."""
-
-
-class InvalidDatabaseUrlError(QueueError, ValueError):
-    """A connection string cannot be parsed; the message says why, with the password masked."""
-
-
 @dataclass(frozen=True)
 class JobRequest:
     """One job to dispatch (the arguments of `dispatch`, for `dispatch_many`)."""
@@ -62,7 +51,7 @@ class JobRequest:
     unique_key: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     """A job a worker holds: what a handler needs, and the attempt it is on."""
 
@@ -74,6 +63,7 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     waited_seconds: float
+    unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
 
 
 @dataclass(frozen=True)
@@ -133,7 +123,28 @@ class QueueStats:
     failed_recently: int = 0
 
     @property
-    def failure_rate(self) -> float:
+    def failure_ratio(self) -> float:
         """Failed among the jobs that finished within the window; 0 when none finished."""
         finished = self.completed_recently + self.failed_recently
         return self.failed_recently / finished if finished else 0.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the autoscalers scale on (`passito_jobs.load()`): jobs ready now and jobs in flight."""
+
+    ready: int
+    processing: int
+
+    @property
+    def total(self) -> int:
+        return self.ready + self.processing
+
+
+@dataclass(frozen=True)
+class RescuedJob:
+    """A job the rescue touched: back to pending, or failed on its last attempt."""
+
+    id: int
+    state: str
+    worker_id: str | None

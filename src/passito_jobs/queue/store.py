@@ -1,208 +1,55 @@
-"""The only module that executes queue SQL.
+"""`Store`: the queue's operations on one synchronous connection, in its transaction.
 
-`Store` (synchronous) serves dispatch, the CLI, maintenance and health checks; `AsyncStore`
-serves the worker's hot path (claim, complete, fail, heartbeat, listen). Both run the named
-queries of `sql/queries.sql`; the state transitions themselves are SQL functions created by
-the migrations in `sql/migrations/`.
+It serves dispatch, the CLI, maintenance, health checks and the autoscalers' load; the worker's
+hot path is `asyncstore.AsyncStore`. Both run the named queries of `sql/`; the state transitions
+themselves are SQL functions created by the migrations. Database errors leave as the queue's own
+(errors.py), and rows as named dataclasses, read by column name (models.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import re
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import cache
-from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.abc import AdaptContext, Buffer
-from psycopg.rows import dict_row
-from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
-from passito_jobs.queue import conninfo
-from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
-from passito_jobs.queue.models import (
-    FAR_FUTURE,
-    FAR_PAST,
-    UNREADABLE_JSON_KEY,
-    ClaimedJob,
-    DatabaseUnavailableError,
-    InvalidDatabaseUrlError,
-    InvalidJobError,
-    Job,
-    JobRequest,
-    QueueStats,
+from passito_jobs.queue import migrate
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import (
+    AsyncConn,
+    Conn,
+    ConnectionHandle,
+    connect,
+    connect_async,
+    read_any_row,
 )
+from passito_jobs.queue.errors import InvalidJobError, translate
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
+from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
+from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
 
-MIGRATION_LOCK_KEY = 0x7061_7373_6974_6F  # "passito": one advisory lock for all migrators
-NOTIFY_CHANNEL = "passito_jobs"
-_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+__all__ = [  # the connection helpers too: the usual imports of code that runs queue operations
+    "AsyncConn",
+    "AsyncStore",
+    "Conn",
+    "Store",
+    "StoreHandle",
+    "connect",
+    "connect_async",
+    "migrations",
+    "named_queries",
+    "queries",
+    "read_any_row",
+]
 
-Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
-
-
-# ---------------------------------------------------------------- SQL files
-
-
-def queries() -> dict[str, str]:
-    """The named queries of sql/queries.sql."""
-    return named_queries("queries.sql")
-
-
-@cache
-def named_queries(filename: str) -> dict[str, str]:
-    """The named queries of one file in sql/ (each starts with a `-- name: <name>` line)."""
-    text = resources.files("passito_jobs.queue").joinpath(f"sql/{filename}").read_text("utf-8")
-    found: dict[str, str] = {}
-    for chunk in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
-        name, _, body = chunk.partition("\n")
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        found[name.strip()] = "\n".join(lines).strip()
-    return found
-
-
-def _q(name: str) -> str:
-    """A named query. It comes from our own package files, never from input."""
-    return queries()[name]
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-@cache
-def migrations() -> tuple[Migration, ...]:
-    """Every migration shipped with the package, in order."""
-    folder = resources.files("passito_jobs.queue").joinpath("sql/migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
-    return tuple(found)
-
-
-# ---------------------------------------------------------------- connections
-
-
-def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
-    # Mask first: a quoted piece of the URL must still match it.
-    lines = [line.strip() for line in conninfo.redact(str(exc), url).splitlines() if line.strip()]
-    cause = lines[0] if lines else type(exc).__name__
-    # libpq repeats the target; keep its last, most specific clause.
-    cause = re.sub(r"^connection (?:failed|to server at .*?failed):\s*", "", cause)
-    cause = re.sub(r'^connection to server at "[^"]*"(?:\s*\([^)]*\))?, port \d+ failed:\s*', "", cause)
-    return DatabaseUnavailableError(
-        f"cannot connect to the database at {conninfo.describe_target(url)}: {cause}"
-    )
-
-
-def _connection_options(url: str, timeout: float) -> dict[str, Any]:
-    """Defaults for what the URL does not say. TCP keepalives notice a database host that
-    vanished (node loss, network partition) within about a minute, instead of a worker
-    waiting forever on a dead socket. A malformed URL is a DatabaseUnavailableError that
-    says what is wrong, with the password masked (conninfo.py)."""
-    try:
-        given = conninfo.parse(url)
-    except InvalidDatabaseUrlError as exc:
-        raise DatabaseUnavailableError(f"cannot connect to the database: {exc}") from None
-    defaults: dict[str, Any] = {
-        "keepalives": 1,
-        "keepalives_idle": 30,
-        "keepalives_interval": 10,
-        "keepalives_count": 3,
-        "application_name": "passito-jobs",
-    }
-    options = {k: v for k, v in defaults.items() if k not in given}
-    options["connect_timeout"] = max(1, round(timeout))
-    return options
-
-
-def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
-    """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
-    options = _connection_options(url, timeout)
-    try:
-        conn = psycopg.connect(url, autocommit=autocommit, **options)
-    except (psycopg.Error, ValueError) as exc:
-        raise _connect_error(url, exc) from None
-    read_any_row(conn)
-    return conn
-
-
-async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
-    options = _connection_options(url, timeout)
-    try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **options)
-    except (psycopg.Error, ValueError) as exc:
-        raise _connect_error(url, exc) from None
-    read_any_row(conn)
-    return conn
-
-
-# ---------------------------------------------------------------- reading rows outside the limits
-
-
-class _FarTimestamptzLoader(TimestamptzLoader):
-    """Reads a time past year 9999 (or 'infinity') as FAR_FUTURE and one before year 1 as
-    FAR_PAST, where psycopg would raise: such a row must not break `jobs list` or a worker."""
-
-    def load(self, data: Buffer) -> datetime:
-        try:
-            return super().load(data)
-        except psycopg.DataError:
-            text = bytes(data)
-            return FAR_PAST if text.startswith(b"-") or text.endswith(b" BC") else FAR_FUTURE
-
-
-class _FarTimestamptzBinaryLoader(TimestamptzBinaryLoader):
-    def load(self, data: Buffer) -> datetime:
-        try:
-            return super().load(data)
-        except psycopg.DataError:
-            return FAR_PAST if bytes(data)[0] & 0x80 else FAR_FUTURE  # the sign of int8 microseconds
-
-
-def _load_json(data: str | bytes) -> Any:
-    """json.loads, except that JSON nested deeper than Python's decoder goes (stored before the
-    nesting limit) reads as {"unreadable": "..."} rather than raising RecursionError."""
-    try:
-        return json.loads(data)
-    except RecursionError:
-        return {UNREADABLE_JSON_KEY: f"JSON of {len(data)} bytes, nested too deeply for Python to read"}
-
-
-def read_any_row(context: AdaptContext) -> None:
-    """Make a connection (or cursor) read every job row, even one written outside the limits."""
-    adapters = context.adapters
-    adapters.register_loader("timestamptz", _FarTimestamptzLoader)
-    adapters.register_loader("timestamptz", _FarTimestamptzBinaryLoader)
-    set_json_loads(_load_json, context)
-
-
-def _invalid_job(exc: pg_errors.Error) -> InvalidJobError:
-    message = exc.diag.message_primary or str(exc)
-    return InvalidJobError(message)
-
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Database errors that mean "this job cannot be stored as asked": refused input, not an outage.
 _REFUSED = (
@@ -213,20 +60,17 @@ _REFUSED = (
 )
 
 
-def _payload_param(text: str) -> Jsonb:
-    """An already encoded (and checked) payload, sent without encoding it again."""
-    return Jsonb(text, dumps=_as_is)
+def _translated(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
+    """Database errors of a Store method leave as the queue's own (errors.py)."""
 
+    @functools.wraps(method)
+    def call(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
 
-def _as_is(text: Any) -> str:
-    return str(text)
-
-
-def _jsonb_list(values: Iterable[Any]) -> list[Jsonb | None]:
-    return [None if v is None else Jsonb(v) for v in values]
-
-
-# ---------------------------------------------------------------- synchronous store
+    return call
 
 
 class Store:
@@ -239,59 +83,23 @@ class Store:
     # --- migrations
 
     def migrate(self) -> list[Migration]:
-        """Apply pending migrations in order under an advisory lock; return those applied.
-
-        Safe to run from many processes at once: they queue on the lock, and each migration
-        runs in its own transaction together with its bookkeeping row.
-        """
-        conn = self.conn
-        applied: list[Migration] = []
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            conn.execute("CREATE SCHEMA IF NOT EXISTS passito_jobs")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS passito_jobs.schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {
-                row[0]: row[1]
-                for row in conn.execute("SELECT version, checksum FROM passito_jobs.schema_migrations")
-            }
-            for migration in migrations():
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise RuntimeError(
-                            f"migration {migration.version:04d}_{migration.name} was changed after "
-                            "it was applied; add a new migration instead"
-                        )
-                    continue
-                conn.execute(migration.sql)
-                conn.execute(
-                    "INSERT INTO passito_jobs.schema_migrations (version, name, checksum)"
-                    " VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum),
-                )
-                applied.append(migration)
-        return applied
+        """Apply pending migrations in order (queue/migrate.py); return those applied."""
+        return self._run(migrate.apply, self.conn)
 
     def schema_version(self) -> int | None:
         """The newest applied migration, or None when the schema is not installed."""
-        row = self.conn.execute("SELECT to_regclass('passito_jobs.schema_migrations') IS NOT NULL").fetchone()
-        if not row or not row[0]:
-            return None
-        row = self.conn.execute("SELECT max(version) FROM passito_jobs.schema_migrations").fetchone()
-        return None if row is None else cast("int | None", row[0])
+        return self._run(migrate.installed_version, self.conn)
 
     # --- dispatch
 
+    @_translated
     def dispatch(self, request: JobRequest, payload_json: str | None = None) -> int:
         """Dispatch one (validated) request. `payload_json`: its payload already encoded by
         limits.encode_payload; without it the payload is encoded and checked here."""
         if payload_json is None:
             payload_json = encode_payload(request.payload, self.max_payload_bytes)
         try:
-            row = self.conn.execute(_q("dispatch"), _dispatch_params(request, payload_json)).fetchone()
+            row = self.conn.execute(query("dispatch"), _dispatch_params(request, payload_json)).fetchone()
         except _REFUSED as exc:
             raise _invalid_job(exc) from None
         assert row is not None
@@ -317,6 +125,7 @@ class Store:
             return encode
         return [encode(i) for i in range(len(requests))].__getitem__
 
+    @_translated
     def dispatch_many(
         self,
         requests: Sequence[JobRequest],
@@ -346,7 +155,7 @@ class Store:
                 try:
                     with conn.pipeline():
                         cursors = [
-                            conn.execute(_q("dispatch"), _dispatch_params(requests[i], payload(i)))
+                            conn.execute(query("dispatch"), _dispatch_params(requests[i], payload(i)))
                             for i in rest
                         ]
                 except _REFUSED as exc:
@@ -363,10 +172,11 @@ class Store:
         """COPY the plain jobs (no parents, no unique key); return their ids by index."""
         conn = self.conn
         ids: dict[int, int] = {}
-        row = conn.execute(_q("reserve_ids"), {"count": len(plain)}).fetchone()
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query("reserve_ids"), {"count": len(plain)}).fetchone()
         assert row is not None
-        now, reserved = row
-        with conn.cursor().copy(_q("copy_jobs")) as copy:
+        now, reserved = row["now"], row["ids"]
+        with conn.cursor().copy(query("copy_jobs")) as copy:
             copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
             for index, job_id in zip(plain, reserved, strict=True):
                 request = requests[index]
@@ -386,17 +196,19 @@ class Store:
             {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
         )
         if ready:
-            conn.execute(_q("notify_ready"), {"queues": ready})
+            conn.execute(query("notify_ready"), {"queues": ready})
         return ids
 
     # --- operator commands
 
+    @_translated
     def get_job(self, job_id: int) -> Job | None:
         with self.conn.cursor(row_factory=dict_row) as cur:
             read_any_row(cur)
-            row = cur.execute(_q("get_job"), {"id": job_id}).fetchone()
+            row = cur.execute(query("get_job"), {"id": job_id}).fetchone()
         return None if row is None else Job.from_row(row)
 
+    @_translated
     def list_jobs(
         self,
         *,
@@ -408,87 +220,126 @@ class Store:
         with self.conn.cursor(row_factory=dict_row) as cur:
             read_any_row(cur)
             rows = cur.execute(
-                _q("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
+                query("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
             ).fetchall()
         return [Job.from_row(row) for row in rows]
 
+    @_translated
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
-        return {row[0] for row in self.conn.execute(_q("existing_ids"), {"ids": list(ids)})}
+        return set(self._column("existing_ids", {"ids": list(ids)}))
 
+    @_translated
     def failed_ids(self, *, type: str | None = None) -> list[int]:
-        return [row[0] for row in self.conn.execute(_q("failed_ids"), {"type": type})]
+        return self._column("failed_ids", {"type": type})
 
+    @_translated
     def retry(self, ids: Sequence[int]) -> list[int]:
-        row = self.conn.execute(_q("retry"), {"ids": list(ids)}).fetchone()
-        return list(row[0]) if row else []
+        """Replay failed or cancelled jobs with their attempts reset; the ids replayed."""
+        return list(self._value("retry", {"ids": list(ids)}) or [])
 
+    @_translated
     def dead_parents(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         """For each of `ids` that has a failed or cancelled parent: (that parent, its state)."""
-        rows = self.conn.execute(_q("dead_parents"), {"ids": list(ids)})
-        return {int(r[0]): (int(r[1]), str(r[2])) for r in rows}
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("dead_parents"), {"ids": list(ids)}).fetchall()
+        return {int(r["id"]): (int(r["parent_id"]), str(r["parent_state"])) for r in rows}
 
+    @_translated
     def cancel(self, ids: Sequence[int]) -> list[int]:
-        row = self.conn.execute(_q("cancel"), {"ids": list(ids)}).fetchone()
-        return list(row[0]) if row else []
+        return list(self._value("cancel", {"ids": list(ids)}) or [])
 
+    @_translated
     def finished_between(self, first: int, last: int) -> tuple[int, int]:
         """(finished, failed) among the jobs with ids first..last (a dispatched batch)."""
-        row = self.conn.execute(_q("finished_between"), {"first": first, "last": last}).fetchone()
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query("finished_between"), {"first": first, "last": last}).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row["finished"]), int(row["failed"])
 
-    def load(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
-        """(ready, processing) jobs in the given queues (None: all)."""
-        row = self.conn.execute(_q("load"), {"queues": list(queues) if queues else None}).fetchone()
+    @_translated
+    def load(self, queues: Sequence[str] | None = None) -> Load:
+        """Jobs ready now and in flight in the given queues (None or empty: all), as
+        `passito_jobs.load()` counts them for the autoscalers."""
+        with self.conn.cursor(row_factory=class_row(Load)) as cur:
+            row = cur.execute(query("load"), {"queues": list(queues) if queues else None}).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return row
 
+    @_translated
     def queue_stats(
         self, *, stale_after: float, stuck_after: float, window: float, timeout: float
     ) -> list[QueueStats]:
-        """Every queue's numbers in one statement, cancelled after `timeout` seconds.
-
-        Raises psycopg.errors.QueryCanceled when the statement timeout strikes.
-        """
+        """Every queue's numbers in one statement; QueryTimeoutError after `timeout` seconds."""
         params = {"stale_after": stale_after, "stuck_after": stuck_after, "window": window}
         with self.conn.transaction():
-            self.conn.execute(_q("set_statement_timeout"), {"timeout_ms": max(1, round(timeout * 1000))})
-            rows = self.conn.execute(_q("queue_stats"), params).fetchall()
-        return [QueueStats(*row) for row in rows]
+            self._statement_timeout(timeout)
+            with self.conn.cursor(row_factory=class_row(QueueStats)) as cur:
+                return cur.execute(query("queue_stats"), params).fetchall()
 
+    @_translated
     def blocked_orphans(self, *, timeout: float) -> dict[str, int]:
-        """Blocked jobs with a failed or cancelled parent (they can never run), by queue.
-
-        Raises psycopg.errors.QueryCanceled when the statement timeout strikes.
-        """
+        """Blocked jobs with a failed or cancelled parent (they can never run), by queue;
+        QueryTimeoutError after `timeout` seconds."""
         with self.conn.transaction():
-            self.conn.execute(_q("set_statement_timeout"), {"timeout_ms": max(1, round(timeout * 1000))})
-            rows = self.conn.execute(_q("blocked_orphans")).fetchall()
-        return {str(row[0]): int(row[1]) for row in rows}
+            self._statement_timeout(timeout)
+            with self.conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(query("blocked_orphans")).fetchall()
+        return {str(row["queue"]): int(row["jobs"]) for row in rows}
+
+    def _statement_timeout(self, seconds: float) -> None:
+        self.conn.execute(query("set_statement_timeout"), {"timeout_ms": max(1, round(seconds * 1000))})
 
     # --- maintenance
 
-    def rescue(self, stuck_after: float, batch: int = 1000) -> list[tuple[int, str, str | None]]:
+    @_translated
+    def rescue(self, stuck_after: float, batch: int = 1000) -> list[RescuedJob]:
         """Return stuck processing jobs to pending (or failed); one batch per call."""
-        rows = self.conn.execute(_q("rescue"), {"stuck_after": stuck_after, "batch": batch})
-        return [(int(r[0]), str(r[1]), r[2]) for r in rows]
+        with self.conn.cursor(row_factory=class_row(RescuedJob)) as cur:
+            return cur.execute(query("rescue"), {"stuck_after": stuck_after, "batch": batch}).fetchall()
 
+    @_translated
     def prune(self, keep_completed: float, keep_failed: float, batch: int = 1000) -> int:
         """Delete up to `batch` rows of each finished kind past retention; return rows deleted."""
-        row = self.conn.execute(
-            _q("prune"),
-            {"keep_completed": keep_completed, "keep_failed": keep_failed, "batch": batch},
-        ).fetchone()
-        return int(row[0]) if row else 0
+        params = {"keep_completed": keep_completed, "keep_failed": keep_failed, "batch": batch}
+        return int(self._value("prune", params) or 0)
 
-    def acquire_lease(self, lease: str, holder: str, ttl: float) -> bool:
-        row = self.conn.execute(
-            _q("acquire_lease"), {"lease": lease, "holder": holder, "ttl": ttl}
-        ).fetchone()
-        return bool(row and row[0])
+    @_translated
+    def acquire_lease(self, lease: str, worker_id: str, ttl: float) -> bool:
+        """Take (or keep) the lease for `ttl` seconds: whether `worker_id` holds it now."""
+        return bool(self._value("acquire_lease", {"lease": lease, "worker_id": worker_id, "ttl": ttl}))
 
-    def release_lease(self, lease: str, holder: str) -> None:
-        self.conn.execute(_q("release_lease"), {"lease": lease, "holder": holder})
+    @_translated
+    def release_lease(self, lease: str, worker_id: str) -> None:
+        self.conn.execute(query("release_lease"), {"lease": lease, "worker_id": worker_id})
+
+    # --- helpers
+
+    def _run(self, action: Callable[[Conn], T], conn: Conn) -> T:
+        try:
+            return action(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, conn) from exc
+
+    def _value(self, name: str, params: dict[str, Any]) -> Any:
+        """The single value a named query returns (None without a row)."""
+        row = self.conn.execute(query(name), params).fetchone()
+        return None if row is None else row[0]
+
+    def _column(self, name: str, params: dict[str, Any]) -> list[Any]:
+        return [row[0] for row in self.conn.execute(query(name), params)]
+
+
+def _invalid_job(exc: pg_errors.Error) -> InvalidJobError:
+    return InvalidJobError(exc.diag.message_primary or str(exc))
+
+
+def _payload_param(text: str) -> Jsonb:
+    """An already encoded (and checked) payload, sent without encoding it again."""
+    return Jsonb(text, dumps=_as_is)
+
+
+def _as_is(text: Any) -> str:
+    return str(text)
 
 
 def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
@@ -514,130 +365,19 @@ def _run_at(request: JobRequest, now: datetime) -> datetime:
     return now
 
 
-T = TypeVar("T")
-
-
 class StoreHandle:
-    """A long-lived process's synchronous Store: the connection is opened on first use and
-    again after any database error; calls are serialised, so threads may share it."""
+    """A long-lived process's synchronous Store over one reconnecting connection
+    (connection.ConnectionHandle); calls are serialised, so threads may share it."""
 
     def __init__(self, opener: Callable[[], Conn]) -> None:
-        self._open = opener
-        self._lock = threading.Lock()
-        self._store: Store | None = None
+        self._handle = ConnectionHandle(opener)
 
     @classmethod
     def to(cls, url: str, *, timeout: float = 5.0) -> StoreHandle:
         return cls(lambda: connect(url, timeout=timeout))
 
     def run(self, action: Callable[[Store], T]) -> T:
-        with self._lock:
-            store = self._store
-            if store is None or store.conn.closed or store.conn.broken:
-                self._drop()
-                store = self._store = Store(self._open())
-            try:
-                return action(store)
-            except psycopg.Error:
-                self._drop()  # a timeout or a lost connection: start afresh next time
-                raise
+        return self._handle.run(lambda conn: action(Store(conn)))
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._store is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._store.conn.close()
-            self._store = None
-
-
-# ---------------------------------------------------------------- asynchronous store (worker)
-
-
-class AsyncStore:
-    """The worker's hot path on one asynchronous connection (autocommit).
-
-    `settle_and_claim` sends the buffered outcomes and the next claim in one pipelined
-    round trip.
-    """
-
-    def __init__(self, conn: AsyncConn, worker: str) -> None:
-        self.conn = conn
-        self.worker = worker
-
-    async def settle_and_claim(
-        self,
-        completed: Sequence[tuple[int, int, Any]],
-        failed: Sequence[tuple[int, int, str, float | None]],
-        queues: Sequence[str] | None,
-        batch: int,
-    ) -> list[ClaimedJob]:
-        """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
-        conn = self.conn
-        async with conn.pipeline():
-            if completed:
-                await conn.execute(_q("complete"), _completion_params(self.worker, completed))
-            if failed:
-                await conn.execute(_q("fail"), _failure_params(self.worker, failed))
-            if batch <= 0:
-                return []
-            cur = await conn.execute(
-                _q("claim"),
-                {"worker": self.worker, "queues": list(queues) if queues else None, "batch": batch},
-            )
-            rows = await cur.fetchall()
-        return [ClaimedJob(*row) for row in rows]
-
-    async def release(self, held: Sequence[tuple[int, int]]) -> int:
-        cur = await self.conn.execute(
-            _q("release"),
-            {"worker": self.worker, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]},
-        )
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
-        """Heart-beat (id, attempt, progress) jobs; return the ids still held."""
-        cur = await self.conn.execute(
-            _q("heartbeat"),
-            {
-                "worker": self.worker,
-                "ids": [h[0] for h in held],
-                "attempts": [h[1] for h in held],
-                "progress": _jsonb_list(h[2] for h in held),
-            },
-        )
-        row = await cur.fetchone()
-        return set(row[0]) if row else set()
-
-    async def next_run_at(self, queues: Sequence[str] | None) -> datetime | None:
-        cur = await self.conn.execute(_q("next_run_at"), {"queues": list(queues) if queues else None})
-        row = await cur.fetchone()
-        return None if row is None else cast("datetime | None", row[0])
-
-    async def listen(self) -> None:
-        await self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-
-    def notifications(self) -> AsyncIterator[psycopg.Notify]:
-        return self.conn.notifies()
-
-
-def _completion_params(worker: str, completed: Sequence[tuple[int, int, Any]]) -> dict[str, Any]:
-    return {
-        "worker": worker,
-        "ids": [c[0] for c in completed],
-        "attempts": [c[1] for c in completed],
-        "results": [c[2] for c in completed],  # JSON text, encoded by the worker
-    }
-
-
-def _failure_params(worker: str, failed: Sequence[tuple[int, int, str, float | None]]) -> dict[str, Any]:
-    return {
-        "worker": worker,
-        "ids": [f[0] for f in failed],
-        "attempts": [f[1] for f in failed],
-        "errors": [f[2] for f in failed],
-        "retry_in": [f[3] for f in failed],
-    }
+        self._handle.close()

@@ -13,146 +13,57 @@ the policy.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from passito_jobs.supervisor.policy import Direction, ScalingPolicy, decide
+from passito_jobs.supervisor.conditions import (
+    CONDITION_TYPES,
+    Conditions,
+    condition_status,
+    format_instant,
+    format_time,
+    parse_time,
+)
+from passito_jobs.supervisor.policy import Direction, decide
+from passito_jobs.supervisor.spec import (
+    CRD_FIELDS,
+    DEFAULTS,
+    GROUP,
+    KIND,
+    PAUSED_ANNOTATION,
+    PAUSED_REPLICAS_ANNOTATION,
+    PLURAL,
+    SCALED_REPLICAS_ANNOTATION,
+    VERSION,
+    AutoscalerSpec,
+    InvalidSpecError,
+    Pause,
+    Target,
+)
 
-GROUP = "jobs.passito.io"
-VERSION = "v1"
-PLURAL = "workerautoscalers"
-KIND = "WorkerAutoscaler"
-
-PAUSED_ANNOTATION = f"{GROUP}/paused"
-PAUSED_REPLICAS_ANNOTATION = f"{GROUP}/paused-replicas"
-# On the Deployment: the replicas the autoscaler last set. Any other value there means someone
-# else (kubectl scale, an apply) changed them. It is written in the same patch as the replicas.
-SCALED_REPLICAS_ANNOTATION = f"{GROUP}/scaled-replicas"
-
-CONDITION_TYPES = ("Ready", "Active", "Paused", "Fallback", "ManualOverride")
-
-# Defaults, the same as the CRD's (a test keeps them in step).
-DEFAULTS: dict[str, Any] = {
-    "minReplicas": 1,
-    "maxReplicas": 10,
-    "scaleUpThreshold": 5,
-    "scaleDownThreshold": 2,
-    "pollingInterval": 10,
-    "cooldownPeriod": 60,
-    "manualOverrideSeconds": 600,
-    "failureThreshold": 3,
-}
-
-
-class InvalidSpecError(ValueError):
-    """The WorkerAutoscaler cannot be acted on; the message says which field and why."""
-
-
-@dataclass(frozen=True)
-class AutoscalerSpec:
-    target: str
-    policy: ScalingPolicy
-    polling_interval: float
-    queues: tuple[str, ...]
-    fallback_replicas: int | None
-    failure_threshold: int
-    manual_override_seconds: float
-
-    @classmethod
-    def parse(cls, spec: Mapping[str, Any]) -> AutoscalerSpec:
-        """Read a spec, filling in the CRD's defaults; InvalidSpecError if it cannot be used."""
-        target = _get(spec, "scaleTargetRef", dict, {}).get("name")
-        if not isinstance(target, str) or not target:
-            raise InvalidSpecError("spec.scaleTargetRef.name must name a Deployment")
-        fallback = _get(spec, "fallback", dict, {})
-        fallback_replicas = fallback.get("replicas")
-        if fallback_replicas is not None and (not _is_int(fallback_replicas) or fallback_replicas < 0):
-            raise InvalidSpecError(
-                f"spec.fallback.replicas must be a whole number >= 0, got {fallback_replicas!r}"
-            )
-        failure_threshold = fallback.get("failureThreshold", DEFAULTS["failureThreshold"])
-        if not _is_int(failure_threshold) or failure_threshold < 1:
-            raise InvalidSpecError(
-                f"spec.fallback.failureThreshold must be a whole number >= 1, got {failure_threshold!r}"
-            )
-        queues = _get(spec, "queues", list, [])
-        if not all(isinstance(q, str) and q for q in queues):
-            raise InvalidSpecError("spec.queues must be a list of queue names")
-        polling = _number(spec, "pollingInterval")
-        override = _number(spec, "manualOverrideSeconds")
-        if polling <= 0:
-            raise InvalidSpecError(f"spec.pollingInterval must be positive, got {polling:g}")
-        if override < 0:
-            raise InvalidSpecError(f"spec.manualOverrideSeconds must not be negative, got {override:g}")
-        try:
-            policy = ScalingPolicy(
-                min_replicas=_whole(spec, "minReplicas"),
-                max_replicas=_whole(spec, "maxReplicas"),
-                scale_up_threshold=_number(spec, "scaleUpThreshold"),
-                scale_down_threshold=_number(spec, "scaleDownThreshold"),
-                cooldown=_number(spec, "cooldownPeriod"),
-            )
-        except ValueError as exc:
-            raise InvalidSpecError(str(exc)) from None
-        return cls(
-            target=target,
-            policy=policy,
-            polling_interval=polling,
-            queues=tuple(queues),
-            fallback_replicas=fallback_replicas,
-            failure_threshold=failure_threshold,
-            manual_override_seconds=override,
-        )
-
-
-@dataclass(frozen=True)
-class Pause:
-    """What the pause annotations on the WorkerAutoscaler ask for."""
-
-    paused: bool = False
-    replicas: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.paused or self.replicas is not None
-
-    @classmethod
-    def parse(cls, annotations: Mapping[str, str]) -> Pause:
-        paused = annotations.get(PAUSED_ANNOTATION, "").strip().lower() == "true"
-        raw = annotations.get(PAUSED_REPLICAS_ANNOTATION)
-        if raw is None:
-            return cls(paused=paused)
-        try:
-            replicas = int(raw.strip())
-        except ValueError:
-            replicas = -1
-        if replicas < 0:
-            raise InvalidSpecError(
-                f'annotation {PAUSED_REPLICAS_ANNOTATION} must be a whole number >= 0, got "{raw}"'
-            )
-        return cls(paused=paused, replicas=replicas)
-
-
-@dataclass(frozen=True)
-class Target:
-    """The Deployment as read: its replicas and the replicas the autoscaler last set there."""
-
-    replicas: int
-    scaled_replicas: int | None = None
-
-    @classmethod
-    def from_deployment(cls, deployment: Mapping[str, Any]) -> Target:
-        replicas = (deployment.get("spec") or {}).get("replicas")
-        annotations = (deployment.get("metadata") or {}).get("annotations") or {}
-        try:
-            scaled: int | None = int(annotations[SCALED_REPLICAS_ANNOTATION])
-        except (KeyError, ValueError, TypeError):
-            scaled = None
-        # An absent spec.replicas means 1 (the Deployment default).
-        return cls(replicas=replicas if isinstance(replicas, int) else 1, scaled_replicas=scaled)
+__all__ = [
+    "CONDITION_TYPES",
+    "CRD_FIELDS",
+    "DEFAULTS",
+    "GROUP",
+    "KIND",
+    "PAUSED_ANNOTATION",
+    "PAUSED_REPLICAS_ANNOTATION",
+    "PLURAL",
+    "SCALED_REPLICAS_ANNOTATION",
+    "VERSION",
+    "AutoscalerSpec",
+    "Event",
+    "InvalidSpecError",
+    "Observation",
+    "Outcome",
+    "Pause",
+    "Target",
+    "polling_interval",
+    "reconcile",
+]
 
 
 @dataclass(frozen=True)
@@ -188,7 +99,7 @@ class Outcome:
 
     def condition(self, kind: str) -> str | None:
         """The status (True, False, Unknown) of one condition."""
-        return _condition_status(self.status, kind)
+        return condition_status(self.status, kind)
 
 
 def polling_interval(spec: Mapping[str, Any]) -> float:
@@ -210,7 +121,7 @@ class _Poll:
         self.now = obs.now
         self.previous = obs.status
         self.events: list[Event] = []
-        self.conditions = _Conditions(obs.status, obs.now, obs.generation)
+        self.conditions = Conditions(obs.status, obs.now, obs.generation)
         self.status: dict[str, Any] = {
             key: obs.status.get(key)
             for key in (
@@ -288,11 +199,11 @@ class _Poll:
         if target.scaled_replicas is None or target.replicas == target.scaled_replicas:
             self._end_manual_override("NoManualChange")
             return target
-        until = _parse_time(self.previous.get("manualOverrideUntil"))
+        until = parse_time(self.previous.get("manualOverrideUntil"))
         if self.previous.get("manualOverrideReplicas") != target.replicas or until is None:
             until = self.now + timedelta(seconds=spec.manual_override_seconds)
             self.status["manualOverrideReplicas"] = target.replicas
-            self.status["manualOverrideUntil"] = _format_instant(until)
+            self.status["manualOverrideUntil"] = format_instant(until)
             self.events.append(
                 Event(
                     "Normal",
@@ -306,7 +217,7 @@ class _Poll:
                 "ManualOverride",
                 "True",
                 "ReplicasChangedManually",
-                f"holding {target.replicas} replicas until {_format_time(until)}",
+                f"holding {target.replicas} replicas until {format_time(until)}",
             )
             return None
         self.events.append(
@@ -348,7 +259,7 @@ class _Poll:
                 Event("Normal", "FallbackEnded", "database reachable again: autoscaling resumed")
             )
         self.conditions.set("Fallback", "False", "DatabaseReachable", "")
-        last = _parse_time(self.previous.get("lastScaleTime"))
+        last = parse_time(self.previous.get("lastScaleTime"))
         decision = decide(
             spec.policy,
             load=load,
@@ -375,7 +286,7 @@ class _Poll:
         self.events.append(
             Event("Normal", "ScaledUp" if desired > target.replicas else "ScaledDown", message)
         )
-        self.status["lastScaleTime"] = _format_instant(self.now)
+        self.status["lastScaleTime"] = format_instant(self.now)
         self.status["lastScaleReason"] = message
 
     def _database_conditions(self) -> None:
@@ -411,92 +322,3 @@ class _Poll:
             direction=self.direction,
             polling_interval=polling_interval,
         )
-
-
-class _Conditions:
-    """Conditions keyed by type; lastTransitionTime moves only when the status changes."""
-
-    def __init__(self, status: Mapping[str, Any], now: datetime, generation: int | None) -> None:
-        self.now = now
-        self.generation = generation
-        self.previous: dict[str, dict[str, Any]] = {
-            c["type"]: dict(c) for c in status.get("conditions") or [] if isinstance(c, dict) and "type" in c
-        }
-        self.current: dict[str, dict[str, Any]] = {}
-
-    def status(self, kind: str) -> str | None:
-        found = self.current.get(kind) or self.previous.get(kind)
-        return None if found is None else str(found.get("status"))
-
-    def set(self, kind: str, status: str, reason: str, message: str) -> bool:
-        """Set a condition; True when its status or reason changed (news worth an Event)."""
-        before = self.current.get(kind) or self.previous.get(kind)
-        moved = before is None or before.get("status") != status
-        self.current[kind] = {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": _format_time(self.now)
-            if moved or before is None
-            else before.get("lastTransitionTime") or _format_time(self.now),
-            "observedGeneration": self.generation,
-        }
-        return moved or (before is not None and before.get("reason") != reason)
-
-    def as_list(self) -> list[dict[str, Any]]:
-        merged = {**self.previous, **self.current}
-        return [merged[kind] for kind in CONDITION_TYPES if kind in merged]
-
-
-def _condition_status(status: Mapping[str, Any], kind: str) -> str | None:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, dict) and condition.get("type") == kind:
-            return str(condition.get("status"))
-    return None
-
-
-def _format_time(moment: datetime) -> str:
-    """RFC 3339 in whole seconds, as Kubernetes writes condition times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _format_instant(moment: datetime) -> str:
-    """RFC 3339 with microseconds: cooldowns and holds measured from it must not end early."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _get(spec: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = spec.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, kind):
-        raise InvalidSpecError(f"spec.{key} must be a {'list' if kind is list else 'mapping'}")
-    return value
-
-
-def _number(spec: Mapping[str, Any], key: str) -> float:
-    value = spec.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidSpecError(f"spec.{key} must be a number, got {value!r}")
-    return float(value)
-
-
-def _whole(spec: Mapping[str, Any], key: str) -> int:
-    value = spec.get(key, DEFAULTS[key])
-    if not _is_int(value):
-        raise InvalidSpecError(f"spec.{key} must be a whole number, got {value!r}")
-    return int(value)

@@ -1,18 +1,17 @@
-"""Reading the queue load the scaling policy works on, over one reconnecting connection.
+"""Reading the load the scaling policy works on, over one reconnecting connection.
 
 Shared by the local supervisor and the operator. The load is the jobs ready now plus the jobs
-in flight, in the queues watched (`Store.load`). A failure is one `LoadUnavailableError` with a
-one-line cause, with the database password masked; the next read reconnects.
+in flight, in the queues watched, as the SQL function `passito_jobs.load()` counts them (the
+chart's KEDA ScaledObject calls the same function). A failure is one `LoadUnavailableError`
+with a one-line cause, with the database password masked; the next read reconnects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import psycopg
-
-from passito_jobs.queue.conninfo import redact
-from passito_jobs.queue.models import DatabaseUnavailableError
+from passito_jobs.queue.conninfo import redacted_line
+from passito_jobs.queue.errors import QueueError
 from passito_jobs.queue.store import StoreHandle
 
 
@@ -30,15 +29,9 @@ class LoadReader:
     def read(self, queues: Sequence[str] | None = None) -> int:
         """Ready plus processing jobs in `queues` (None or empty: all queues)."""
         try:
-            ready, processing = self._handle.run(lambda store: store.load(list(queues) if queues else None))
-        except (psycopg.Error, DatabaseUnavailableError) as exc:
-            raise LoadUnavailableError(_first_line(redact(str(exc), self._url))) from None
-        return ready + processing
+            return self._handle.run(lambda store: store.load(list(queues) if queues else None)).total
+        except QueueError as exc:
+            raise LoadUnavailableError(redacted_line(exc, self._url)) from None
 
     def close(self) -> None:
         self._handle.close()
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from passito_jobs.config import Settings
+from passito_jobs.database import DatabaseSettings
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.supervisor.autoscaler import (
     GROUP,
@@ -38,53 +38,98 @@ from passito_jobs.supervisor.autoscaler import (
 from passito_jobs.supervisor.kube import KubeApi, KubeApiError
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Direction
+from passito_jobs.supervisor.settings import OperatorSettings
 
 log = logging.getLogger("passito_jobs.operator")
 
 FINALIZER = f"{GROUP}/operator"
 _LABELS = ("namespace", "autoscaler")
 
-DESIRED = Gauge("passito_jobs_autoscaler_desired_replicas", "Replicas the autoscaler wants.", _LABELS)
-CURRENT = Gauge(
-    "passito_jobs_autoscaler_current_replicas",
-    "The worker Deployment's replicas after the last poll.",
-    _LABELS,
-)
-LOAD = Gauge(
-    "passito_jobs_autoscaler_load", "Jobs ready now plus jobs in flight, in the queues counted.", _LABELS
-)
-PAUSED = Gauge("passito_jobs_autoscaler_paused", "1 while a pause annotation freezes scaling.", _LABELS)
-MANUAL_OVERRIDE = Gauge(
-    "passito_jobs_autoscaler_manual_override", "1 while a manual replica change is being held.", _LABELS
-)
-FALLBACK = Gauge(
-    "passito_jobs_autoscaler_fallback", "1 while the database is unreachable past failureThreshold.", _LABELS
-)
-SCALE_EVENTS = Counter(
-    "passito_jobs_autoscaler_scale_events", "Scales of the worker Deployment.", (*_LABELS, "direction")
-)
-DATABASE_ERRORS = Counter(
-    "passito_jobs_autoscaler_database_errors", "Failed reads of the queue load.", _LABELS
-)
+
+class OperatorMetrics:
+    """The operator's metrics (docs/metrics.md): the state of each WorkerAutoscaler, registered
+    when the operator starts (`start()`), not when this module is imported."""
+
+    _started: OperatorMetrics | None = None
+
+    @classmethod
+    def start(cls, registry: CollectorRegistry = REGISTRY) -> OperatorMetrics:
+        """The metrics of this operator; those of an earlier run in this process (tests run the
+        operator many times) are unregistered first."""
+        if cls._started is not None:
+            cls._started.unregister()
+        cls._started = cls(registry)
+        return cls._started
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"passito_jobs_autoscaler_{name}", doc, _LABELS, registry=registry)
+
+        self.desired = gauge("desired_replicas", "Replicas the autoscaler wants.")
+        self.current = gauge("current_replicas", "The worker Deployment's replicas after the last poll.")
+        self.load = gauge("load", "Jobs ready now plus jobs in flight, in the queues counted.")
+        self.paused = gauge("paused", "1 while a pause annotation freezes scaling.")
+        self.manual_override = gauge("manual_override", "1 while a manual replica change is being held.")
+        self.fallback = gauge("fallback", "1 while the database is unreachable past failureThreshold.")
+        self.scale_events = Counter(
+            "passito_jobs_autoscaler_scale_events",
+            "Scales of the worker Deployment.",
+            (*_LABELS, "direction"),
+            registry=registry,
+        )
+        self.database_errors = Counter(
+            "passito_jobs_autoscaler_database_errors",
+            "Failed reads of the queue load.",
+            _LABELS,
+            registry=registry,
+        )
+        self.registry = registry
+
+    def series(self) -> list[Gauge | Counter]:
+        return [self.desired, self.current, self.load, self.paused, self.manual_override, self.fallback]
+
+    def unregister(self) -> None:
+        for metric in [*self.series(), self.scale_events, self.database_errors]:
+            with contextlib.suppress(KeyError):
+                self.registry.unregister(metric)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator runs on: its settings group and where the queue is."""
+
+    operator: OperatorSettings
+    database: DatabaseSettings
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        return cls(OperatorSettings.from_env(), DatabaseSettings.from_env())
 
 
 @dataclass
 class Runtime:
     """Operator-wide resources, shared by every autoscaler's daemon through kopf's memo."""
 
-    settings: Settings
+    config: OperatorConfig
     kube: KubeApi
     reader: LoadReader | None = None
     server: ProbeServer | None = None
+    metrics: OperatorMetrics | None = None
     polling: set[tuple[str, str]] = field(default_factory=set)
 
+    @property
+    def settings(self) -> OperatorSettings:
+        return self.config.operator
+
     def start(self) -> None:
-        url = self.settings.database_url
+        url = self.config.database.url
         if not url:
             raise kopf.PermanentError("PASSITO_DATABASE_URL must be set: the operator reads the queue there")
-        self.reader = LoadReader(url, timeout=self.settings.connect_timeout)
-        if self.settings.operator_metrics_port:
-            self.server = ProbeServer(self.settings.operator_metrics_port)
+        self.reader = LoadReader(url, timeout=self.config.database.connect_timeout)
+        if self.metrics is None:
+            self.metrics = OperatorMetrics.start()
+        if self.settings.metrics_port:
+            self.server = ProbeServer(self.settings.metrics_port)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -92,6 +137,9 @@ class Runtime:
             self.server = None
         if self.reader is not None:
             self.reader.close()
+        if self.metrics is not None:
+            self.metrics.unregister()
+            self.metrics = None
         await self.kube.close()
 
 
@@ -105,14 +153,14 @@ def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) ->
 def runtime_of(memo: Any, kopf_settings: kopf.OperatorSettings) -> Runtime:
     """The operator's Runtime, created by whichever handler runs first (login or startup).
 
-    `passito-jobs operator` passes its Settings (environment plus flags) in the memo; under
-    `kopf run` they come from the environment.
+    `passito-jobs operator` passes its OperatorConfig (environment plus flags) in the memo; under
+    `kopf run` it comes from the environment.
     """
     runtime = memo.get("passito_runtime")
     if runtime is None:
-        settings = memo.get("passito_settings") or Settings.from_env()
-        kube = KubeApi(lambda: connection_info(settings.kube_server, kopf_settings))
-        runtime = memo["passito_runtime"] = Runtime(settings, kube)
+        config = memo.get("passito_config") or OperatorConfig.from_env()
+        kube = KubeApi(lambda: connection_info(config.operator.kube_server, kopf_settings))
+        runtime = memo["passito_runtime"] = Runtime(config, kube)
     assert isinstance(runtime, Runtime)
     return runtime
 
@@ -126,15 +174,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Only explicit Events (scales, problems) reach Kubernetes; log lines stay in the log.
     settings.posting.loggers = False
     runtime = runtime_of(memo, settings)
-    if runtime.settings.operator_namespaces:
+    if runtime.settings.namespaces:
         # Exact namespaces need no discovery: the chart's Role is namespaced and grants no
         # `list namespaces`, which kopf would otherwise try (and warn about) at every start.
         settings.scanning.disabled = True
     runtime.start()
     log.info(
         "Operator started: metrics on port %s, namespaces %s",
-        runtime.settings.operator_metrics_port or "off",
-        ",".join(runtime.settings.operator_namespaces) or "all",
+        runtime.settings.metrics_port or "off",
+        ",".join(runtime.settings.namespaces) or "all",
     )
 
 
@@ -203,6 +251,11 @@ class Poller:
         self.api_error = ""  # the last API failure warned about: each is posted once, not per poll
 
     @property
+    def metrics(self) -> OperatorMetrics:
+        assert self.runtime.metrics is not None, "the operator has started"
+        return self.runtime.metrics
+
+    @property
     def path(self) -> str:
         return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}/{self.name}"
 
@@ -244,7 +297,7 @@ class Poller:
         if outcome.scale_to is not None and deployment is not None:
             await self._scale(target_name, deployment, outcome.scale_to)
             if outcome.direction is not Direction.NONE:
-                SCALE_EVENTS.labels(*self.labels, outcome.direction.value).inc()
+                self.metrics.scale_events.labels(*self.labels, outcome.direction.value).inc()
         for event in outcome.events:
             level = logging.WARNING if event.type == "Warning" else logging.INFO
             log.log(level, "%s: %s", event.reason, event.message, extra={"kv": self.kv})
@@ -261,7 +314,7 @@ class Poller:
         try:
             return await asyncio.to_thread(reader.read, queues), ""
         except LoadUnavailableError as exc:
-            DATABASE_ERRORS.labels(*self.labels).inc()
+            self.metrics.database_errors.labels(*self.labels).inc()
             return None, str(exc)
 
     async def _scale(self, name: str, deployment: dict[str, Any], replicas: int) -> None:
@@ -280,35 +333,41 @@ class Poller:
         await self.runtime.kube.merge_patch(self.deployment_path(name), patch)
 
     def _export(self, outcome: Outcome, load: int | None) -> None:
+        metrics = self.metrics
         status = outcome.status
         if status.get("desiredReplicas") is not None:
-            DESIRED.labels(*self.labels).set(status["desiredReplicas"])
+            metrics.desired.labels(*self.labels).set(status["desiredReplicas"])
         if status.get("currentReplicas") is not None:
-            CURRENT.labels(*self.labels).set(status["currentReplicas"])
+            metrics.current.labels(*self.labels).set(status["currentReplicas"])
         if load is not None:
-            LOAD.labels(*self.labels).set(load)
-        PAUSED.labels(*self.labels).set(1 if outcome.condition("Paused") == "True" else 0)
-        MANUAL_OVERRIDE.labels(*self.labels).set(1 if outcome.condition("ManualOverride") == "True" else 0)
-        FALLBACK.labels(*self.labels).set(1 if outcome.condition("Fallback") == "True" else 0)
+            metrics.load.labels(*self.labels).set(load)
+        metrics.paused.labels(*self.labels).set(1 if outcome.condition("Paused") == "True" else 0)
+        metrics.manual_override.labels(*self.labels).set(
+            1 if outcome.condition("ManualOverride") == "True" else 0
+        )
+        metrics.fallback.labels(*self.labels).set(1 if outcome.condition("Fallback") == "True" else 0)
 
     def forget_metrics(self) -> None:
         """A deleted autoscaler leaves no stale series behind."""
-        for metric in (DESIRED, CURRENT, LOAD, PAUSED, MANUAL_OVERRIDE, FALLBACK, DATABASE_ERRORS):
+        metrics = self.runtime.metrics
+        if metrics is None:
+            return
+        for metric in (*metrics.series(), metrics.database_errors):
             with contextlib.suppress(KeyError):  # never set for this autoscaler
                 metric.remove(*self.labels)
         for direction in (Direction.UP, Direction.DOWN):
             with contextlib.suppress(KeyError):
-                SCALE_EVENTS.remove(*self.labels, direction.value)
+                metrics.scale_events.remove(*self.labels, direction.value)
 
 
-def run_operator(settings: Settings) -> int:
+def run_operator(config: OperatorConfig) -> int:
     """Run until SIGTERM or SIGINT (kopf handles both and stops gracefully); exit code 0."""
-    port = settings.operator_liveness_port
+    port = config.operator.liveness_port
     kopf.run(
         standalone=True,
-        clusterwide=not settings.operator_namespaces,
-        namespaces=settings.operator_namespaces,
+        clusterwide=not config.operator.namespaces,
+        namespaces=config.operator.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,
-        memo=kopf.Memo(passito_settings=settings),
+        memo=kopf.Memo(passito_config=config),
     )
     return 0

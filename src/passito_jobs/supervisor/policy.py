@@ -10,7 +10,10 @@ now plus the jobs in flight, in the queues watched. Thresholds are jobs per work
 - in between: keep the count (hysteresis: no flapping).
 
 Always within [min_replicas, max_replicas]. With min_replicas 0, an empty queue scales to zero
-and any ready job wakes one worker.
+and any ready job wakes one worker. The defaults below are the only copy of these numbers: the
+settings (PASSITO_MIN_WORKERS, ...), the autoscaler and the CRD use them (a test keeps the CRD
+YAML in step). An invalid policy raises FieldError naming the field; the CRD, the command line
+and the environment each spell it their own way.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+
+from passito_jobs.settings import FieldError
+
+MIN_REPLICAS = 1
+MAX_REPLICAS = 10
+SCALE_UP_THRESHOLD = 5.0
+SCALE_DOWN_THRESHOLD = 2.0
+COOLDOWN = 60.0
 
 
 class Direction(StrEnum):
@@ -30,30 +41,38 @@ class Direction(StrEnum):
 class ScalingPolicy:
     """Bounds and thresholds; validated at construction."""
 
-    min_replicas: int = 1
-    max_replicas: int = 10
-    scale_up_threshold: float = 5.0
-    scale_down_threshold: float = 2.0
-    cooldown: float = 60.0
+    min_replicas: int = MIN_REPLICAS
+    max_replicas: int = MAX_REPLICAS
+    scale_up_threshold: float = SCALE_UP_THRESHOLD
+    scale_down_threshold: float = SCALE_DOWN_THRESHOLD
+    cooldown: float = COOLDOWN
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
-            raise ValueError(f"minReplicas must not be negative, got {self.min_replicas}")
+            raise FieldError(
+                "min_replicas", f"{{min_replicas}} must not be negative, got {self.min_replicas}"
+            )
         if self.max_replicas < 1:
-            raise ValueError(f"maxReplicas must be at least 1, got {self.max_replicas}")
+            raise FieldError("max_replicas", f"{{max_replicas}} must be at least 1, got {self.max_replicas}")
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})"
+            raise FieldError(
+                "min_replicas",
+                f"{{min_replicas}} ({self.min_replicas}) must not exceed "
+                f"{{max_replicas}} ({self.max_replicas})",
             )
         if self.scale_up_threshold <= 0:
-            raise ValueError(f"scaleUpThreshold must be positive, got {self.scale_up_threshold:g}")
+            raise FieldError(
+                "scale_up_threshold",
+                f"{{scale_up_threshold}} must be positive, got {self.scale_up_threshold:g}",
+            )
         if not 0 <= self.scale_down_threshold <= self.scale_up_threshold:
-            raise ValueError(
-                f"scaleDownThreshold ({self.scale_down_threshold:g}) must be between 0 and "
-                f"scaleUpThreshold ({self.scale_up_threshold:g})"
+            raise FieldError(
+                "scale_down_threshold",
+                f"{{scale_down_threshold}} ({self.scale_down_threshold:g}) must be between 0 and "
+                f"{{scale_up_threshold}} ({self.scale_up_threshold:g})",
             )
         if self.cooldown < 0:
-            raise ValueError(f"cooldownPeriod must not be negative, got {self.cooldown:g}")
+            raise FieldError("cooldown", f"{{cooldown}} must not be negative, got {self.cooldown:g}")
 
     def clamp(self, replicas: int) -> int:
         return max(self.min_replicas, min(self.max_replicas, replicas))
@@ -70,8 +89,8 @@ class Decision:
         return self.direction is not Direction.NONE
 
 
-def _jobs(load: int) -> str:
-    return f"{load} job{'s' if load != 1 else ''}"
+def _load(load: int) -> str:
+    return f"load {load}"
 
 
 def decide(
@@ -91,9 +110,9 @@ def decide(
 
     if current == 0:
         if load == 0:
-            return Decision(0, Direction.NONE, "no jobs, scaled to zero")
+            return Decision(0, Direction.NONE, "load 0, scaled to zero")
         desired = policy.clamp(max(1, needed_up))
-        return Decision(desired, Direction.UP, f"{_jobs(load)} pending with no worker, {up:g} per worker")
+        return Decision(desired, Direction.UP, f"{_load(load)} with no worker, {up:g} per worker")
 
     per_worker = load / current
     if per_worker > up:
@@ -102,11 +121,9 @@ def decide(
             return Decision(
                 desired,
                 Direction.UP,
-                f"{_jobs(load)} pending, {up:g} per worker",
+                f"{_load(load)}, {up:g} per worker",
             )
-        return Decision(
-            current, Direction.NONE, f"{_jobs(load)} pending, at maxReplicas {policy.max_replicas}"
-        )
+        return Decision(current, Direction.NONE, f"{_load(load)}, at maxReplicas {policy.max_replicas}")
 
     if per_worker < down:
         midpoint = (up + down) / 2
@@ -115,23 +132,23 @@ def decide(
             return Decision(
                 current,
                 Direction.NONE,
-                f"{_jobs(load)} pending, at minReplicas {policy.min_replicas}",
+                f"{_load(load)}, at minReplicas {policy.min_replicas}",
             )
         if last_scale_time is not None and now - last_scale_time < policy.cooldown:
             wait = policy.cooldown - (now - last_scale_time)
             return Decision(
                 current,
                 Direction.NONE,
-                f"{_jobs(load)} pending, would scale down to {desired} after the cooldown ({wait:.0f}s left)",
+                f"{_load(load)}, would scale down to {desired} after the cooldown ({wait:.0f}s left)",
             )
         return Decision(
             desired,
             Direction.DOWN,
-            f"{_jobs(load)} pending, below {down:g} per worker",
+            f"{_load(load)}, below {down:g} per worker",
         )
 
     return Decision(
         current,
         Direction.NONE,
-        f"{_jobs(load)} pending, {per_worker:.1f} per worker is within [{down:g}, {up:g}]",
+        f"{_load(load)}, {per_worker:.1f} per worker is within [{down:g}, {up:g}]",
     )

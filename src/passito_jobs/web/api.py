@@ -18,8 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from passito_jobs.health.checks import HealthCheckError, run_checks
-from passito_jobs.health.report import to_json
+from passito_jobs.health.report import HealthCheckError, run_checks, to_json
 from passito_jobs.queue.admin import (
     CANCELLABLE,
     MAX_IDS_SHOWN,

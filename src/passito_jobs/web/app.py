@@ -26,11 +26,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from passito_jobs.config import ConfigError, Settings
 from passito_jobs.health.checks import Thresholds
 from passito_jobs.queue.admin import Admin
 from passito_jobs.queue.limits import printable
-from passito_jobs.web import api, pages
+from passito_jobs.settings import ConfigError
+from passito_jobs.web import api, filters, pages
 from passito_jobs.web.auth import Authenticator, AuthError, User
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
@@ -49,7 +49,6 @@ T = TypeVar("T")
 class Dashboard:
     """What every request handler needs, kept in `app.state.dashboard`."""
 
-    settings: Settings
     web: WebSettings
     db: Database
     auth: Authenticator
@@ -185,30 +184,27 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    pages.register_filters(env)
+    filters.register(env)
     return env
 
 
-def create_app(settings: Settings, web: WebSettings, database_url: str) -> Starlette:
-    """The dashboard as an ASGI app; raises ConfigError for an unreadable users or tokens file."""
+def create_app(
+    web: WebSettings, database_url: str, *, thresholds: Thresholds, connect_timeout: float = 5.0
+) -> Starlette:
+    """The dashboard as an ASGI app (its Dashboard group, where the database is, the health
+    thresholds); raises ConfigError for an unreadable users or tokens file."""
     board = Dashboard(
-        settings=settings,
         web=web,
         db=Database(
             database_url,
             size=web.db_connections,
-            connect_timeout=settings.connect_timeout,
+            connect_timeout=connect_timeout,
             query_timeout=web.query_timeout,
         ),
         auth=Authenticator(web),
-        notifier=Notifier(database_url, connect_timeout=settings.connect_timeout),
+        notifier=Notifier(database_url, connect_timeout=connect_timeout),
         templates=templates(),
-        thresholds=Thresholds(
-            stale_after=settings.health_stale_after,
-            stuck_after=settings.stuck_timeout,
-            max_failure_rate=settings.health_max_failure_rate,
-            window=settings.health_window,
-        ),
+        thresholds=thresholds,
     )
 
     @contextlib.asynccontextmanager
@@ -262,12 +258,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, web: WebSettings, database_url: str) -> int:
+def serve(web: WebSettings, database_url: str, *, thresholds: Thresholds, connect_timeout: float) -> int:
     """Run the dashboard until SIGTERM or SIGINT."""
     import uvicorn  # noqa: PLC0415 - the server only when serving
 
     auth_line = check_binding(web)
-    app = create_app(settings, web, database_url)
+    app = create_app(web, database_url, thresholds=thresholds, connect_timeout=connect_timeout)
     sock = bind(web.host, web.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -29,8 +29,8 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from passito_jobs.config import ConfigError
 from passito_jobs.queue.limits import printable
+from passito_jobs.settings import ConfigError
 from passito_jobs.web.settings import ROLES, Network, WebSettings
 
 ANONYMOUS = "anonymous"

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio.to_thread
-import psycopg
-from psycopg import errors as pg_errors
 
-from passito_jobs.config import format_duration
 from passito_jobs.queue.admin import Admin
+from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.queue.conninfo import redact
-from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.store import Conn, Store, StoreHandle, connect
+from passito_jobs.queue.errors import DatabaseUnavailableError, QueryTimeoutError, QueueError, cause
+from passito_jobs.queue.store import Store, StoreHandle
+from passito_jobs.settings import format_duration
 
 T = TypeVar("T")
 
@@ -52,15 +51,14 @@ class Database:
         try:
             return await anyio.to_thread.run_sync(handle.run, lambda store: action(Admin(store)))
         except DatabaseUnavailableError as exc:
-            raise DatabaseError(str(exc)) from None
-        except pg_errors.QueryCanceled:
+            raise DatabaseError(redact(str(exc), self.url)) from None
+        except QueryTimeoutError:
             raise DatabaseError(
                 f"the query did not finish within {format_duration(self.query_timeout)} "
                 "(PASSITO_WEB_QUERY_TIMEOUT)"
             ) from None
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DatabaseError(redact(f"database error: {first}", self.url)) from None
+        except QueueError as exc:  # the handle translated the driver's error into the queue's own
+            raise DatabaseError(redact(f"database error: {cause(exc)}", self.url)) from None
         finally:
             self._free.put_nowait(handle)
 

@@ -91,8 +91,20 @@ JOB_ID = {
 }
 
 
+IDS = {"type": "array", "items": {"type": "integer"}}
+
+
 def _schemas() -> dict[str, Any]:
-    ids = {"type": "array", "items": {"type": "integer"}}
+    return {
+        "Error": _obj({"error": _obj({"status": {"type": "integer"}, "message": {"type": "string"}})}),
+        **_job_schemas(),
+        **_queue_schemas(),
+        **_action_schemas(),
+    }
+
+
+def _job_schemas() -> dict[str, Any]:
+    ids = IDS
     relative = _obj(
         {
             "id": {"type": "integer"},
@@ -102,7 +114,6 @@ def _schemas() -> dict[str, Any]:
         }
     )
     return {
-        "Error": _obj({"error": _obj({"status": {"type": "integer"}, "message": {"type": "string"}})}),
         "JobSummary": _obj(
             {
                 "id": {"type": "integer"},
@@ -161,6 +172,11 @@ def _schemas() -> dict[str, Any]:
                 "masked": {"type": "boolean"},
             }
         ),
+    }
+
+
+def _queue_schemas() -> dict[str, Any]:
+    return {
         "Queue": _obj(
             {
                 name: {"type": "integer", "minimum": 0}
@@ -185,7 +201,7 @@ def _schemas() -> dict[str, Any]:
             {
                 "worker_id": {"type": ["string", "null"]},
                 "jobs": {"type": "integer"},
-                "job_ids": ids,
+                "job_ids": IDS,
                 "queues": {"type": "array", "items": {"type": "string"}},
                 "types": {"type": "array", "items": {"type": "string"}},
                 "oldest_claim": TIME,
@@ -210,6 +226,12 @@ def _schemas() -> dict[str, Any]:
                 "blocked_orphans": {"type": "object"},
             },
         },
+    }
+
+
+def _action_schemas() -> dict[str, Any]:
+    ids = IDS
+    return {
         "AuditEntry": _obj(
             {
                 "id": {"type": "integer"},

@@ -12,23 +12,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
-import jinja2
 from markupsafe import escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from passito_jobs.config import format_duration
-from passito_jobs.health.checks import HealthCheckError, HealthReport, age, run_checks
+from passito_jobs.health.checks import HealthReport
+from passito_jobs.health.report import HealthCheckError, run_checks
 from passito_jobs.queue.admin import MAX_BULK, MAX_FLOW, Actor, Admin, JobFilter
-from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import Job, JobState
 from passito_jobs.web import api, drawing, params, sse, views
 from passito_jobs.web.db import DatabaseError
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.security import CSRF_FIELD, check_form, csrf_token, set_csrf_cookie
+from passito_jobs.web.security import CSRF_FIELD, check_form, csrf_token, read_form, set_csrf_cookie
 
 if TYPE_CHECKING:
     from passito_jobs.web.app import Dashboard
@@ -73,80 +71,15 @@ def routes() -> list[BaseRoute]:
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    board, user = _board(request)
-    html = board.templates.get_template(template).render(
-        user=user,
-        can_act=board.can_act(user),
-        read_only=board.web.read_only,
-        csrf=csrf_token(request),
-        csrf_field=CSRF_FIELD,
-        path=request.url.path,
-        **context,
-    )
-    response = HTMLResponse(html, status)
+    response = HTMLResponse(_fragment(request, template, **context), status)
     set_csrf_cookie(request, response)
     return response
-
-
-def register_filters(env: jinja2.Environment) -> None:
-    env.filters["when"] = _when
-    env.filters["ago"] = _ago
-    env.filters["age"] = age
-    env.filters["duration"] = format_duration
-    env.filters["printable"] = lambda text, width=200: printable(str(text), width)
-    env.filters["number"] = lambda value: f"{value:,}"
-    env.globals["states"] = [s.value for s in JobState]
-    env.globals["query"] = _query
-
-
-def _query(base: dict[str, Any] | None = None, **more: Any) -> str:
-    """A query string of `base` and `more` without the empty values (links, forms)."""
-    values = {**(base or {}), **more}
-    return urlencode({k: v for k, v in values.items() if v not in (None, "")})
-
-
-def _when(moment: datetime | None) -> str:
-    shown = views.when(moment)
-    if shown is None or moment is None or shown.endswith("infinity"):
-        return shown or ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _ago(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    shown = views.when(moment)
-    if shown is not None and shown.endswith("infinity"):
-        return shown
-    seconds = (datetime.now(UTC) - moment).total_seconds()
-    return f"in {age(-seconds)}" if seconds < 0 else f"{age(seconds)} ago"
 
 
 def pretty(value: Any) -> tuple[str, bool]:
     """Indented JSON, cut at SHOWN_JSON characters; (text, cut)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
     return (text[:SHOWN_JSON], True) if len(text) > SHOWN_JSON else (text, False)
-
-
-MAX_FORM = 16 * 1024
-FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", CSRF_FIELD)
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """A url-encoded form (the only kind the dashboard's pages send), each field once."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise BadRequest("send the form url-encoded (application/x-www-form-urlencoded)", 415)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
-    try:
-        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the form is not valid url-encoded UTF-8") from None
-    return params.single_values(fields, FORM_KEYS)
 
 
 def notice(request: Request) -> str | None:

@@ -5,7 +5,7 @@ HttpOnly and SameSite=Strict — a cross-site request does not even carry it —
 Secure behind TLS, so a sibling domain cannot plant one. Every state-changing request from a
 browser must also not come from another site (Sec-Fetch-Site, else Origin). API requests with a
 bearer token carry no ambient credential and need neither; other API requests must send JSON,
-which a cross-site form cannot.
+which a cross-site form cannot. `read_form` reads a dashboard form (url-encoded, bounded, each field once).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from passito_jobs.web import params
 from passito_jobs.web.params import BadRequest
 
 CSP = (
@@ -134,3 +135,25 @@ def check_api_post(request: Request, via: str) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise BadRequest("send the request body as JSON (Content-Type: application/json)", 415)
+
+
+MAX_FORM = 16 * 1024
+FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", CSRF_FIELD)
+"""The fields a dashboard form may carry (each at most once)."""
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A url-encoded form (the only kind the dashboard's pages send), each field once."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("send the form url-encoded (application/x-www-form-urlencoded)", 415)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form is not valid url-encoded UTF-8") from None
+    return params.single_values(fields, FORM_KEYS)

@@ -1,31 +1,34 @@
-"""The dashboard's settings group (`PASSITO_WEB_*`), declared next to the dashboard.
+"""The Dashboard settings group (`PASSITO_WEB_*`), declared next to the dashboard.
 
-`config.describe()` lists them in docs/configuration.md under "Dashboard". Token values are
-secrets: they live in the tokens file, whose path is the only thing a setting holds, and no log
-line or message ever shows one.
+`config.Settings.web` composes it (docs/configuration.md lists it under "Dashboard"). The
+dashboard's secrets are files, as Kubernetes mounts them: the users file (argon2 hashes) and the
+tokens files (SHA-256 digests of bearer tokens); a setting holds only their paths, and no log
+line or message ever shows what they hold. There is no session secret to configure: the CSRF
+token is a random cookie (double submit) and the cache of verified passwords is keyed per process.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import math
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from passito_jobs.config import (
-    ConfigError,
+from passito_jobs.settings import (
+    SettingsGroup,
+    between,
+    one_of,
     parse_bool,
     parse_duration,
     parse_int,
     parse_list,
-    read_environment,
+    parse_lower,
+    parse_optional_path,
+    port_number,
+    positive,
     setting,
 )
 
-GROUP = "Dashboard"
 AUTH_MODES = ("basic", "header", "token")
 ROLES = ("viewer", "admin")
 DEFAULT_MASK_FIELDS = (
@@ -73,54 +76,56 @@ def _paths(text: str) -> tuple[Path, ...]:
 
 
 def _optional_path(text: str) -> Path | None:
-    return Path(text) if text.strip() else None
+    return parse_optional_path(text.strip())
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
 
 
 @dataclass(frozen=True)
-class WebSettings:
+class WebSettings(SettingsGroup):
     """Settings of `passito-jobs web`; `WebSettings.from_env()` reads them."""
+
+    GROUP = "Dashboard"
 
     host: str = setting(
         "PASSITO_WEB_HOST",
         "127.0.0.1",
         "Address the dashboard listens on; `web --host` overrides it. Any address but loopback "
         "needs PASSITO_WEB_AUTH.",
-        GROUP,
         parse=str.strip,
+        check=_not_empty,
     )
     port: int = setting(
         "PASSITO_WEB_PORT",
         8080,
         "Port of the dashboard; 0 picks a free one; `web --port` overrides it.",
-        GROUP,
         parse=parse_int,
+        check=port_number,
     )
     auth: tuple[str, ...] = setting(
         "PASSITO_WEB_AUTH",
         (),
         "`none` (loopback only), or any of `basic`, `header`, `token`, comma-separated (docs/dashboard.md).",
-        GROUP,
         parse=parse_auth,
     )
     users_file: Path | None = setting(
         "PASSITO_WEB_USERS_FILE",
         None,
         "`basic`: file of `name:role:argon2-hash` lines (`passito-jobs web hash-password`).",
-        GROUP,
         parse=_optional_path,
     )
     tokens_files: tuple[Path, ...] = setting(
         "PASSITO_WEB_TOKENS_FILE",
         (),
         "`token`: comma-separated files of `name:role:sha256:HEX` lines (bearer tokens by their hash).",
-        GROUP,
         parse=_paths,
     )
     auth_header: str = setting(
         "PASSITO_WEB_AUTH_HEADER",
         "X-Forwarded-User",
         "`header`: the header in which the trusted proxy names the user.",
-        GROUP,
         parse=str.strip,
     )
     role_header: str = setting(
@@ -128,95 +133,73 @@ class WebSettings:
         "",
         "`header`: a header in which the proxy gives the role (viewer or admin); unset: "
         "PASSITO_WEB_HEADER_ROLE for everyone.",
-        GROUP,
         parse=str.strip,
     )
     header_role: str = setting(
         "PASSITO_WEB_HEADER_ROLE",
         "viewer",
         "`header`: the role of a user the proxy gives no role.",
-        GROUP,
-        parse=lambda text: text.strip().lower(),
+        parse=parse_lower,
+        check=one_of(*ROLES),
     )
     trusted_proxies: tuple[Network, ...] = setting(
         "PASSITO_WEB_TRUSTED_PROXIES",
         (),
         "Comma-separated addresses or networks of reverse proxies: only their user header "
         "(`header`) and X-Forwarded-Proto (Secure cookies) are believed.",
-        GROUP,
         parse=parse_networks,
     )
     read_only: bool = setting(
         "PASSITO_WEB_READ_ONLY",
         False,
         "Disable every action (retry, cancel) for everyone.",
-        GROUP,
         parse=parse_bool,
     )
     mask_fields: tuple[str, ...] = setting(
         "PASSITO_WEB_MASK_FIELDS",
         DEFAULT_MASK_FIELDS,
         "Payload and result fields (any depth) that viewers see masked.",
-        GROUP,
         parse=parse_list,
     )
     query_timeout: float = setting(
         "PASSITO_WEB_QUERY_TIMEOUT",
         5.0,
         "Statement timeout of the dashboard's queries; a page that runs over answers 503.",
-        GROUP,
         parse=parse_duration,
+        # PostgreSQL's statement_timeout is an int of milliseconds (24.8 days at most).
+        check=(positive, between(0, 86400, "must be at most 1d")),
     )
     db_connections: int = setting(
         "PASSITO_WEB_DB_CONNECTIONS",
         4,
         "Database connections of one dashboard process (requests beyond wait for one).",
-        GROUP,
         parse=parse_int,
+        check=between(1, 100),
     )
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebSettings:
-        settings = cls(**read_environment(cls, environ))
-        settings.validate()
-        return settings
-
-    def replace(self, **changes: Any) -> WebSettings:
-        settings = dataclasses.replace(self, **changes)
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        checks = [
-            (0 <= self.port <= 65535, "port", "must be a port number, or 0 for a free one"),
-            (self.host != "", "host", "must not be empty"),
-            ("basic" not in self.auth or self.users_file is not None, "users_file", "is required by `basic`"),
-            ("token" not in self.auth or bool(self.tokens_files), "tokens_files", "is required by `token`"),
+    def checks(self) -> Iterable[tuple[bool, str, str]]:
+        return [
+            (
+                "basic" not in self.auth or self.users_file is not None,
+                "users_file",
+                "{users_file} is required by `basic`",
+            ),
+            (
+                "token" not in self.auth or bool(self.tokens_files),
+                "tokens_files",
+                "{tokens_files} is required by `token`",
+            ),
             (
                 "header" not in self.auth or bool(self.trusted_proxies),
                 "trusted_proxies",
-                "is required by `header`",
+                "{trusted_proxies} is required by `header`",
             ),
-            ("header" not in self.auth or self.auth_header != "", "auth_header", "must not be empty"),
-            (self.header_role in ROLES, "header_role", "must be viewer or admin"),
             (
-                math.isfinite(self.query_timeout) and 0 < self.query_timeout <= 86400,
-                "query_timeout",
-                "must be positive and at most 1d",
+                "header" not in self.auth or self.auth_header != "",
+                "auth_header",
+                "{auth_header} must not be empty",
             ),
-            (1 <= self.db_connections <= 100, "db_connections", "must be between 1 and 100"),
         ]
-        for ok, name, message in checks:
-            if not ok:
-                got = repr(getattr(self, name))
-                raise ConfigError(f"{env_name(name)} {message} (got {got[:80]})")
-
-
-def env_name(name: str) -> str:
-    for spec in dataclasses.fields(WebSettings):
-        if spec.name == name:
-            return str(spec.metadata["env"])
-    raise KeyError(name)
 
 
 def is_loopback(host: str) -> bool:

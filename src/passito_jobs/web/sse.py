@@ -15,8 +15,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from passito_jobs.queue.models import DatabaseUnavailableError
-from passito_jobs.queue.store import AsyncStore, connect_async
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import connect_async
+from passito_jobs.queue.errors import DatabaseUnavailableError
 
 log = logging.getLogger("passito_jobs.web")
 
@@ -59,7 +60,7 @@ class Notifier:
                 failures += 1
                 continue
             try:
-                store = AsyncStore(conn, worker="web")
+                store = AsyncStore(conn, worker_id="web")
                 await store.listen()
                 self.listening, failures = True, 0
                 async for _ in store.notifications():

@@ -124,6 +124,20 @@ class WorkerMetrics:
         self.database_errors = Counter(
             "passito_jobs_worker_database_errors", "Failed round trips to the database.", registry=registry
         )
+        self.abandoned_attempts = Counter(
+            "passito_jobs_worker_abandoned_attempts",
+            "Attempts given up while their handler kept running (a sync handler's thread past its "
+            "timeout or at shutdown, an async handler that ignores cancellation), by type.",
+            ["type"],
+            registry=registry,
+        )
+        self.task_restarts = Counter(
+            "passito_jobs_worker_task_restarts",
+            "Worker tasks (claim loop, listener, heartbeat, maintenance, watchdog) restarted after "
+            "an unexpected error, by task.",
+            ["task"],
+            registry=registry,
+        )
 
     def finished(self, job_type: str, queue: str, outcome: str, seconds: float) -> None:
         self.jobs.inc((job_type, queue, outcome))

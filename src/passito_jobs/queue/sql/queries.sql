@@ -1,6 +1,7 @@
--- Named queries of the queue library, run only by passito_jobs.queue.store.
--- Each starts with a `-- name: <name>` line. State transitions are SQL functions
--- (migrations/), so the same rules serve Python, the CLI and other languages.
+-- Named queries of the queue library (queue/store.py, queue/asyncstore.py), read by name
+-- (queue/sqlfiles.py); each starts with a `-- name: <name>` line, and every column a caller
+-- reads has a name. State transitions are SQL functions (migrations/), so the same rules serve
+-- Python, the CLI and other languages.
 
 -- name: dispatch
 SELECT passito_jobs.dispatch(
@@ -11,8 +12,8 @@ SELECT passito_jobs.dispatch(
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
-SELECT now(), ARRAY(SELECT nextval(pg_get_serial_sequence('passito_jobs.jobs', 'id'))
-                    FROM generate_series(1, %(count)s))
+SELECT now() AS now, ARRAY(SELECT nextval(pg_get_serial_sequence('passito_jobs.jobs', 'id'))
+                           FROM generate_series(1, %(count)s)) AS ids
 
 -- name: copy_jobs
 COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at) FROM STDIN (FORMAT BINARY)
@@ -21,33 +22,38 @@ COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at
 SELECT passito_jobs.notify_ready(%(queues)s::text[])
 
 -- name: claim
-SELECT * FROM passito_jobs.claim(%(worker)s, %(queues)s::text[], %(batch)s)
+-- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
+-- deeper than Python's parser goes) fails that job, not the claim.
+SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds
+FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
-SELECT passito_jobs.complete(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[]::jsonb[])
+SELECT passito_jobs.complete(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integer[], %(results)s::text[]::jsonb[])
 
 -- name: fail
-SELECT passito_jobs.fail(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[],
+SELECT passito_jobs.fail(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[],
                          %(retry_in)s::double precision[])
 
 -- name: release
-SELECT passito_jobs.release(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[])
+SELECT passito_jobs.release(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integer[])
 
 -- name: heartbeat
-SELECT passito_jobs.heartbeat(%(worker)s, %(ids)s::bigint[], %(attempts)s::integer[], %(progress)s::jsonb[])
+SELECT passito_jobs.heartbeat(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integer[],
+                              %(progress)s::text[]::jsonb[])
 
 -- name: rescue
-SELECT id, state::text, worker_id FROM passito_jobs.rescue(make_interval(secs => %(stuck_after)s), %(batch)s)
+SELECT id, state::text AS state, worker_id
+FROM passito_jobs.rescue(make_interval(secs => %(stuck_after)s), %(batch)s)
 
 -- name: prune
 SELECT passito_jobs.prune(make_interval(secs => %(keep_completed)s), make_interval(secs => %(keep_failed)s),
                           %(batch)s)
 
 -- name: acquire_lease
-SELECT coalesce(passito_jobs.acquire_lease(%(lease)s, %(holder)s, make_interval(secs => %(ttl)s)), false)
+SELECT coalesce(passito_jobs.acquire_lease(%(lease)s, %(worker_id)s, make_interval(secs => %(ttl)s)), false)
 
 -- name: release_lease
-DELETE FROM passito_jobs.leases WHERE name = %(lease)s AND holder = %(holder)s
+DELETE FROM passito_jobs.leases WHERE name = %(lease)s AND worker_id = %(worker_id)s
 
 -- name: cancel
 SELECT passito_jobs.cancel(%(ids)s::bigint[])
@@ -62,7 +68,7 @@ ORDER BY id
 
 -- name: dead_parents
 -- The first failed or cancelled parent of each of the given jobs that has one.
-SELECT c.id, p.id, p.state::text
+SELECT c.id AS id, p.id AS parent_id, p.state::text AS parent_state
 FROM passito_jobs.jobs c
 CROSS JOIN LATERAL (
     SELECT p.id, p.state FROM passito_jobs.jobs p
@@ -73,7 +79,7 @@ CROSS JOIN LATERAL (
 WHERE c.id = ANY(%(ids)s::bigint[])
 
 -- name: blocked_orphans
-SELECT queue, count(*) FROM passito_jobs.blocked_orphans() GROUP BY queue ORDER BY queue
+SELECT queue, count(*) AS jobs FROM passito_jobs.blocked_orphans() GROUP BY queue ORDER BY queue
 
 -- name: existing_ids
 SELECT id FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
@@ -90,22 +96,20 @@ ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: load
--- Jobs ready now plus jobs in flight, in the given queues (NULL: all): what the autoscaler scales on.
-SELECT
-    count(*) FILTER (WHERE state = 'pending' AND run_at <= now()) AS ready,
-    count(*) FILTER (WHERE state = 'processing') AS processing
-FROM passito_jobs.jobs
-WHERE state IN ('pending', 'processing')
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+-- Jobs ready now and jobs in flight, in the given queues (NULL: all): what the autoscalers scale
+-- on. The chart's KEDA ScaledObject calls the same function.
+SELECT ready, processing FROM passito_jobs.load(%(queues)s::text[])
 
 -- name: next_run_at
-SELECT min(run_at) FROM passito_jobs.jobs
+-- Seconds since the epoch: a run_at of 'infinity' (or past year 9999) is a number here, not a
+-- timestamp the driver cannot represent.
+SELECT extract(epoch FROM min(run_at))::double precision AS next_run_at FROM passito_jobs.jobs
 WHERE state = 'pending' AND run_at > now()
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 
 -- name: finished_between
-SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')),
-       count(*) FILTER (WHERE state = 'failed')
+SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')) AS finished,
+       count(*) FILTER (WHERE state = 'failed') AS failed
 FROM passito_jobs.jobs WHERE id BETWEEN %(first)s AND %(last)s
 
 -- name: set_statement_timeout
@@ -176,3 +180,7 @@ FULL JOIN processing r USING (queue)
 FULL JOIN failed f USING (queue)
 FULL JOIN completed c USING (queue)
 ORDER BY queue
+
+-- name: listen
+-- The channel every dispatch notifies (pg_notify('passito_jobs', queue)).
+LISTEN passito_jobs

@@ -1,27 +1,50 @@
-"""`passito-jobs web` and `passito-jobs web hash-password` (the CLI's parser calls these)."""
+"""`passito-jobs web` (the dashboard and admin API) and `web hash-password` (a users-file or
+tokens-file line's secret). Starlette, uvicorn and argon2 are imported only when one runs."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import hashlib
 import sys
-from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
-from passito_jobs.config import ConfigError, Settings
-from passito_jobs.web.settings import WebSettings
+from passito_jobs.cli.options import Flag, add_flags, apply_flags, database_url, port, utf8_text
+from passito_jobs.config import Settings
+from passito_jobs.health.checks import Thresholds
+from passito_jobs.settings import ConfigError
 
 MAX_SECRET = 4096
+"""The longest password or token `hash-password` takes (argon2 hashes any length; this bounds it)."""
+
+WEB_FLAGS = (
+    Flag("--host", "web", "host", "address to listen on", utf8_text, "HOST"),
+    Flag("--port", "web", "port", "port to listen on; 0 picks a free one", port, "PORT"),
+)
 
 
-def run_web(
-    settings: Settings, *, host: str | None, port: int | None, database_url: Callable[[], str]
-) -> int:
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "web",
+        help="serve the operations dashboard and JSON admin API (docs/dashboard.md)",
+        description="The dashboard (/) and the admin API (/api/v1). Without PASSITO_WEB_AUTH it "
+        "listens on loopback only.",
+    )
+    add_flags(p, WEB_FLAGS)
+    p.set_defaults(func=cmd_web)
+    wsub = p.add_subparsers(dest="web_command", metavar="[hash-password]", parser_class=type(p))
+    s = wsub.add_parser(
+        "hash-password",
+        help="read a password from standard input; print its argon2 hash for PASSITO_WEB_USERS_FILE",
+    )
+    s.add_argument("--token", action="store_true", help="hash a bearer token for PASSITO_WEB_TOKENS_FILE")
+    s.set_defaults(func=cmd_web_hash_password)
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the dashboard until SIGTERM; ConfigError (exit 2) for what stops it from starting."""
-    web = WebSettings.from_env()
-    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    if changes:
-        web = web.replace(**changes)
+    settings = apply_flags(args, settings)
+    web = settings.web
     try:
         from passito_jobs.web import app  # noqa: PLC0415 - Starlette and uvicorn only when serving
     except ImportError as exc:
@@ -29,11 +52,22 @@ def run_web(
             f"the dashboard needs the `web` extra (pip install 'passito-jobs[web]'): {exc}"
         ) from None
     app.check_binding(web)  # before anything starts: refuse a public address without authentication
-    url = database_url()
+    thresholds = Thresholds(
+        stale_after=settings.health.stale_after,
+        stuck_after=settings.maintenance.stuck_after,
+        max_failure_ratio=settings.health.max_failure_ratio,
+        window=settings.health.window,
+    )
+    url = database_url(settings)
     try:
-        return app.serve(settings, web, url)
+        return app.serve(web, url, thresholds=thresholds, connect_timeout=settings.database.connect_timeout)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {web.host}:{web.port}: {exc.strerror or exc}") from None
+
+
+def cmd_web_hash_password(args: argparse.Namespace, settings: Settings) -> int:
+    print(hash_secret(token=args.token))
+    return 0
 
 
 def read_secret(stream: TextIO, prompt: str) -> str:

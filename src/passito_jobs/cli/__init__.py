@@ -1,0 +1,142 @@
+"""The `passito-jobs` command: the parser assembled from one module per command family, the
+settings, logging and signals set up once, and every failure mapped to an exit code.
+
+Exit codes: 0 success; 1 the operation failed (unknown job id, unhealthy queue, ...);
+2 bad input, bad configuration or an unreachable database (one line on stderr, no traceback).
+
+Each command family's parsers sit next to their handlers (`add_commands(sub)` in queue.py,
+jobs.py, worker.py, operator.py, health.py, web.py, db.py, demo.py). A plug-in contributes commands the
+same way (`PLUGIN_COMMANDS`): Passito's module is imported only when one of its commands runs,
+so the engine's commands never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from passito_jobs import logs
+from passito_jobs.cli.options import PROG, CommandError
+from passito_jobs.config import Settings
+from passito_jobs.localdb import LocalDatabaseError
+from passito_jobs.queue.conninfo import Redactor
+from passito_jobs.queue.errors import QueueError
+from passito_jobs.settings import ConfigError, FieldError
+
+__all__ = ["PROG", "CommandError", "build_parser", "main", "stop_on_signals"]
+
+log = logging.getLogger("passito_jobs.cli")
+
+COMMAND_MODULES = (
+    "passito_jobs.cli.queue",
+    "passito_jobs.cli.worker",
+    "passito_jobs.cli.jobs",
+    "passito_jobs.cli.operator",
+    "passito_jobs.cli.health",
+    "passito_jobs.cli.web",
+    "passito_jobs.cli.db",
+    "passito_jobs.cli.demo",
+)
+PLUGIN_COMMANDS = {
+    "outpass": ("passito_jobs.outpass.commands", "dispatch the jobs of outpasses (QR code, PDF, emails)"),
+    "approval": ("passito_jobs.outpass.commands", "parent-approval tokens"),
+    "cleanup-expired-files": (
+        "passito_jobs.outpass.commands",
+        "dispatch CleanupExpiredFiles and print its job id (the cleanup CronJob's command)",
+    ),
+}
+"""Commands of plug-ins: name -> (module with `add_command(sub, name)`, help)."""
+ROLES = {
+    "worker": "Worker",
+    "supervise": "Supervisor",
+    "health": "Health",
+    "operator": "Operator",
+    "web": "Dashboard",
+}
+"""The log prefix of each long-running command: `[Worker host:pid][INFO] ...`."""
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (and exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole parser. A plug-in's commands are loaded when `argv` runs one of them; otherwise
+    they are listed by name and help only."""
+    parser = _Parser(
+        prog=PROG,
+        description="Postgres-backed job queue, workers and autoscaling for Passito.",
+        epilog="Settings come from PASSITO_* environment variables (docs/configuration.md).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module, help_text) in PLUGIN_COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).add_command(sub, name)
+        else:
+            sub.add_parser(name, help=help_text)
+    return parser
+
+
+def stop_on_signals(first: Callable[[int], None], second: Callable[[int], None] | None = None) -> None:
+    """On SIGTERM or SIGINT call `first`; on a second signal call `second` (default `first`)."""
+    seen = 0
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal seen
+        seen += 1
+        (first if seen == 1 or second is None else second)(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure the user can cause ends in one line and exit code 1 or 2."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    masked = Redactor(settings.database.url)
+    logs.setup(
+        role=ROLES.get(args.command, PROG),
+        instance=f"{settings.worker.name}:{os.getpid()}",
+        level=settings.logging.level,
+        fmt=settings.logging.format,
+        redact=masked,
+    )
+    for warning in settings.warnings:
+        log.warning(warning)
+    handler: Handler = args.func
+    try:
+        return handler(args, settings)
+    except CommandError as exc:
+        _fail(masked(str(exc)), exc.code)
+    except (FieldError, QueueError, LocalDatabaseError) as exc:  # ConfigError is a FieldError
+        _fail(masked(str(exc)), 2)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `passito-jobs jobs list | head`: stop quietly.
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,117 @@
+"""`passito-jobs migrate` and `passito-jobs dispatch`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from passito_jobs.cli.options import (
+    CommandError,
+    connection,
+    int_between,
+    job_id,
+    json_object,
+    open_store,
+    seconds,
+)
+from passito_jobs.config import Settings
+from passito_jobs.queue import limits
+from passito_jobs.queue.dispatch import dispatch
+from passito_jobs.queue.errors import InvalidJobError
+
+# The argument each dispatch rule names, as the command line spells it.
+_DISPATCH_FLAGS = {
+    "job type": "TYPE",
+    "payload": "--payload",
+    "queue": "--queue",
+    "priority": "--priority",
+    "delay": "--delay",
+    "run_at": "--delay",
+    "max_attempts": "--max-attempts",
+    "depends_on": "--depends-on",
+    "unique_key": "--unique-key",
+}
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("migrate", help="install or upgrade the queue schema (safe to run concurrently)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("dispatch", help="dispatch one job and print its id")
+    p.add_argument("type", metavar="TYPE", help="job type, e.g. GenerateQrCode")
+    p.add_argument(
+        "--payload",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help="the job's payload, a JSON object (default {})",
+    )
+    p.add_argument("--queue", default="default", help="queue name (default: default)")
+    p.add_argument(
+        "--priority",
+        type=int_between(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
+        default=0,
+        help="higher runs first (default 0)",
+    )
+    p.add_argument(
+        "--delay",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="run no earlier than this many seconds from now",
+    )
+    p.add_argument(
+        "--depends-on",
+        type=job_id,
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="parent job ids: run only after all of them completed",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int_between(1, limits.MAX_ATTEMPTS),
+        default=3,
+        metavar="N",
+        help=f"attempts before the job fails for good (default 3, at most {limits.MAX_ATTEMPTS})",
+    )
+    p.add_argument(
+        "--unique-key",
+        default=None,
+        metavar="KEY",
+        help="while an unfinished job has this key, print its id instead",
+    )
+    p.set_defaults(func=cmd_dispatch)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        applied = store.migrate()
+        if applied:
+            for migration in applied:
+                print(f"applied {migration.version:04d}_{migration.name}")
+        else:
+            print(f"schema up to date (migration {store.schema_version():04d})")
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    with connection(settings) as conn:
+        try:
+            job = dispatch(
+                args.type,
+                args.payload,
+                queue=args.queue,
+                priority=args.priority,
+                delay=args.delay,
+                depends_on=args.depends_on,
+                max_attempts=args.max_attempts,
+                unique_key=args.unique_key,
+                conn=conn,
+            )
+        except InvalidJobError as exc:
+            message = str(exc)
+            flag = next((f for rule, f in _DISPATCH_FLAGS.items() if message.startswith(f"{rule} ")), None)
+            raise CommandError(f"argument {flag}: {message}" if flag else message, code=2) from None
+    print(job)
+    return 0

@@ -1,0 +1,156 @@
+"""Passito's commands of `passito-jobs`: `outpass dispatch`, `approval verify` and
+`cleanup-expired-files`. The CLI loads this module only when one of them runs
+(cli.PLUGIN_COMMANDS), so the engine's commands never import Passito's package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from passito_jobs.cli.options import CommandError, connection, int_between
+from passito_jobs.config import Settings
+from passito_jobs.outpass.settings import MAX_FILE_RETENTION_DAYS, OutpassSettings
+from passito_jobs.queue.dispatch import dispatch
+from passito_jobs.queue.errors import InvalidJobError
+from passito_jobs.queue.limits import printable
+
+
+def add_command(sub: Any, name: str) -> None:
+    """Add the command `name` (one of cli.PLUGIN_COMMANDS) to the subparsers `sub`."""
+    {"outpass": _add_outpass, "approval": _add_approval, "cleanup-expired-files": _add_cleanup}[name](sub)
+
+
+def _add_outpass(sub: Any) -> None:
+    p = sub.add_parser("outpass", help="dispatch the jobs of outpasses (QR code, PDF, emails)")
+    osub = p.add_subparsers(dest="outpass_command", required=True, metavar="ACTION", parser_class=type(p))
+    p = osub.add_parser(
+        "dispatch",
+        help="dispatch QR code -> PDF -> email (+ parent approval) for each outpass, in one transaction",
+    )
+    p.add_argument(
+        "--json",
+        required=True,
+        metavar="FILE",
+        help="a JSON outpass object or an array of them (docs/jobs.md); - reads standard input",
+    )
+    p.set_defaults(func=cmd_outpass_dispatch)
+
+
+def _add_approval(sub: Any) -> None:
+    p = sub.add_parser("approval", help="parent-approval tokens")
+    asub = p.add_subparsers(dest="approval_command", required=True, metavar="ACTION", parser_class=type(p))
+    p = asub.add_parser("verify", help="print a token's decision, or why it is invalid (exit 1)")
+    p.add_argument("token", metavar="TOKEN")
+    p.add_argument("--decision", choices=["approve", "deny"], default=None, help="also require this decision")
+    p.set_defaults(func=cmd_approval_verify)
+
+
+def _add_cleanup(sub: Any) -> None:
+    p = sub.add_parser(
+        "cleanup-expired-files",
+        help="dispatch CleanupExpiredFiles and print its job id (the cleanup CronJob's command)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the expired files in the result, delete none")
+    p.add_argument(
+        "--retention-days",
+        type=int_between(1, MAX_FILE_RETENTION_DAYS),
+        default=None,
+        metavar="DAYS",
+        help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
+    )
+    p.set_defaults(func=cmd_cleanup_expired_files)
+
+
+def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.outpass.tokens import (  # noqa: PLC0415
+        PURPOSE_APPROVAL,
+        InvalidTokenError,
+        signing_key,
+        verify_token,
+    )
+
+    key = signing_key(OutpassSettings.from_env())
+    try:
+        claims = verify_token(args.token, key, purpose=PURPOSE_APPROVAL, decision=args.decision)
+    except InvalidTokenError as exc:
+        raise CommandError(f"invalid token: {exc}") from None
+    print(f"{claims.decision} outpass {claims.outpass_id} (valid until {claims.expires_at.isoformat()})")
+    return 0
+
+
+def _read_json_input(source: str) -> Any:
+    where = "standard input" if source == "-" else printable(source)
+    try:
+        if source != "-":
+            data = Path(source).read_bytes()
+        elif hasattr(sys.stdin, "buffer"):
+            data = sys.stdin.buffer.read()
+        else:  # a text stream put in place of standard input
+            data = sys.stdin.read().encode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise CommandError(f"cannot read {where}: {exc.strerror or exc}", code=2) from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise CommandError(f"cannot read {where}: {exc}", code=2) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError(
+            f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)", code=2
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", code=2
+        ) from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise CommandError(f"{where} is not valid JSON ({exc})", code=2) from None
+    except RecursionError:
+        raise CommandError(f"{where} is nested too deeply to be an outpass", code=2) from None
+
+
+def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from passito_jobs.outpass.flow import dispatch_outpass_flows  # noqa: PLC0415
+    from passito_jobs.outpass.model import InvalidOutpassError, Outpass  # noqa: PLC0415
+
+    data = _read_json_input(args.json)
+    items = data if isinstance(data, list) else [data]
+    outpasses = []
+    for index, item in enumerate(items):
+        try:
+            outpasses.append(Outpass.from_payload(item))
+        except InvalidOutpassError as exc:
+            where = "" if len(items) == 1 else f"outpass {index}: "
+            raise CommandError(f"{where}{exc}", code=2) from None
+    if not outpasses:
+        raise CommandError("no outpasses in the input (an empty JSON array)", code=2)
+    with connection(settings) as conn:
+        try:
+            flows = dispatch_outpass_flows(outpasses, conn=conn)
+        except InvalidJobError as exc:
+            raise CommandError(str(exc), code=2) from None
+    for flow in flows:
+        line = (
+            f"outpass {flow.outpass_id}: GenerateQrCode #{flow.qr_code}, GenerateOutpassPdf #{flow.pdf}, "
+            f"SendOutpassEmail #{flow.student_email}"
+        )
+        if flow.parent_approval is not None:
+            line += f", SendParentApproval #{flow.parent_approval}"
+        print(line)
+    return 0
+
+
+def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> int:
+    payload: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.retention_days is not None:
+        payload["retention_days"] = args.retention_days
+    with connection(settings) as conn:
+        # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
+        job = dispatch(
+            "CleanupExpiredFiles", payload, queue="maintenance", unique_key="CleanupExpiredFiles", conn=conn
+        )
+    print(job)
+    return 0

@@ -1,0 +1,169 @@
+"""`AsyncStore`: the worker's hot path on one asynchronous connection (autocommit).
+
+`settle_and_claim` sends the buffered outcomes and the next claim in one pipelined round trip.
+A database error leaves as the queue's own (errors.py): `ConnectionLostError` means reconnect
+and send the same again; anything else is a statement the database refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import RowMaker
+
+from passito_jobs.queue.backoff import clamp_delay
+from passito_jobs.queue.connection import AsyncConn
+from passito_jobs.queue.errors import translate
+from passito_jobs.queue.models import ClaimedJob
+from passito_jobs.queue.sqlfiles import query
+
+Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text (None: no result)
+Failed = tuple[int, int, str, float | None]  # job id, attempt, error text, retry delay (None: final)
+Held = tuple[int, int, str | None]  # job id, attempt, progress as JSON text (None: unchanged)
+
+
+class AsyncStore:
+    """The worker's queue operations, as worker `worker_id` (`<worker name>:<pid>`)."""
+
+    def __init__(self, conn: AsyncConn, worker_id: str) -> None:
+        self.conn = conn
+        self.worker_id = worker_id
+        self._claim = query("claim")
+        self._complete = query("complete")
+        self._fail = query("fail")
+
+    async def settle_and_claim(
+        self,
+        completed: Sequence[Completed],
+        failed: Sequence[Failed],
+        queues: Sequence[str] | None,
+        batch: int,
+    ) -> list[ClaimedJob]:
+        """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
+        conn = self.conn
+        try:
+            async with conn.pipeline():
+                if completed:
+                    await conn.execute(self._complete, _completion_params(self.worker_id, completed))
+                if failed:
+                    await conn.execute(self._fail, _failure_params(self.worker_id, failed))
+                if batch <= 0:
+                    return []
+                params = {
+                    "worker_id": self.worker_id,
+                    "queues": list(queues) if queues else None,
+                    "batch": batch,
+                }
+                cur = conn.cursor(row_factory=claimed_rows)
+                await cur.execute(self._claim, params)
+                return await cur.fetchall()
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, conn) from exc
+
+    async def release(self, held: Sequence[tuple[int, int]]) -> int:
+        """Give jobs back without counting the attempt (shutdown); how many were released."""
+        params = {"worker_id": self.worker_id, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
+        row = await self._one("release", params)
+        return int(row[0]) if row else 0
+
+    async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
+        """Heart-beat (id, attempt, progress) jobs; return the ids still held. A progress of None
+        leaves the stored one as it is."""
+        return await self.heartbeat_json([(i, a, None if p is None else json.dumps(p)) for i, a, p in held])
+
+    async def heartbeat_json(self, held: Sequence[Held]) -> set[int]:
+        """`heartbeat` with each progress already encoded as JSON text (the worker checks it
+        when the handler sets it)."""
+        params = {
+            "worker_id": self.worker_id,
+            "ids": [h[0] for h in held],
+            "attempts": [h[1] for h in held],
+            "progress": [h[2] for h in held],
+        }
+        row = await self._one("heartbeat", params)
+        return set(row[0]) if row else set()
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the next delayed job is due, in seconds since the epoch (may be infinite)."""
+        row = await self._one("next_run_at", {"queues": list(queues) if queues else None})
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def listen(self) -> None:
+        await self._one("listen", None, fetch=False)
+
+    async def notifications(self) -> AsyncIterator[psycopg.Notify]:
+        """The notifications of the channels LISTENed to, until the connection breaks
+        (ConnectionLostError)."""
+        try:
+            async for notify in self.conn.notifies():
+                yield notify
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
+
+    async def _one(self, name: str, params: dict[str, Any] | None, *, fetch: bool = True) -> Any:
+        try:
+            cur = await self.conn.execute(query(name), params)
+            return await cur.fetchone() if fetch else None
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
+
+
+def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
+    """A row factory: claimed rows as ClaimedJob, read by column name. The payload comes as JSON
+    text; one Python cannot decode becomes `unreadable`, and the worker fails that job with it."""
+    names = [column.name for column in cursor.description or ()]
+    at = {name: index for index, name in enumerate(names)}
+    id_, queue, type_, payload = at["id"], at["queue"], at["type"], at["payload"]
+    priority, attempts, max_attempts, waited = (
+        at["priority"],
+        at["attempts"],
+        at["max_attempts"],
+        at["waited_seconds"],
+    )
+
+    def make(row: Sequence[Any]) -> ClaimedJob:
+        unreadable = None
+        try:
+            decoded = json.loads(row[payload])
+        except RecursionError:
+            decoded, unreadable = (
+                {},
+                "payload is not readable: it is nested too deeply for Python's JSON parser",
+            )
+        except ValueError as exc:
+            decoded, unreadable = {}, f"payload is not readable: {exc}"
+        return ClaimedJob(
+            row[id_],
+            row[queue],
+            row[type_],
+            decoded,
+            row[priority],
+            row[attempts],
+            row[max_attempts],
+            row[waited],
+            unreadable,
+        )
+
+    return make
+
+
+def _completion_params(worker_id: str, completed: Sequence[Completed]) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "ids": [c[0] for c in completed],
+        "attempts": [c[1] for c in completed],
+        "results": [c[2] for c in completed],  # JSON text, encoded by the worker
+    }
+
+
+def _failure_params(worker_id: str, failed: Sequence[Failed]) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "ids": [f[0] for f in failed],
+        "attempts": [f[1] for f in failed],
+        "errors": [f[2] for f in failed],
+        "retry_in": [None if f[3] is None else clamp_delay(f[3]) for f in failed],
+    }

@@ -1,0 +1,247 @@
+"""Job types by name: the handlers a worker runs, and what a handler is given.
+
+Register a job type in your own module and load it in the worker with `--import` or
+PASSITO_JOB_MODULES:
+
+    from passito_jobs import JobContext, job_type
+
+    @job_type("SendReminder", timeout=60, settings=ReminderSettings)
+    def send_reminder(ctx: JobContext) -> dict[str, str]:
+        settings = ctx.settings_of(ReminderSettings)
+        ...
+
+A job type may name a settings group (any class with a `from_env()` classmethod, such as a
+`passito_jobs.settings.SettingsGroup`): the worker reads each group once when it starts
+(`Registry.configure`: a bad or missing setting stops it there, with one line) and hands it to
+every attempt as `ctx.settings`. Importing this module registers nothing.
+
+Sync handlers run in the worker's thread pool (or, with PASSITO_SYNC_ISOLATION=process, in its
+child processes); `async def` handlers run on its event loop. A handler's return value (JSON) is
+stored as the job's result; one the database cannot store (NaN, a NUL character, a set, more
+than PASSITO_MAX_PAYLOAD_BYTES) fails the job for good, naming what is wrong. Raise
+`PermanentError` to fail the job at once, without retries; any other exception is retried with
+backoff.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, TypeVar, overload
+
+from passito_jobs.logs import job_fields
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+
+log = logging.getLogger("passito_jobs.job")
+
+
+class SettingsSource(Protocol):
+    """A job type's settings group: read from the environment once, when a worker starts."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self: ...
+
+
+S = TypeVar("S", bound=SettingsSource)
+
+
+class PermanentError(Exception):
+    """Raised by a handler: the job fails now and is not retried (bad input, for example)."""
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a handler gets: the job's identity and payload, and a way to report progress."""
+
+    id: int
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    worker_id: str
+    _progress: Any = field(default=None, repr=False)
+    _progress_json: str | None = field(default=None, repr=False)
+    _progress_dirty: bool = field(default=False, repr=False)
+    # Set by the worker: the size limit of a progress value, and (in a child process of
+    # PASSITO_SYNC_ISOLATION=process) where each new progress value goes.
+    max_bytes: int = field(default=DEFAULT_MAX_PAYLOAD_BYTES, repr=False)
+    on_progress: Callable[[str], None] | None = field(default=None, repr=False)
+    settings: Any = field(default=None, repr=False)
+    """The job type's settings group, as the worker read it when it started (or None)."""
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry this job's id, type, queue, attempt and worker id."""
+        attempt = f"{self.attempt}/{self.max_attempts}"
+        return logging.LoggerAdapter(
+            log, {"job": job_fields(self.id, self.type, self.queue, attempt, self.worker_id)}
+        )
+
+    def settings_of(self, kind: builtins.type[S]) -> S:
+        """This job type's settings group (`@job_type(..., settings=kind)`), typed. A handler
+        called outside a worker (a test, a script) reads it from the environment."""
+        found = self.settings if isinstance(self.settings, kind) else kind.from_env()
+        assert isinstance(found, kind)
+        return found
+
+    def set_progress(self, progress: Any) -> None:
+        """Record progress (any JSON value); it reaches the database with the next heartbeat.
+
+        A value the database cannot store (NaN, a NUL character, a datetime, ...) raises
+        UnstorableValueError (a ValueError) here, naming what is wrong.
+        """
+        text = encode_json(progress, what="progress", max_bytes=self.max_bytes)
+        self._progress = progress
+        self.set_progress_json(text)
+
+    def set_progress_json(self, text: str) -> None:
+        """Record progress already encoded as JSON (the worker's child processes send it so)."""
+        self._progress_json = text
+        self._progress_dirty = True
+        if self.on_progress is not None:
+            self.on_progress(text)
+
+    def take_progress(self) -> Any:
+        """The progress set since the last call, or None."""
+        if not self._progress_dirty:
+            return None
+        self._progress_dirty = False
+        return self._progress
+
+    def take_progress_json(self) -> str | None:
+        """The progress set since the last call as JSON text, or None (the worker's heartbeat)."""
+        if not self._progress_dirty:
+            return None
+        self._progress_dirty = False
+        return self._progress_json
+
+
+SyncHandler = Callable[[JobContext], Any]
+AsyncHandler = Callable[[JobContext], Awaitable[Any]]
+Handler = SyncHandler | AsyncHandler
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    """A registered job type."""
+
+    name: str
+    handler: Handler
+    is_async: bool
+    timeout: float | None = None  # None: the worker's PASSITO_JOB_TIMEOUT
+    settings: type[SettingsSource] | None = None  # its settings group, if it has one
+
+
+class UnknownJobTypeError(LookupError):
+    """No handler is registered under this name."""
+
+
+class Registry:
+    """Job types by name."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+        self._settings: dict[type[SettingsSource], Any] = {}
+
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        timeout: float | None = None,
+        settings: type[SettingsSource] | None = None,
+    ) -> JobType:
+        if not name or not isinstance(name, str):
+            raise ValueError("a job type needs a non-empty name")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout of job type {name!r} must be positive")
+        existing = self._types.get(name)
+        if existing is not None and existing.handler is not handler:
+            raise ValueError(f"job type {name!r} is already registered by {existing.handler!r}")
+        job = JobType(name, handler, inspect.iscoroutinefunction(handler), timeout, settings)
+        self._types[name] = job
+        return job
+
+    def get(self, name: str) -> JobType | None:
+        return self._types.get(name)
+
+    def configure(self, environ: Mapping[str, str] | None = None) -> None:
+        """Read the settings group of every registered job type, once each (a worker does it at
+        start: ConfigError, one line naming the variable, stops it there)."""
+        for job in self:
+            if job.settings is not None and job.settings not in self._settings:
+                self._settings[job.settings] = job.settings.from_env(environ)
+
+    def settings_for(self, job: JobType) -> Any:
+        """The settings group of a job type, read on first use if `configure` did not run."""
+        if job.settings is None:
+            return None
+        found = self._settings.get(job.settings)
+        if found is None:
+            found = self._settings[job.settings] = job.settings.from_env()
+        return found
+
+    def __getitem__(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobTypeError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[JobType]:
+        return iter(sorted(self._types.values(), key=lambda job: job.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+
+registry = Registry()
+"""The process-wide registry the worker reads."""
+
+
+@overload
+def job_type(name: H, /) -> H: ...
+@overload
+def job_type(
+    name: str | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    settings: type[SettingsSource] | None = None,
+    into: Registry | None = None,
+) -> Callable[[H], H]: ...
+def job_type(
+    name: Any = None,
+    /,
+    *,
+    timeout: float | None = None,
+    settings: type[SettingsSource] | None = None,
+    into: Registry | None = None,
+) -> Any:
+    """Register a function as a job type: `@job_type("Name", timeout=60)` or `@job_type`.
+
+    `settings`: the job type's settings group (`ctx.settings`). `into` picks another registry
+    than the process-wide one (tests).
+    """
+    target = into if into is not None else registry
+
+    def decorate(handler: H) -> H:
+        job_name = name if isinstance(name, str) else handler.__name__
+        target.register(job_name, handler, timeout=timeout, settings=settings)
+        return handler
+
+    if callable(name):
+        handler, name = name, None
+        return decorate(handler)
+    return decorate

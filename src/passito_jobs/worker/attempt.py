@@ -1,0 +1,399 @@
+"""Attempts: one run of one job, from its claim to its outcome, with an explicit state.
+
+    RUNNING ──handler returned──▶ COMPLETED
+       │  ──handler raised──────▶ FAILED (retried later, or for good)
+       ├─ the watchdog: past the job type's timeout ──▶ TIMED_OUT ─┐
+       ├─ a heartbeat: the job is no longer ours ─────▶ LOST ──────┤ cancelled; the slot is freed
+       └─ shutdown past PASSITO_SHUTDOWN_TIMEOUT ─────▶ RELEASED ──┤ when the handler ends, or
+                                                                    └▶ ABANDONED after CANCEL_GRACE
+
+`Attempts` runs them: sync handlers in a thread pool (or child processes: isolation.py), async
+handlers on the event loop; each result is encoded (limits.encode_json) before it is buffered
+in `outcomes`, which the claim loop sends with its next round trip. A timed-out attempt is
+recorded as failed (`AttemptTimeoutError`), one that ignores cancellation is ABANDONED: its
+slot is free, its late result discarded, and it is counted until its handler really ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from passito_jobs.logs import job_fields
+from passito_jobs.queue.backoff import retry_delay
+from passito_jobs.queue.limits import UnstorableValueError, encode_json
+from passito_jobs.queue.models import ClaimedJob
+from passito_jobs.registry import JobContext, JobType, PermanentError, Registry
+from passito_jobs.settings import format_duration
+from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
+from passito_jobs.worker.isolation import ChildConfig, ProcessPool
+from passito_jobs.worker.metrics import WorkerMetrics
+from passito_jobs.worker.outcomes import Outcomes
+from passito_jobs.worker.settings import WorkerSettings
+from passito_jobs.worker.threads import JobThreads
+
+log = logging.getLogger("passito_jobs.worker")
+
+CANCEL_GRACE = 1.0  # seconds a cancelled async handler gets before the worker gives up on it
+
+
+class AttemptState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"  # the watchdog cancelled it: recorded as a failed attempt
+    LOST = "lost"  # the database says another party holds the job now: nothing is recorded
+    RELEASED = "released"  # shutdown gave the job back to the queue, attempt not counted
+    ABANDONED = "abandoned"  # cancelled, but the handler runs on: slot free, outcome discarded
+
+
+STOPPING = frozenset({AttemptState.TIMED_OUT, AttemptState.LOST, AttemptState.RELEASED})
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    job: ClaimedJob
+    ctx: JobContext
+    job_type: JobType | None
+    started: float  # perf_counter
+    deadline: float  # time.monotonic() after which the watchdog cancels the attempt
+    state: AttemptState = AttemptState.RUNNING
+    task: asyncio.Task[None] | None = None
+    future: Future[Any] | None = None  # a sync attempt's work in the thread pool
+    in_thread: bool = False
+    cancelled_at: float = 0.0  # when the worker cancelled it (TIMED_OUT, LOST, RELEASED)
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "job": job_fields(
+                job.id, job.type, job.queue, f"{job.attempt}/{job.max_attempts}", self.ctx.worker_id
+            )
+        }
+
+
+class Attempts:
+    """The attempts one worker runs, at most `settings.concurrency` at a time (the claim loop
+    claims only for free slots)."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        worker_id: str,
+        registry: Registry,
+        metrics: WorkerMetrics,
+        on_finish: Callable[[], None],
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.registry = registry
+        self.metrics = metrics
+        self.running: dict[int, Attempt] = {}
+        self.outcomes = Outcomes()
+        self._on_finish = on_finish
+        self._on_fatal = on_fatal
+        self._log_jobs = settings.log_jobs
+        self._max_bytes = settings.max_payload_bytes
+        # Abandoned threads (timed-out sync handlers) keep theirs; the extra threads keep
+        # `concurrency` of them free for new attempts until the bound stops the worker.
+        self._threads = JobThreads(settings.concurrency + settings.max_abandoned_attempts)
+        self.processes = (
+            ProcessPool(settings.concurrency, ChildConfig(settings.job_modules, worker_id))
+            if settings.sync_isolation == "process"
+            else None
+        )
+        self._abandoned_lock = threading.Lock()
+        self.abandoned = 0  # abandoned attempts whose handler still runs
+        self.released: list[tuple[int, int]] = []  # (id, attempt) to give back at shutdown
+        self.watchdog_ran_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(list(self.running.values()))
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.processes is not None:
+            await asyncio.to_thread(self.processes.start)
+
+    async def close(self) -> None:
+        if self.processes is not None:
+            await asyncio.to_thread(self.processes.close)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ running one attempt
+
+    def start(self, job: ClaimedJob) -> None:
+        assert self._loop is not None
+        ctx = JobContext(
+            job.id, job.type, job.queue, job.payload, job.attempt, job.max_attempts, self.worker_id
+        )
+        ctx.max_bytes = self._max_bytes
+        job_type = self.registry.get(job.type)
+        timeout = (job_type.timeout if job_type else None) or self.settings.job_timeout
+        attempt = Attempt(job, ctx, job_type, time.perf_counter(), time.monotonic() + timeout)
+        self.running[job.id] = attempt
+        self.metrics.picked_up(job.queue, job.waited_seconds)
+        attempt.task = self._loop.create_task(self._execute(attempt))
+
+    async def _execute(self, attempt: Attempt) -> None:
+        job = attempt.job
+        if self._log_jobs:
+            log.info("Processing Job #%d (%s)", job.id, job.type, extra=attempt.log_extra)
+        outcome = "lost"
+        result: str | None = None
+        error: BaseException | None = None
+        cancelled = False
+        try:
+            try:
+                value = await self._begin(attempt)
+                # A child process sends its result already encoded (and checked).
+                in_child = attempt.in_thread and self.processes is not None
+                result = value if in_child else self._encode(value)
+            except asyncio.CancelledError:
+                if not attempt.cancelled_at:
+                    raise  # not the worker's doing (the loop is shutting down)
+                cancelled = True
+            except OutcomeRefusedError as exc:
+                # Made here, not raised: the worker's own traceback would say nothing.
+                error = PermanentError(str(exc))
+            except BaseException as exc:  # a handler's SystemExit fails its job, not the worker
+                error = exc
+            if attempt.state is not AttemptState.ABANDONED:
+                outcome = self._conclude(attempt, result, error, cancelled=cancelled)
+        finally:
+            if attempt.state is not AttemptState.ABANDONED:
+                self._finish(attempt, outcome)
+
+    def _begin(self, attempt: Attempt) -> Awaitable[Any]:
+        """Start the handler: a coroutine for an async one, a future for a sync one (a thread,
+        or a thread waiting on a child process). Not a coroutine itself: one fewer per job."""
+        job, job_type = attempt.job, attempt.job_type
+        if job.unreadable is not None:
+            raise OutcomeRefusedError(job.unreadable)
+        if job_type is None:
+            raise LookupError(
+                f"no handler for job type {job.type!r} on worker {self.worker_id} "
+                f"(registered: {', '.join(self.registry.names()) or 'none'}); "
+                "load its module with --import or PASSITO_JOB_MODULES"
+            )
+        if job_type.settings is not None:
+            attempt.ctx.settings = self.registry.settings_for(job_type)
+        if job_type.is_async:
+            return job_type.handler(attempt.ctx)
+        attempt.in_thread = True
+        if self.processes is not None:
+            attempt.future = self._threads.submit(
+                self.processes.run, (job.id, job.attempt), job_type, attempt.ctx
+            )
+        else:
+            attempt.future = self._threads.submit(job_type.handler, attempt.ctx)
+        return asyncio.wrap_future(attempt.future)
+
+    def _encode(self, value: Any) -> str | None:
+        """A result as JSON text the database takes; OutcomeRefusedError says why not."""
+        if value is None:
+            return None
+        try:
+            return encode_json(value, what="result", max_bytes=self._max_bytes)
+        except UnstorableValueError as exc:
+            raise OutcomeRefusedError(str(exc)) from None
+
+    def _conclude(
+        self, attempt: Attempt, result: str | None, error: BaseException | None, *, cancelled: bool
+    ) -> str:
+        """Buffer the attempt's outcome; return it for the metrics."""
+        job = attempt.job
+        if attempt.state is AttemptState.TIMED_OUT:  # even if the handler swallowed the cancellation
+            return self._record_failure(attempt, self._timeout_error(attempt))
+        if attempt.state is AttemptState.LOST:
+            log.warning(
+                "Abandoned Job #%d (%s): it was cancelled or rescued by another worker",
+                job.id,
+                job.type,
+                extra={"tag": "FAIL", **attempt.log_extra},
+            )
+            return "lost"
+        if cancelled or attempt.state is AttemptState.RELEASED:
+            return "lost"  # shutdown gave it back to the queue
+        if error is not None:
+            return self._record_failure(attempt, error)
+        attempt.state = AttemptState.COMPLETED
+        self.outcomes.completed.append((job.id, job.attempt, result))
+        if self._log_jobs:
+            elapsed = _ms(time.perf_counter() - attempt.started)
+            extra = {"tag": "DONE", **attempt.log_extra}
+            log.info("Completed Job #%d (%s) in %s", job.id, job.type, elapsed, extra=extra)
+        return "completed"
+
+    def _finish(self, attempt: Attempt, outcome: str) -> None:
+        if self.running.get(attempt.job.id) is attempt:  # a job rescued and claimed again is a new one
+            del self.running[attempt.job.id]
+        self.metrics.finished(
+            attempt.job.type, attempt.job.queue, outcome, time.perf_counter() - attempt.started
+        )
+        self._on_finish()
+
+    def _timeout_error(self, attempt: Attempt) -> AttemptTimeoutError:
+        if attempt.in_thread and self.processes is None:
+            self._abandon_thread(attempt)  # the thread runs on; its late result is discarded
+        timeout = (attempt.job_type.timeout if attempt.job_type else None) or self.settings.job_timeout
+        return AttemptTimeoutError(
+            f"attempt exceeded the {format_duration(timeout)} timeout of job type {attempt.job.type}"
+        )
+
+    def _record_failure(self, attempt: Attempt, exc: BaseException) -> str:
+        job = attempt.job
+        permanent = isinstance(exc, PermanentError)
+        retry_in: float | None = None
+        if not permanent and job.attempt < job.max_attempts:
+            retry_in = retry_delay(
+                job.attempt, base=self.settings.retry_backoff_base, cap=self.settings.retry_backoff_cap
+            )
+        if attempt.state is AttemptState.RUNNING:
+            attempt.state = AttemptState.FAILED
+        self.outcomes.failed.append((job.id, job.attempt, format_error(exc), retry_in))
+        what = describe(exc)
+        elapsed = _ms(time.perf_counter() - attempt.started)
+        extra = {"tag": "FAIL", **attempt.log_extra}
+        if retry_in is not None:
+            log.warning(
+                "Job #%d (%s) failed on attempt %d/%d after %s: %s; retrying in %s",
+                job.id,
+                job.type,
+                job.attempt,
+                job.max_attempts,
+                elapsed,
+                what,
+                f"{retry_in:.1f}s",
+                extra=extra,
+            )
+            return "retried"
+        reason = "permanent error" if permanent else f"attempt {job.attempt}/{job.max_attempts}"
+        log.error(
+            "Failed Job #%d (%s) after %s (%s): %s", job.id, job.type, elapsed, reason, what, extra=extra
+        )
+        return "failed"
+
+    # ------------------------------------------------------------ stopping attempts
+
+    def stop(self, attempt: Attempt, state: AttemptState, now: float) -> None:
+        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task is cancelled and its
+        child process, if it has one, killed."""
+        attempt.state = state
+        attempt.cancelled_at = now
+        if state is AttemptState.RELEASED:
+            self.released.append((attempt.job.id, attempt.job.attempt))
+            if attempt.in_thread and self.processes is None:
+                self._abandon_thread(attempt)
+        if attempt.in_thread and self.processes is not None:
+            self.processes.kill((attempt.job.id, attempt.job.attempt))
+        if attempt.task is not None:
+            attempt.task.cancel()
+
+    def lost(self, job_ids: set[int], now: float) -> None:
+        """The database says these jobs are no longer held by this worker: stop them."""
+        for job_id in job_ids:
+            attempt = self.running.get(job_id)
+            if attempt is not None and attempt.state is AttemptState.RUNNING:
+                self.stop(attempt, AttemptState.LOST, now)
+
+    def release_all(self) -> int:
+        """Shutdown timeout: stop waiting for the running attempts and give their jobs back."""
+        now = time.monotonic()
+        given_up = 0
+        for attempt in self:
+            if attempt.state is AttemptState.RUNNING:
+                given_up += 1
+                self.stop(attempt, AttemptState.RELEASED, now)
+            elif attempt.state is AttemptState.TIMED_OUT:  # cancelled already; its failure is recorded
+                given_up += 1
+                self.released.append((attempt.job.id, attempt.job.attempt))
+        if given_up:
+            log.warning("Shutdown timeout: returning %d unfinished job(s) to the queue", given_up)
+        return given_up
+
+    def held(self) -> list[tuple[int, int, str | None]]:
+        """(id, attempt, progress as JSON text or None) of every job to heart-beat."""
+        return [
+            (a.job.id, a.job.attempt, a.ctx.take_progress_json())
+            for a in self.running.values()
+            if a.state is not AttemptState.RELEASED
+        ]
+
+    def sweep(self) -> None:
+        """One watchdog tick: cancel attempts that outlived their timeout; abandon cancelled ones
+        that keep running (an async handler that ignores cancellation)."""
+        now = self.watchdog_ran_at = time.monotonic()
+        for attempt in self:
+            if attempt.cancelled_at:
+                if now - attempt.cancelled_at >= CANCEL_GRACE and attempt.state is not AttemptState.ABANDONED:
+                    self._abandon_task(attempt)
+            elif now >= attempt.deadline and attempt.state is AttemptState.RUNNING:
+                self.stop(attempt, AttemptState.TIMED_OUT, now)
+
+    def watchdog_tick(self) -> float:
+        """Timeouts are enforced within a tenth of the shortest one (and within a second): one
+        periodic sweep instead of a timer per job keeps the hot path cheap."""
+        shortest = min([t.timeout for t in self.registry if t.timeout] + [self.settings.job_timeout])
+        return min(1.0, max(0.02, shortest / 10))
+
+    # ------------------------------------------------------------ abandoned attempts
+
+    def _abandon_task(self, attempt: Attempt) -> None:
+        """A cancelled handler runs on: free its slot, record its outcome, count it."""
+        outcome = "lost"
+        if attempt.state is AttemptState.TIMED_OUT:
+            outcome = self._record_failure(attempt, self._timeout_error(attempt))
+        attempt.state = AttemptState.ABANDONED
+        log.warning(
+            "Job #%d (%s) ignores cancellation: its handler runs on, and whatever it returns is discarded",
+            attempt.job.id,
+            attempt.job.type,
+            extra=attempt.log_extra,
+        )
+        self._count_abandoned(attempt)
+        if attempt.task is not None:
+            attempt.task.add_done_callback(lambda _: self._abandoned_done())
+        self._finish(attempt, outcome)
+
+    def _abandon_thread(self, attempt: Attempt) -> None:
+        future = attempt.future
+        if future is None or future.done():
+            return
+        self._count_abandoned(attempt)
+        future.add_done_callback(lambda _: self._abandoned_done())
+
+    def _count_abandoned(self, attempt: Attempt) -> None:
+        self.metrics.abandoned_attempts.labels(attempt.job.type).inc()
+        with self._abandoned_lock:
+            self.abandoned += 1
+            count = self.abandoned
+        limit = self.settings.max_abandoned_attempts
+        if count >= limit:
+            self._on_fatal(
+                f"{count} abandoned attempts still run (PASSITO_MAX_ABANDONED_ATTEMPTS={limit}): "
+                "the worker drains and exits so that a fresh one replaces it"
+            )
+
+    def _abandoned_done(self) -> None:
+        """An abandoned handler finished after all (runs in its thread, or on the loop)."""
+        with self._abandoned_lock:
+            self.abandoned -= 1
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"

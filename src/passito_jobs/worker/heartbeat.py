@@ -1,0 +1,100 @@
+"""The heartbeat: every PASSITO_HEARTBEAT_INTERVAL, mark the running attempts alive (with their
+latest progress) on a connection of its own; a job the database says this worker no longer
+holds (cancelled, or rescued after a long pause) is stopped as LOST.
+
+River's shape: a config validated when it is made, `run_once() -> HeartbeatResult`, a thin
+loop; it logs only when it loses or regains the database, or a progress value is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from passito_jobs.queue.asyncstore import AsyncStore, Held
+from passito_jobs.queue.connection import AsyncConnectionHandle
+from passito_jobs.queue.errors import DatabaseUnavailableError, first_line
+from passito_jobs.settings import FieldError
+from passito_jobs.worker.attempt import Attempts
+
+log = logging.getLogger("passito_jobs.worker")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise FieldError("interval", f"{{interval}} must be positive, got {self.interval!r}")
+
+
+@dataclass
+class HeartbeatResult:
+    beaten: int = 0  # jobs marked alive
+    lost: set[int] = field(default_factory=set)  # jobs this worker no longer holds
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        config: HeartbeatConfig,
+        *,
+        handle: AsyncConnectionHandle,
+        worker_id: str,
+        attempts: Attempts,
+        on_round: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.handle = handle
+        self.worker_id = worker_id
+        self.attempts = attempts
+        self._on_round = on_round
+        self._failing = False
+
+    async def run_once(self) -> HeartbeatResult:
+        held = self.attempts.held()
+        if not held:
+            return HeartbeatResult()
+        store = AsyncStore(await self.handle.connection(), self.worker_id)
+        still = await self._beat(store, held)
+        lost = {job_id for job_id, _, _ in held if job_id not in still}
+        self.attempts.lost(lost, time.monotonic())
+        return HeartbeatResult(beaten=len(held) - len(lost), lost=lost)
+
+    async def _beat(self, store: AsyncStore, held: list[Held]) -> set[int]:
+        """One heartbeat. Progress is checked when it is set, so the database should take it;
+        if it refuses anyway, the jobs are still heart-beaten, without this round's progress."""
+        try:
+            return await store.heartbeat_json(held)
+        except Exception as exc:
+            if isinstance(exc, DatabaseUnavailableError) or all(p is None for _, _, p in held):
+                raise
+            log.warning(
+                "The database refused the progress of jobs %s (%s); heart-beating them without it",
+                ", ".join(f"#{i}" for i, _, p in held if p is not None),
+                first_line(exc),
+            )
+            return await store.heartbeat_json([(i, a, None) for i, a, _ in held])
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.config.interval)
+                try:
+                    await self.run_once()
+                except DatabaseUnavailableError as exc:
+                    await self.handle.drop()
+                    if not self._failing:
+                        log.warning("Heartbeat failed: %s", first_line(exc))
+                        self._failing = True
+                    continue
+                if self._failing:
+                    log.info("Heartbeats reach the database again")
+                    self._failing = False
+                self._on_round()
+        finally:
+            await self.handle.close()
