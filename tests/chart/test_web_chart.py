@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import PurePosixPath
 from typing import Any
 
 import helm_python
@@ -63,7 +64,18 @@ def test_the_helm_test_calls_the_health_api_with_its_own_token() -> None:
     container = pod["spec"]["containers"][0]
     env = env_of(container)
     assert env["URL"]["value"] == "http://rel-passito-jobs-web:8080/api/v1/health"
-    assert env["TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "rel-passito-jobs-web-test", "key": "token"}
+    assert "TOKEN" not in env  # a secret is a file, never an environment variable
+    token_file = PurePosixPath(env["TOKEN_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if token_file.is_relative_to(m["mountPath"]))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "rel-passito-jobs-web-test",
+                "items": [{"key": "token", "path": token_file.name}],
+            }
+        }
+    ]
     assert "Authorization" in container["args"][0]
     secret = one(objects, "Secret", "-web-test")
     token = secret_data(secret, "token")

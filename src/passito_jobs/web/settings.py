@@ -80,7 +80,7 @@ def _optional_path(text: str) -> Path | None:
 
 
 def _not_empty(value: str) -> str | None:
-    return None if value else "must not be empty"
+    return None if value.strip() else "must not be empty"
 
 
 @dataclass(frozen=True)
