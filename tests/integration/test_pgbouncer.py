@@ -122,6 +122,7 @@ def test_migrate_dispatch_work_and_health_through_pgbouncer_in_transaction_pooli
         assert health.returncode == 0, health.stderr
         assert json.loads(health.stdout)["healthy"] is True
         _scrape_the_exporter(env, tmp_path)
+        _ask_the_dashboard(env, tmp_path)
         for port in ports:
             assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
@@ -192,3 +193,27 @@ def _metrics(port: int) -> str:
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     text = body.decode()
     return text if status == 200 and "passito_jobs_exporter_database_up 1.0" in text else ""
+
+
+def _ask_the_dashboard(env: dict[str, str], tmp_path: Path) -> None:
+    """`passito-jobs web` through the pooler (loopback, no login): its API lists the jobs,
+    many times over (the same statements, which would be prepared by default)."""
+    port = free_port()
+    web_env = {**env, "PASSITO_WEB_HOST": "127.0.0.1", "PASSITO_WEB_PORT": str(port)}
+    log = tmp_path / "web.log"
+    with open(log, "w") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "passito_jobs", "web"],
+            env=web_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            api = f"http://127.0.0.1:{port}/api/v1/jobs?state=completed"
+            wait_for(lambda: http_get(api)[0] == 200, timeout=60, message="the dashboard to answer")
+            answers = [http_get(api)[0] for _ in range(10)]
+        finally:
+            web.terminate()
+            web.wait(30)
+    assert answers == [200] * 10, log.read_text()
