@@ -78,7 +78,12 @@ def _one(receiver: PickupReceiver, producer: _Producer, key: str) -> float | Non
     return None
 
 
-def measure_pickups(systems: list[System], spec: WorkerSpec, samples: int) -> dict[str, Pickups]:
+def measure_pickups(
+    systems: list[System], spec: WorkerSpec, samples: int, *, pause: tuple[float, float] = (0.01, 0.03)
+) -> dict[str, Pickups]:
+    """`samples` pickups per system, round-robin, with a random pause (seconds) between them.
+    A polling worker needs pauses as long as its poll interval, so that jobs arrive at random
+    points of its cycle rather than at the same point each time."""
     receiver = PickupReceiver()
     workers: list[Proc] = []
     producers: dict[str, _Producer] = {}
@@ -101,7 +106,7 @@ def measure_pickups(systems: list[System], spec: WorkerSpec, samples: int) -> di
                 results[system.key].missed += 1
             else:
                 results[system.key].samples.append(latency)
-            time.sleep(random.uniform(0.01, 0.03))  # idle workers, not a queue building up
+            time.sleep(random.uniform(*pause))  # idle workers, not a queue building up
         return results
     finally:
         for producer in producers.values():

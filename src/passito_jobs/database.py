@@ -1,5 +1,6 @@
-"""The Database settings group: `PASSITO_DATABASE_URL` (a secret: `_FILE` works too) and
-`PASSITO_CONNECT_TIMEOUT`. The queue reads no settings; these say where its database is."""
+"""The Database settings group: `PASSITO_DATABASE_URL` (a secret: `_FILE` works too),
+`PASSITO_CONNECT_TIMEOUT` and `PASSITO_LISTEN`. The queue reads no settings; these say where its
+database is and whether a transaction pooler (PgBouncer) stands in between."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from passito_jobs.settings import (
     ConfigError,
     SettingsGroup,
     between,
+    parse_bool,
     parse_duration,
     positive,
     setting,
@@ -48,8 +50,23 @@ class DatabaseSettings(SettingsGroup):
         check=(positive, between(0, 86400, "must be at most 1d")),
     )
 
+    listen: bool = setting(
+        "PASSITO_LISTEN",
+        True,
+        "false: the URL points at a pooler in transaction mode (PgBouncer): workers poll for jobs "
+        "every PASSITO_POLL_INTERVAL instead of LISTEN, and no connection prepares statements on "
+        "the server (the pooler may hand the next transaction to another server connection).",
+        parse=parse_bool,
+    )
+
+    @property
+    def prepare(self) -> bool:
+        """Whether connections may prepare statements on the server: not through a transaction
+        pooler, where a statement prepared on one server connection is missing on the next."""
+        return self.listen
+
     def connect(self) -> Conn:
         """A connection to PASSITO_DATABASE_URL (ConfigError when it is not set)."""
         if not self.url:
             raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
-        return connect(self.url, timeout=self.connect_timeout)
+        return connect(self.url, timeout=self.connect_timeout, prepare=self.prepare)

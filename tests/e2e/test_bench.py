@@ -160,3 +160,16 @@ def test_peers_benchmark_refuses_bad_arguments_in_one_line(args: list[str], mess
     assert done.returncode in (1, 2), done.stderr
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_pooler_benchmark_compares_polling_with_listen(database_url: str) -> None:
+    done = run_bench(
+        "pooler_bench.py", "--samples", "3", "--poll", "100ms", "--json", database_url=database_url
+    )
+    result = last_json(done)
+    rows = {row["variant"]: row for row in result["variants"]}  # type: ignore[attr-defined]
+    assert sorted(rows) == ["listen", "poll_100ms"]
+    for row in rows.values():
+        assert (row["samples"], row["missed"]) == (3, 0), row
+        assert row["p50_ms"] > 0, row

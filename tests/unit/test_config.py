@@ -31,10 +31,11 @@ def read_all(env: Mapping[str, str]) -> tuple[Settings, OutpassSettings, EmailSe
 
 def test_defaults_are_pinned() -> None:
     s, outpass, email = read_all({})
-    assert (s.database.url, s.local_database.data_dir, s.database.connect_timeout) == (
+    assert (s.database.url, s.local_database.data_dir, s.database.connect_timeout, s.database.listen) == (
         None,
         Path(".passito"),
         5.0,
+        True,
     )
     w = s.worker
     assert (w.queues, w.concurrency, w.batch_size, w.job_modules) == ((), 10, 100, ())

@@ -94,6 +94,11 @@ def test_describe_target_names_the_server_without_credentials() -> None:
     assert describe_target(f"postgresql://app:{SECRET}@db.example:6432/passito") == "db.example:6432/passito"
     assert describe_target(f"host=/run/pg password={SECRET} dbname=x") == "socket /run/pg:5432/x"
     assert describe_target(f"app:{SECRET}@db/passito") == "(malformed database URL)"
+    # A failover URL names each host with its port; one port serves every host.
+    failover = f"postgresql://app:{SECRET}@a.example:5432,b.example:5433/q?target_session_attrs=read-write"
+    assert describe_target(failover) == "a.example:5432,b.example:5433/q"
+    assert describe_target(f"host=a,b port=6432 password={SECRET} dbname=q") == "a:6432,b:6432/q"
+    assert describe_target("host=a,b,c port=1,2 dbname=q") == "a:1,b:2,c:5432/q"
     # libpq takes the first @ as the end of userinfo; the rest of the password must not show as host.
     assert describe_target("postgresql://app:p@ss-w0rd@db/passito") == "***@db:5432/passito"
 

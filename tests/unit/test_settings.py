@@ -156,6 +156,8 @@ def test_braces_in_a_value_are_not_taken_for_a_field() -> None:
         ({"PASSITO_QUEUES": "ok,bad\x01"}, "PASSITO_QUEUES holds a bad queue name: queue must not contain"),
         ({"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "PASSITO_PRUNE_BATCH_SIZE must be at most 2147483647"),
         ({"PASSITO_CONNECT_TIMEOUT": "2d"}, "PASSITO_CONNECT_TIMEOUT must be at most 1d"),
+        ({"PASSITO_LISTEN": "pgbouncer\x00"}, "PASSITO_LISTEN: 'pgbouncer"),
+        ({"PASSITO_LISTEN": " FALSE "}, None),
     ],
 )
 def test_values_are_checked_in_words_people_use(env: dict[str, str], message: str | None) -> None:
@@ -166,3 +168,9 @@ def test_values_are_checked_in_words_people_use(env: dict[str, str], message: st
         Settings.from_env(env)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_listen_false_means_a_transaction_pooler_no_prepared_statements() -> None:
+    pooled = Settings.from_env({"PASSITO_LISTEN": "false"}).database
+    direct = Settings.from_env({}).database
+    assert (pooled.listen, pooled.prepare, direct.listen, direct.prepare) == (False, False, True, True)

@@ -157,6 +157,7 @@ def cmd_health_serve(args: argparse.Namespace, settings: Settings) -> int:
             database_url=database_url(settings),
             stuck_after=settings.maintenance.stuck_after,
             connect_timeout=settings.database.connect_timeout,
+            prepare=settings.database.prepare,
             port=listen_port,
             stop=stop,
         )

@@ -302,7 +302,8 @@ def database_url(settings: Settings) -> str:
 
 
 def connection(settings: Settings) -> Conn:
-    return connect(database_url(settings), timeout=settings.database.connect_timeout)
+    database = settings.database
+    return connect(database_url(settings), timeout=database.connect_timeout, prepare=database.prepare)
 
 
 @contextlib.contextmanager

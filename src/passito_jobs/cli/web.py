@@ -60,7 +60,10 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     )
     url = database_url(settings)
     try:
-        return app.serve(web, url, thresholds=thresholds, connect_timeout=settings.database.connect_timeout)
+        database = settings.database
+        return app.serve(
+            web, url, thresholds=thresholds, connect_timeout=database.connect_timeout, listen=database.listen
+        )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {web.host}:{web.port}: {exc.strerror or exc}") from None
 

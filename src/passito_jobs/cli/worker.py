@@ -184,6 +184,7 @@ def run_worker(settings: Settings, url: str) -> int:
         settings.maintenance,
         database_url=url,
         connect_timeout=settings.database.connect_timeout,
+        listen=settings.database.listen,
         registry=registry,
     )
     try:
@@ -259,6 +260,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
         queues=settings.worker.queues,
         worker_args=worker_args,
         shutdown_timeout=settings.worker.shutdown_timeout,
+        prepare=settings.database.prepare,
     )
     stop = threading.Event()
     stop_on_signals(lambda _: stop.set())

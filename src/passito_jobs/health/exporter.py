@@ -50,6 +50,7 @@ class QueueCollector(Collector):
         window: float,
         query_timeout: float,
         connect_timeout: float,
+        prepare: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stale_after = stale_after
@@ -58,7 +59,7 @@ class QueueCollector(Collector):
         self.query_timeout = query_timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._handle = StoreHandle.to(database_url, timeout=connect_timeout)
+        self._handle = StoreHandle.to(database_url, timeout=connect_timeout, prepare=prepare)
         self._last: _Sample | None = None
         self._up: bool | None = None
         self._queries = 0
@@ -197,6 +198,7 @@ def serve(
     stuck_after: float,
     connect_timeout: float,
     port: int,
+    prepare: bool = True,
     stop: threading.Event,
 ) -> int:
     """Serve /metrics (and /healthz, /readyz) until `stop` is set. Returns the exit code."""
@@ -207,6 +209,7 @@ def serve(
         window=settings.window,
         query_timeout=settings.query_timeout,
         connect_timeout=connect_timeout,
+        prepare=prepare,
     )
     registry = CollectorRegistry()
     registry.register(collector)

@@ -82,7 +82,7 @@ def dispatch_outpass_flows(
     database = DatabaseSettings.from_env()
     if not database.url:
         raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch_outpass_flow")
-    with connect(database.url, timeout=database.connect_timeout) as own:
+    with connect(database.url, timeout=database.connect_timeout, prepare=database.prepare) as own:
         return _dispatch(checked, own)
 
 

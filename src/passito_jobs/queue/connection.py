@@ -2,6 +2,11 @@
 
 `connect`/`connect_async` open a connection with keepalives and the queue's row loaders; a
 failure is one DatabaseUnavailableError naming the target (conninfo.py masks the password).
+`prepare=False` is for a pooler in transaction mode (PgBouncer): psycopg then never prepares a
+statement on the server, since the pooler may run the next transaction on another server
+connection, where that statement does not exist. Nothing else here keeps session state: the
+queue's locks are transaction advisory locks or rows (the maintenance lease), and settings are
+set for one transaction (`set_config(..., true)`).
 `ConnectionHandle` (synchronous) and `AsyncConnectionHandle` are the two reconnecting handles
 every long-lived process uses: a connection opened on first use and again after it broke, with
 growing, jittered delays between attempts.
@@ -55,9 +60,11 @@ def _connect_error(url: str, exc: Exception) -> DatabaseUnavailableError:
 
 def _connection_options(url: str, timeout: float) -> dict[str, Any]:
     """Defaults for what the URL does not say. TCP keepalives notice a database host that
-    vanished (node loss, network partition) within about a minute, instead of a worker
-    waiting forever on a dead socket. A malformed URL is a DatabaseUnavailableError that
-    says what is wrong, with the password masked (conninfo.py)."""
+    vanished (node loss, network partition) within about a minute on an idle connection, and
+    tcp_user_timeout within 30 s on one waiting for an answer to what it sent (a claim sent
+    just as the primary's node died would otherwise wait out the kernel's retransmissions,
+    many minutes), instead of a worker waiting on a dead socket. A malformed URL is a
+    DatabaseUnavailableError that says what is wrong, with the password masked (conninfo.py)."""
     try:
         given = conninfo.parse(url)
     except InvalidDatabaseUrlError as exc:
@@ -67,6 +74,7 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,  # milliseconds
         "application_name": "passito-jobs",
     }
     options = {k: v for k, v in defaults.items() if k not in given}
@@ -74,21 +82,26 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
     return options
 
 
-def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> Conn:
-    """Open a connection; a failure is one DatabaseUnavailableError naming host and cause."""
+def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True, prepare: bool = True) -> Conn:
+    """Open a connection; a failure is one DatabaseUnavailableError naming host and cause.
+    `prepare=False`: no statement is prepared on the server (a transaction pooler)."""
     options = _connection_options(url, timeout)
     try:
         conn = psycopg.connect(url, autocommit=autocommit, **options)
+        if not prepare:
+            conn.prepare_threshold = None
     except (psycopg.Error, ValueError) as exc:
         raise _connect_error(url, exc) from None
     read_any_row(conn)
     return conn
 
 
-async def connect_async(url: str, *, timeout: float = 5.0) -> AsyncConn:
+async def connect_async(url: str, *, timeout: float = 5.0, prepare: bool = True) -> AsyncConn:
     options = _connection_options(url, timeout)
     try:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **options)
+        if not prepare:
+            conn.prepare_threshold = None
     except (psycopg.Error, ValueError) as exc:
         raise _connect_error(url, exc) from None
     read_any_row(conn)
@@ -155,8 +168,8 @@ class ConnectionHandle:
         self._conn: Conn | None = None
 
     @classmethod
-    def to(cls, url: str, *, timeout: float = 5.0) -> ConnectionHandle:
-        return cls(lambda: connect(url, timeout=timeout))
+    def to(cls, url: str, *, timeout: float = 5.0, prepare: bool = True) -> ConnectionHandle:
+        return cls(lambda: connect(url, timeout=timeout, prepare=prepare))
 
     def run(self, action: Callable[[Conn], T]) -> T:
         """`action(connection)`; a database error (translated into the queue's own) drops the
@@ -197,10 +210,12 @@ class AsyncConnectionHandle:
         url: str,
         *,
         timeout: float = 5.0,
+        prepare: bool = True,
         on_retry: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.prepare = prepare
         self._on_retry = on_retry
         self._conn: AsyncConn | None = None
 
@@ -212,7 +227,7 @@ class AsyncConnectionHandle:
         """The open connection, or a new one (one attempt: DatabaseUnavailableError)."""
         if self.broken:
             await self.drop()
-            self._conn = await connect_async(self.url, timeout=self.timeout)
+            self._conn = await connect_async(self.url, timeout=self.timeout, prepare=self.prepare)
         assert self._conn is not None
         return self._conn
 

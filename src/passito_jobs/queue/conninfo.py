@@ -236,9 +236,15 @@ def describe_target(url: str) -> str:
         info = parse(url)
     except InvalidDatabaseUrlError:
         return "(malformed database URL)"
-    host = mask_fragment(info.get("host") or "localhost", url)
-    if host.startswith("/"):
-        host = f"socket {host}"
-    port = mask_fragment(info.get("port") or "5432", url)
+    hosts = (info.get("host") or "localhost").split(",")
+    ports = (info.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports *= len(hosts)  # libpq: one port serves every host
+    # A multi-host URL (failover, `target_session_attrs`) names each host with its own port.
+    targets = []
+    for index, raw in enumerate(hosts):
+        host = mask_fragment(raw or "localhost", url)
+        port = mask_fragment((ports[index] if index < len(ports) else "") or "5432", url)
+        targets.append(f"socket {host}:{port}" if host.startswith("/") else f"{host}:{port}")
     dbname = mask_fragment(info.get("dbname") or info.get("user") or "", url)
-    return f"{host}:{port}/{dbname}".rstrip("/")
+    return f"{','.join(targets)}/{dbname}".rstrip("/")

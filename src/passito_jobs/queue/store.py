@@ -373,8 +373,8 @@ class StoreHandle:
         self._handle = ConnectionHandle(opener)
 
     @classmethod
-    def to(cls, url: str, *, timeout: float = 5.0) -> StoreHandle:
-        return cls(lambda: connect(url, timeout=timeout))
+    def to(cls, url: str, *, timeout: float = 5.0, prepare: bool = True) -> StoreHandle:
+        return cls(lambda: connect(url, timeout=timeout, prepare=prepare))
 
     def run(self, action: Callable[[Store], T]) -> T:
         return self._handle.run(lambda conn: action(Store(conn)))

@@ -22,9 +22,9 @@ class LoadUnavailableError(Exception):
 class LoadReader:
     """Reads the load; safe to call from several threads (calls are serialised)."""
 
-    def __init__(self, database_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, database_url: str, *, timeout: float = 5.0, prepare: bool = True) -> None:
         self._url = database_url
-        self._handle = StoreHandle.to(database_url, timeout=timeout)
+        self._handle = StoreHandle.to(database_url, timeout=timeout, prepare=prepare)
 
     def read(self, queues: Sequence[str] | None = None) -> int:
         """Ready plus processing jobs in `queues` (None or empty: all queues)."""

@@ -64,6 +64,7 @@ class LocalSupervisor:
         env: dict[str, str] | None = None,
         shutdown_timeout: float = 30.0,
         out: Callable[[str], None] | None = None,
+        prepare: bool = True,
     ) -> None:
         self.policy = policy
         self.database_url = database_url
@@ -78,7 +79,7 @@ class LocalSupervisor:
             self.env["PASSITO_QUEUES"] = ",".join(self.queues)
         self.out = out or _print
         self.state = SupervisorState()
-        self._reader = LoadReader(database_url)
+        self._reader = LoadReader(database_url, prepare=prepare)
 
     # ------------------------------------------------------------ loop
 

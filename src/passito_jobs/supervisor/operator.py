@@ -125,7 +125,8 @@ class Runtime:
         url = self.config.database.url
         if not url:
             raise kopf.PermanentError("PASSITO_DATABASE_URL must be set: the operator reads the queue there")
-        self.reader = LoadReader(url, timeout=self.config.database.connect_timeout)
+        database = self.config.database
+        self.reader = LoadReader(url, timeout=database.connect_timeout, prepare=database.prepare)
         if self.metrics is None:
             self.metrics = OperatorMetrics.start()
         if self.settings.metrics_port:

@@ -189,10 +189,16 @@ def templates() -> jinja2.Environment:
 
 
 def create_app(
-    web: WebSettings, database_url: str, *, thresholds: Thresholds, connect_timeout: float = 5.0
+    web: WebSettings,
+    database_url: str,
+    *,
+    thresholds: Thresholds,
+    connect_timeout: float = 5.0,
+    listen: bool = True,
 ) -> Starlette:
     """The dashboard as an ASGI app (its Dashboard group, where the database is, the health
-    thresholds); raises ConfigError for an unreadable users or tokens file."""
+    thresholds); raises ConfigError for an unreadable users or tokens file. `listen=False`
+    (PASSITO_LISTEN, a transaction pooler): no LISTEN, no prepared statements."""
     board = Dashboard(
         web=web,
         db=Database(
@@ -200,9 +206,10 @@ def create_app(
             size=web.db_connections,
             connect_timeout=connect_timeout,
             query_timeout=web.query_timeout,
+            prepare=listen,
         ),
         auth=Authenticator(web),
-        notifier=Notifier(database_url, connect_timeout=connect_timeout),
+        notifier=Notifier(database_url, connect_timeout=connect_timeout, listen=listen),
         templates=templates(),
         thresholds=thresholds,
     )
@@ -258,12 +265,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(web: WebSettings, database_url: str, *, thresholds: Thresholds, connect_timeout: float) -> int:
+def serve(
+    web: WebSettings,
+    database_url: str,
+    *,
+    thresholds: Thresholds,
+    connect_timeout: float,
+    listen: bool = True,
+) -> int:
     """Run the dashboard until SIGTERM or SIGINT."""
     import uvicorn  # noqa: PLC0415 - the server only when serving
 
     auth_line = check_binding(web)
-    app = create_app(web, database_url, thresholds=thresholds, connect_timeout=connect_timeout)
+    app = create_app(web, database_url, thresholds=thresholds, connect_timeout=connect_timeout, listen=listen)
     sock = bind(web.host, web.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

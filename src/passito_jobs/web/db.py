@@ -29,15 +29,18 @@ class DatabaseError(Exception):
 
 
 class Database:
-    def __init__(self, url: str, *, size: int, connect_timeout: float, query_timeout: float) -> None:
+    def __init__(
+        self, url: str, *, size: int, connect_timeout: float, query_timeout: float, prepare: bool = True
+    ) -> None:
         self.url = url
+        self.prepare = prepare
         self.query_timeout = query_timeout
         self._connect_timeout = connect_timeout
         self._handles = [StoreHandle(self._open) for _ in range(size)]
         self._free: asyncio.Queue[StoreHandle] | None = None
 
     def _open(self) -> Conn:
-        conn = connect(self.url, timeout=self._connect_timeout)
+        conn = connect(self.url, timeout=self._connect_timeout, prepare=self.prepare)
         Admin(Store(conn)).set_timeout(self.query_timeout)
         return conn
 

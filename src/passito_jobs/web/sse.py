@@ -33,15 +33,18 @@ RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0)
 class Notifier:
     """The process's LISTEN connection; `wait` returns when a notification arrived or on timeout."""
 
-    def __init__(self, url: str, *, connect_timeout: float) -> None:
+    def __init__(self, url: str, *, connect_timeout: float, listen: bool = True) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.listen = listen  # False behind a transaction pooler (PASSITO_LISTEN): the 2 s check only
         self._waiters: set[asyncio.Event] = set()
         self._task: asyncio.Task[None] | None = None
         self.streams = 0
         self.listening = False
 
     def start(self) -> None:
+        if not self.listen:
+            return
         self._task = asyncio.get_running_loop().create_task(self._listen(), name="web-listener")
 
     async def stop(self) -> None:

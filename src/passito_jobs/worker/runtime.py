@@ -2,7 +2,9 @@
 
 - the claim loop (claimloop.py): outcomes and the next claim in one round trip;
 - the attempts (attempt.py): handlers in threads, child processes or on the loop;
-- the listener (listener.py): LISTEN on its own connection, wakes the claim loop;
+- the listener (listener.py): LISTEN on its own connection, wakes the claim loop (none with
+  `listen=False`, behind a transaction pooler: the claim loop polls, and no connection
+  prepares statements on the server);
 - the heartbeat (heartbeat.py): marks running attempts alive, stops the ones lost;
 - the maintainer (maintainer.py): rescue and pruning while this worker holds the lease;
 - the watchdog: cancels attempts past their timeout, abandons those that ignore it.
@@ -27,6 +29,7 @@ from passito_jobs.queue.sqlfiles import latest_version
 from passito_jobs.queue.store import Store, StoreHandle
 from passito_jobs.registry import Registry
 from passito_jobs.registry import registry as default_registry
+from passito_jobs.settings import format_duration
 from passito_jobs.worker.attempt import Attempts
 from passito_jobs.worker.claimloop import ClaimLoop
 from passito_jobs.worker.failures import AttemptTimeoutError, describe, format_error
@@ -52,6 +55,7 @@ class Worker:
         *,
         database_url: str,
         connect_timeout: float = 5.0,
+        listen: bool = True,
         registry: Registry = default_registry,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -76,7 +80,9 @@ class Worker:
         )
 
         def handle() -> AsyncConnectionHandle:
-            return AsyncConnectionHandle(database_url, timeout=connect_timeout, on_retry=_still_no_database)
+            return AsyncConnectionHandle(
+                database_url, timeout=connect_timeout, prepare=listen, on_retry=_still_no_database
+            )
 
         self.claim_loop = ClaimLoop(
             settings,
@@ -87,13 +93,15 @@ class Worker:
             on_round=lambda: self._supervisor.ok("claim loop"),
         )
         self._listening = asyncio.Event()
-        self.listener = Listener(
-            ListenerConfig(frozenset(settings.queues)),
-            handle=handle(),
-            worker_id=self.worker_id,
-            wake=self.claim_loop.wake.set,
-            on_listening=self._on_listening,
-        )
+        self.listener: Listener | None = None
+        if listen:
+            self.listener = Listener(
+                ListenerConfig(frozenset(settings.queues)),
+                handle=handle(),
+                worker_id=self.worker_id,
+                wake=self.claim_loop.wake.set,
+                on_listening=self._on_listening,
+            )
         self.heartbeat = Heartbeat(
             HeartbeatConfig(settings.heartbeat_interval),
             handle=handle(),
@@ -103,7 +111,7 @@ class Worker:
         )
         self.maintainer = Maintainer(
             (maintenance or MaintenanceSettings()).config(),
-            store=StoreHandle.to(database_url, timeout=connect_timeout),
+            store=StoreHandle.to(database_url, timeout=connect_timeout, prepare=listen),
             worker_id=self.worker_id,
             on_round=lambda: self._supervisor.ok("maintenance"),
         )
@@ -186,21 +194,25 @@ class Worker:
         self.attempts.watchdog_ran_at = time.monotonic()
         supervise = self._supervisor.run
         side = [
-            asyncio.create_task(supervise("listener", self.listener.run), name="listener"),
             asyncio.create_task(supervise("heartbeat", self.heartbeat.run), name="heartbeat"),
             asyncio.create_task(supervise("maintenance", self.maintainer.run), name="maintenance"),
             asyncio.create_task(supervise("watchdog", self._watchdog), name="watchdog"),
         ]
-        # Claim only once LISTEN is in place: a job dispatched in between would otherwise
-        # wait for the next poll.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.claim_loop.handle.timeout):
-                await self._listening.wait()
+        if self.listener is not None:
+            side.append(asyncio.create_task(supervise("listener", self.listener.run), name="listener"))
+            # Claim only once LISTEN is in place: a job dispatched in between would otherwise
+            # wait for the next poll.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.claim_loop.handle.timeout):
+                    await self._listening.wait()
         log.info(
-            "Worker started: queues=%s concurrency=%d batch=%d",
+            "Worker started: queues=%s concurrency=%d batch=%d wakeup=%s",
             ",".join(self.claim_loop.queues or ["*"]),
             self.settings.concurrency,
             self.settings.batch_size,
+            "listen"
+            if self.listener is not None
+            else f"poll every {format_duration(self.settings.poll_interval)}",
             extra={"kv": {"worker_id": self.worker_id}},
         )
         try:
