@@ -30,10 +30,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol, Self, TypeVar, overload
 
 from passito_jobs.logs import job_fields
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from passito_jobs.queue.schedules import Schedule, ScheduleError
 
 log = logging.getLogger("passito_jobs.job")
 
@@ -151,6 +153,19 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
         self._settings: dict[type[SettingsSource], Any] = {}
+        self._schedules: dict[str, Schedule] = {}
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Register a periodic job; a second, different schedule of the same name is an error."""
+        existing = self._schedules.get(schedule.name)
+        if existing is not None and existing != schedule:
+            raise ScheduleError(f"schedule {schedule.name!r} is already registered with another definition")
+        self._schedules[schedule.name] = schedule
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        """The periodic jobs registered (`periodic()`, the schedules file), by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
 
     def register(
         self,
@@ -245,3 +260,34 @@ def job_type(
         handler, name = name, None
         return decorate(handler)
     return decorate
+
+
+def periodic(
+    name: str,
+    type: str,
+    *,
+    cron: str | None = None,
+    every: str | float | timedelta | None = None,
+    payload: Mapping[str, Any] | None = None,
+    queue: str = "default",
+    timezone: str = "UTC",
+    catch_up: str = "latest",
+    into: Registry | None = None,
+) -> Schedule:
+    """Register a periodic job: dispatch job type `type` on a cron expression (`cron="0 2 * * *"`,
+    in `timezone`) or every period (`every="30s"`). Call it in a job module: the worker that
+    holds the maintenance lease dispatches each slot once across the fleet. `catch_up` says what
+    happens to slots missed while no worker watched: `latest` (one run), `none`, `all` (each, at
+    most the latest 100). ScheduleError (a ValueError) names what is wrong.
+    """
+    schedule = Schedule.of(
+        name=name,
+        type=type,
+        cron=cron,
+        every=every,
+        payload=payload if payload is not None else {},
+        queue=queue,
+        timezone=timezone,
+        catch_up=catch_up,
+    )
+    return (into if into is not None else registry).add_schedule(schedule)

@@ -148,3 +148,35 @@ class RescuedJob:
     id: int
     state: str
     worker_id: str | None
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule as the schedules table holds it (`passito-jobs schedules list`)."""
+
+    name: str
+    type: str
+    queue: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    catch_up: str
+    paused: bool
+    stale: bool
+    last_slot: datetime | None
+    last_job_id: int | None
+    next_slot: datetime | None
+    checked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job's state, result (decoded JSON) and error (`passito_jobs.job_result()`)."""
+
+    state: JobState
+    result: Any
+    last_error: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)

@@ -5,6 +5,7 @@
 - the listener (listener.py): LISTEN on its own connection, wakes the claim loop;
 - the heartbeat (heartbeat.py): marks running attempts alive, stops the ones lost;
 - the maintainer (maintainer.py): rescue and pruning while this worker holds the lease;
+- the scheduler (scheduler.py): the slots of periodic jobs, while it holds the same lease;
 - the watchdog: cancels attempts past their timeout, abandons those that ignore it.
 
 Each task runs under the task supervisor (supervision.py): an unexpected exception is logged
@@ -34,6 +35,7 @@ from passito_jobs.worker.heartbeat import Heartbeat, HeartbeatConfig
 from passito_jobs.worker.listener import Listener, ListenerConfig
 from passito_jobs.worker.maintainer import Maintainer
 from passito_jobs.worker.metrics import WorkerMetrics
+from passito_jobs.worker.scheduler import Scheduler
 from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 from passito_jobs.worker.supervision import TaskSupervisor
 
@@ -101,11 +103,24 @@ class Worker:
             attempts=self.attempts,
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
+        maintenance_config = (maintenance or MaintenanceSettings()).config()
         self.maintainer = Maintainer(
-            (maintenance or MaintenanceSettings()).config(),
+            maintenance_config,
             store=StoreHandle.to(database_url, timeout=connect_timeout),
             worker_id=self.worker_id,
             on_round=lambda: self._supervisor.ok("maintenance"),
+        )
+        schedules = registry.schedules()
+        # A connection of its own when it has slots to keep, so a long prune never delays one.
+        self.scheduler = Scheduler(
+            schedules,
+            store=StoreHandle.to(database_url, timeout=connect_timeout)
+            if schedules
+            else self.maintainer.store,
+            worker_id=self.worker_id,
+            lease_ttl=maintenance_config.lease_ttl,
+            idle_interval=maintenance_config.interval,
+            on_round=lambda: self._supervisor.ok("scheduler"),
         )
         self.metrics.concurrency.set(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.attempts))
@@ -189,6 +204,7 @@ class Worker:
             asyncio.create_task(supervise("listener", self.listener.run), name="listener"),
             asyncio.create_task(supervise("heartbeat", self.heartbeat.run), name="heartbeat"),
             asyncio.create_task(supervise("maintenance", self.maintainer.run), name="maintenance"),
+            asyncio.create_task(supervise("scheduler", self.scheduler.run), name="scheduler"),
             asyncio.create_task(supervise("watchdog", self._watchdog), name="watchdog"),
         ]
         # Claim only once LISTEN is in place: a job dispatched in between would otherwise
@@ -239,6 +255,8 @@ class Worker:
     async def _close(self) -> None:
         await self.claim_loop.handle.close()
         await asyncio.to_thread(self.maintainer.release)
+        if self.scheduler.store is not self.maintainer.store:
+            await asyncio.to_thread(self.scheduler.store.close)
         await self.attempts.close()
 
 
