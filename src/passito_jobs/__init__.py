@@ -21,7 +21,8 @@ from passito_jobs.queue.errors import (
     SchemaMissingError,
 )
 from passito_jobs.queue.models import Job, JobRequest, JobState
-from passito_jobs.registry import JobContext, PermanentError, job_type
+from passito_jobs.queue.results import JobFailedError, JobNotFoundError, WaitTimeoutError, wait
+from passito_jobs.registry import JobContext, PermanentError, Snooze, job_type, periodic
 
 install_dispatch_defaults()
 
@@ -31,13 +32,19 @@ __all__ = [
     "Job",
     "JobContext",
     "JobDataError",
+    "JobFailedError",
+    "JobNotFoundError",
     "JobRequest",
     "JobState",
     "PermanentError",
     "QueryTimeoutError",
     "QueueError",
     "SchemaMissingError",
+    "Snooze",
+    "WaitTimeoutError",
     "dispatch",
     "dispatch_many",
     "job_type",
+    "periodic",
+    "wait",
 ]

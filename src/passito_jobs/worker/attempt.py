@@ -30,7 +30,7 @@ from passito_jobs.logs import job_fields
 from passito_jobs.queue.backoff import retry_delay
 from passito_jobs.queue.limits import UnstorableValueError, encode_json
 from passito_jobs.queue.models import ClaimedJob
-from passito_jobs.registry import JobContext, JobType, PermanentError, Registry
+from passito_jobs.registry import DEFAULT_MAX_SNOOZES, JobContext, JobType, PermanentError, Registry, Snooze
 from passito_jobs.settings import format_duration
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
 from passito_jobs.worker.isolation import ChildConfig, ProcessPool
@@ -48,6 +48,7 @@ class AttemptState(enum.Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    SNOOZED = "snoozed"  # the handler raised Snooze: back to pending later, attempt not counted
     TIMED_OUT = "timed_out"  # the watchdog cancelled it: recorded as a failed attempt
     LOST = "lost"  # the database says another party holds the job now: nothing is recorded
     RELEASED = "released"  # shutdown gave the job back to the queue, attempt not counted
@@ -229,6 +230,8 @@ class Attempts:
             return "lost"
         if cancelled or attempt.state is AttemptState.RELEASED:
             return "lost"  # shutdown gave it back to the queue
+        if isinstance(error, Snooze):
+            return self._record_snooze(attempt, error)
         if error is not None:
             return self._record_failure(attempt, error)
         attempt.state = AttemptState.COMPLETED
@@ -254,6 +257,18 @@ class Attempts:
         return AttemptTimeoutError(
             f"attempt exceeded the {format_duration(timeout)} timeout of job type {attempt.job.type}"
         )
+
+    def _record_snooze(self, attempt: Attempt, snooze: Snooze) -> str:
+        """Back to pending after `snooze.seconds`, the attempt not counted (the SQL function
+        fails the job instead once its type's max_snoozes is reached)."""
+        job = attempt.job
+        attempt.state = AttemptState.SNOOZED
+        max_snoozes = attempt.job_type.max_snoozes if attempt.job_type else DEFAULT_MAX_SNOOZES
+        self.outcomes.snoozed.append((job.id, job.attempt, snooze.seconds, max_snoozes))
+        if self._log_jobs:
+            extra = {"tag": "DONE", **attempt.log_extra}
+            log.info("Snoozed Job #%d (%s) for %s", job.id, job.type, f"{snooze.seconds:g}s", extra=extra)
+        return "snoozed"
 
     def _record_failure(self, attempt: Attempt, exc: BaseException) -> str:
         job = attempt.job

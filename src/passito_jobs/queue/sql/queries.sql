@@ -238,10 +238,10 @@ SELECT passito_jobs.snooze(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integ
 -- name: await_job
 -- Mark a job awaited (its end is announced on passito_jobs_finished) and read its state.
 UPDATE passito_jobs.jobs SET awaited = true WHERE id = %(id)s
-RETURNING state::text AS state, result::text AS result, last_error
+RETURNING state::text AS state, result, last_error
 
 -- name: job_result
-SELECT state::text AS state, result::text AS result, last_error FROM passito_jobs.job_result(%(id)s)
+SELECT state::text AS state, result, last_error FROM passito_jobs.job_result(%(id)s)
 
 -- name: listen_finished
 LISTEN passito_jobs_finished
