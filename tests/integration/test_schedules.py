@@ -14,6 +14,7 @@ import pytest
 
 from passito_jobs.queue.schedules import Schedule, run_round
 from passito_jobs.queue.store import Store
+from passito_jobs.registry import Registry
 from tests.helpers import WorkerProcess, run_cli, wait_for
 
 Conn = psycopg.Connection[Any]
@@ -274,3 +275,12 @@ def test_a_bad_schedules_file_stops_the_worker_with_one_line(
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_worker_without_schedules_marks_the_removed_ones_stale(store: Store, database_url: str) -> None:
+    from tests.inprocess import InProcessWorker
+
+    store.sync_schedules([Schedule("removed", "Noop", every=1.0)])
+    with InProcessWorker(database_url, registry=Registry(), maintenance={"interval": 0.2}):
+        wait_for(lambda: store.list_schedules()[0].stale, timeout=60, message="the schedule to turn stale")
+    assert store.list_schedules()[0].last_job_id is None  # and it never ran

@@ -135,7 +135,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         data.pop(key)
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if value in (None, [], ""):
+        if value in (None, [], "") or (key == "snoozes" and not value):
             continue
         shown = printable(value) if isinstance(value, str) else value
         print(f"{key.replace('_', ' ').ljust(width)}  {shown}")

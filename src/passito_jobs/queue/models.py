@@ -91,10 +91,11 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    snoozes: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row[name] for name in cls.__dataclass_fields__ if name in row}
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
         return cls(**values)

@@ -104,23 +104,22 @@ class Worker:
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
         maintenance_config = (maintenance or MaintenanceSettings()).config()
-        self.maintainer = Maintainer(
-            maintenance_config,
-            store=StoreHandle.to(database_url, timeout=connect_timeout),
-            worker_id=self.worker_id,
-            on_round=lambda: self._supervisor.ok("maintenance"),
-        )
         schedules = registry.schedules()
         # A connection of its own when it has slots to keep, so a long prune never delays one.
+        maintainer_store = StoreHandle.to(database_url, timeout=connect_timeout)
         self.scheduler = Scheduler(
             schedules,
-            store=StoreHandle.to(database_url, timeout=connect_timeout)
-            if schedules
-            else self.maintainer.store,
+            store=StoreHandle.to(database_url, timeout=connect_timeout) if schedules else maintainer_store,
             worker_id=self.worker_id,
             lease_ttl=maintenance_config.lease_ttl,
-            idle_interval=maintenance_config.interval,
             on_round=lambda: self._supervisor.ok("scheduler"),
+        )
+        self.maintainer = Maintainer(
+            maintenance_config,
+            store=maintainer_store,
+            worker_id=self.worker_id,
+            on_round=lambda: self._supervisor.ok("maintenance"),
+            on_lease=None if schedules else self.scheduler.sync,
         )
         self.metrics.concurrency.set(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.attempts))
@@ -204,9 +203,10 @@ class Worker:
             asyncio.create_task(supervise("listener", self.listener.run), name="listener"),
             asyncio.create_task(supervise("heartbeat", self.heartbeat.run), name="heartbeat"),
             asyncio.create_task(supervise("maintenance", self.maintainer.run), name="maintenance"),
-            asyncio.create_task(supervise("scheduler", self.scheduler.run), name="scheduler"),
             asyncio.create_task(supervise("watchdog", self._watchdog), name="watchdog"),
         ]
+        if self.scheduler.schedules:
+            side.append(asyncio.create_task(supervise("scheduler", self.scheduler.run), name="scheduler"))
         # Claim only once LISTEN is in place: a job dispatched in between would otherwise
         # wait for the next poll.
         with contextlib.suppress(TimeoutError):

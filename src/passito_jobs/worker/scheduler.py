@@ -43,15 +43,13 @@ class Scheduler:
         store: StoreHandle,
         worker_id: str,
         lease_ttl: float,
-        idle_interval: float,
         on_round: Callable[[], None] = lambda: None,
     ) -> None:
         self.schedules = list(schedules)
         self.store = store
         self.worker_id = worker_id
         self.lease_ttl = lease_ttl
-        # Without schedules the loop only marks removed ones stale, at the maintenance pace.
-        self.tick = TICK if self.schedules else idle_interval
+        self.tick = TICK
         self._on_round = on_round
         self._synced_at: float | None = None
         self._failing = False
@@ -69,11 +67,17 @@ class Scheduler:
         if not store.acquire_lease(LEASE, self.worker_id, self.lease_ttl):
             self._synced_at = None  # sync again when this worker takes the lease
             return ScheduleRound(took_lease=False)
+        self.sync(store)
+        return run_round(store, self.schedules)
+
+    def sync(self, store: Store) -> None:
+        """Write this worker's definitions to the schedules table (the caller holds the lease),
+        when it took the lease and every minute. A worker without schedules runs no rounds: the
+        maintainer calls this after each of its own, so removed schedules still become stale."""
         now = time.monotonic()
         if self._synced_at is None or now - self._synced_at > SYNC_EVERY:
             store.sync_schedules(self.schedules)
             self._synced_at = now
-        return run_round(store, self.schedules)
 
     def delay(self, now: datetime | None = None) -> float:
         """Seconds until the next round: the next slot (just after it), at most one tick."""
