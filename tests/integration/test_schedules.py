@@ -284,3 +284,18 @@ def test_a_worker_without_schedules_marks_the_removed_ones_stale(store: Store, d
     with InProcessWorker(database_url, registry=Registry(), maintenance={"interval": 0.2}):
         wait_for(lambda: store.list_schedules()[0].stale, timeout=60, message="the schedule to turn stale")
     assert store.list_schedules()[0].last_job_id is None  # and it never ran
+
+
+def test_a_schedule_whose_job_the_database_refuses_stops_no_other(conn: Conn, store: Store) -> None:
+    big = Schedule("big", "Noop", every=1.0, payload={"text": "x" * 200})
+    small = Schedule("small", "Noop", every=1.0)
+    store.sync_schedules([big, small])
+    for name in ("big", "small"):
+        _aged(conn, name, 3)
+    conn.execute("SELECT set_config('passito_jobs.max_payload_bytes', '100', false)")
+    before = store.list_schedules()[0].last_slot
+    result = run_round(store, [big, small])
+    assert "payload" in result.refused["big"]
+    assert len(result.dispatched["small"]) in (3, 4)  # seen in time: every slot runs
+    assert slots_of(conn, "big") == []
+    assert store.list_schedules()[0].last_slot == before  # its slots wait for the payload to fit

@@ -224,6 +224,7 @@ class ScheduleRound:
 
     dispatched: dict[str, list[int]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # the database refused the job: why
     took_lease: bool = True
 
     @property
@@ -250,7 +251,10 @@ def run_round(store: Store, schedules: Sequence[Schedule]) -> ScheduleRound:
             continue
         after = state["last_slot"] or state["created_at"]
         if schedule.slots(after, state["now"], 1):
-            _dispatch_due(store, schedule, result)
+            try:
+                _dispatch_due(store, schedule, result)
+            except InvalidJobError as exc:  # one schedule's refused job stops no other schedule
+                result.refused[schedule.name] = str(exc)
     if states:
         now = next(iter(states.values()))["now"]
         store.touch_schedules({s.name: s.next_slot(now) for s in schedules if s.name in states})

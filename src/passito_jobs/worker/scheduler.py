@@ -53,6 +53,7 @@ class Scheduler:
         self._on_round = on_round
         self._synced_at: float | None = None
         self._failing = False
+        self._refused: dict[str, str] = {}
 
     def run_once(self) -> ScheduleRound:
         result = self.store.run(self._round)
@@ -61,6 +62,11 @@ class Scheduler:
             log.info("Schedule %s: dispatched %d job(s) (%s)", name, len(ids), shown)
         for name, count in result.skipped.items():
             log.info("Schedule %s: skipped %d missed slot(s) (catch_up)", name, count)
+        for name, reason in result.refused.items():
+            if self._refused.get(name) != reason:  # once per reason, not every second
+                log.error("Schedule %s: the database refused its job: %s", name, reason)
+        if result.took_lease:
+            self._refused = result.refused
         return result
 
     def _round(self, store: Store) -> ScheduleRound:
