@@ -51,6 +51,7 @@ def test_cron_follows_its_time_zone_across_daylight_saving_time() -> None:
         ({"cron": "bad"}, "cron 'bad' is not a cron expression"),
         ({"cron": "* * * * * *"}, "is not a cron expression"),
         ({"cron": "61 * * * *"}, "is not a cron expression"),
+        ({"cron": "0 0 30 2 *"}, "cron '0 0 30 2 *' never matches a date"),
         ({"cron": "* * * * *\x00"}, "cron must be printable text"),
         ({"cron": "*" * 1000}, "cron must be printable text of at most 200 characters"),
         ({"every": "0s"}, "every must be at least 1s"),

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.models import JobRequest
-from passito_jobs.settings import parse_duration, printable
+from passito_jobs.settings import format_duration, parse_duration, printable
 
 if TYPE_CHECKING:
     from passito_jobs.queue.store import Store
@@ -191,6 +191,12 @@ def _check_cron(what: str, cron: object) -> None:
             f"{what}: cron {printable(cron, 60)!r} is not a cron expression "
             "(five fields: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *')"
         )
+    try:
+        croniter(cron, _EPOCH).get_next(datetime)
+    except CroniterError:
+        raise ScheduleError(
+            f"{what}: cron {printable(cron, 60)!r} never matches a date (30 February?)"
+        ) from None
 
 
 def _zone(what: str, name: object) -> zoneinfo.ZoneInfo:
@@ -210,8 +216,6 @@ def _micros(moment: datetime) -> int:
 
 
 def _seconds(value: float) -> str:
-    from passito_jobs.settings import format_duration  # noqa: PLC0415 - one spelling of durations
-
     return format_duration(value)
 
 
@@ -226,10 +230,6 @@ class ScheduleRound:
     skipped: dict[str, int] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # the database refused the job: why
     took_lease: bool = True
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.dispatched or self.skipped)
 
 
 def choose(schedule: Schedule, due: Sequence[datetime], missed: bool) -> list[datetime]:
