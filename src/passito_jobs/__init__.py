@@ -3,8 +3,13 @@
 The public API:
 
     from passito_jobs import dispatch, dispatch_many, job_type, JobContext, PermanentError
+    from passito_jobs import Snooze, periodic, wait
 
     job_id = dispatch("GenerateQrCode", {"outpass_id": 42}, queue="outpasses")
+    result = wait(job_id, timeout=30)  # the handler's return value, or JobFailedError
+
+    periodic("nightly-report", "SendReport", cron="0 6 * * *", timezone="Europe/Berlin")
+    raise Snooze(60)  # in a handler: run again in a minute, without spending an attempt
 
 Importing it loads no job type (Passito's are a plug-in: `passito_jobs.outpass`) and no
 rendering library. `dispatch` without `conn=` connects to PASSITO_DATABASE_URL.
