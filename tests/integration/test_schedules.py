@@ -299,3 +299,23 @@ def test_a_schedule_whose_job_the_database_refuses_stops_no_other(conn: Conn, st
     assert len(result.dispatched["small"]) in (3, 4)  # seen in time: every slot runs
     assert slots_of(conn, "big") == []
     assert store.list_schedules()[0].last_slot == before  # its slots wait for the payload to fit
+
+
+@pytest.mark.slow
+def test_a_job_module_registers_a_schedule_that_the_worker_runs(
+    conn: Conn, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    worker = WorkerProcess({**cli_env, **FAST_LEASE}, tmp_path / "w.log", "--import", "tests.periodic_jobs")
+    try:
+        wait_for(lambda: len(slots_of(conn, "every-second")) >= 3, timeout=90, message="three runs")
+        listed = run_cli(["schedules", "list"], cli_env)
+    finally:
+        assert worker.stop() == 0
+    assert "Schedules: every-second" in worker.log()
+    row = conn.execute(
+        "SELECT queue, payload FROM passito_jobs.jobs WHERE unique_key LIKE 'schedule:every-second:%' LIMIT 1"
+    ).fetchone()
+    assert row == ("periodic", {"from": "code"})
+    (line,) = [ln for ln in listed.stdout.splitlines() if ln.startswith("every-second")]
+    assert line.split()[1:5] == ["active", "every", "1s", "Noop"]
+    assert line.split()[-1].startswith("#")
