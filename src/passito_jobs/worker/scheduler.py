@@ -36,6 +36,8 @@ MAX_FILE_BYTES = 1024 * 1024
 
 
 class Scheduler:
+    """The periodic jobs one worker knows, dispatched while it holds the maintenance lease."""
+
     def __init__(
         self,
         schedules: Sequence[Schedule],
@@ -49,7 +51,6 @@ class Scheduler:
         self.store = store
         self.worker_id = worker_id
         self.lease_ttl = lease_ttl
-        self.tick = TICK
         self._on_round = on_round
         self._synced_at: float | None = None
         self._failing = False
@@ -88,10 +89,10 @@ class Scheduler:
     def delay(self, now: datetime | None = None) -> float:
         """Seconds until the next round: the next slot (just after it), at most one tick."""
         if not self.schedules:
-            return self.tick
+            return TICK
         now = now or datetime.now(UTC)
         soonest = min(s.next_slot(now) for s in self.schedules)
-        return max(0.01, min(self.tick, (soonest - now).total_seconds() + 0.01))
+        return max(0.01, min(TICK, (soonest - now).total_seconds() + 0.01))
 
     async def run(self) -> None:
         while True:
