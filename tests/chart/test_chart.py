@@ -450,8 +450,9 @@ def test_worker_schedules_become_the_workers_schedules_file(tmp_path: Path) -> N
     assert read["heartbeat"].payload == {"source": "chart"}
     pod = one(objects, "Deployment", "-worker")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert env["PASSITO_SCHEDULES_FILE"] == mounts["schedules"] + "/schedules.yaml"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert env["PASSITO_SCHEDULES_FILE"] == mounts["schedules"]["mountPath"] + "/schedules.yaml"
+    assert mounts["schedules"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["schedules"]["configMap"]["name"] == config_map["metadata"]["name"]
     for bad in ({"name": "x", "type": "Noop"}, {"name": "x", "type": "Noop", "every": "0.5 s"}):

@@ -82,8 +82,7 @@ class Attempt:
 
 
 class Attempts:
-    """The attempts one worker runs, at most `settings.concurrency` at a time (the claim loop
-    claims only for free slots)."""
+    """The attempts one worker runs, at most `settings.concurrency` at once (claimed for free slots)."""
 
     def __init__(
         self,
@@ -230,8 +229,15 @@ class Attempts:
             return "lost"
         if cancelled or attempt.state is AttemptState.RELEASED:
             return "lost"  # shutdown gave it back to the queue
-        if isinstance(error, Snooze):
-            return self._record_snooze(attempt, error)
+        if isinstance(error, Snooze):  # pending again later, attempt not counted (SQL: max_snoozes)
+            attempt.state = AttemptState.SNOOZED
+            limit = attempt.job_type.max_snoozes if attempt.job_type else DEFAULT_MAX_SNOOZES
+            self.outcomes.snoozed.append((job.id, job.attempt, error.seconds, limit))
+            if self._log_jobs:
+                log.info(
+                    "Snoozed Job #%d (%s) for %gs", job.id, job.type, error.seconds, extra=attempt.log_extra
+                )
+            return "snoozed"
         if error is not None:
             return self._record_failure(attempt, error)
         attempt.state = AttemptState.COMPLETED
@@ -258,18 +264,6 @@ class Attempts:
             f"attempt exceeded the {format_duration(timeout)} timeout of job type {attempt.job.type}"
         )
 
-    def _record_snooze(self, attempt: Attempt, snooze: Snooze) -> str:
-        """Back to pending after `snooze.seconds`, the attempt not counted (the SQL function
-        fails the job instead once its type's max_snoozes is reached)."""
-        job = attempt.job
-        attempt.state = AttemptState.SNOOZED
-        max_snoozes = attempt.job_type.max_snoozes if attempt.job_type else DEFAULT_MAX_SNOOZES
-        self.outcomes.snoozed.append((job.id, job.attempt, snooze.seconds, max_snoozes))
-        if self._log_jobs:
-            extra = {"tag": "DONE", **attempt.log_extra}
-            log.info("Snoozed Job #%d (%s) for %s", job.id, job.type, f"{snooze.seconds:g}s", extra=extra)
-        return "snoozed"
-
     def _record_failure(self, attempt: Attempt, exc: BaseException) -> str:
         job = attempt.job
         permanent = isinstance(exc, PermanentError)
@@ -286,14 +280,8 @@ class Attempts:
         extra = {"tag": "FAIL", **attempt.log_extra}
         if retry_in is not None:
             log.warning(
-                "Job #%d (%s) failed on attempt %d/%d after %s: %s; retrying in %s",
-                job.id,
-                job.type,
-                job.attempt,
-                job.max_attempts,
-                elapsed,
-                what,
-                f"{retry_in:.1f}s",
+                "Job #%d (%s) failed on attempt %d/%d after %s: %s; retrying in %.1fs",
+                *(job.id, job.type, job.attempt, job.max_attempts, elapsed, what, retry_in),
                 extra=extra,
             )
             return "retried"
@@ -306,8 +294,7 @@ class Attempts:
     # ------------------------------------------------------------ stopping attempts
 
     def stop(self, attempt: Attempt, state: AttemptState, now: float) -> None:
-        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task is cancelled and its
-        child process, if it has one, killed."""
+        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task, and its child process if any."""
         attempt.state = state
         attempt.cancelled_at = now
         if state is AttemptState.RELEASED:
@@ -350,8 +337,7 @@ class Attempts:
         ]
 
     def sweep(self) -> None:
-        """One watchdog tick: cancel attempts that outlived their timeout; abandon cancelled ones
-        that keep running (an async handler that ignores cancellation)."""
+        """One watchdog tick: cancel attempts past their timeout; abandon cancelled ones still running."""
         now = self.watchdog_ran_at = time.monotonic()
         for attempt in self:
             if attempt.cancelled_at:
