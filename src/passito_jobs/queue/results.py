@@ -1,7 +1,7 @@
 """Results: `wait(job_id)` returns a job's result once it finished, or raises with its error.
 
 The waiter marks the job `awaited`; a trigger then announces its end on the channel
-`passito_jobs_finished` (migration 0004), so `wait` sleeps on LISTEN instead of polling, and
+`passito_jobs_finished` (migration 0005), so `wait` sleeps on LISTEN instead of polling, and
 other jobs pay nothing but the trigger's WHEN test. The mark and the first read are one
 statement after LISTEN, so a job that finishes at any moment is seen: before the mark (the
 statement reads it finished), or after (the notification comes). A re-read every few seconds is
