@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from passito_jobs import JobContext, PermanentError, job_type
+from passito_jobs import JobContext, PermanentError, Snooze, job_type
 
 _local = threading.local()
 
@@ -201,3 +201,21 @@ def sync_progress(ctx: JobContext) -> str:
 def exit_process(ctx: JobContext) -> None:
     """Ends the process running it: in PASSITO_SYNC_ISOLATION=process, a crashed child."""
     os._exit(int(ctx.payload.get("code", 7)))
+
+
+@job_type("SnoozeTimes")
+def snooze_times(ctx: JobContext) -> dict[str, int]:
+    """Snoozes `times` times (a line per run in `file`), then returns how often it ran."""
+    path = ctx.payload["file"]
+    with open(path, "a") as file:
+        file.write(f"{ctx.attempt}\n")
+    with open(path) as file:
+        runs = len(file.read().splitlines())
+    if runs <= ctx.payload["times"]:
+        raise Snooze(ctx.payload.get("seconds", 0.05))
+    return {"runs": runs, "attempt": ctx.attempt}
+
+
+@job_type("SnoozeForever", max_snoozes=3)
+async def snooze_forever(ctx: JobContext) -> None:
+    raise Snooze(0)

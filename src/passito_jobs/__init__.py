@@ -3,8 +3,13 @@
 The public API:
 
     from passito_jobs import dispatch, dispatch_many, job_type, JobContext, PermanentError
+    from passito_jobs import Snooze, periodic, wait
 
     job_id = dispatch("GenerateQrCode", {"outpass_id": 42}, queue="outpasses")
+    result = wait(job_id, timeout=30)  # the handler's return value, or JobFailedError
+
+    periodic("nightly-report", "SendReport", cron="0 6 * * *", timezone="Europe/Berlin")
+    raise Snooze(60)  # in a handler: run again in a minute, without spending an attempt
 
 Importing it loads no job type (Passito's are a plug-in: `passito_jobs.outpass`) and no
 rendering library. `dispatch` without `conn=` connects to PASSITO_DATABASE_URL.
@@ -21,7 +26,8 @@ from passito_jobs.queue.errors import (
     SchemaMissingError,
 )
 from passito_jobs.queue.models import Job, JobRequest, JobState
-from passito_jobs.registry import JobContext, PermanentError, job_type
+from passito_jobs.queue.results import JobFailedError, JobNotFoundError, WaitTimeoutError, wait
+from passito_jobs.registry import JobContext, PermanentError, Snooze, job_type, periodic
 
 install_dispatch_defaults()
 
@@ -31,13 +37,19 @@ __all__ = [
     "Job",
     "JobContext",
     "JobDataError",
+    "JobFailedError",
+    "JobNotFoundError",
     "JobRequest",
     "JobState",
     "PermanentError",
     "QueryTimeoutError",
     "QueueError",
     "SchemaMissingError",
+    "Snooze",
+    "WaitTimeoutError",
     "dispatch",
     "dispatch_many",
     "job_type",
+    "periodic",
+    "wait",
 ]

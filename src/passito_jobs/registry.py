@@ -20,7 +20,7 @@ child processes); `async def` handlers run on its event loop. A handler's return
 stored as the job's result; one the database cannot store (NaN, a NUL character, a set, more
 than PASSITO_MAX_PAYLOAD_BYTES) fails the job for good, naming what is wrong. Raise
 `PermanentError` to fail the job at once, without retries; any other exception is retried with
-backoff.
+backoff. Raise `Snooze(seconds)` to run again later without spending an attempt.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol, Self, TypeVar, overload
 
 from passito_jobs.logs import job_fields
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from passito_jobs.queue.schedules import Schedule, ScheduleError
 
 log = logging.getLogger("passito_jobs.job")
 
@@ -50,6 +52,28 @@ S = TypeVar("S", bound=SettingsSource)
 
 class PermanentError(Exception):
     """Raised by a handler: the job fails now and is not retried (bad input, for example)."""
+
+
+MAX_SNOOZE_SECONDS = 36500 * 86400.0  # 100 years, like every other duration
+DEFAULT_MAX_SNOOZES = 100
+MAX_SNOOZES = 1_000_000
+
+
+class Snooze(Exception):
+    """Raised by a handler: run this job again in `seconds` without spending an attempt.
+
+    A job type allows `max_snoozes` of them per job (`@job_type(..., max_snoozes=...)`, default
+    100); one more fails the job, saying so. Its dependents wait meanwhile.
+    """
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        value = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"Snooze takes seconds (a number or a timedelta), got {type(seconds).__name__}")
+        if not 0 <= value <= MAX_SNOOZE_SECONDS:  # NaN fails this too
+            raise ValueError(f"Snooze takes 0 to {MAX_SNOOZE_SECONDS:.0f} seconds (100 years), got {value!r}")
+        super().__init__(float(value))
+        self.seconds = float(value)
 
 
 @dataclass(slots=True)
@@ -139,6 +163,7 @@ class JobType:
     is_async: bool
     timeout: float | None = None  # None: the worker's PASSITO_JOB_TIMEOUT
     settings: type[SettingsSource] | None = None  # its settings group, if it has one
+    max_snoozes: int = DEFAULT_MAX_SNOOZES  # Snooze requests per job before it fails
 
 
 class UnknownJobTypeError(LookupError):
@@ -151,6 +176,19 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
         self._settings: dict[type[SettingsSource], Any] = {}
+        self._schedules: dict[str, Schedule] = {}
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Register a periodic job; a second, different schedule of the same name is an error."""
+        existing = self._schedules.get(schedule.name)
+        if existing is not None and existing != schedule:
+            raise ScheduleError(f"schedule {schedule.name!r} is already registered with another definition")
+        self._schedules[schedule.name] = schedule
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        """The periodic jobs registered (`periodic()`, the schedules file), by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
 
     def register(
         self,
@@ -159,15 +197,24 @@ class Registry:
         *,
         timeout: float | None = None,
         settings: type[SettingsSource] | None = None,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> JobType:
         if not name or not isinstance(name, str):
             raise ValueError("a job type needs a non-empty name")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout of job type {name!r} must be positive")
+        if (
+            isinstance(max_snoozes, bool)
+            or not isinstance(max_snoozes, int)
+            or not 0 <= max_snoozes <= MAX_SNOOZES
+        ):
+            raise ValueError(
+                f"max_snoozes of job type {name!r} must be a whole number from 0 to {MAX_SNOOZES}"
+            )
         existing = self._types.get(name)
         if existing is not None and existing.handler is not handler:
             raise ValueError(f"job type {name!r} is already registered by {existing.handler!r}")
-        job = JobType(name, handler, inspect.iscoroutinefunction(handler), timeout, settings)
+        job = JobType(name, handler, inspect.iscoroutinefunction(handler), timeout, settings, max_snoozes)
         self._types[name] = job
         return job
 
@@ -219,6 +266,7 @@ def job_type(
     *,
     timeout: float | None = None,
     settings: type[SettingsSource] | None = None,
+    max_snoozes: int = DEFAULT_MAX_SNOOZES,
     into: Registry | None = None,
 ) -> Callable[[H], H]: ...
 def job_type(
@@ -227,21 +275,54 @@ def job_type(
     *,
     timeout: float | None = None,
     settings: type[SettingsSource] | None = None,
+    max_snoozes: int = DEFAULT_MAX_SNOOZES,
     into: Registry | None = None,
 ) -> Any:
     """Register a function as a job type: `@job_type("Name", timeout=60)` or `@job_type`.
 
-    `settings`: the job type's settings group (`ctx.settings`). `into` picks another registry
-    than the process-wide one (tests).
+    `settings`: the job type's settings group (`ctx.settings`). `max_snoozes`: how often one
+    job may raise `Snooze` before it fails. `into` picks another registry than the
+    process-wide one (tests).
     """
     target = into if into is not None else registry
 
     def decorate(handler: H) -> H:
         job_name = name if isinstance(name, str) else handler.__name__
-        target.register(job_name, handler, timeout=timeout, settings=settings)
+        target.register(job_name, handler, timeout=timeout, settings=settings, max_snoozes=max_snoozes)
         return handler
 
     if callable(name):
         handler, name = name, None
         return decorate(handler)
     return decorate
+
+
+def periodic(
+    name: str,
+    type: str,
+    *,
+    cron: str | None = None,
+    every: str | float | timedelta | None = None,
+    payload: Mapping[str, Any] | None = None,
+    queue: str = "default",
+    timezone: str = "UTC",
+    catch_up: str = "latest",
+    into: Registry | None = None,
+) -> Schedule:
+    """Register a periodic job: dispatch job type `type` on a cron expression (`cron="0 2 * * *"`,
+    in `timezone`) or every period (`every="30s"`). Call it in a job module: the worker that
+    holds the maintenance lease dispatches each slot once across the fleet. `catch_up` says what
+    happens to slots missed while no worker watched: `latest` (one run), `none`, `all` (each, at
+    most the latest 100). ScheduleError (a ValueError) names what is wrong.
+    """
+    schedule = Schedule.of(
+        name=name,
+        type=type,
+        cron=cron,
+        every=every,
+        payload=payload if payload is not None else {},
+        queue=queue,
+        timezone=timezone,
+        catch_up=catch_up,
+    )
+    return (into if into is not None else registry).add_schedule(schedule)

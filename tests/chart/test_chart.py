@@ -435,6 +435,31 @@ def test_workers_load_passito_and_your_job_modules() -> None:
         render({"worker": {"jobModules": ["bad module; rm -rf /"]}})
 
 
+def test_worker_schedules_become_the_workers_schedules_file(tmp_path: Path) -> None:
+    from passito_jobs.worker.scheduler import read_schedules_file
+
+    assert not [c for c in by_kind(render(), "ConfigMap") if c["metadata"]["name"].endswith("-schedules")]
+    objects = render(SCENARIOS["everything-enabled"])
+    (config_map,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-schedules")]
+    path = tmp_path / "schedules.yaml"
+    path.write_text(config_map["data"]["schedules.yaml"])
+    read = {s.name: s for s in read_schedules_file(path)}
+    assert read["nightly-report"].when == "0 6 * * * (Europe/Berlin)"
+    assert read["nightly-report"].catch_up == "none"
+    assert (read["heartbeat"].every, read["heartbeat"].queue) == (30.0, "maintenance")
+    assert read["heartbeat"].payload == {"source": "chart"}
+    pod = one(objects, "Deployment", "-worker")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert env["PASSITO_SCHEDULES_FILE"] == mounts["schedules"]["mountPath"] + "/schedules.yaml"
+    assert mounts["schedules"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["schedules"]["configMap"]["name"] == config_map["metadata"]["name"]
+    for bad in ({"name": "x", "type": "Noop"}, {"name": "x", "type": "Noop", "every": "0.5 s"}):
+        with pytest.raises(helm_python.HelmError, match="schedules"):
+            render({"worker": {"schedules": [bad]}})
+
+
 def test_the_health_cronjob_rescues_and_still_reads_the_old_key() -> None:
     def args(values: dict[str, Any]) -> list[str]:
         (cron,) = [c for c in by_kind(render(values), "CronJob") if c["metadata"]["name"].endswith("-health")]

@@ -54,7 +54,9 @@ def test_defaults_are_pinned() -> None:
         60.0,
     )
     m = s.maintenance
-    assert (m.stuck_after, m.interval) == (60.0, 15.0)
+    assert (m.stuck_after, m.interval, m.lease_ttl) == (60.0, 15.0, 0.0)
+    assert m.config().lease_ttl == 45.0  # three intervals, at least 30 s
+    assert w.schedules_file is None
     assert (m.keep_completed, m.keep_failed, m.batch_size) == (7 * 86400.0, 30 * 86400.0, 1000)
     sup = s.supervise
     assert (sup.min_workers, sup.max_workers, sup.scale_up_threshold, sup.scale_down_threshold) == (
@@ -153,6 +155,11 @@ def test_environment_is_parsed() -> None:
         ({"PASSITO_SYNC_ISOLATION": "fork"}, "PASSITO_SYNC_ISOLATION must be thread or process"),
         ({"PASSITO_MAX_ABANDONED_ATTEMPTS": "0"}, "PASSITO_MAX_ABANDONED_ATTEMPTS must be at least 1"),
         ({"PASSITO_MAX_PAYLOAD_BYTES": "0"}, "PASSITO_MAX_PAYLOAD_BYTES must be between 1 and 104857600"),
+        (
+            {"PASSITO_MAINTENANCE_LEASE_TTL": "10s"},
+            "PASSITO_MAINTENANCE_LEASE_TTL must be longer than PASSITO_MAINTENANCE_INTERVAL",
+        ),
+        ({"PASSITO_MAINTENANCE_LEASE_TTL": "-1"}, "PASSITO_MAINTENANCE_LEASE_TTL: '-1' is not a duration"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -383,3 +383,21 @@ def test_no_database_is_a_503_with_the_password_masked(make_app: Callable[..., T
     assert response.status_code == 503
     assert "cannot connect" in response.json()["error"]["message"]
     assert "s3cret-pass" not in response.text
+
+
+def test_schedules_are_listed_with_their_state(client: TestClient, conn: psycopg.Connection[Any]) -> None:
+    from passito_jobs.queue.schedules import Schedule
+    from passito_jobs.queue.store import Store
+
+    assert client.get("/api/v1/schedules").json() == {"schedules": []}
+    store = Store(conn)
+    store.sync_schedules([Schedule("nightly", "Noop", cron="0 6 * * *", timezone="Europe/Berlin")])
+    store.pause_schedule("nightly")
+    (listed,) = client.get("/api/v1/schedules").json()["schedules"]
+    assert (listed["name"], listed["state"], listed["cron"], listed["timezone"]) == (
+        "nightly",
+        "paused",
+        "0 6 * * *",
+        "Europe/Berlin",
+    )
+    assert client.get("/api/v1/schedules?x=1").status_code == 400

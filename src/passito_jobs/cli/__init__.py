@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "passito_jobs.cli.queue",
     "passito_jobs.cli.worker",
     "passito_jobs.cli.jobs",
+    "passito_jobs.cli.schedules",
     "passito_jobs.cli.operator",
     "passito_jobs.cli.health",
     "passito_jobs.cli.web",

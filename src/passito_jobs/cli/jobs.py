@@ -22,6 +22,7 @@ from passito_jobs.cli.options import (
     job_id,
     open_store,
     print_json,
+    table,
     utf8_text,
     when,
 )
@@ -97,14 +98,6 @@ def _job_row(job: Job) -> list[str]:
     ]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
 def _job_dict(job: Job) -> dict[str, Any]:
     data = {name: getattr(job, name) for name in job.__dataclass_fields__}
     data["state"] = job.state.value
@@ -124,9 +117,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print("no jobs match")
         return 0
     print(
-        _table(
-            ["ID", "STATE", "TYPE", "QUEUE", "ATTEMPTS", "WHEN", "LAST ERROR"], [_job_row(j) for j in jobs]
-        )
+        table(["ID", "STATE", "TYPE", "QUEUE", "ATTEMPTS", "WHEN", "LAST ERROR"], [_job_row(j) for j in jobs])
     )
     return 0
 
@@ -144,7 +135,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         data.pop(key)
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if value in (None, [], ""):
+        if value in (None, [], "") or (key == "snoozes" and not value):
             continue
         shown = printable(value) if isinstance(value, str) else value
         print(f"{key.replace('_', ' ').ljust(width)}  {shown}")

@@ -328,6 +328,15 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """Rows in columns under a header, for `jobs list` and `schedules list`."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
 def when(moment: datetime, fmt: str | None = None) -> str:
     """A stored time for people: local time, or infinity for times Python cannot hold."""
     if moment == FAR_FUTURE:

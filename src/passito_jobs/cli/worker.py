@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from passito_jobs.cli.options import (
@@ -154,19 +155,30 @@ def _with_job_modules(args: argparse.Namespace, settings: Settings) -> Settings:
     return settings.replace(worker=settings.worker.replace(job_modules=modules))
 
 
-def load_job_modules(modules: tuple[str, ...]) -> None:
-    """Import the job modules and read the settings of their job types, once: a module that
-    does not import, or a job type's missing setting (PASSITO_SECRET_KEY for Passito's), stops
-    the command here, with one line."""
+def load_job_modules(modules: tuple[str, ...], schedules_file: Path | None = None) -> None:
+    """Import the job modules and read the settings of their job types, once, and the schedules
+    file: a module that does not import, a job type's missing setting (PASSITO_SECRET_KEY for
+    Passito's) or a bad schedule stops the command here, with one line."""
     from passito_jobs.registry import registry  # noqa: PLC0415
+    from passito_jobs.worker.scheduler import read_schedules_file  # noqa: PLC0415
 
     import_job_modules(modules)
     registry.configure()
+    if schedules_file is not None:
+        for schedule in read_schedules_file(schedules_file):
+            registry.add_schedule(schedule)
+    for schedule in registry.schedules():
+        if schedule.type not in registry:
+            log.warning(
+                "Schedule %s dispatches job type %s, which this worker does not run",
+                schedule.name,
+                schedule.type,
+            )
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_job_modules(args, settings)
-    load_job_modules(settings.worker.job_modules)
+    load_job_modules(settings.worker.job_modules, settings.worker.schedules_file)
     return run_worker(settings, database_url(settings))
 
 
@@ -202,6 +214,8 @@ def run_worker(settings: Settings, url: str) -> int:
             raise CommandError(message, code=2) from None
         log.info("Serving /metrics, /healthz and /readyz on port %d", probes.port)
     log.info("Job types: %s", ", ".join(registry.names()))
+    if registry.schedules():
+        log.info("Schedules: %s", ", ".join(s.name for s in registry.schedules()))
 
     def first(signum: int) -> None:
         log.info("Received %s", signal.Signals(signum).name)

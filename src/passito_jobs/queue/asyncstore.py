@@ -22,6 +22,7 @@ from passito_jobs.queue.sqlfiles import query
 
 Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text (None: no result)
 Failed = tuple[int, int, str, float | None]  # job id, attempt, error text, retry delay (None: final)
+Snoozed = tuple[int, int, float, int]  # job id, attempt, delay, the job type's max_snoozes
 Held = tuple[int, int, str | None]  # job id, attempt, progress as JSON text (None: unchanged)
 
 
@@ -41,6 +42,8 @@ class AsyncStore:
         failed: Sequence[Failed],
         queues: Sequence[str] | None,
         batch: int,
+        *,
+        snoozed: Sequence[Snoozed] = (),
     ) -> list[ClaimedJob]:
         """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
         conn = self.conn
@@ -50,6 +53,8 @@ class AsyncStore:
                     await conn.execute(self._complete, _completion_params(self.worker_id, completed))
                 if failed:
                     await conn.execute(self._fail, _failure_params(self.worker_id, failed))
+                if snoozed:
+                    await conn.execute(query("snooze"), _snooze_params(self.worker_id, snoozed))
                 if batch <= 0:
                     return []
                 params = {
@@ -166,4 +171,14 @@ def _failure_params(worker_id: str, failed: Sequence[Failed]) -> dict[str, Any]:
         "attempts": [f[1] for f in failed],
         "errors": [f[2] for f in failed],
         "retry_in": [None if f[3] is None else clamp_delay(f[3]) for f in failed],
+    }
+
+
+def _snooze_params(worker_id: str, snoozed: Sequence[Snoozed]) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "ids": [s[0] for s in snoozed],
+        "attempts": [s[1] for s in snoozed],
+        "delays": [clamp_delay(s[2]) for s in snoozed],
+        "max_snoozes": [s[3] for s in snoozed],
     }

@@ -41,8 +41,18 @@ class MaintenanceConfig:
     batch_size: int = BATCH_SIZE
     interval: float = INTERVAL
     max_batches: int = MAX_BATCHES  # per run and per kind, so one run stays short
+    lease_ttl: float = 0.0
+    """How long the maintenance lease lasts unless renewed; 0: three intervals, at least 30 s
+    (long enough to cover a run, short enough that a dead holder is replaced quickly). The
+    holder renews it every interval, and every second while it runs schedules."""
 
     def __post_init__(self) -> None:
+        if not self.lease_ttl >= 0:
+            raise FieldError("lease_ttl", f"{{lease_ttl}} must not be negative, got {self.lease_ttl!r}")
+        if self.lease_ttl == 0:
+            object.__setattr__(self, "lease_ttl", max(3 * self.interval, 30.0))
+        elif not self.lease_ttl > self.interval:
+            raise FieldError("lease_ttl", "{lease_ttl} must be longer than {interval}")
         for name in ("stuck_after", "interval"):
             if not getattr(self, name) > 0:
                 raise FieldError(name, f"{{{name}}} must be positive, got {getattr(self, name)!r}")
@@ -52,11 +62,6 @@ class MaintenanceConfig:
         for name in ("batch_size", "max_batches"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"{{{name}}} must be at least 1, got {getattr(self, name)!r}")
-
-    @property
-    def lease_ttl(self) -> float:
-        # Long enough to cover a run, short enough that a dead holder is replaced quickly.
-        return max(3 * self.interval, 30.0)
 
 
 @dataclass

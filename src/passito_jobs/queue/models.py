@@ -91,10 +91,11 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    snoozes: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row[name] for name in cls.__dataclass_fields__ if name in row}
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
         return cls(**values)
@@ -148,3 +149,35 @@ class RescuedJob:
     id: int
     state: str
     worker_id: str | None
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule as the schedules table holds it (`passito-jobs schedules list`)."""
+
+    name: str
+    type: str
+    queue: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    catch_up: str
+    paused: bool
+    stale: bool
+    last_slot: datetime | None
+    last_job_id: int | None
+    next_slot: datetime | None
+    checked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job's state, result (decoded JSON) and error (`passito_jobs.job_result()`)."""
+
+    state: JobState
+    result: Any
+    last_error: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)

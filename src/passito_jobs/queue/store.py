@@ -32,6 +32,7 @@ from passito_jobs.queue.connection import (
 from passito_jobs.queue.errors import InvalidJobError, translate
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
+from passito_jobs.queue.schedulestore import ScheduleStore
 from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
 
 __all__ = [  # the connection helpers too: the usual imports of code that runs queue operations
@@ -73,7 +74,7 @@ def _translated(method: Callable[Concatenate[Store, P], T]) -> Callable[Concaten
     return call
 
 
-class Store:
+class Store(ScheduleStore):
     """Queue operations on one synchronous connection, in the connection's transaction."""
 
     def __init__(self, conn: Conn, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:

@@ -209,6 +209,25 @@ def _queue_schemas() -> dict[str, Any]:
                 "heartbeat_age_seconds": {"type": ["number", "null"]},
             }
         ),
+        "Schedule": _obj(
+            {
+                "name": {"type": "string"},
+                "type": {"type": "string"},
+                "queue": {"type": "string"},
+                "cron": {"type": ["string", "null"]},
+                "every": {"type": ["number", "null"]},
+                "timezone": {"type": "string"},
+                "catch_up": {"type": "string", "enum": ["latest", "none", "all"]},
+                "paused": {"type": "boolean"},
+                "stale": {"type": "boolean"},
+                "state": {"type": "string", "enum": ["active", "paused", "stale"]},
+                "last_slot": TIME,
+                "last_job_id": {"type": ["integer", "null"]},
+                "next_slot": TIME,
+                "checked_at": TIME,
+            }
+        ),
+        "Schedules": _obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
         "Workers": _obj(
             {"source": {"type": "string"}, "workers": {"type": "array", "items": _ref("Worker")}}
         ),
@@ -341,6 +360,7 @@ def document() -> dict[str, Any]:
             "/api/v1/jobs/retry": _action("Retry every failed or cancelled job of a filter", bulk=True),
             "/api/v1/jobs/cancel": _action("Cancel every unfinished job of a filter", bulk=True),
             "/api/v1/workers": _get("Workers seen by their heartbeats, and the jobs each holds", "Workers"),
+            "/api/v1/schedules": _get("Periodic jobs: when each runs, its last and next slot", "Schedules"),
             "/api/v1/health": _get("The health report (`passito-jobs health --json`)", "Health"),
             "/api/v1/audit": _get("The audit log, newest first", "AuditPage", PAGE_PARAMS),
         },

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from passito_jobs.queue.admin import AuditEntry, JobSummary, Relative, WorkerSeen
-from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST, Job
+from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST, Job, ScheduleRow
 
 MASK = "•••"
 MAX_DEPTH = 200
@@ -167,6 +167,14 @@ def worker(seen: WorkerSeen) -> dict[str, Any]:
         "last_heartbeat": when(seen.last_heartbeat),
         "heartbeat_age_seconds": None if seen.heartbeat_age is None else round(seen.heartbeat_age, 3),
     }
+
+
+def schedule(row: ScheduleRow) -> dict[str, Any]:
+    data = asdict(row)
+    data["state"] = "stale" if row.stale else "paused" if row.paused else "active"
+    for key in ("last_slot", "next_slot", "checked_at"):
+        data[key] = when(data[key])
+    return data
 
 
 def audit(entry: AuditEntry) -> dict[str, Any]:

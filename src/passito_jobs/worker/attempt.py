@@ -30,7 +30,7 @@ from passito_jobs.logs import job_fields
 from passito_jobs.queue.backoff import retry_delay
 from passito_jobs.queue.limits import UnstorableValueError, encode_json
 from passito_jobs.queue.models import ClaimedJob
-from passito_jobs.registry import JobContext, JobType, PermanentError, Registry
+from passito_jobs.registry import DEFAULT_MAX_SNOOZES, JobContext, JobType, PermanentError, Registry, Snooze
 from passito_jobs.settings import format_duration
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
 from passito_jobs.worker.isolation import ChildConfig, ProcessPool
@@ -48,6 +48,7 @@ class AttemptState(enum.Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    SNOOZED = "snoozed"  # the handler raised Snooze: back to pending later, attempt not counted
     TIMED_OUT = "timed_out"  # the watchdog cancelled it: recorded as a failed attempt
     LOST = "lost"  # the database says another party holds the job now: nothing is recorded
     RELEASED = "released"  # shutdown gave the job back to the queue, attempt not counted
@@ -81,8 +82,7 @@ class Attempt:
 
 
 class Attempts:
-    """The attempts one worker runs, at most `settings.concurrency` at a time (the claim loop
-    claims only for free slots)."""
+    """The attempts one worker runs, at most `settings.concurrency` at once (claimed for free slots)."""
 
     def __init__(
         self,
@@ -229,6 +229,15 @@ class Attempts:
             return "lost"
         if cancelled or attempt.state is AttemptState.RELEASED:
             return "lost"  # shutdown gave it back to the queue
+        if isinstance(error, Snooze):  # pending again later, attempt not counted (SQL: max_snoozes)
+            attempt.state = AttemptState.SNOOZED
+            limit = attempt.job_type.max_snoozes if attempt.job_type else DEFAULT_MAX_SNOOZES
+            self.outcomes.snoozed.append((job.id, job.attempt, error.seconds, limit))
+            if self._log_jobs:
+                log.info(
+                    "Snoozed Job #%d (%s) for %gs", job.id, job.type, error.seconds, extra=attempt.log_extra
+                )
+            return "snoozed"
         if error is not None:
             return self._record_failure(attempt, error)
         attempt.state = AttemptState.COMPLETED
@@ -271,14 +280,8 @@ class Attempts:
         extra = {"tag": "FAIL", **attempt.log_extra}
         if retry_in is not None:
             log.warning(
-                "Job #%d (%s) failed on attempt %d/%d after %s: %s; retrying in %s",
-                job.id,
-                job.type,
-                job.attempt,
-                job.max_attempts,
-                elapsed,
-                what,
-                f"{retry_in:.1f}s",
+                "Job #%d (%s) failed on attempt %d/%d after %s: %s; retrying in %.1fs",
+                *(job.id, job.type, job.attempt, job.max_attempts, elapsed, what, retry_in),
                 extra=extra,
             )
             return "retried"
@@ -291,8 +294,7 @@ class Attempts:
     # ------------------------------------------------------------ stopping attempts
 
     def stop(self, attempt: Attempt, state: AttemptState, now: float) -> None:
-        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task is cancelled and its
-        child process, if it has one, killed."""
+        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task, and its child process if any."""
         attempt.state = state
         attempt.cancelled_at = now
         if state is AttemptState.RELEASED:
@@ -335,8 +337,7 @@ class Attempts:
         ]
 
     def sweep(self) -> None:
-        """One watchdog tick: cancel attempts that outlived their timeout; abandon cancelled ones
-        that keep running (an async handler that ignores cancellation)."""
+        """One watchdog tick: cancel attempts past their timeout; abandon cancelled ones still running."""
         now = self.watchdog_ran_at = time.monotonic()
         for attempt in self:
             if attempt.cancelled_at:

@@ -111,7 +111,9 @@ class ClaimLoop:
 
     async def _round_trip(self, outcomes: Outcomes, want: int) -> list[ClaimedJob]:
         assert self._store is not None
-        jobs = await self._store.settle_and_claim(outcomes.completed, outcomes.failed, self.queues, want)
+        jobs = await self._store.settle_and_claim(
+            outcomes.completed, outcomes.failed, self.queues, want, snoozed=outcomes.snoozed
+        )
         self.db_ok_at = self.claimed_at = time.monotonic()
         if self._on_round is not None:
             self._on_round()

@@ -37,7 +37,7 @@ from passito_jobs import logs
 from passito_jobs.logs import LoggingSettings
 from passito_jobs.queue.errors import clean_text, safe_str
 from passito_jobs.queue.limits import UnstorableValueError, encode_json
-from passito_jobs.registry import JobContext, JobType, PermanentError, registry
+from passito_jobs.registry import JobContext, JobType, PermanentError, Snooze, registry
 from passito_jobs.settings import ConfigError
 from passito_jobs.worker.failures import (
     ERROR_MAX_CHARS,
@@ -124,6 +124,8 @@ class ProcessPool:
                     return message[1]  # type: ignore[no-any-return]
                 if kind == "refused":
                     raise OutcomeRefusedError(message[1])
+                if kind == "snooze":
+                    raise Snooze(message[1])
                 _, type_name, text, formatted, permanent = message
                 error = RemotePermanentError if permanent else RemoteError
                 raise error(type_name, text, formatted)
@@ -297,6 +299,8 @@ def _run_request(conn: Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _error_reply(exc: BaseException) -> tuple[Any, ...]:
+    if isinstance(exc, Snooze):
+        return ("snooze", exc.seconds)
     message = clean_text(safe_str(exc), ERROR_MAX_CHARS)
     return ("error", type(exc).__name__, message, format_error(exc), isinstance(exc, PermanentError))
 

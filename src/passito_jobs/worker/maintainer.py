@@ -1,5 +1,6 @@
 """The maintainer: every PASSITO_MAINTENANCE_INTERVAL (jittered, so workers do not race for the
-lease together), run the queue's maintenance (rescue, prune) if this worker holds the lease.
+lease together), run the queue's maintenance (rescue, prune) if this worker holds the lease
+(and, in a worker without schedules, mark the schedules table's rows stale: scheduler.py).
 
 River's shape: the config (queue.maintenance.MaintenanceConfig) is validated when it is made,
 `run_once()` returns what changed (Maintenance logs a line only when rows changed), and the loop
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 from passito_jobs.queue.errors import DatabaseUnavailableError, first_line
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig, MaintenanceResult
-from passito_jobs.queue.store import StoreHandle
+from passito_jobs.queue.store import Store, StoreHandle
 
 log = logging.getLogger("passito_jobs.worker")
 
@@ -29,15 +30,23 @@ class Maintainer:
         store: StoreHandle,
         worker_id: str,
         on_round: Callable[[], None] = lambda: None,
+        on_lease: Callable[[Store], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.worker_id = worker_id
         self._on_round = on_round
+        self.on_lease = on_lease  # more work for the lease holder (the scheduler's table sync)
         self._failing = False
 
     def run_once(self) -> MaintenanceResult:
-        return self.store.run(lambda store: Maintenance(store, self.worker_id, self.config).run_once())
+        return self.store.run(self._round)
+
+    def _round(self, store: Store) -> MaintenanceResult:
+        result = Maintenance(store, self.worker_id, self.config).run_once()
+        if result.took_lease and self.on_lease is not None:
+            self.on_lease(store)
+        return result
 
     async def run(self) -> None:
         while True:

@@ -93,7 +93,7 @@ class WorkerMetrics:
         self.jobs = LoopCounter(
             "passito_jobs_worker_jobs",
             "Job attempts finished by this worker, by type, queue and outcome "
-            "(completed, retried, failed, lost).",
+            "(completed, retried, failed, snoozed, lost).",
             ["type", "queue", "outcome"],
         )
         self.duration = LoopHistogram(

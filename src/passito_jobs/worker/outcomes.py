@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from passito_jobs.queue.asyncstore import AsyncStore, Completed, Failed
+from passito_jobs.queue.asyncstore import AsyncStore, Completed, Failed, Snoozed
 from passito_jobs.queue.errors import DatabaseUnavailableError, clean_text, first_line
 from passito_jobs.worker.failures import ERROR_MAX_CHARS
 
@@ -23,17 +23,27 @@ log = logging.getLogger("passito_jobs.worker")
 class Outcomes:
     completed: list[Completed] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    snoozed: list[Snoozed] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.completed or self.failed)
+        return bool(self.completed or self.failed or self.snoozed)
 
     def __len__(self) -> int:
-        return len(self.completed) + len(self.failed)
+        return len(self.completed) + len(self.failed) + len(self.snoozed)
 
     def restore(self, earlier: Outcomes) -> None:
         """Put back outcomes a failed round trip did not record, ahead of newer ones."""
         self.completed[:0] = earlier.completed
         self.failed[:0] = earlier.failed
+        self.snoozed[:0] = earlier.snoozed
+
+    def each(self) -> list[Outcomes]:
+        """One Outcomes per outcome."""
+        return (
+            [Outcomes(completed=[c]) for c in self.completed]
+            + [Outcomes(failed=[f]) for f in self.failed]
+            + [Outcomes(snoozed=[s]) for s in self.snoozed]
+        )
 
 
 async def settle_one_by_one(store: AsyncStore, pending: Outcomes) -> tuple[Outcomes, Exception | None]:
@@ -41,36 +51,32 @@ async def settle_one_by_one(store: AsyncStore, pending: Outcomes) -> tuple[Outco
 
     Returns what is still to send and the connection error that cut this short, if one did.
     """
-    items: list[tuple[Completed | None, Failed | None]] = [(c, None) for c in pending.completed]
-    items += [(None, f) for f in pending.failed]
-    for index, (completed, failed) in enumerate(items):
+    items = pending.each()
+    for index, one in enumerate(items):
         try:
-            await store.settle_and_claim(
-                [completed] if completed else [], [failed] if failed else [], None, 0
-            )
+            await store.settle_and_claim(one.completed, one.failed, None, 0, snoozed=one.snoozed)
         except Exception as exc:
             if isinstance(exc, DatabaseUnavailableError):
-                return _outcomes(items[index:]), exc
-            unsent, lost = await _record_refused(store, completed, failed, exc)
+                return _merged(items[index:]), exc
+            unsent, lost = await _record_refused(store, one, exc)
             if lost is not None:
-                return _outcomes([(None, unsent), *items[index + 1 :]]), lost
+                return _merged([Outcomes(failed=[unsent]), *items[index + 1 :]]), lost
     return Outcomes(), None
 
 
 async def _record_refused(
-    store: AsyncStore, completed: Completed | None, failed: Failed | None, refused: Exception
+    store: AsyncStore, one: Outcomes, refused: Exception
 ) -> tuple[Failed, Exception | None]:
     """The database refused one outcome on its own: record the attempt as a permanent failure
     saying why. If even that is refused, leave the job to the rescue (it stays processing,
     unheld, until PASSITO_STUCK_AFTER) and say so loudly. Returns the failure and the
     connection error that kept it from being recorded, if one did."""
-    item = completed or failed
-    assert item is not None
+    item = (one.completed or one.failed or one.snoozed)[0]
     job_id, attempt = item[0], item[1]
-    what = "result" if completed else "failure"
+    what = "result" if one.completed else "failure" if one.failed else "snooze"
     reason = f"the database refused to record this attempt's {what}: {first_line(refused)}"
-    if failed is not None:
-        reason += f"\nThe failure was: {failed[2]}"
+    if one.failed:
+        reason += f"\nThe failure was: {one.failed[0][2]}"
     final: Failed = (job_id, attempt, clean_text(reason, ERROR_MAX_CHARS), None)
     try:
         await store.settle_and_claim([], [final], None, 0)
@@ -92,11 +98,10 @@ async def _record_refused(
     return final, None
 
 
-def _outcomes(items: list[tuple[Completed | None, Failed | None]]) -> Outcomes:
+def _merged(items: list[Outcomes]) -> Outcomes:
     outcomes = Outcomes()
-    for completed, failed in items:
-        if completed is not None:
-            outcomes.completed.append(completed)
-        if failed is not None:
-            outcomes.failed.append(failed)
+    for one in items:
+        outcomes.completed += one.completed
+        outcomes.failed += one.failed
+        outcomes.snoozed += one.snoozed
     return outcomes

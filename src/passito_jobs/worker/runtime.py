@@ -7,6 +7,7 @@
   prepares statements on the server);
 - the heartbeat (heartbeat.py): marks running attempts alive, stops the ones lost;
 - the maintainer (maintainer.py): rescue and pruning while this worker holds the lease;
+- the scheduler (scheduler.py): the slots of periodic jobs, while it holds the same lease;
 - the watchdog: cancels attempts past their timeout, abandons those that ignore it.
 
 Each task runs under the task supervisor (supervision.py): an unexpected exception is logged
@@ -37,6 +38,7 @@ from passito_jobs.worker.heartbeat import Heartbeat, HeartbeatConfig
 from passito_jobs.worker.listener import Listener, ListenerConfig
 from passito_jobs.worker.maintainer import Maintainer
 from passito_jobs.worker.metrics import WorkerMetrics
+from passito_jobs.worker.scheduler import Scheduler
 from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 from passito_jobs.worker.supervision import TaskSupervisor
 
@@ -109,11 +111,27 @@ class Worker:
             attempts=self.attempts,
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
+        maintenance_config = (maintenance or MaintenanceSettings()).config()
+        schedules = registry.schedules()
+        # A connection of its own when it has slots to keep, so a long prune never delays one.
+        maintainer_store = StoreHandle.to(database_url, timeout=connect_timeout, prepare=listen)
+        self.scheduler = Scheduler(
+            schedules,
+            store=(
+                StoreHandle.to(database_url, timeout=connect_timeout, prepare=listen)
+                if schedules
+                else maintainer_store
+            ),
+            worker_id=self.worker_id,
+            lease_ttl=maintenance_config.lease_ttl,
+            on_round=lambda: self._supervisor.ok("scheduler"),
+        )
         self.maintainer = Maintainer(
-            (maintenance or MaintenanceSettings()).config(),
-            store=StoreHandle.to(database_url, timeout=connect_timeout, prepare=listen),
+            maintenance_config,
+            store=maintainer_store,
             worker_id=self.worker_id,
             on_round=lambda: self._supervisor.ok("maintenance"),
+            on_lease=None if schedules else self.scheduler.sync,
         )
         self.metrics.concurrency.set(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.attempts))
@@ -198,6 +216,8 @@ class Worker:
             asyncio.create_task(supervise("maintenance", self.maintainer.run), name="maintenance"),
             asyncio.create_task(supervise("watchdog", self._watchdog), name="watchdog"),
         ]
+        if self.scheduler.schedules:
+            side.append(asyncio.create_task(supervise("scheduler", self.scheduler.run), name="scheduler"))
         if self.listener is not None:
             side.append(asyncio.create_task(supervise("listener", self.listener.run), name="listener"))
             # Claim only once LISTEN is in place: a job dispatched in between would otherwise
@@ -251,6 +271,8 @@ class Worker:
     async def _close(self) -> None:
         await self.claim_loop.handle.close()
         await asyncio.to_thread(self.maintainer.release)
+        if self.scheduler.store is not self.maintainer.store:
+            await asyncio.to_thread(self.scheduler.store.close)
         await self.attempts.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from passito_jobs.queue import limits, maintenance
@@ -20,6 +21,7 @@ from passito_jobs.settings import (
     parse_int,
     parse_list,
     parse_lower,
+    parse_optional_path,
     port_number,
     positive,
     setting,
@@ -154,6 +156,13 @@ class WorkerSettings(SettingsGroup):
     log_jobs: bool = setting(
         "PASSITO_LOG_JOBS", True, "Log a line when each job starts and ends.", parse=parse_bool
     )
+    schedules_file: Path | None = setting(
+        "PASSITO_SCHEDULES_FILE",
+        None,
+        "A YAML file of periodic jobs (docs/schedules.md), besides those job modules register "
+        "with `periodic()`; the chart's `worker.schedules` renders it.",
+        parse=parse_optional_path,
+    )
     worker_name: str = setting(
         "PASSITO_WORKER_NAME",
         "",
@@ -199,6 +208,14 @@ class MaintenanceSettings(SettingsGroup):
         parse=parse_duration,
         check=positive,
     )
+    lease_ttl: float = setting(
+        "PASSITO_MAINTENANCE_LEASE_TTL",
+        0.0,
+        "How long the maintenance lease outlives its last renewal: a dead holder's rescue, pruning "
+        "and schedules move to another worker after it; 0: three maintenance intervals, at least 30s.",
+        parse=parse_duration,
+        check=not_negative,
+    )
     keep_completed: float = setting(
         "PASSITO_KEEP_COMPLETED",
         maintenance.KEEP_COMPLETED,
@@ -221,6 +238,15 @@ class MaintenanceSettings(SettingsGroup):
         check=between(1, MAX_INT4),
     )
 
+    def checks(self) -> list[tuple[bool, str, str]]:
+        return [
+            (
+                self.lease_ttl == 0 or self.lease_ttl > self.interval,
+                "lease_ttl",
+                "{lease_ttl} must be longer than {interval}",
+            )
+        ]
+
     def config(self, **changes: Any) -> maintenance.MaintenanceConfig:
         """The queue's MaintenanceConfig of these settings."""
         values = {
@@ -229,5 +255,6 @@ class MaintenanceSettings(SettingsGroup):
             "keep_failed": self.keep_failed,
             "batch_size": self.batch_size,
             "interval": self.interval,
+            "lease_ttl": self.lease_ttl,
         }
         return maintenance.MaintenanceConfig(**{**values, **changes})

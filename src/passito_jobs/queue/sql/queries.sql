@@ -184,3 +184,64 @@ ORDER BY queue
 -- name: listen
 -- The channel every dispatch notifies (pg_notify('passito_jobs', queue)).
 LISTEN passito_jobs
+
+-- name: sync_schedule
+-- A schedule as the lease holder's code defines it; a row is rewritten only when it changed.
+INSERT INTO passito_jobs.schedules AS s (name, type, queue, payload, cron, every, timezone, catch_up)
+VALUES (%(name)s, %(type)s, %(queue)s, %(payload)s::jsonb, %(cron)s, %(every)s, %(timezone)s, %(catch_up)s)
+ON CONFLICT (name) DO UPDATE
+SET type = excluded.type, queue = excluded.queue, payload = excluded.payload, cron = excluded.cron,
+    every = excluded.every, timezone = excluded.timezone, catch_up = excluded.catch_up,
+    stale = false, updated_at = now()
+WHERE (s.type, s.queue, s.payload, s.cron, s.every, s.timezone, s.catch_up, s.stale)
+      IS DISTINCT FROM (excluded.type, excluded.queue, excluded.payload, excluded.cron, excluded.every,
+                        excluded.timezone, excluded.catch_up, false)
+
+-- name: mark_stale_schedules
+-- Schedules the lease holder's code no longer defines: listed as stale, never dispatched.
+UPDATE passito_jobs.schedules SET stale = true, next_slot = NULL, updated_at = now()
+WHERE NOT stale AND NOT (name = ANY(%(names)s::text[]))
+
+-- name: schedule_states
+SELECT name, paused, last_slot, checked_at, created_at, now() AS now
+FROM passito_jobs.schedules WHERE name = ANY(%(names)s::text[])
+
+-- name: lock_schedule
+SELECT name, paused, last_slot, checked_at, created_at, now() AS now
+FROM passito_jobs.schedules WHERE name = %(name)s FOR UPDATE
+
+-- name: mark_schedule
+-- The latest slot dealt with, in the transaction that dispatched its job(s).
+UPDATE passito_jobs.schedules
+SET last_slot = %(last_slot)s, last_job_id = coalesce(%(last_job_id)s, last_job_id),
+    next_slot = %(next_slot)s, checked_at = now()
+WHERE name = %(name)s
+
+-- name: touch_schedules
+UPDATE passito_jobs.schedules s SET checked_at = now(), next_slot = n.next_slot
+FROM unnest(%(names)s::text[], %(next_slots)s::timestamptz[]) AS n(name, next_slot)
+WHERE s.name = n.name AND NOT s.paused
+
+-- name: list_schedules
+SELECT name, type, queue, cron, every, timezone, catch_up, paused, stale, last_slot, last_job_id,
+       next_slot, checked_at
+FROM passito_jobs.schedules ORDER BY name
+
+-- name: pause_schedule
+UPDATE passito_jobs.schedules SET paused = %(paused)s, updated_at = now() WHERE name = %(name)s
+RETURNING name
+
+-- name: snooze
+SELECT passito_jobs.snooze(%(worker_id)s, %(ids)s::bigint[], %(attempts)s::integer[],
+                           %(delays)s::double precision[], %(max_snoozes)s::integer[])
+
+-- name: await_job
+-- Mark a job awaited (its end is announced on passito_jobs_finished) and read its state.
+UPDATE passito_jobs.jobs SET awaited = true WHERE id = %(id)s
+RETURNING state::text AS state, result, last_error
+
+-- name: job_result
+SELECT state::text AS state, result, last_error FROM passito_jobs.job_result(%(id)s)
+
+-- name: listen_finished
+LISTEN passito_jobs_finished

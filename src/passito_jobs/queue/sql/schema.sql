@@ -343,6 +343,12 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.job_result(job_id bigint) RETURNS TABLE(state passito_jobs.job_state, result jsonb, last_error text, finished_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT j.state, j.result, j.last_error, j.finished_at FROM passito_jobs.jobs j WHERE j.id = job_result.job_id;
+$$;
+
 CREATE FUNCTION passito_jobs.load(queues text[] DEFAULT NULL::text[]) RETURNS TABLE(ready bigint, processing bigint)
     LANGUAGE sql STABLE
     AS $$
@@ -419,6 +425,15 @@ CREATE FUNCTION passito_jobs.name_problem(what text, name text) RETURNS text
             THEN what || ' must not contain control characters'
     END;
 $_$;
+
+CREATE FUNCTION passito_jobs.notify_finished() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('passito_jobs_finished', NEW.id::text);
+    RETURN NULL;
+END;
+$$;
 
 CREATE FUNCTION passito_jobs.notify_ready(queues text[]) RETURNS void
     LANGUAGE sql
@@ -620,6 +635,44 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.snooze(worker text, ids bigint[], attempts integer[], delays double precision[], max_snoozes integer[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    over record;
+    dead bigint[] := '{}';
+    woken text[];
+BEGIN
+    WITH updated AS (
+        UPDATE passito_jobs.jobs j
+        SET state = 'pending', attempts = j.attempts - 1, snoozes = j.snoozes + 1,
+            run_at = now() + make_interval(secs => least(greatest(coalesce(r.delay, 0), 0), 3153600000)),
+            heartbeat_at = NULL, worker_id = NULL, claimed_at = NULL
+        FROM unnest(snooze.ids, snooze.attempts, snooze.delays, snooze.max_snoozes)
+             AS r(id, attempt, delay, max_snoozes)
+        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = snooze.worker
+          AND j.attempts = r.attempt AND j.snoozes < r.max_snoozes
+        RETURNING j.queue, j.run_at
+    )
+    SELECT array_agg(DISTINCT u.queue) FILTER (WHERE u.run_at <= now()) INTO woken FROM updated u;
+    IF woken IS NOT NULL THEN
+        PERFORM passito_jobs.notify_ready(woken);
+    END IF;
+    SELECT array_agg(j.id) AS ids, array_agg(j.attempts) AS attempts,
+           array_agg(format('snoozed %s times, the most its job type allows (max_snoozes)', j.snoozes)) AS errors
+    INTO over
+    FROM passito_jobs.jobs j
+    JOIN unnest(snooze.ids, snooze.attempts) AS r(id, attempt) ON j.id = r.id
+    WHERE j.state = 'processing' AND j.worker_id = snooze.worker AND j.attempts = r.attempt;
+    IF over.ids IS NOT NULL THEN
+        dead := passito_jobs.fail(snooze.worker, over.ids, over.attempts, over.errors,
+                                  array_fill(NULL::double precision, ARRAY[cardinality(over.ids)]));
+    END IF;
+    RETURN dead;
+END;
+$$;
+
 CREATE TABLE passito_jobs.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone DEFAULT now() NOT NULL,
@@ -669,6 +722,8 @@ CREATE TABLE passito_jobs.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     started_at timestamp with time zone,
     finished_at timestamp with time zone,
+    snoozes integer DEFAULT 0 NOT NULL,
+    awaited boolean DEFAULT false NOT NULL,
     CONSTRAINT jobs_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_positive CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
@@ -691,6 +746,25 @@ CREATE TABLE passito_jobs.leases (
     expires_at timestamp with time zone NOT NULL
 );
 
+CREATE TABLE passito_jobs.schedules (
+    name text NOT NULL,
+    type text NOT NULL,
+    queue text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    cron text,
+    every double precision,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    catch_up text DEFAULT 'latest'::text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    stale boolean DEFAULT false NOT NULL,
+    last_slot timestamp with time zone,
+    last_job_id bigint,
+    next_slot timestamp with time zone,
+    checked_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 ALTER TABLE ONLY passito_jobs.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 
@@ -702,6 +776,9 @@ ALTER TABLE ONLY passito_jobs.jobs
 
 ALTER TABLE ONLY passito_jobs.leases
     ADD CONSTRAINT leases_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY passito_jobs.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 
 CREATE INDEX audit_log_job_ids_idx ON passito_jobs.audit_log USING gin (job_ids);
 
@@ -722,3 +799,5 @@ CREATE INDEX jobs_ready_idx ON passito_jobs.jobs USING btree (priority DESC, run
 CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON passito_jobs.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['blocked'::passito_jobs.job_state, 'pending'::passito_jobs.job_state, 'processing'::passito_jobs.job_state])));
+
+CREATE TRIGGER jobs_notify_finished AFTER UPDATE OF state ON passito_jobs.jobs FOR EACH ROW WHEN ((new.awaited AND (new.state = ANY (ARRAY['completed'::passito_jobs.job_state, 'failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state])) AND (old.state IS DISTINCT FROM new.state))) EXECUTE FUNCTION passito_jobs.notify_finished();
