@@ -13,6 +13,7 @@ signs with a random key made for this run.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import random
 import secrets
@@ -85,6 +86,12 @@ def worker_environment(outpass: OutpassSettings, storage: Path) -> dict[str, str
     return env
 
 
+def optional_libraries_missing() -> list[str]:
+    """Debian packages that make PDFs faster and are not installed (WeasyPrint works without
+    them, subsetting fonts with fontTools instead of HarfBuzz)."""
+    return [] if ctypes.util.find_library("harfbuzz-subset") else ["libharfbuzz-subset0"]
+
+
 def _database(settings: Settings) -> tuple[str, LocalDatabase | None]:
     """The database URL, and the embedded PostgreSQL to stop at the end if this demo started it."""
     if settings.database.url:
@@ -101,6 +108,13 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         "passito-jobs demo: the queue, local workers with autoscaling, and a demo workload",
         flush=True,
     )
+    missing = optional_libraries_missing()
+    if missing:
+        print(
+            f"PDFs render faster with {' '.join(missing)} installed "
+            f"(apt-get install {' '.join(missing)}; README.md, optional system packages)",
+            flush=True,
+        )
     outpass = OutpassSettings.from_env()
     url, local = _database(settings)
     store = Store(connect(url, timeout=settings.database.connect_timeout))
