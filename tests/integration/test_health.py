@@ -334,32 +334,58 @@ def test_exporter_gauges_follow_the_queue(
 
 
 def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
-    conn: Conn, collector: tuple[QueueCollector, CollectorRegistry]
+    conn: Conn, database_url: str, collector: tuple[QueueCollector, CollectorRegistry]
 ) -> None:
-    _, registry = collector
     dispatch("SendEmail", conn=conn)
+    # The collector reads its clock once when a scrape arrives and once when its query starts:
+    # counting the reads tells when every scrape is waiting, with no sleep that a loaded machine
+    # could outrun.
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return time.monotonic()
+
+    shared = QueueCollector(
+        database_url, stale_after=300, stuck_after=60, window=3600, query_timeout=60, connect_timeout=10,
+        clock=clock,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(shared)
     assert samples(registry)[("passito_jobs_exporter_queries_total", ())] == 1.0
     results: list[dict[Any, float]] = []
 
     def scrape() -> None:
         results.append(samples(registry))
 
+    def waiting_on_the_lock() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        return row is not None and row[0] == 1
+
     # A lock makes the next query wait; five scrapes arrive meanwhile.
-    with conn.transaction():
-        conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
-        threads = [threading.Thread(target=scrape) for _ in range(5)]
+    try:
+        with conn.transaction():
+            conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
+            before = reads[0]
+            threads = [threading.Thread(target=scrape) for _ in range(5)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: reads[0] - before == 6, message="five scrapes and one query started")
+            wait_for(waiting_on_the_lock, message="the query waiting on the lock")
         for thread in threads:
-            thread.start()
-            time.sleep(0.02)
-        time.sleep(0.2)
-    for thread in threads:
-        thread.join(10)
+            thread.join(60)
+    finally:
+        shared.close()
     assert len(results) == 5
     ups = [r[("passito_jobs_exporter_database_up", ())] for r in results]
     queries_run = {r[("passito_jobs_exporter_queries_total", ())] for r in results}
     assert ups == [1.0] * 5
     assert queries_run == {2.0}, "each waiting scrape served the one query that ran meanwhile"
 
+    _, registry = collector
     # A lock held longer than the query timeout (0.5s): the scrape answers, exporter_database_up 0.
     with conn.transaction():
         conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
@@ -368,7 +394,7 @@ def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
         elapsed = time.monotonic() - started
     assert found[("passito_jobs_exporter_database_up", ())] == 0.0
     assert not [key for key in found if key[0].startswith("passito_jobs_queue_")]
-    assert elapsed < 3
+    assert elapsed < 10  # the lock is held until the scrape returns: only the timeout ends it
     # The next scrape reconnects and reports the queue again.
     found = samples(registry)
     assert found[("passito_jobs_exporter_database_up", ())] == 1.0
