@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from passito_jobs import logs
-from passito_jobs.cli.options import PROG, CommandError
+from passito_jobs.cli.options import PROG, CommandError, open_store
 from passito_jobs.config import Settings
 from passito_jobs.localdb import LocalDatabaseError
 from passito_jobs.queue.conninfo import Redactor
-from passito_jobs.queue.errors import QueueError
+from passito_jobs.queue.errors import QueueError, SchemaMissingError
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.settings import ConfigError, FieldError
 
 __all__ = ["PROG", "CommandError", "build_parser", "main", "stop_on_signals"]
@@ -102,6 +103,16 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _schema_line(settings: Settings, exc: SchemaMissingError) -> str:
+    """What is wrong with the schema, in one line: the database is asked, since a missing
+    table or function may mean "not installed" or "older than this code"."""
+    try:
+        with open_store(settings) as store:
+            return schema_problem(store.schema_version()) or str(exc)
+    except (QueueError, LocalDatabaseError):
+        return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure the user can cause ends in one line and exit code 1 or 2."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -125,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except CommandError as exc:
         _fail(masked(str(exc)), exc.code)
+    except SchemaMissingError as exc:  # before `migrate`, whichever command ran
+        _fail(masked(_schema_line(settings, exc)), 2)
     except (FieldError, QueueError, LocalDatabaseError) as exc:  # ConfigError is a FieldError
         _fail(masked(str(exc)), 2)
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST
 from passito_jobs.queue.store import Store
 from passito_jobs.settings import ConfigError, FieldError, parse_duration
@@ -310,6 +311,15 @@ def open_store(settings: Settings) -> Iterator[Store]:
     """A Store on a connection of its own, closed when the command is done."""
     with connection(settings) as conn:
         yield Store(conn)
+
+
+def require_schema(settings: Settings) -> None:
+    """Stop with one line (exit 2) unless the database answers within the connect timeout and
+    has the schema this code needs: for commands that would otherwise start processes that fail."""
+    with open_store(settings) as store:
+        problem = schema_problem(store.schema_version())
+    if problem:
+        raise CommandError(problem, code=2)
 
 
 def import_job_modules(modules: Sequence[str]) -> None:

@@ -30,6 +30,7 @@ from passito_jobs.cli.options import (
     non_negative_number,
     port,
     positive_number,
+    require_schema,
     spelling,
 )
 from passito_jobs.config import Settings
@@ -249,6 +250,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     policy = _policy(args, settings)
     settings = _with_job_modules(args, settings)
     load_job_modules(settings.worker.job_modules)  # fail here, once, rather than in every worker
+    require_schema(settings)  # an unreachable or unmigrated database, too
     worker_args = [arg for module in settings.worker.job_modules for arg in ("--import", module)]
     if "concurrency" in given_flags(args).get("worker", {}):
         worker_args += ["--concurrency", str(settings.worker.concurrency)]

@@ -19,6 +19,7 @@ from passito_jobs.queue.errors import (
 )
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.queue.models import QueueStats
 from passito_jobs.queue.store import Store
 from passito_jobs.settings import format_duration
@@ -137,8 +138,9 @@ def run_checks(
     DatabaseUnavailableError when the connection fails midway.
     """
     try:
-        if store.schema_version() is None:
-            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
+        problem = schema_problem(store.schema_version())
+        if problem:
+            raise HealthCheckError(problem)
         queues = store.queue_stats(
             stale_after=thresholds.stale_after,
             stuck_after=thresholds.stuck_after,
