@@ -153,7 +153,7 @@ def test_failure_rate_over_the_window_per_queue(conn: Conn, cli_env: dict[str, s
     ("args", "env", "message"),
     [
         (["--max-failure-rate", "10"], {}, "--max-failure-rate: must be between 0 and 1"),
-        (["--window", "soon"], {}, "--window: 'soon' is not a duration"),
+        (["--window", "soon"], {}, "--window: must be a duration like 30 (seconds), 10s, 5m, 1h, got 'soon'"),
         (
             [],
             {"PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"},
