@@ -125,7 +125,7 @@ def test_bad_outpass_files(
         (
             "PASSITO_KEEP_FAILED",
             "99999999999999999999d",
-            "PASSITO_KEEP_FAILED: '99999999999999999999d' is longer",
+            "PASSITO_KEEP_FAILED must be at most 36500d (100 years), got '99999999999999999999d'",
         ),
         ("PASSITO_CONCURRENCY", "10001", "PASSITO_CONCURRENCY must be at most 10000"),
         ("PASSITO_BATCH_SIZE", "20000", "PASSITO_BATCH_SIZE must be at most 10000"),

@@ -110,19 +110,6 @@ def positive_number(text: str) -> float:
     return value
 
 
-def seconds(text: str) -> float:
-    """A number of seconds, not negative (`dispatch --delay`)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
 def ratio(text: str) -> float:
     try:
         value = float(text)

@@ -8,11 +8,11 @@ from typing import Any
 from passito_jobs.cli.options import (
     CommandError,
     connection,
+    duration,
     int_between,
     job_id,
     json_object,
     open_store,
-    seconds,
 )
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
@@ -55,10 +55,10 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--delay",
-        type=seconds,
+        type=duration,
         default=None,
-        metavar="SECONDS",
-        help="run no earlier than this many seconds from now",
+        metavar="DURATION",
+        help="run no earlier than this from now: 30 (seconds), 30s, 5m, 1h (default: at once)",
     )
     p.add_argument(
         "--depends-on",
@@ -66,7 +66,7 @@ def add_commands(sub: Any) -> None:
         nargs="+",
         default=[],
         metavar="ID",
-        help="parent job ids: run only after all of them completed",
+        help="parent job ids: run only after all of them completed (default: none)",
     )
     p.add_argument(
         "--max-attempts",
@@ -79,7 +79,7 @@ def add_commands(sub: Any) -> None:
         "--unique-key",
         default=None,
         metavar="KEY",
-        help="while an unfinished job has this key, print its id instead",
+        help="while an unfinished job has this key, print its id instead (default: none)",
     )
     p.set_defaults(func=cmd_dispatch)
 

@@ -136,7 +136,7 @@ def add_commands(sub: Any) -> None:
     _add_imports(
         p,
         "import a module that registers job types, e.g. passito_jobs.outpass "
-        "(repeatable; PASSITO_JOB_MODULES)",
+        "(repeatable; PASSITO_JOB_MODULES, default: none)",
     )
     add_flags(p, WORKER_ONLY_FLAGS)
     p.set_defaults(func=cmd_worker)
@@ -144,7 +144,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("supervise", help="run local worker processes scaled to the queue")
     add_flags(p, SUPERVISE_FLAGS)
     add_flags(p, WORKER_PROCESS_FLAGS)
-    _add_imports(p, "module that registers job types, passed to each worker (repeatable)")
+    _add_imports(p, "module that registers job types, passed to each worker (repeatable; default: none)")
     p.set_defaults(func=cmd_supervise)
 
 
