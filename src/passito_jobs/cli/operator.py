@@ -48,6 +48,16 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
             "(it never starts an embedded PostgreSQL)",
             code=2,
         )
-    from passito_jobs.supervisor.operator import OperatorConfig, run_operator  # noqa: PLC0415 - kopf is heavy
+    from passito_jobs.supervisor.operator import (  # noqa: PLC0415 - kopf is heavy
+        ClusterUnavailableError,
+        OperatorConfig,
+        check_cluster,
+        run_operator,
+    )
 
-    return run_operator(OperatorConfig(settings.operator, settings.database))
+    config = OperatorConfig(settings.operator, settings.database)
+    try:
+        check_cluster(config)
+    except ClusterUnavailableError as exc:
+        raise CommandError(str(exc), code=2) from None
+    return run_operator(config)
