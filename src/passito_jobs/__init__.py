@@ -7,7 +7,8 @@ The public API:
     job_id = dispatch("GenerateQrCode", {"outpass_id": 42}, queue="outpasses")
 
 Importing it loads no job type (Passito's are a plug-in: `passito_jobs.outpass`) and no
-rendering library. `dispatch` without `conn=` connects to PASSITO_DATABASE_URL.
+rendering library. `dispatch` without `conn=` connects where the CLI does: PASSITO_DATABASE_URL,
+or the embedded PostgreSQL (started if needed) when it is unset.
 """
 
 from passito_jobs.config import install_dispatch_defaults

@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passito_jobs.queue import conninfo
-from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.settings import (
-    ConfigError,
     SettingsGroup,
     between,
     parse_duration,
@@ -47,9 +45,3 @@ class DatabaseSettings(SettingsGroup):
         # libpq takes whole seconds as a C int; a day is more than any network needs.
         check=(positive, between(0, 86400, "must be at most 1d")),
     )
-
-    def connect(self) -> Conn:
-        """A connection to PASSITO_DATABASE_URL (ConfigError when it is not set)."""
-        if not self.url:
-            raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
-        return connect(self.url, timeout=self.connect_timeout)

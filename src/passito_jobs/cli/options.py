@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from passito_jobs.config import Settings, group_class, shown_default
-from passito_jobs.localdb import LocalDatabase
+from passito_jobs.config import database_url as resolve_database_url
 from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.queue.errors import InvalidJobError
@@ -280,7 +280,7 @@ def database_url(settings: Settings) -> str:
     if settings.database.url:
         return settings.database.url
     data_dir = settings.local_database.data_dir
-    url = LocalDatabase(data_dir).start()
+    url = resolve_database_url(settings.database, settings.local_database)
     log.info(
         "PASSITO_DATABASE_URL is not set: using the embedded PostgreSQL at %s (data in %s)",
         url,
