@@ -155,3 +155,12 @@ def test_bad_settings_are_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
     assert result.stderr.strip().splitlines() == [
         "passito-jobs: error: --min-workers (5) must not exceed --max-workers (2)"
     ]
+
+
+def test_an_unreachable_database_is_one_line_and_exit_2_before_any_worker(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "PASSITO_DATABASE_URL": "postgresql://passito@127.0.0.1:1/passito"}
+    result = run_cli(["supervise", "--min-workers", "2"], env)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip().splitlines() == [
+        "passito-jobs: error: cannot connect to the database at 127.0.0.1:1/passito: Connection refused"
+    ]
