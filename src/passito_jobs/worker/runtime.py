@@ -99,6 +99,7 @@ class Worker:
             handle=handle(),
             worker_id=self.worker_id,
             attempts=self.attempts,
+            job_types=registry.names(),
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
         self.maintainer = Maintainer(
