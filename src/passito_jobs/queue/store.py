@@ -270,8 +270,7 @@ class Store:
         return {str(type_): int(jobs) for type_, jobs in rows}
 
     @_translated
-    def unfinished(self) -> int:
-        """Jobs blocked, pending or processing, in every queue."""
+    def unfinished(self) -> int:  # blocked, pending or processing, in every queue
         return int(self._value("unfinished_jobs", {}) or 0)
 
     @_translated

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +24,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from passito_jobs.database import DatabaseSettings
 from passito_jobs.httpserver import ProbeServer
-from passito_jobs.settings import format_duration
 from passito_jobs.supervisor.autoscaler import (
     GROUP,
     PLURAL,
@@ -38,7 +35,7 @@ from passito_jobs.supervisor.autoscaler import (
     polling_interval,
     reconcile,
 )
-from passito_jobs.supervisor.kube import KubeApi, KubeApiError
+from passito_jobs.supervisor.kube import KubeApi, KubeApiError, connection_info
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Direction
 from passito_jobs.supervisor.settings import OperatorSettings
@@ -144,13 +141,6 @@ class Runtime:
             self.metrics.unregister()
             self.metrics = None
         await self.kube.close()
-
-
-def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """PASSITO_KUBE_SERVER (tests), else the pod's service account, else the kubeconfig."""
-    if kube_server:
-        return kopf.ConnectionInfo(server=kube_server, insecure=True)
-    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
 def runtime_of(memo: Any, kopf_settings: kopf.OperatorSettings) -> Runtime:
@@ -361,37 +351,6 @@ class Poller:
         for direction in (Direction.UP, Direction.DOWN):
             with contextlib.suppress(KeyError):
                 metrics.scale_events.remove(*self.labels, direction.value)
-
-
-class ClusterUnavailableError(Exception):
-    """There is no Kubernetes API to operate on; the message says why, in one line."""
-
-
-def check_cluster(config: OperatorConfig) -> None:
-    """Outside a pod, stop before kopf starts (and retries with tracebacks) when there is no
-    Kubernetes API: no credentials at all, or a server that does not accept a connection within
-    the connect timeout. In a pod (a service account) the operator waits for its API server."""
-    kopf_settings = kopf.OperatorSettings()
-    info = connection_info(config.operator.kube_server, kopf_settings)
-    if info is None:
-        raise ClusterUnavailableError(
-            "no Kubernetes cluster to operate on: not in a pod (no service account), no kubeconfig "
-            "(KUBECONFIG or ~/.kube/config), and PASSITO_KUBE_SERVER is not set"
-        )
-    in_pod = not config.operator.kube_server and kopf.login_with_service_account(settings=kopf_settings)
-    url = urllib.parse.urlsplit(info.server)
-    if in_pod or not url.hostname:
-        return
-    timeout = config.database.connect_timeout
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ClusterUnavailableError(
-            f"cannot reach the Kubernetes API at {url.scheme}://{url.netloc} "
-            f"within {format_duration(timeout)} (PASSITO_CONNECT_TIMEOUT): {reason}"
-        ) from None
 
 
 def run_operator(config: OperatorConfig) -> int:
