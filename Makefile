@@ -28,10 +28,13 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
+	@echo "Creating $(VENV) with passito-jobs and its development tools (PostgreSQL server, WeasyPrint,"
+	@echo "kopf, pytest, mypy, ruff, ...): the first time, pip downloads them (about 1 GB installed) in a minute or more"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+	@echo "Done: '. $(VENV)/bin/activate' puts passito-jobs on your PATH"
 
 venv: $(STAMP) ## create .venv with the package and every development tool
 

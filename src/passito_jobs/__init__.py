@@ -12,7 +12,8 @@ The public API:
     raise Snooze(60)  # in a handler: run again in a minute, without spending an attempt
 
 Importing it loads no job type (Passito's are a plug-in: `passito_jobs.outpass`) and no
-rendering library. `dispatch` without `conn=` connects to PASSITO_DATABASE_URL.
+rendering library. `dispatch` without `conn=` connects where the CLI does: PASSITO_DATABASE_URL,
+or the embedded PostgreSQL (started if needed) when it is unset.
 """
 
 from passito_jobs.config import install_dispatch_defaults

@@ -29,9 +29,10 @@ from typing import Any
 
 from passito_jobs.database import DatabaseSettings
 from passito_jobs.health.settings import HealthSettings
-from passito_jobs.localdb import LocalDatabaseSettings
+from passito_jobs.localdb import LocalDatabase, LocalDatabaseSettings
 from passito_jobs.logs import LoggingSettings
 from passito_jobs.queue import dispatch, limits
+from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.settings import (
     MAX_DURATION,
     ConfigError,
@@ -205,8 +206,21 @@ def payload_limit_from_env() -> int:
     return _payload_limits[raw]
 
 
+def database_url(database: DatabaseSettings, local: LocalDatabaseSettings) -> str:
+    """Where the queue is, for the CLI and for `dispatch` alike: PASSITO_DATABASE_URL, or the
+    embedded PostgreSQL under PASSITO_DATA_DIR (started if it is not running) when it is unset."""
+    return database.url or LocalDatabase(local.data_dir).start()
+
+
+def _connect_from_env() -> Conn:
+    database = DatabaseSettings.from_env()
+    url = database_url(database, LocalDatabaseSettings.from_env())
+    return connect(url, timeout=database.connect_timeout, prepare=database.prepare)
+
+
 def install_dispatch_defaults() -> None:
-    """`dispatch` without `conn=` connects to PASSITO_DATABASE_URL and checks payloads against
-    PASSITO_MAX_PAYLOAD_BYTES (the queue takes plain values: `queue.dispatch.defaults`)."""
-    dispatch.defaults.connect = lambda: DatabaseSettings.from_env().connect()
+    """`dispatch` without `conn=` connects where the CLI does (`database_url`) and checks
+    payloads against PASSITO_MAX_PAYLOAD_BYTES (the queue takes plain values:
+    `queue.dispatch.defaults`)."""
+    dispatch.defaults.connect = _connect_from_env
     dispatch.defaults.max_payload_bytes = payload_limit_from_env

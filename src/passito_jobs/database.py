@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passito_jobs.queue import conninfo
-from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.settings import (
-    ConfigError,
     SettingsGroup,
     between,
     parse_bool,
@@ -65,8 +63,3 @@ class DatabaseSettings(SettingsGroup):
         pooler, where a statement prepared on one server connection is missing on the next."""
         return self.listen
 
-    def connect(self) -> Conn:
-        """A connection to PASSITO_DATABASE_URL (ConfigError when it is not set)."""
-        if not self.url:
-            raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch")
-        return connect(self.url, timeout=self.connect_timeout, prepare=self.prepare)

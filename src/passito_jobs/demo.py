@@ -13,6 +13,7 @@ signs with a random key made for this run.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import random
 import secrets
@@ -85,15 +86,56 @@ def worker_environment(outpass: OutpassSettings, storage: Path) -> dict[str, str
     return env
 
 
+def optional_libraries_missing() -> list[str]:
+    """Debian packages that make PDFs faster and are not installed (WeasyPrint works without
+    them, subsetting fonts with fontTools instead of HarfBuzz)."""
+    return [] if ctypes.util.find_library("harfbuzz-subset") else ["libharfbuzz-subset0"]
+
+
+class _Run:
+    """One demo run's signals: the first Ctrl-C (or SIGTERM) stops gracefully and says what it
+    waits for; the second kills the workers at once. Either way the run then cleans up: its
+    workers end, and the embedded PostgreSQL stops if this was the last run using it."""
+
+    def __init__(self, shutdown_timeout: float) -> None:
+        self.stop = threading.Event()
+        self.shutdown_timeout = shutdown_timeout
+        self.supervisor: LocalSupervisor | None = None
+        self.killed = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            print(
+                f"\nStopping: the workers finish the jobs they run (at most {self.shutdown_timeout:g}s), "
+                "then the embedded PostgreSQL stops. Ctrl-C again to stop at once.",
+                flush=True,
+            )
+        elif not self.killed:
+            self.killed = True
+            print("\nStopping at once: killing the workers (their jobs run again later)", flush=True)
+            if self.supervisor is not None:
+                self.supervisor.kill()
+
+
 def _database(settings: Settings) -> tuple[str, LocalDatabase | None]:
-    """The database URL, and the embedded PostgreSQL to stop at the end if this demo started it."""
+    """The database URL, and the embedded PostgreSQL this run shares (None: PASSITO_DATABASE_URL)."""
     if settings.database.url:
         return settings.database.url, None
     local = LocalDatabase(settings.local_database.data_dir)
-    started_here = local.running_port() is None
-    url = local.start()
+    url = local.join(os.getpid())
     print(f"Embedded PostgreSQL: {url} (data in {local.pgdata})", flush=True)
-    return url, local if started_here else None  # someone else's server: leave it running
+    return url, local
+
+
+def _leave(local: LocalDatabase | None) -> None:
+    if local is None:
+        return
+    stopped, others = local.leave(os.getpid())
+    if stopped:
+        print("Embedded PostgreSQL stopped", flush=True)
+    elif others:
+        print(f"Embedded PostgreSQL left running: {others} other demo run(s) use it", flush=True)
 
 
 def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int) -> int:
@@ -101,21 +143,50 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         "passito-jobs demo: the queue, local workers with autoscaling, and a demo workload",
         flush=True,
     )
+    missing = optional_libraries_missing()
+    if missing:
+        print(
+            f"PDFs render faster with {' '.join(missing)} installed "
+            f"(apt-get install {' '.join(missing)}; README.md, optional system packages)",
+            flush=True,
+        )
     outpass = OutpassSettings.from_env()
-    url, local = _database(settings)
+    run = _Run(settings.worker.shutdown_timeout)
+    previous = {s: signal.signal(s, run.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    local: LocalDatabase | None = None
+    try:
+        url, local = _database(settings)
+        if run.stop.is_set():
+            return 130
+        return _run_with_database(
+            settings, run, url, outpass, jobs=jobs, until_drained=until_drained, workers=workers
+        )
+    finally:
+        _leave(local)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_with_database(
+    settings: Settings,
+    run: _Run,
+    url: str,
+    outpass: OutpassSettings,
+    *,
+    jobs: int,
+    until_drained: bool,
+    workers: int,
+) -> int:
     store = Store(connect(url, timeout=settings.database.connect_timeout))
     for migration in store.migrate():
         print(f"Applied migration {migration.version:04d}_{migration.name}", flush=True)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print("\nStopping (Ctrl-C again to force)...", flush=True)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    leftovers = store.unfinished()
+    if leftovers:
+        print(
+            f"{leftovers} unfinished jobs are already in the queue (left by an earlier run, or another "
+            "run's): the workers run them too; this run counts only its own",
+            flush=True,
+        )
     policy = ScalingPolicy(
         min_replicas=1,
         max_replicas=workers,
@@ -124,7 +195,7 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         cooldown=10.0,
     )
     storage = Path(os.path.abspath(outpass.storage_dir))
-    supervisor = LocalSupervisor(
+    run.supervisor = LocalSupervisor(
         policy,
         database_url=url,
         check_interval=2.0,
@@ -133,38 +204,36 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         shutdown_timeout=settings.worker.shutdown_timeout,
     )
     supervisor_stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(supervisor_stop,), name="supervisor")
+    thread = threading.Thread(target=run.supervisor.run, args=(supervisor_stop,), name="supervisor")
     thread.start()
-    failed = 0
     try:
-        outpasses = sample_outpasses(jobs, random.Random(7))  # noqa: S311 - not crypto
-        flows = dispatch_outpass_flows(outpasses, conn=store.conn)
-        ids = sorted(job_id for flow in flows for job_id in flow.job_ids)
-        approvals = sum(1 for flow in flows if flow.parent_approval is not None)
-        print(
-            f"Dispatched {len(flows)} sample outpasses: {len(ids)} jobs (#{ids[0]}..#{ids[-1]}) = "
-            f"QR code, PDF and student email each, and {approvals} parent approval emails",
-            flush=True,
-        )
-        print(f"Files go to {storage}/outpasses/, emails to {storage}/outbox/ (.eml files)", flush=True)
-        while not stop.is_set():
-            done, failed = store.finished_between(ids[0], ids[-1])
-            print(
-                f"[{time.strftime('%H:%M:%S')}] Demo: {done}/{len(ids)} jobs done ({failed} failed)",
-                flush=True,
-            )
-            if until_drained and done == len(ids):
-                sample_pdf = storage / "outpasses" / flows[0].outpass_id / "outpass.pdf"
-                print(f"All demo jobs are done. Open a PDF: {sample_pdf}", flush=True)
-                break
-            stop.wait(PROGRESS_EVERY)
+        return _dispatch_and_watch(store, run, storage, jobs=jobs, until_drained=until_drained)
     finally:
         supervisor_stop.set()
         thread.join()
         store.conn.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if local is not None:
-            local.stop()
-            print("Embedded PostgreSQL stopped", flush=True)
+
+
+def _dispatch_and_watch(store: Store, run: _Run, storage: Path, *, jobs: int, until_drained: bool) -> int:
+    outpasses = sample_outpasses(jobs, random.Random(7))  # noqa: S311 - not crypto
+    flows = dispatch_outpass_flows(outpasses, conn=store.conn)
+    ids = sorted(job_id for flow in flows for job_id in flow.job_ids)
+    approvals = sum(1 for flow in flows if flow.parent_approval is not None)
+    print(
+        f"Dispatched {len(flows)} sample outpasses: {len(ids)} jobs (#{ids[0]}..#{ids[-1]}) = "
+        f"QR code, PDF and student email each, and {approvals} parent approval emails",
+        flush=True,
+    )
+    print(f"Files go to {storage}/outpasses/, emails to {storage}/outbox/ (.eml files)", flush=True)
+    failed = 0
+    while not run.stop.is_set():
+        done, failed = store.finished_among(ids)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] Demo: {done}/{len(ids)} jobs done ({failed} failed)", flush=True
+        )
+        if until_drained and done == len(ids):
+            sample_pdf = storage / "outpasses" / flows[0].outpass_id / "outpass.pdf"
+            print(f"All demo jobs are done. Open a PDF: {sample_pdf}", flush=True)
+            break
+        run.stop.wait(PROGRESS_EVERY)
     return 1 if until_drained and failed else 0

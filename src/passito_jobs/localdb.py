@@ -104,6 +104,19 @@ def _allow_traverse(path: Path) -> None:
             folder.chmod(mode | stat.S_IXOTH)
 
 
+STARTED_BY_A_RUN = "started-by-a-run"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class LocalDatabase:
     """One embedded PostgreSQL data directory and the server running on it."""
 
@@ -139,22 +152,60 @@ class LocalDatabase:
     def start(self) -> str:
         """Start the server if needed and return the URL of the `passito` database."""
         with self._lock():
-            port = self.running_port()
-            if port is None:
-                self._initdb()
-                port = self._pg_ctl_start()
-            self._ensure_database(port)
-            return self.url(port)
+            return self._start()
 
     def stop(self) -> bool:
         """Stop the server; False when none was running."""
         with self._lock():
+            return self._stop()
+
+    def join(self, user: int) -> str:
+        """Start the server if needed, as `start`, and count process `user` among the runs that
+        share it (`passito-jobs demo`). When a shared run starts it, the last one to `leave`
+        stops it; a server started otherwise (`db start`, a test) is left running."""
+        with self._lock():
+            self._users().mkdir(exist_ok=True)
             if self.running_port() is None:
-                return False
-            self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
-            return True
+                (self._users() / STARTED_BY_A_RUN).touch()
+            url = self._start()
+            (self._users() / str(user)).touch()
+            return url
+
+    def leave(self, user: int) -> tuple[bool, int]:
+        """Process `user` no longer uses the server: (whether this stopped it, how many other
+        live runs still use it)."""
+        with self._lock():
+            (self._users() / str(user)).unlink(missing_ok=True)
+            others = []
+            for entry in self._users().glob("[0-9]*"):
+                if _alive(int(entry.name)):
+                    others.append(entry)
+                else:
+                    entry.unlink()  # a run that was killed before it could leave
+            marker = self._users() / STARTED_BY_A_RUN
+            if others or not marker.exists():
+                return False, len(others)
+            marker.unlink()
+            return self._stop(), 0
 
     # --- internals
+
+    def _users(self) -> Path:
+        return self.root / "runs"
+
+    def _start(self) -> str:
+        port = self.running_port()
+        if port is None:
+            self._initdb()
+            port = self._pg_ctl_start()
+        self._ensure_database(port)
+        return self.url(port)
+
+    def _stop(self) -> bool:
+        if self.running_port() is None:
+            return False
+        self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+        return True
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

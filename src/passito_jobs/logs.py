@@ -144,5 +144,5 @@ def setup(
     root.setLevel(level.upper())
     # Third-party chatter stays at WARNING unless DEBUG was asked for.
     if level.upper() != "DEBUG":
-        for noisy in ("psycopg", "asyncio", "kopf", "aiohttp"):
+        for noisy in ("psycopg", "asyncio", "kopf", "aiohttp", "fontTools", "weasyprint"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -97,10 +97,10 @@ def parse_duration(text: str) -> float:
     """Parse `90`, `1.5s`, `250ms`, `5m`, `1h` or `7d` into seconds (at most 100 years)."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"{printable(text, 40)!r} is not a duration (examples: 30, 250ms, 10s, 5m, 1h, 7d)")
+        raise ValueError(f"must be a duration like 30 (seconds), 10s, 5m, 1h, got {printable(text, 40)!r}")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not seconds <= MAX_DURATION:  # also refuses an infinite one ("9" * 400)
-        raise ValueError(f"{text.strip()[:40]!r} is longer than the longest duration, 36500d (100 years)")
+        raise ValueError(f"must be at most 36500d (100 years), got {text.strip()[:40]!r}")
     return seconds
 
 
@@ -119,23 +119,23 @@ def parse_bool(text: str) -> bool:
         return True
     if lowered in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"{printable(text, 40)!r} is not a boolean (use true or false)")
+    raise ValueError(f"must be true or false, got {printable(text, 40)!r}")
 
 
 def parse_int(text: str) -> int:
     try:
         return int(text.strip())
     except ValueError:  # also a number of more than 4,300 digits
-        raise ValueError(f"{printable(text.strip(), 40)!r} is not a whole number") from None
+        raise ValueError(f"must be a whole number, got {printable(text.strip(), 40)!r}") from None
 
 
 def parse_float(text: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise ValueError(f"{printable(text.strip(), 40)!r} is not a number") from None
+        raise ValueError(f"must be a number, got {printable(text.strip(), 40)!r}") from None
     if not math.isfinite(value):
-        raise ValueError(f"{text.strip()!r} is not a finite number")
+        raise ValueError(f"must be a finite number, got {text.strip()!r}")
     return value
 
 
@@ -308,15 +308,14 @@ class SettingsGroup:
         return ()
 
     def fail(self, field: str, message: str, *, got: Any) -> None:
-        detail = f" (got {self.shown(field, got)})"
-        raise ConfigError(message, field=field, spelled=self.spelled(), detail=detail)
-
-    def shown(self, field: str, value: Any) -> str:
-        """A value as an error message may show it: never a secret's."""
-        if _field(type(self), field).metadata.get("secret"):
-            return "(hidden)"
-        text = repr(value)
-        return text if len(text) <= 80 else text[:77] + "..."
+        """Raise the ConfigError of `field`, with the value it got: never a secret's (a secret's
+        check words its message without the value)."""
+        text = repr(got)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        secret = _field(type(self), field).metadata.get("secret")
+        raise ConfigError(
+            message, field=field, spelled=self.spelled(), detail="" if secret else f" (got {shown})"
+        )
 
 
 def _field(cls: type[Any], name: str) -> dataclasses.Field[Any]:
@@ -341,11 +340,12 @@ def read_environment(
             continue
         name, raw = found
         if _SURROGATE.search(raw):  # bytes that are not UTF-8 (Python keeps them as surrogates)
-            raise ConfigError(f"{name}: is not valid UTF-8 text", field=spec.name)
+            raise ConfigError(f"{name} is not valid UTF-8 text", field=spec.name)
         try:
             values[spec.name] = spec.metadata["parse"](raw)
         except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}", field=spec.name) from None
+            joint = " " if str(exc).startswith(("must ", "is ")) else ": "  # "X must be ..."; "X: why"
+            raise ConfigError(f"{name}{joint}{exc}", field=spec.name) from None
         sources[spec.name] = name
     return values, sources, warnings
 

@@ -61,7 +61,7 @@ def test_dispatch_prints_the_new_id(conn: Conn, cli_env: dict[str, str]) -> None
     [
         (["--payload", "[1, 2]"], "argument --payload: must be a JSON object"),
         (["--payload", "{oops"], "argument --payload: not valid JSON"),
-        (["--delay", "-5"], "argument --delay: must not be negative, got -5"),
+        (["--delay", "-5"], "argument --delay: must be a duration like 30 (seconds), 10s, 5m, 1h, got '-5'"),
         (["--max-attempts", "0"], "argument --max-attempts: must be at least 1, got 0"),
         (["--depends-on", "424242"], "passito-jobs: error: unknown parent job id(s): 424242"),
     ],
@@ -153,7 +153,9 @@ def test_unreachable_database_is_one_line_exit_2(cli_env: dict[str, str], url: s
 def test_bad_setting_is_one_line_exit_2(cli_env: dict[str, str]) -> None:
     done = run_cli(["jobs", "list"], {**cli_env, "PASSITO_CONCURRENCY": "lots"})
     assert done.returncode == 2
-    assert one_line_error(done).startswith("passito-jobs: error: PASSITO_CONCURRENCY:")
+    assert one_line_error(done).startswith(
+        "passito-jobs: error: PASSITO_CONCURRENCY must be a whole number, got "
+    )
 
 
 @pytest.mark.slow

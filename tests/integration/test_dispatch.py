@@ -172,14 +172,13 @@ def test_dispatch_wakes_listeners_only_on_commit(database_url: str) -> None:
     assert [n.payload for n in got] == ["emails"]
 
 
-def test_default_connection_needs_a_database_url(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
-    from passito_jobs.config import ConfigError
+def test_default_connection_follows_the_database_url(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    # Without PASSITO_DATABASE_URL it is the CLI's embedded PostgreSQL: test_default_database.py.
     from passito_jobs.queue import dispatch as module
 
-    monkeypatch.delenv("PASSITO_DATABASE_URL", raising=False)
     module._shared.close()
-    with pytest.raises(ConfigError, match="PASSITO_DATABASE_URL is not set"):
-        dispatch("Noop")
     monkeypatch.setenv("PASSITO_DATABASE_URL", database_url)
     try:
         assert dispatch("Noop") > 0

@@ -153,7 +153,7 @@ def test_failure_rate_over_the_window_per_queue(conn: Conn, cli_env: dict[str, s
     ("args", "env", "message"),
     [
         (["--max-failure-rate", "10"], {}, "--max-failure-rate: must be between 0 and 1"),
-        (["--window", "soon"], {}, "--window: 'soon' is not a duration"),
+        (["--window", "soon"], {}, "--window: must be a duration like 30 (seconds), 10s, 5m, 1h, got 'soon'"),
         (
             [],
             {"PASSITO_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"},
@@ -206,16 +206,22 @@ def test_a_slow_query_is_cancelled_by_the_statement_timeout(conn: Conn, cli_env:
 
 def test_the_query_counts_finished_jobs_through_the_partial_indexes(conn: Conn) -> None:
     """A table with many completed jobs: no part of the statement scans the whole table."""
+    # One transaction: now() is its start time in every statement, so the rows at the window's
+    # edge stay where they are however long the insert, the ANALYZE and the plan take.
+    with conn.transaction():
+        _counts_through_the_partial_indexes(conn)
+
+
+def _counts_through_the_partial_indexes(conn: Conn) -> None:
     conn.execute(
         """
         INSERT INTO passito_jobs.jobs (queue, type, state, attempts, run_at, finished_at)
         SELECT 'q' || (g % 4), 'GenerateQrCode', 'completed', 1, finished, finished
         FROM generate_series(1, 200000) g,
-             -- 1,200 rows within the hour, the newest 2.9 s and the oldest 58 min ago; the rest
-             -- over an hour and two minutes ago. So the count holds however long the insert, the
-             -- ANALYZE and the plan below take (under two minutes), on any machine.
-             LATERAL (SELECT CASE WHEN g <= 1200 THEN now() - g * interval '2.9 s'
-                                  ELSE now() - g * interval '3 s' - interval '2 min' END AS finished) f
+             -- One every 3 s: the 1,200th exactly an hour ago (the window's edge, counted), the
+             -- 1,201st 1 ms past it (not counted).
+             LATERAL (SELECT now() - g * interval '3 s' - CASE WHEN g > 1200 THEN interval '1 ms'
+                                                               ELSE interval '0' END AS finished) f
         """
     )
     conn.execute(
@@ -254,7 +260,7 @@ def test_the_query_counts_finished_jobs_through_the_partial_indexes(conn: Conn) 
     assert "jobs_finished_idx" in used
 
     stats = {s.queue: s for s in Store(conn).queue_stats(timeout=5, **params)}
-    assert sum(s.completed_recently for s in stats.values()) == 1200  # one every 2.9 s within the hour
+    assert sum(s.completed_recently for s in stats.values()) == 1200  # one every 3 s, the edge included
     assert sum(s.failed for s in stats.values()) == 2000
     assert sum(s.processing for s in stats.values()) == 50
 
@@ -329,32 +335,58 @@ def test_exporter_gauges_follow_the_queue(
 
 
 def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
-    conn: Conn, collector: tuple[QueueCollector, CollectorRegistry]
+    conn: Conn, database_url: str, collector: tuple[QueueCollector, CollectorRegistry]
 ) -> None:
-    _, registry = collector
     dispatch("SendEmail", conn=conn)
+    # The collector reads its clock once when a scrape arrives and once when its query starts:
+    # counting the reads tells when every scrape is waiting, with no sleep that a loaded machine
+    # could outrun.
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return time.monotonic()
+
+    shared = QueueCollector(
+        database_url, stale_after=300, stuck_after=60, window=3600, query_timeout=60, connect_timeout=10,
+        clock=clock,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(shared)
     assert samples(registry)[("passito_jobs_exporter_queries_total", ())] == 1.0
     results: list[dict[Any, float]] = []
 
     def scrape() -> None:
         results.append(samples(registry))
 
+    def waiting_on_the_lock() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        return row is not None and row[0] == 1
+
     # A lock makes the next query wait; five scrapes arrive meanwhile.
-    with conn.transaction():
-        conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
-        threads = [threading.Thread(target=scrape) for _ in range(5)]
+    try:
+        with conn.transaction():
+            conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
+            before = reads[0]
+            threads = [threading.Thread(target=scrape) for _ in range(5)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: reads[0] - before == 6, message="five scrapes and one query started")
+            wait_for(waiting_on_the_lock, message="the query waiting on the lock")
         for thread in threads:
-            thread.start()
-            time.sleep(0.02)
-        time.sleep(0.2)
-    for thread in threads:
-        thread.join(10)
+            thread.join(60)
+    finally:
+        shared.close()
     assert len(results) == 5
     ups = [r[("passito_jobs_exporter_database_up", ())] for r in results]
     queries_run = {r[("passito_jobs_exporter_queries_total", ())] for r in results}
     assert ups == [1.0] * 5
     assert queries_run == {2.0}, "each waiting scrape served the one query that ran meanwhile"
 
+    _, registry = collector
     # A lock held longer than the query timeout (0.5s): the scrape answers, exporter_database_up 0.
     with conn.transaction():
         conn.execute("LOCK TABLE passito_jobs.jobs IN ACCESS EXCLUSIVE MODE")
@@ -363,7 +395,7 @@ def test_concurrent_scrapes_share_one_query_and_the_statement_timeout_bounds_it(
         elapsed = time.monotonic() - started
     assert found[("passito_jobs_exporter_database_up", ())] == 0.0
     assert not [key for key in found if key[0].startswith("passito_jobs_queue_")]
-    assert elapsed < 3
+    assert elapsed < 10  # the lock is held until the scrape returns: only the timeout ends it
     # The next scrape reconnects and reports the queue again.
     found = samples(registry)
     assert found[("passito_jobs_exporter_database_up", ())] == 1.0

@@ -18,7 +18,7 @@ from passito_jobs import dispatch, dispatch_many
 from passito_jobs.outpass import flow as flow_module
 from passito_jobs.outpass.flow import dispatch_outpass_flow, dispatch_outpass_flows
 from passito_jobs.outpass.model import InvalidOutpassError
-from tests.helpers import WorkerProcess, count_states, run_cli, wait_for
+from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
 from tests.outpasses import sample_payload
 
 Conn = psycopg.Connection[Any]
@@ -249,6 +249,38 @@ def test_cleanup_expired_files_dispatches_and_a_worker_sweeps(
     assert (row[0]["files_deleted"], row[0]["bytes_freed"], row[0]["dry_run"]) == (1, 123, False)
     assert row[0]["files"] == ["outbox/old.eml"]
     assert not old.exists()
+
+
+def test_cleanup_with_other_options_than_the_pending_sweep_says_so_or_replaces_it(
+    conn: Conn, cli_env: dict[str, str]
+) -> None:
+    first = run_cli(["cleanup-expired-files", "--dry-run"], cli_env)
+    assert first.returncode == 0, first.stderr
+    dry = int(first.stdout)
+
+    other = run_cli(["cleanup-expired-files", "--retention-days", "1"], cli_env)
+    assert (other.returncode, other.stdout) == (1, "")
+    assert other.stderr.splitlines() == [
+        f'passito-jobs: error: a cleanup sweep with other options is pending: #{dry} {{"dry_run": true}}; '
+        "these options were not applied (--replace cancels it and dispatches this one)"
+    ]
+    assert run_cli(["cleanup-expired-files", "--dry-run"], cli_env).stdout.strip() == str(dry)  # same options
+
+    replaced = run_cli(["cleanup-expired-files", "--retention-days", "1", "--replace"], cli_env)
+    assert replaced.returncode == 0, replaced.stderr
+    sweep = int(replaced.stdout)
+    assert job_state(conn, dry) == "cancelled"
+    assert jobs(conn)[sweep] == ("CleanupExpiredFiles", "pending", "maintenance", [])
+    row = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (sweep,)).fetchone()
+    assert row == ({"dry_run": False, "retention_days": 1},)
+
+    conn.execute("UPDATE passito_jobs.jobs SET state = 'processing', attempts = 1 WHERE id = %s", (sweep,))
+    running = run_cli(["cleanup-expired-files", "--replace"], cli_env)
+    assert running.returncode == 1
+    assert running.stderr.splitlines() == [
+        f'passito-jobs: error: cleanup sweep #{sweep} {{"dry_run": false, "retention_days": 1}} is already '
+        "processing: wait for it to finish"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,9 @@ def test_a_worker_answers_healthz_while_1000_idle_connections_are_open(
         started = time.monotonic()
         status, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert (status, body) == (200, b"ok\n")
-        assert time.monotonic() - started < 1.0
+        # Well under the 5 s read timeout a probe stuck behind the idle connections would wait
+        # (generous: a loaded machine is slow to answer anything).
+        assert time.monotonic() - started < 3.0
         assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
     finally:
         for sock in idle:
@@ -70,7 +72,7 @@ def test_an_idle_connection_is_closed_after_the_read_timeout() -> None:
 def test_an_http_0_9_request_is_answered_and_closed_at_once(probes: ProbeServer) -> None:
     received, took = raw_request(probes.port, b"GET /healthz\r\n")
     assert received.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
-    assert took < 1.0
+    assert took < 3.0  # not after the 5 s read timeout
 
 
 def test_healthz_readyz_and_errors(probes: ProbeServer) -> None:
@@ -151,7 +153,7 @@ def test_connections_beyond_the_cap_get_503_and_probes_pass_slow_scrapes() -> No
         received, took = raw_request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
         assert received.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert received.endswith(b"too many connections\n")
-        assert took < 1.0
+        assert took < 3.0  # refused, not queued behind the slow scrapes
         slow.release.set()
         for scrape in scrapes:
             scrape.join(30)

@@ -32,7 +32,7 @@ def operator_env(
         "PASSITO_KUBE_SERVER": cluster.url,
         "PASSITO_DATABASE_URL": database_url,
         "PASSITO_OPERATOR_METRICS_PORT": str(ports["metrics"]),
-        "PASSITO_CONNECT_TIMEOUT": "1",
+        "PASSITO_CONNECT_TIMEOUT": "10",  # a loaded machine may take seconds to connect
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

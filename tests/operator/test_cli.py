@@ -29,6 +29,27 @@ def test_operator_refuses_to_start_without_a_database_url(cli_env: dict[str, str
     ]
 
 
+def test_operator_without_a_cluster_is_one_line_and_exit_2(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env.items() if k not in {"KUBECONFIG", "PASSITO_KUBE_SERVER"}}
+    result = run_cli(["operator"], {**env, "HOME": str(tmp_path)})  # no ~/.kube/config there
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "passito-jobs: error: no Kubernetes cluster to operate on: not in a pod (no service account), "
+        "no kubeconfig (KUBECONFIG or ~/.kube/config), and PASSITO_KUBE_SERVER is not set"
+    ]
+
+
+def test_operator_with_an_unreachable_api_server_is_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
+    closed = free_port()  # nothing listens there
+    env = {**cli_env, "PASSITO_KUBE_SERVER": f"https://127.0.0.1:{closed}", "PASSITO_CONNECT_TIMEOUT": "3"}
+    result = run_cli(["operator"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"passito-jobs: error: cannot reach the Kubernetes API at https://127.0.0.1:{closed} within 3s "
+        "(PASSITO_CONNECT_TIMEOUT): Connection refused"
+    ]
+
+
 @pytest.mark.parametrize(
     "namespaces",
     [None, "default"],

@@ -117,9 +117,12 @@ def test_environment_is_parsed() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY: 'many' is not a whole number"),
+        ({"PASSITO_CONCURRENCY": "many"}, "PASSITO_CONCURRENCY must be a whole number, got 'many'"),
         ({"PASSITO_CONCURRENCY": "0"}, "PASSITO_CONCURRENCY must be at least 1"),
-        ({"PASSITO_STUCK_TIMEOUT": "soon"}, "PASSITO_STUCK_TIMEOUT: 'soon' is not a duration"),
+        (
+            {"PASSITO_STUCK_TIMEOUT": "soon"},
+            "PASSITO_STUCK_TIMEOUT must be a duration like 30 \\(seconds\\), 10s, 5m, 1h, got 'soon'",
+        ),
         (
             {"PASSITO_STUCK_TIMEOUT": "5s"},
             "PASSITO_STUCK_TIMEOUT must be longer than PASSITO_HEARTBEAT_INTERVAL",
@@ -128,7 +131,7 @@ def test_environment_is_parsed() -> None:
             {"PASSITO_STUCK_AFTER": "5s"},
             "PASSITO_STUCK_AFTER must be longer than PASSITO_HEARTBEAT_INTERVAL",
         ),
-        ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS: 'maybe' is not a boolean"),
+        ({"PASSITO_LOG_JOBS": "maybe"}, "PASSITO_LOG_JOBS must be true or false, got 'maybe'"),
         ({"PASSITO_LOG_FORMAT": "xml"}, "PASSITO_LOG_FORMAT must be text or json"),
         ({"PASSITO_MIN_WORKERS": "5", "PASSITO_MAX_WORKERS": "2"}, "PASSITO_MAX_WORKERS must be at least 1"),
         (

@@ -31,8 +31,8 @@ def test_config_reads_the_dashboard_group() -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"PASSITO_WEB_PORT": "NaN"}, "PASSITO_WEB_PORT: 'NaN' is not a whole number"),
-        ({"PASSITO_WEB_PORT": "9" * 5000}, "PASSITO_WEB_PORT: "),
+        ({"PASSITO_WEB_PORT": "NaN"}, "PASSITO_WEB_PORT must be a whole number, got 'NaN'"),
+        ({"PASSITO_WEB_PORT": "9" * 5000}, "PASSITO_WEB_PORT must be a whole number, got "),
         ({"PASSITO_WEB_PORT": "-1"}, "PASSITO_WEB_PORT must be a port number or 0"),
         ({"PASSITO_WEB_HOST": "  "}, "PASSITO_WEB_HOST must not be empty"),
         ({"PASSITO_WEB_HEADER_ROLE": "root"}, "PASSITO_WEB_HEADER_ROLE must be viewer or admin"),
@@ -41,7 +41,7 @@ def test_config_reads_the_dashboard_group() -> None:
         ({"PASSITO_WEB_DB_CONNECTIONS": "1000"}, "PASSITO_WEB_DB_CONNECTIONS must be at most 100"),
         ({"PASSITO_WEB_AUTH": "token"}, "PASSITO_WEB_TOKENS_FILE is required by `token`"),
         ({"PASSITO_WEB_AUTH": "basic\x00"}, "is not an authentication mode"),
-        ({"PASSITO_WEB_HOST": "\udcff"}, "PASSITO_WEB_HOST: is not valid UTF-8 text"),
+        ({"PASSITO_WEB_HOST": "\udcff"}, "PASSITO_WEB_HOST is not valid UTF-8 text"),
     ],
 )
 def test_a_bad_value_is_one_clear_error_naming_the_variable(environ: dict[str, str], message: str) -> None:

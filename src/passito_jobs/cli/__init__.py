@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from passito_jobs import logs
-from passito_jobs.cli.options import PROG, CommandError
+from passito_jobs.cli.options import PROG, CommandError, open_store
 from passito_jobs.config import Settings
 from passito_jobs.localdb import LocalDatabaseError
 from passito_jobs.queue.conninfo import Redactor
-from passito_jobs.queue.errors import QueueError
+from passito_jobs.queue.errors import QueueError, SchemaMissingError
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.settings import ConfigError, FieldError
 
 __all__ = ["PROG", "CommandError", "build_parser", "main", "stop_on_signals"]
@@ -66,10 +68,39 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line (and exit code 2), not a usage dump."""
+    """Usage errors are one line (and exit code 2), not a usage dump, and point at the help of
+    the command they are about."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose one-line help is also their description (`COMMAND --help` says what
+    it does), and whose unknown arguments are reported by the subcommand that got them."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if kwargs.get("help") and "description" not in kwargs:
+            text = str(kwargs["help"])
+            kwargs["description"] = text[0].upper() + text[1:] + "."
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        return parser
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        unknown = getattr(namespace, argparse._UNRECOGNIZED_ARGS_ATTR, None)
+        if unknown:
+            self._name_parser_map[values[0]].error(f"unrecognized arguments: {' '.join(unknown)}")
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -80,6 +111,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         description="Postgres-backed job queue, workers and autoscaling for Passito.",
         epilog="Settings come from PASSITO_* environment variables (docs/configuration.md).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)
@@ -90,6 +122,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         else:
             sub.add_parser(name, help=help_text)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("passito-jobs")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "(not installed)"
 
 
 def stop_on_signals(first: Callable[[int], None], second: Callable[[int], None] | None = None) -> None:
@@ -108,6 +147,16 @@ def stop_on_signals(first: Callable[[int], None], second: Callable[[int], None] 
 def _fail(message: str, code: int) -> NoReturn:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _schema_line(settings: Settings, exc: SchemaMissingError) -> str:
+    """What is wrong with the schema, in one line: the database is asked, since a missing
+    table or function may mean "not installed" or "older than this code"."""
+    try:
+        with open_store(settings) as store:
+            return schema_problem(store.schema_version()) or str(exc)
+    except (QueueError, LocalDatabaseError):
+        return str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except CommandError as exc:
         _fail(masked(str(exc)), exc.code)
+    except SchemaMissingError as exc:  # before `migrate`, whichever command ran
+        _fail(masked(_schema_line(settings, exc)), 2)
     except (FieldError, QueueError, LocalDatabaseError) as exc:  # ConfigError is a FieldError
         _fail(masked(str(exc)), 2)
     except KeyboardInterrupt:

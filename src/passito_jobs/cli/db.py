@@ -14,7 +14,12 @@ from passito_jobs.queue.conninfo import describe_target
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("db", help="the embedded PostgreSQL used when PASSITO_DATABASE_URL is unset")
-    p.add_argument("action", choices=["start", "stop", "url"])
+    p.add_argument(
+        "action",
+        choices=["start", "stop", "url"],
+        metavar="ACTION",
+        help="start: start it (if not running) and print its URL; stop: stop it; url: print its URL",
+    )
     p.set_defaults(func=cmd_db)
 
 

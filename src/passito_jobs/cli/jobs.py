@@ -58,26 +58,34 @@ def add_commands(sub: Any) -> None:
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=type(jobs))
     p = jsub.add_parser("list", help="list jobs, newest first")
     states = [s.value for s in JobState]
-    p.add_argument("--state", dest="state", choices=states)
+    p.add_argument("--state", dest="state", choices=states, help="only jobs in this state (default: any)")
     p.add_argument(
         "--status", dest="state", choices=states, action=DeprecatedFlag, use="--state", help=argparse.SUPPRESS
     )
-    p.add_argument("--type", type=utf8_text)
-    p.add_argument("--queue", type=utf8_text)
-    p.add_argument("--limit", type=int_between(1, MAX_LIST), default=50)
+    p.add_argument("--type", type=utf8_text, help="only jobs of this job type (default: any)")
+    p.add_argument("--queue", type=utf8_text, help="only jobs in this queue (default: any)")
+    p.add_argument(
+        "--limit",
+        type=int_between(1, MAX_LIST),
+        default=50,
+        metavar="N",
+        help="most jobs listed (default 50)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
     p = jsub.add_parser("show", help="show one job")
-    p.add_argument("id", type=job_id)
+    p.add_argument("id", type=job_id, metavar="ID", help="the job id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_show)
     p = jsub.add_parser("retry", help="replay failed or cancelled jobs with their attempts reset")
-    p.add_argument("ids", type=job_id, nargs="*", metavar="ID")
+    p.add_argument("ids", type=job_id, nargs="*", metavar="ID", help="job ids to retry")
     p.add_argument("--all-failed", action="store_true", help="every failed job (the dead-letter set)")
-    p.add_argument("--type", type=utf8_text, help="with --all-failed: only this job type")
+    p.add_argument(
+        "--type", type=utf8_text, help="with --all-failed: only this job type (default: every type)"
+    )
     p.set_defaults(func=cmd_retry)
     p = jsub.add_parser("cancel", help="cancel blocked, pending or processing jobs")
-    p.add_argument("ids", type=job_id, nargs="+", metavar="ID")
+    p.add_argument("ids", type=job_id, nargs="+", metavar="ID", help="job ids to cancel")
     p.set_defaults(func=cmd_cancel)
     p = jsub.add_parser("prune", help="delete finished jobs older than their retention")
     add_flags(p, PRUNE_FLAGS)
@@ -187,10 +195,14 @@ def _report_unmatched(
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    if args.type and not args.all_failed:
+        raise CommandError(
+            "--type goes with --all-failed: "
+            f"`{PROG} jobs retry --all-failed --type {printable(args.type, 40)}`",
+            code=2,
+        )
     if bool(args.ids) == bool(args.all_failed):
         raise CommandError("give job ids or --all-failed (not both)", code=2)
-    if args.type and not args.all_failed:
-        raise CommandError("--type goes with --all-failed", code=2)
     with open_store(settings) as store:
         ids = args.ids or store.failed_ids(type=args.type)
         if not ids:

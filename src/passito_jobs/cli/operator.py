@@ -48,6 +48,12 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
             "(it never starts an embedded PostgreSQL)",
             code=2,
         )
+    from passito_jobs.supervisor.kube import ClusterUnavailableError, check_cluster  # noqa: PLC0415
     from passito_jobs.supervisor.operator import OperatorConfig, run_operator  # noqa: PLC0415 - kopf is heavy
 
-    return run_operator(OperatorConfig(settings.operator, settings.database))
+    config = OperatorConfig(settings.operator, settings.database)
+    try:
+        check_cluster(settings.operator.kube_server, settings.database.connect_timeout)
+    except ClusterUnavailableError as exc:
+        raise CommandError(str(exc), code=2) from None
+    return run_operator(config)

@@ -25,11 +25,12 @@ from datetime import datetime
 from typing import Any
 
 from passito_jobs.config import Settings, group_class, shown_default
-from passito_jobs.localdb import LocalDatabase
+from passito_jobs.config import database_url as resolve_database_url
 from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST
 from passito_jobs.queue.store import Store
 from passito_jobs.settings import ConfigError, FieldError, parse_duration
@@ -106,19 +107,6 @@ def positive_number(text: str) -> float:
     value = number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """A number of seconds, not negative (`dispatch --delay`)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
@@ -292,7 +280,7 @@ def database_url(settings: Settings) -> str:
     if settings.database.url:
         return settings.database.url
     data_dir = settings.local_database.data_dir
-    url = LocalDatabase(data_dir).start()
+    url = resolve_database_url(settings.database, settings.local_database)
     log.info(
         "PASSITO_DATABASE_URL is not set: using the embedded PostgreSQL at %s (data in %s)",
         url,
@@ -311,6 +299,15 @@ def open_store(settings: Settings) -> Iterator[Store]:
     """A Store on a connection of its own, closed when the command is done."""
     with connection(settings) as conn:
         yield Store(conn)
+
+
+def require_schema(settings: Settings) -> None:
+    """Stop with one line (exit 2) unless the database answers within the connect timeout and
+    has the schema this code needs: for commands that would otherwise start processes that fail."""
+    with open_store(settings) as store:
+        problem = schema_problem(store.schema_version())
+    if problem:
+        raise CommandError(problem, code=2)
 
 
 def import_job_modules(modules: Sequence[str]) -> None:

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 from typing import Any
 
 from passito_jobs.cli.options import (
+    PROG,
     CommandError,
     connection,
+    duration,
     int_between,
     job_id,
     json_object,
     open_store,
-    seconds,
 )
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.errors import InvalidJobError
+from passito_jobs.queue.limits import printable
+from passito_jobs.queue.store import Store
 
 # The argument each dispatch rule names, as the command line spells it.
 _DISPATCH_FLAGS = {
@@ -55,10 +60,10 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--delay",
-        type=seconds,
+        type=duration,
         default=None,
-        metavar="SECONDS",
-        help="run no earlier than this many seconds from now",
+        metavar="DURATION",
+        help="run no earlier than this from now: 30 (seconds), 30s, 5m, 1h (default: at once)",
     )
     p.add_argument(
         "--depends-on",
@@ -66,7 +71,7 @@ def add_commands(sub: Any) -> None:
         nargs="+",
         default=[],
         metavar="ID",
-        help="parent job ids: run only after all of them completed",
+        help="parent job ids: run only after all of them completed (default: none)",
     )
     p.add_argument(
         "--max-attempts",
@@ -79,7 +84,12 @@ def add_commands(sub: Any) -> None:
         "--unique-key",
         default=None,
         metavar="KEY",
-        help="while an unfinished job has this key, print its id instead",
+        help="while an unfinished job has this key, print its id instead (default: none)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) a job type no worker has ever run, instead of warning",
     )
     p.set_defaults(func=cmd_dispatch)
 
@@ -95,8 +105,21 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def unknown_type_warning(job_type: str, known: list[str]) -> str | None:
+    """What to say about a job type no worker ever ran: None when one did."""
+    if job_type in known:
+        return None
+    shown = printable(job_type, 60)
+    by_case = [name for name in known if name.lower() == job_type.lower()]
+    close = by_case or difflib.get_close_matches(job_type, known, n=3, cutoff=0.6)
+    if close:
+        return f"no worker runs '{shown}'; did you mean {' or '.join(repr(n) for n in close)}?"
+    return f"no worker has ever run '{shown}': start one that imports its module (worker --import MODULE)"
+
+
 def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    with connection(settings) as conn:
+    # One transaction: a bad argument is reported first; --strict undoes the dispatch.
+    with connection(settings) as conn, conn.transaction():
         try:
             job = dispatch(
                 args.type,
@@ -113,5 +136,10 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
             message = str(exc)
             flag = next((f for rule, f in _DISPATCH_FLAGS.items() if message.startswith(f"{rule} ")), None)
             raise CommandError(f"argument {flag}: {message}" if flag else message, code=2) from None
+        warning = unknown_type_warning(args.type, Store(conn).known_job_types())
+        if warning and args.strict:
+            raise CommandError(f"{warning} (--strict: not dispatched)", code=2)
+    if warning:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     print(job)
     return 0

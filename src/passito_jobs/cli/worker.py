@@ -31,6 +31,7 @@ from passito_jobs.cli.options import (
     non_negative_number,
     port,
     positive_number,
+    require_schema,
     spelling,
 )
 from passito_jobs.config import Settings
@@ -136,7 +137,7 @@ def add_commands(sub: Any) -> None:
     _add_imports(
         p,
         "import a module that registers job types, e.g. passito_jobs.outpass "
-        "(repeatable; PASSITO_JOB_MODULES)",
+        "(repeatable; PASSITO_JOB_MODULES, default: none)",
     )
     add_flags(p, WORKER_ONLY_FLAGS)
     p.set_defaults(func=cmd_worker)
@@ -144,7 +145,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("supervise", help="run local worker processes scaled to the queue")
     add_flags(p, SUPERVISE_FLAGS)
     add_flags(p, WORKER_PROCESS_FLAGS)
-    _add_imports(p, "module that registers job types, passed to each worker (repeatable)")
+    _add_imports(p, "module that registers job types, passed to each worker (repeatable; default: none)")
     p.set_defaults(func=cmd_supervise)
 
 
@@ -264,6 +265,7 @@ def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
     policy = _policy(args, settings)
     settings = _with_job_modules(args, settings)
     load_job_modules(settings.worker.job_modules)  # fail here, once, rather than in every worker
+    require_schema(settings)  # an unreachable or unmigrated database, too
     worker_args = [arg for module in settings.worker.job_modules for arg in ("--import", module)]
     if "concurrency" in given_flags(args).get("worker", {}):
         worker_args += ["--concurrency", str(settings.worker.concurrency)]

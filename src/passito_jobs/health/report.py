@@ -19,6 +19,7 @@ from passito_jobs.queue.errors import (
 )
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.queue.models import QueueStats
 from passito_jobs.queue.store import Store
 from passito_jobs.settings import format_duration
@@ -52,6 +53,9 @@ def render_text(report: HealthReport) -> str:
         f"{'Stale Jobs:':<17}{totals.stale} (older than {format_duration(report.thresholds.stale_after)})",
         "",
     ]
+    if report.unserved:
+        shown = ", ".join(f"{printable(name, 128)} ({jobs})" for name, jobs in report.unserved.items())
+        lines += [f"Ready jobs whose type no live worker runs: {shown}", ""]
     if report.healthy:
         lines.append(HEALTHY)
     else:
@@ -111,6 +115,7 @@ def to_json(report: HealthReport) -> dict[str, Any]:
             "total": sum(report.blocked_orphans.values()),
             "queues": dict(report.blocked_orphans),
         },
+        "unserved_ready_jobs": dict(report.unserved),
     }
     if report.rescued is not None:
         data["rescued"] = {"pending": report.rescued.rescued, "failed": report.rescued.failed}
@@ -137,8 +142,9 @@ def run_checks(
     DatabaseUnavailableError when the connection fails midway.
     """
     try:
-        if store.schema_version() is None:
-            raise HealthCheckError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
+        problem = schema_problem(store.schema_version())
+        if problem:
+            raise HealthCheckError(problem)
         queues = store.queue_stats(
             stale_after=thresholds.stale_after,
             stuck_after=thresholds.stuck_after,
@@ -146,12 +152,15 @@ def run_checks(
             timeout=timeout,
         )
         orphans = store.blocked_orphans(timeout=timeout)
+        # A worker registers its types every heartbeat; one silent for stuck_after is gone.
+        unserved = store.unserved_ready_jobs(live_within=thresholds.stuck_after, timeout=timeout)
         report = HealthReport(
             thresholds=thresholds,
             queues=queues,
             problems=evaluate(queues, thresholds, orphans),
             checked_at=datetime.now(UTC),
             blocked_orphans=orphans,
+            unserved=unserved,
         )
         if rescue:
             config = MaintenanceConfig(stuck_after=thresholds.stuck_after)

@@ -16,6 +16,8 @@ from passito_jobs.outpass.settings import MAX_FILE_RETENTION_DAYS, OutpassSettin
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
+from passito_jobs.queue.models import Job, JobState
+from passito_jobs.queue.store import Store
 
 
 def add_command(sub: Any, name: str) -> None:
@@ -43,8 +45,13 @@ def _add_approval(sub: Any) -> None:
     p = sub.add_parser("approval", help="parent-approval tokens")
     asub = p.add_subparsers(dest="approval_command", required=True, metavar="ACTION", parser_class=type(p))
     p = asub.add_parser("verify", help="print a token's decision, or why it is invalid (exit 1)")
-    p.add_argument("token", metavar="TOKEN")
-    p.add_argument("--decision", choices=["approve", "deny"], default=None, help="also require this decision")
+    p.add_argument("token", metavar="TOKEN", help="the token from the approval link")
+    p.add_argument(
+        "--decision",
+        choices=["approve", "deny"],
+        default=None,
+        help="also require this decision (default: either)",
+    )
     p.set_defaults(func=cmd_approval_verify)
 
 
@@ -60,6 +67,11 @@ def _add_cleanup(sub: Any) -> None:
         default=None,
         metavar="DAYS",
         help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="when a pending sweep has other options, cancel it and dispatch this one",
     )
     p.set_defaults(func=cmd_cleanup_expired_files)
 
@@ -147,10 +159,30 @@ def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> i
     payload: dict[str, Any] = {"dry_run": args.dry_run}
     if args.retention_days is not None:
         payload["retention_days"] = args.retention_days
-    with connection(settings) as conn:
+    with connection(settings) as conn, conn.transaction():
         # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
-        job = dispatch(
-            "CleanupExpiredFiles", payload, queue="maintenance", unique_key="CleanupExpiredFiles", conn=conn
-        )
+        job = _dispatch_sweep(conn, payload)
+        unfinished = Store(conn).get_job(job)
+        if unfinished is not None and unfinished.payload != payload:
+            if not args.replace or unfinished.state != JobState.PENDING:
+                raise CommandError(_other_sweep(unfinished, args.replace))
+            Store(conn).cancel([job])
+            job = _dispatch_sweep(conn, payload)
     print(job)
     return 0
+
+
+def _dispatch_sweep(conn: Any, payload: dict[str, Any]) -> int:
+    return dispatch(
+        "CleanupExpiredFiles", payload, queue="maintenance", unique_key="CleanupExpiredFiles", conn=conn
+    )
+
+
+def _other_sweep(job: Job, replace: bool) -> str:
+    options = json.dumps(job.payload, sort_keys=True, ensure_ascii=False)
+    if replace:
+        return f"cleanup sweep #{job.id} {options} is already {job.state.value}: wait for it to finish"
+    return (
+        f"a cleanup sweep with other options is {job.state.value}: #{job.id} {options}; "
+        "these options were not applied (--replace cancels it and dispatches this one)"
+    )

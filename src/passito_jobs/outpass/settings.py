@@ -36,7 +36,7 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 def _secret_key(value: str | None) -> str | None:
     if value is None or len(value) >= MIN_SECRET_KEY_LENGTH:
         return None
-    return f"must be at least {MIN_SECRET_KEY_LENGTH} characters"
+    return f"is too short: {len(value)} characters, at least {MIN_SECRET_KEY_LENGTH}"
 
 
 def _public_url(value: str) -> str | None:

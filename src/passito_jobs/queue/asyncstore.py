@@ -91,6 +91,12 @@ class AsyncStore:
         row = await self._one("heartbeat", params)
         return set(row[0]) if row else set()
 
+    async def register_job_types(self, types: Sequence[str]) -> None:
+        """Record that this worker runs `types` now (the job-type registry)."""
+        await self._one(
+            "register_job_types", {"worker_id": self.worker_id, "types": list(types)}, fetch=False
+        )
+
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
         """When the next delayed job is due, in seconds since the epoch (may be infinite)."""
         row = await self._one("next_run_at", {"queues": list(queues) if queues else None})

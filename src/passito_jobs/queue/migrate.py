@@ -11,7 +11,7 @@ from __future__ import annotations
 from psycopg.rows import dict_row
 
 from passito_jobs.queue.connection import Conn
-from passito_jobs.queue.sqlfiles import Migration, migrations, query
+from passito_jobs.queue.sqlfiles import Migration, latest_version, migrations, query
 
 
 def _sql(name: str) -> str:
@@ -38,6 +38,23 @@ def apply(conn: Conn) -> list[Migration]:
             conn.execute(_sql("record"), params)
             applied.append(migration)
     return applied
+
+
+NOT_INSTALLED = "the passito_jobs schema is not installed: run `passito-jobs migrate`"
+
+
+def schema_problem(version: int | None, needed: str = "this code") -> str | None:
+    """The one line for a schema at migration `version` (None: not installed) that this code
+    cannot use, or None when it can."""
+    if version is None:
+        return NOT_INSTALLED
+    latest = latest_version()
+    if version < latest:
+        return (
+            f"the passito_jobs schema is at migration {version}, {needed} needs {latest}: "
+            "run `passito-jobs migrate`"
+        )
+    return None
 
 
 def installed_version(conn: Conn) -> int | None:

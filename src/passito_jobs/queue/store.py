@@ -250,12 +250,29 @@ class Store(ScheduleStore):
         return list(self._value("cancel", {"ids": list(ids)}) or [])
 
     @_translated
-    def finished_between(self, first: int, last: int) -> tuple[int, int]:
-        """(finished, failed) among the jobs with ids first..last (a dispatched batch)."""
+    def finished_among(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(finished, failed) among the jobs `ids` (a dispatched batch)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(query("finished_between"), {"first": first, "last": last}).fetchone()
+            row = cur.execute(query("finished_among"), {"ids": list(ids)}).fetchone()
         assert row is not None
         return int(row["finished"]), int(row["failed"])
+
+    @_translated
+    def known_job_types(self) -> list[str]:
+        """Every job type a worker ever ran (the job-type registry)."""
+        return [str(name) for name in self._column("known_job_types", {})]
+
+    @_translated
+    def unserved_ready_jobs(self, *, live_within: float, timeout: float) -> dict[str, int]:
+        """Ready jobs whose type no worker registered within `live_within` seconds, by type."""
+        with self.conn.transaction():
+            self._statement_timeout(timeout)
+            rows = self.conn.execute(query("unserved_ready_jobs"), {"live_within": live_within}).fetchall()
+        return {str(type_): int(jobs) for type_, jobs in rows}
+
+    @_translated
+    def unfinished(self) -> int:  # blocked, pending or processing, in every queue
+        return int(self._value("unfinished_jobs", {}) or 0)
 
     @_translated
     def load(self, queues: Sequence[str] | None = None) -> Load:

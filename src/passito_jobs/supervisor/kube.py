@@ -9,11 +9,15 @@ Patches are JSON merge patches, like `kubectl patch --type merge`.
 from __future__ import annotations
 
 import json
+import socket
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 import kopf
+
+from passito_jobs.settings import format_duration
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -113,3 +117,40 @@ def _status_message(text: str) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])[:200]
     return text[:200]
+
+
+def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """PASSITO_KUBE_SERVER (tests), else the pod's service account, else the kubeconfig."""
+    if kube_server:
+        return kopf.ConnectionInfo(server=kube_server, insecure=True)
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
+class ClusterUnavailableError(Exception):
+    """There is no Kubernetes API to operate on; the message says why, in one line."""
+
+
+def check_cluster(kube_server: str | None, timeout: float) -> None:
+    """Outside a pod, stop before kopf starts (and retries with tracebacks) when there is no
+    Kubernetes API: no credentials at all, or a server that does not accept a connection within
+    the connect timeout. In a pod (a service account) the operator waits for its API server."""
+    kopf_settings = kopf.OperatorSettings()
+    info = connection_info(kube_server, kopf_settings)
+    if info is None:
+        raise ClusterUnavailableError(
+            "no Kubernetes cluster to operate on: not in a pod (no service account), no kubeconfig "
+            "(KUBECONFIG or ~/.kube/config), and PASSITO_KUBE_SERVER is not set"
+        )
+    in_pod = not kube_server and kopf.login_with_service_account(settings=kopf_settings)
+    url = urllib.parse.urlsplit(info.server)
+    if in_pod or not url.hostname:
+        return
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ClusterUnavailableError(
+            f"cannot reach the Kubernetes API at {url.scheme}://{url.netloc} "
+            f"within {format_duration(timeout)} (PASSITO_CONNECT_TIMEOUT): {reason}"
+        ) from None

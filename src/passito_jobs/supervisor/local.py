@@ -9,6 +9,7 @@ growing delays. The scaling decision is `policy.decide`, the same as the operato
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -139,8 +140,10 @@ class LocalSupervisor:
     def shutdown(self) -> None:
         """SIGTERM every worker, wait for the graceful shutdown, kill stragglers."""
         running = [w for w in self.state.workers if w.proc.poll() is None]
+        leaving = sum(1 for w in running if w.stopping)  # scaled down, finishing their jobs
         if running:
-            self.out(f"Stopping {len(running)} worker(s)...")
+            also = f" ({leaving} of them already stopping)" if leaving else ""
+            self.out(f"Stopping {len(running)} worker(s){also}...")
         for worker in running:
             self._stop(worker)
         deadline = time.monotonic() + self.shutdown_timeout + 10
@@ -154,6 +157,15 @@ class LocalSupervisor:
         self.state.workers.clear()
         self._reader.close()
         self.out("Job Supervisor stopped")
+
+    def kill(self) -> None:
+        """Kill every worker at once (SIGKILL to its process group): a second Ctrl-C. Their jobs
+        are rescued when their heartbeats go stale. Safe from a signal handler."""
+        self.state.target = 0
+        for worker in list(self.state.workers):
+            worker.stopping = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ workers
 

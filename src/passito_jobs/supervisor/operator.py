@@ -35,7 +35,7 @@ from passito_jobs.supervisor.autoscaler import (
     polling_interval,
     reconcile,
 )
-from passito_jobs.supervisor.kube import KubeApi, KubeApiError
+from passito_jobs.supervisor.kube import KubeApi, KubeApiError, connection_info
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Direction
 from passito_jobs.supervisor.settings import OperatorSettings
@@ -142,13 +142,6 @@ class Runtime:
             self.metrics.unregister()
             self.metrics = None
         await self.kube.close()
-
-
-def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """PASSITO_KUBE_SERVER (tests), else the pod's service account, else the kubeconfig."""
-    if kube_server:
-        return kopf.ConnectionInfo(server=kube_server, insecure=True)
-    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
 def runtime_of(memo: Any, kopf_settings: kopf.OperatorSettings) -> Runtime:

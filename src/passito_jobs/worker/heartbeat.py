@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from passito_jobs.queue.asyncstore import AsyncStore, Held
@@ -46,9 +46,11 @@ class Heartbeat:
         handle: AsyncConnectionHandle,
         worker_id: str,
         attempts: Attempts,
+        job_types: Sequence[str] = (),
         on_round: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
+        self.job_types = list(job_types)
         self.handle = handle
         self.worker_id = worker_id
         self.attempts = attempts
@@ -80,11 +82,22 @@ class Heartbeat:
             )
             return await store.heartbeat_json([(i, a, None) for i, a, _ in held])
 
+    async def register(self) -> None:
+        """Tell the job-type registry which types this worker runs (each round: a worker is
+        "live" for a type while its row is recent)."""
+        if self.job_types:
+            store = AsyncStore(await self.handle.connection(), self.worker_id)
+            await store.register_job_types(self.job_types)
+
     async def run(self) -> None:
         try:
+            first = True
             while True:
-                await asyncio.sleep(self.config.interval)
+                if not first:
+                    await asyncio.sleep(self.config.interval)
+                first = False
                 try:
+                    await self.register()
                     await self.run_once()
                 except DatabaseUnavailableError as exc:
                     await self.handle.drop()

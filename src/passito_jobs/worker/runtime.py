@@ -26,7 +26,7 @@ import time
 from passito_jobs import builtin  # noqa: F401 - Noop and Sleep: every worker runs them
 from passito_jobs.queue.connection import AsyncConnectionHandle
 from passito_jobs.queue.errors import SchemaMissingError, first_line
-from passito_jobs.queue.sqlfiles import latest_version
+from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.queue.store import Store, StoreHandle
 from passito_jobs.registry import Registry
 from passito_jobs.registry import registry as default_registry
@@ -109,6 +109,7 @@ class Worker:
             handle=handle(),
             worker_id=self.worker_id,
             attempts=self.attempts,
+            job_types=registry.names(),
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
         maintenance_config = (maintenance or MaintenanceSettings()).config()
@@ -195,15 +196,9 @@ class Worker:
 
     def check_schema(self) -> None:
         """Fail with a clear message unless the schema is migrated (runs before `run`)."""
-        version = self.maintainer.store.run(Store.schema_version)
-        latest = latest_version()
-        if version is None:
-            raise SchemaMissingError("the passito_jobs schema is not installed: run `passito-jobs migrate`")
-        if version < latest:
-            raise SchemaMissingError(
-                f"the passito_jobs schema is at migration {version}, this worker needs {latest}: "
-                "run `passito-jobs migrate`"
-            )
+        problem = schema_problem(self.maintainer.store.run(Store.schema_version), "this worker")
+        if problem:
+            raise SchemaMissingError(problem)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

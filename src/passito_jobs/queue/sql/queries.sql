@@ -107,10 +107,13 @@ SELECT extract(epoch FROM min(run_at))::double precision AS next_run_at FROM pas
 WHERE state = 'pending' AND run_at > now()
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 
--- name: finished_between
+-- name: finished_among
 SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')) AS finished,
        count(*) FILTER (WHERE state = 'failed') AS failed
-FROM passito_jobs.jobs WHERE id BETWEEN %(first)s AND %(last)s
+FROM passito_jobs.jobs WHERE id = ANY(%(ids)s)
+
+-- name: unfinished_jobs
+SELECT count(*) AS unfinished FROM passito_jobs.jobs WHERE state IN ('blocked', 'pending', 'processing')
 
 -- name: set_statement_timeout
 -- Bounds the statements of the current transaction (SET LOCAL takes no parameters).
@@ -245,3 +248,22 @@ SELECT state::text AS state, result, last_error FROM passito_jobs.job_result(%(i
 
 -- name: listen_finished
 LISTEN passito_jobs_finished
+
+-- name: register_job_types
+SELECT passito_jobs.register_job_types(%(worker_id)s, %(types)s::text[])
+
+-- name: known_job_types
+-- Every job type a worker ever ran.
+SELECT type FROM passito_jobs.job_types ORDER BY type
+
+-- name: unserved_ready_jobs
+-- Ready jobs whose type no live worker runs (none registered it within `live_within` seconds),
+-- by type.
+SELECT j.type, count(*) AS jobs
+FROM passito_jobs.jobs j
+WHERE j.state = 'pending' AND j.run_at <= now()
+  AND NOT EXISTS (
+      SELECT 1 FROM passito_jobs.worker_job_types w
+      WHERE w.type = j.type AND w.last_seen >= now() - make_interval(secs => %(live_within)s))
+GROUP BY j.type
+ORDER BY j.type

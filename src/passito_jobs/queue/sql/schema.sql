@@ -489,6 +489,27 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.register_job_types(worker_id text, types text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    one text;
+BEGIN
+    FOREACH one IN ARRAY coalesce(register_job_types.types, '{}') LOOP
+        IF one IS NULL OR length(one) NOT BETWEEN 1 AND 128 THEN
+            RAISE EXCEPTION 'job type must be 1 to 128 characters' USING ERRCODE = 'check_violation';
+        END IF;
+    END LOOP;
+    INSERT INTO passito_jobs.job_types AS t (type)
+    SELECT DISTINCT u FROM unnest(register_job_types.types) u
+    ON CONFLICT (type) DO UPDATE SET last_seen = now() WHERE t.last_seen < now();
+    INSERT INTO passito_jobs.worker_job_types AS w (type, worker_id)
+    SELECT DISTINCT u, register_job_types.worker_id FROM unnest(register_job_types.types) u
+    ON CONFLICT ON CONSTRAINT worker_job_types_pkey DO UPDATE SET last_seen = now();
+    DELETE FROM passito_jobs.worker_job_types WHERE last_seen < now() - interval '1 day';
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.release(worker text, ids bigint[], attempts integer[]) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -699,6 +720,12 @@ CREATE TABLE passito_jobs.job_dependencies (
     parent_id bigint NOT NULL
 );
 
+CREATE TABLE passito_jobs.job_types (
+    type text NOT NULL,
+    first_seen timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE passito_jobs.jobs (
     id bigint NOT NULL,
     queue text DEFAULT 'default'::text NOT NULL,
@@ -765,11 +792,20 @@ CREATE TABLE passito_jobs.schedules (
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE passito_jobs.worker_job_types (
+    type text NOT NULL,
+    worker_id text NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL
+);
+
 ALTER TABLE ONLY passito_jobs.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY passito_jobs.job_dependencies
     ADD CONSTRAINT job_dependencies_pkey PRIMARY KEY (child_id, parent_id);
+
+ALTER TABLE ONLY passito_jobs.job_types
+    ADD CONSTRAINT job_types_pkey PRIMARY KEY (type);
 
 ALTER TABLE ONLY passito_jobs.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
@@ -779,6 +815,9 @@ ALTER TABLE ONLY passito_jobs.leases
 
 ALTER TABLE ONLY passito_jobs.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY passito_jobs.worker_job_types
+    ADD CONSTRAINT worker_job_types_pkey PRIMARY KEY (type, worker_id);
 
 CREATE INDEX audit_log_job_ids_idx ON passito_jobs.audit_log USING gin (job_ids);
 
