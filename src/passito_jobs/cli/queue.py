@@ -30,6 +30,7 @@ _DISPATCH_FLAGS = {
     "max_attempts": "--max-attempts",
     "depends_on": "--depends-on",
     "unique_key": "--unique-key",
+    "concurrency_key": "--concurrency-key",
 }
 
 
@@ -81,6 +82,12 @@ def add_commands(sub: Any) -> None:
         metavar="KEY",
         help="while an unfinished job has this key, print its id instead",
     )
+    p.add_argument(
+        "--concurrency-key",
+        default=None,
+        metavar="KEY",
+        help="the key the queue's key concurrency counts by, e.g. hostel:ganga (docs/flow-control.md)",
+    )
     p.set_defaults(func=cmd_dispatch)
 
 
@@ -107,6 +114,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 depends_on=args.depends_on,
                 max_attempts=args.max_attempts,
                 unique_key=args.unique_key,
+                concurrency_key=args.concurrency_key,
                 conn=conn,
             )
         except InvalidJobError as exc:

@@ -49,6 +49,7 @@ class JobRequest:
     depends_on: Sequence[int] = ()
     max_attempts: int = 3
     unique_key: str | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    concurrency_key: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -98,6 +100,28 @@ class Job:
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class QueueFlow:
+    """One queue's flow control (`passito_jobs.queue_flow()`): its settings (None: no limit),
+    its ready and processing jobs, and the ready jobs held back by a pause or a limit."""
+
+    queue: str
+    paused: bool
+    concurrency: int | None
+    rate_limit: int | None
+    rate_period: float | None  # seconds
+    key_concurrency: int | None
+    ready: int
+    processing: int
+    held_back: int
+
+    @property
+    def limited(self) -> bool:
+        return self.paused or any(
+            v is not None for v in (self.concurrency, self.rate_limit, self.key_concurrency)
+        )
 
 
 @dataclass(frozen=True)
