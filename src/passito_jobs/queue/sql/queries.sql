@@ -103,9 +103,8 @@ SELECT ready, processing FROM passito_jobs.load(%(queues)s::text[])
 
 -- name: next_run_at
 -- When the next delayed job is due, or a rate-limited queue with ready jobs may start its next
--- one (passito_jobs.queues.rate_next_at), whichever comes first. Seconds since the epoch: a
--- run_at of 'infinity' (or past year 9999) is a number here, not a timestamp the driver cannot
--- represent.
+-- one (next_paced_at), whichever comes first. Seconds since the epoch: a run_at of 'infinity'
+-- (or past year 9999) is a number here, not a timestamp the driver cannot represent.
 SELECT extract(epoch FROM least(
     (SELECT min(run_at) FROM passito_jobs.jobs
      WHERE state = 'pending' AND run_at > now()
@@ -116,6 +115,17 @@ SELECT extract(epoch FROM least(
        AND EXISTS (SELECT 1 FROM passito_jobs.jobs j
                    WHERE j.state = 'pending' AND j.queue = q.name AND j.run_at <= now()))
 ))::double precision AS next_run_at
+
+-- name: next_paced_at
+-- When the next rate-limited queue with ready jobs may start one (passito_jobs.queues.rate_next_at):
+-- asked after a partial batch, so it reads only the small queues table and one index probe per
+-- rate-limited queue.
+SELECT extract(epoch FROM min(q.rate_next_at))::double precision AS next_paced_at
+FROM passito_jobs.queues q
+WHERE q.rate_limit IS NOT NULL AND NOT q.paused AND q.rate_next_at > now()
+  AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+  AND EXISTS (SELECT 1 FROM passito_jobs.jobs j
+              WHERE j.state = 'pending' AND j.queue = q.name AND j.run_at <= now())
 
 -- name: finished_between
 SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')) AS finished,
