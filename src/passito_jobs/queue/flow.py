@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from passito_jobs.queue.errors import FlowControlError
+from passito_jobs.queue.limits import printable
 
 __all__ = [
     "UNCHANGED",
@@ -99,8 +100,8 @@ def parse_rate(text: str) -> Rate:
     """`50/1s`, `600/1m`, `5/250ms`, `10/s` as a checked Rate (FlowControlError otherwise)."""
     match = _RATE.fullmatch(text)
     if not match:
-        shown = text.strip()[:40].encode("unicode_escape").decode("ascii")
-        raise FlowControlError(f"rate must look like 50/1s or 600/1m (N/PERIOD), got {shown!r}")
+        shown = printable(text.strip(), 40)
+        raise FlowControlError(f"rate must look like 50/1s or 600/1m (N/PERIOD), got '{shown}'")
     count, amount, unit = match.groups()
     limit = int(count)
     if limit > MAX_QUEUE_LIMIT:

@@ -488,8 +488,8 @@ LANGUAGE sql STABLE AS $$
     SELECT m.queue, m.paused, m.concurrency, m.rate_limit, m.rate_period, m.key_concurrency,
            m.ready, m.processing,
            (CASE WHEN m.paused THEN m.ready
-                 ELSE m.ready - least(m.ready - m.key_held,
-                                      coalesce(greatest(m.concurrency - m.processing, 0), m.ready))
+                 WHEN m.concurrency IS NULL THEN m.key_held
+                 ELSE m.ready - least(m.ready - m.key_held, greatest(m.concurrency - m.processing, 0))
             END)::bigint AS held_back
     FROM merged m
     ORDER BY m.queue;
