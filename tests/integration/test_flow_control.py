@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from passito_jobs import InvalidJobError, JobRequest, dispatch, dispatch_many
+from passito_jobs.health.exporter import QueueCollector
 from passito_jobs.queue.errors import FlowControlError
 from passito_jobs.queue.flow import Rate, parse_rate
 from passito_jobs.queue.sqlfiles import query
 from passito_jobs.queue.store import Store
+from tests.helpers import run_cli
 
 Conn = psycopg.Connection[Any]
 
@@ -211,3 +215,47 @@ def test_the_concurrency_key_is_stored_by_every_dispatch_path(conn: Conn, store:
     job = store.get_job(one)
     assert job is not None
     assert job.concurrency_key == "hostel:ganga"
+
+
+def test_health_shows_what_is_held_back_and_a_paused_queue_is_not_stale(
+    conn: Conn, store: Store, cli_env: dict[str, str]
+) -> None:
+    ids = dispatch_many([JobRequest("Noop", queue="mail") for _ in range(3)], conn=conn)
+    dispatch_many([JobRequest("Noop", queue="pdf") for _ in range(4)], conn=conn)
+    conn.execute(
+        "UPDATE passito_jobs.jobs SET run_at = now() - interval '10 minutes' WHERE id = ANY(%s)", (ids,)
+    )
+    store.pause_queue("mail")
+    store.set_queue_limits("pdf", concurrency=1)
+    claim(conn, queues=["pdf"])
+    conn.commit()
+    result = run_cli(["health", "--exit-code-on-failure"], cli_env)
+    assert result.returncode == 0, result.stdout
+    assert "Stale Jobs:      0 (older than 5m)\nHeld Back:       6 (paused queues: mail)\n" in result.stdout
+    report = json.loads(run_cli(["health", "--json"], cli_env).stdout)
+    assert {q: (n["paused"], n["held_back"]) for q, n in report["queues"].items()} == {
+        "mail": (True, 3),
+        "pdf": (False, 3),
+    }
+    collector = QueueCollector(
+        cli_env["PASSITO_DATABASE_URL"],
+        stale_after=300,
+        stuck_after=60,
+        window=3600,
+        query_timeout=5,
+        connect_timeout=5,
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        collector.close()
+    assert 'passito_jobs_queue_paused{queue="mail"} 1.0' in text
+    assert 'passito_jobs_queue_paused{queue="pdf"} 0.0' in text
+    assert 'passito_jobs_queue_held_back_jobs{queue="mail"} 3.0' in text
+    assert 'passito_jobs_queue_held_back_jobs{queue="pdf"} 3.0' in text
+    store.resume_queue("mail")
+    conn.commit()
+    result = run_cli(["health", "--exit-code-on-failure"], cli_env)
+    assert result.returncode == 1  # resumed, its jobs are stale again: nobody runs them

@@ -145,6 +145,11 @@ class QueueStats:
     failed: int = 0
     completed_recently: int = 0
     failed_recently: int = 0
+    paused: bool = False
+    """Paused (docs/flow-control.md): its ready jobs wait on purpose and are not counted stale."""
+    held_back: int = 0
+    """Ready jobs a claim cannot take now: the queue is paused, at its concurrency, or their
+    concurrency key is at the queue's key concurrency."""
 
     @property
     def failure_ratio(self) -> float:

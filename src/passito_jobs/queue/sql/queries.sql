@@ -182,23 +182,32 @@ completed AS (
     FROM passito_jobs.jobs
     WHERE state = 'completed' AND finished_at >= now() - make_interval(secs => %(window)s)
     GROUP BY queue
+),
+-- Flow control (docs/flow-control.md): the queues paused or limited, and the ready jobs they
+-- hold back. A paused queue's waiting jobs are waiting on purpose: they are not stale.
+flow AS (
+    SELECT queue, paused, held_back FROM passito_jobs.queue_flow()
+    WHERE paused OR held_back > 0
 )
 SELECT queue,
        coalesce(b.blocked, 0) AS blocked,
        coalesce(p.pending, 0) AS pending,
        coalesce(p.ready, 0) AS ready,
-       coalesce(p.stale, 0) AS stale,
+       CASE WHEN l.paused THEN 0 ELSE coalesce(p.stale, 0) END AS stale,
        coalesce(p.oldest_ready_age, 0)::double precision AS oldest_ready_age,
        coalesce(r.processing, 0) AS processing,
        coalesce(r.stuck, 0) AS stuck,
        coalesce(f.failed, 0) AS failed,
        coalesce(c.completed_recently, 0) AS completed_recently,
-       coalesce(f.failed_recently, 0) AS failed_recently
+       coalesce(f.failed_recently, 0) AS failed_recently,
+       coalesce(l.paused, false) AS paused,
+       coalesce(l.held_back, 0) AS held_back
 FROM pending p
 FULL JOIN blocked b USING (queue)
 FULL JOIN processing r USING (queue)
 FULL JOIN failed f USING (queue)
 FULL JOIN completed c USING (queue)
+FULL JOIN flow l USING (queue)
 ORDER BY queue
 
 -- name: queue_flow
