@@ -17,7 +17,9 @@ from passito_jobs.queue.errors import FlowControlError
 from passito_jobs.queue.flow import Rate, parse_rate
 from passito_jobs.queue.sqlfiles import query
 from passito_jobs.queue.store import Store
+from passito_jobs.supervisor.load import LoadReader
 from tests.helpers import run_cli
+from tests.integration.test_load import keda_query
 
 Conn = psycopg.Connection[Any]
 
@@ -259,3 +261,29 @@ def test_health_shows_what_is_held_back_and_a_paused_queue_is_not_stale(
     conn.commit()
     result = run_cli(["health", "--exit-code-on-failure"], cli_env)
     assert result.returncode == 1  # resumed, its jobs are stale again: nobody runs them
+
+
+def test_the_scalers_see_no_load_in_what_a_pause_or_a_limit_holds_back(
+    conn: Conn, store: Store, database_url: str
+) -> None:
+    dispatch_many([JobRequest("Noop", queue="mail") for _ in range(5)], conn=conn)
+    dispatch_many([JobRequest("Noop", queue="pdf") for _ in range(6)], conn=conn)
+    dispatch_many([JobRequest("Noop", queue="free") for _ in range(2)], conn=conn)
+    store.pause_queue("mail")
+    store.set_queue_limits("pdf", concurrency=2)
+    claim(conn, queues=["pdf"], batch=1)
+    conn.commit()
+    reader = LoadReader(database_url)
+    try:
+        # mail: paused, 0; pdf: 1 processing + 1 more it may start; free: 2.
+        assert reader.read(["mail"]) == 0
+        assert reader.read(["pdf"]) == 2
+        assert reader.read() == 4
+        row = conn.execute(keda_query(["mail", "pdf", "free"])).fetchone()
+        assert row is not None
+        assert int(row[0]) == 4  # the chart's KEDA query calls the same function
+        store.resume_queue("mail")
+        conn.commit()
+        assert reader.read() == 9
+    finally:
+        reader.close()
