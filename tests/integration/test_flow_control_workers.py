@@ -62,7 +62,7 @@ def listening(conn: Conn) -> int:
 def test_concurrency_holds_across_three_workers(
     conn: Conn, store: Store, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    store.set_queue_limits("pdf", concurrency=3)
+    store.flow.set_limits("pdf", concurrency=3)
     conn.commit()
     env = {**cli_env, "PASSITO_POLL_INTERVAL": "0.2"}
     procs = workers(env, tmp_path, 3, "--concurrency", "5")
@@ -85,7 +85,7 @@ def test_concurrency_holds_across_three_workers(
 def test_a_rate_spreads_the_starts_across_workers(
     conn: Conn, store: Store, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    store.set_queue_limits("mail", rate=parse_rate("10/1s"))
+    store.flow.set_limits("mail", rate=parse_rate("10/1s"))
     conn.commit()
     dispatch_many([JobRequest("Noop", queue="mail") for _ in range(25)], conn=conn)
     conn.commit()
@@ -117,7 +117,7 @@ def test_a_paused_queue_waits_while_others_drain_and_resume_wakes_it(
         wait_for(
             lambda: job_state(conn, in_flight) == "processing", timeout=60, message="the sleeper to start"
         )
-        store.pause_queue("held")
+        store.flow.pause("held")
         conn.commit()
         held = dispatch_many([JobRequest("Noop", queue="held") for _ in range(5)], conn=conn)
         dispatch_many([JobRequest("Noop", queue="other") for _ in range(5)], conn=conn)
@@ -136,7 +136,7 @@ def test_a_paused_queue_waits_while_others_drain_and_resume_wakes_it(
         assert attempts == (0,)
         assert {job_state(conn, i) for i in held} == {"pending"}
         resumed = time.monotonic()
-        store.resume_queue("held")
+        store.flow.resume("held")
         conn.commit()
         wait_for(
             lambda: count_states(conn).get("completed") == 11, timeout=30, message="the paused jobs to run"
@@ -149,7 +149,7 @@ def test_a_paused_queue_waits_while_others_drain_and_resume_wakes_it(
 def test_one_keys_backlog_does_not_block_another_key(
     conn: Conn, store: Store, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    store.set_queue_limits("outpass", key_concurrency=2)
+    store.flow.set_limits("outpass", key_concurrency=2)
     conn.commit()
     dispatch_many(
         [
@@ -184,7 +184,7 @@ def test_after_a_sigkill_the_rescue_frees_the_slots_and_the_queue_drains(
     conn: Conn, store: Store, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**cli_env, **FAST_RESCUE}
-    store.set_queue_limits("pdf", concurrency=2)
+    store.flow.set_limits("pdf", concurrency=2)
     conn.commit()
     doomed = dispatch_many(
         [JobRequest("Sleep", {"seconds": 600}, queue="pdf", max_attempts=2) for _ in range(2)], conn=conn
@@ -204,7 +204,7 @@ def test_after_a_sigkill_the_rescue_frees_the_slots_and_the_queue_drains(
     finally:
         second.stop()
     assert {job_state(conn, i) for i in [*doomed, *rest]} == {"completed"}
-    (row,) = store.queue_flow(["pdf"])
+    (row,) = store.flow.queues(["pdf"])
     assert (row.processing, row.ready, row.held_back) == (0, 0, 0)
     # The killed worker's jobs held their slots until the rescue (which set their run_at):
     # none of the others started before that.

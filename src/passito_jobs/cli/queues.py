@@ -96,7 +96,7 @@ def rate(text: str) -> Rate | None:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_store(settings) as store:
-        flows = store.queue_flow()
+        flows = store.flow.queues()
     if args.json:
         print_json([_as_dict(f) for f in flows])
         return 0
@@ -125,7 +125,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     with open_store(settings) as store:
-        created = store.pause_queue(args.queue)
+        created = store.flow.pause(args.queue)
     print(f"paused queue {printable(args.queue, 80)}: no job of it is claimed until `queues resume`")
     _note_created(created, args.queue)
     return 0
@@ -133,7 +133,7 @@ def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     with open_store(settings) as store:
-        created = store.resume_queue(args.queue)
+        created = store.flow.resume(args.queue)
     print(f"resumed queue {printable(args.queue, 80)}")
     _note_created(created, args.queue)
     return 0
@@ -152,8 +152,8 @@ def cmd_set(args: argparse.Namespace, settings: Settings) -> int:
     if not given:
         raise CommandError("give at least one of --concurrency, --rate, --key-concurrency", code=2)
     with open_store(settings) as store:
-        created = store.set_queue_limits(args.queue, **given)
-        (flow,) = store.queue_flow([args.queue])
+        created = store.flow.set_limits(args.queue, **given)
+        (flow,) = store.flow.queues([args.queue])
     print(f"queue {printable(args.queue, 80)}: {_summary(flow)}")
     _note_created(created, args.queue)
     return 0

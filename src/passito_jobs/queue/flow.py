@@ -37,7 +37,7 @@ _RATE = re.compile(r"\s*(\d{1,20})\s*/\s*(\d{0,9}(?:\.\d{1,6})?)\s*(ms|s|m|h|d)\
 
 
 class Unchanged:
-    """The value of a queue limit that `set_queue_limits` leaves as it is."""
+    """The value of a queue limit that a call leaves as it is (FlowControl.set_limits)."""
 
     def __repr__(self) -> str:
         return "UNCHANGED"

@@ -29,10 +29,10 @@ from passito_jobs.queue.connection import (
     connect_async,
     read_any_row,
 )
-from passito_jobs.queue.errors import FlowControlError, InvalidJobError, translate
-from passito_jobs.queue.flow import UNCHANGED, Rate, Unchanged, check_limit, check_rate
+from passito_jobs.queue.errors import InvalidJobError, translate
+from passito_jobs.queue.flowcontrol import FlowControl
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
-from passito_jobs.queue.models import Job, JobRequest, Load, QueueFlow, QueueStats, RescuedJob
+from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
 from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
 
 __all__ = [  # the connection helpers too: the usual imports of code that runs queue operations
@@ -291,65 +291,12 @@ class Store:
     def _statement_timeout(self, seconds: float) -> None:
         self.conn.execute(query("set_statement_timeout"), {"timeout_ms": max(1, round(seconds * 1000))})
 
-    # --- flow control (flow.py; docs/flow-control.md)
+    # --- flow control (docs/flow-control.md)
 
-    @_translated
-    def queue_flow(self, queues: Sequence[str] | None = None) -> list[QueueFlow]:
-        """Each queue's settings, ready and processing jobs, and jobs held back (None: all)."""
-        with self.conn.cursor(row_factory=class_row(QueueFlow)) as cur:
-            return cur.execute(query("queue_flow"), {"queues": list(queues) if queues else None}).fetchall()
-
-    @_translated
-    def pause_queue(self, queue: str) -> bool:
-        """Pause `queue`; True when it had no row yet (it was created, paused)."""
-        return bool(self._flow_value("pause_queue", {"queue": queue}))
-
-    @_translated
-    def resume_queue(self, queue: str) -> bool:
-        """Resume `queue` and wake its workers; True when it had no row yet."""
-        return bool(self._flow_value("resume_queue", {"queue": queue}))
-
-    @_translated
-    def set_queue_limits(
-        self,
-        queue: str,
-        *,
-        concurrency: int | Unchanged | None = UNCHANGED,
-        rate: Rate | Unchanged | None = UNCHANGED,
-        key_concurrency: int | Unchanged | None = UNCHANGED,
-    ) -> bool:
-        """Set the given limits of `queue` (None: no limit; a limit not given stays as it is),
-        all in one transaction; True when the queue had no row yet."""
-        if not isinstance(concurrency, Unchanged):
-            check_limit("concurrency", concurrency)
-        if not isinstance(key_concurrency, Unchanged):
-            check_limit("key concurrency", key_concurrency)
-        if not isinstance(rate, Unchanged):
-            check_rate(rate)
-        created = False
-        atomic = self.conn.transaction() if self.conn.autocommit else contextlib.nullcontext()
-        with atomic:
-            if not isinstance(concurrency, Unchanged):
-                created |= bool(
-                    self._flow_value("set_queue_concurrency", {"queue": queue, "value": concurrency})
-                )
-            if not isinstance(key_concurrency, Unchanged):
-                keyed = {"queue": queue, "value": key_concurrency}
-                created |= bool(self._flow_value("set_queue_key_concurrency", keyed))
-            if not isinstance(rate, Unchanged):
-                paced: dict[str, Any] = {
-                    "queue": queue,
-                    "rate_limit": None if rate is None else rate.limit,
-                    "rate_period": None if rate is None else rate.period,
-                }
-                created |= bool(self._flow_value("set_queue_rate", paced))
-        return created
-
-    def _flow_value(self, name: str, params: dict[str, Any]) -> Any:
-        try:
-            return self._value(name, params)
-        except pg_errors.CheckViolation as exc:
-            raise FlowControlError(exc.diag.message_primary or str(exc)) from None
+    @property
+    def flow(self) -> FlowControl:
+        """The queues' pause and limits, on this store's connection and transaction."""
+        return FlowControl(self.conn)
 
     # --- maintenance
 
