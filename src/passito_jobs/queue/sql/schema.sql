@@ -131,10 +131,13 @@ CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch int
 #variable_conflict use_column
 DECLARE
     q passito_jobs.queues;
-    limited text[] := '{}';
+    locked passito_jobs.queues[] := '{}';
+    limited_names text[] := '{}';
     allowance integer;
     candidates bigint[] := '{}';
     free text[];
+    pace_at timestamptz;
+    started timestamptz;
 BEGIN
     FOR q IN
         SELECT * FROM passito_jobs.queues l
@@ -142,14 +145,19 @@ BEGIN
         ORDER BY l.name
         FOR UPDATE
     LOOP
-        limited := limited || q.name;
-        allowance := passito_jobs.queue_allowance(q, claim_limited.batch);
+        locked := locked || q;
+    END LOOP;
+    -- Every count below is a statement that starts after all the locks are held.
+    pace_at := clock_timestamp();
+    FOREACH q IN ARRAY locked LOOP
+        limited_names := limited_names || q.name;
+        allowance := passito_jobs.queue_allowance(q, claim_limited.batch, pace_at);
         IF allowance > 0 THEN
             candidates := candidates || passito_jobs.queue_candidates(q, allowance);
         END IF;
     END LOOP;
     free := ARRAY(SELECT f FROM unnest(coalesce(claim_limited.queues, passito_jobs.pending_queues())) AS f
-                  WHERE f <> ALL(limited));
+                  WHERE f <> ALL(limited_names));
     IF cardinality(free) > 0 THEN
         candidates := candidates || ARRAY(
             SELECT r.id FROM passito_jobs.jobs r
@@ -161,6 +169,7 @@ BEGIN
     IF cardinality(candidates) = 0 THEN
         RETURN;
     END IF;
+    started := clock_timestamp();
     RETURN QUERY
     WITH picked AS (
         SELECT r.id FROM passito_jobs.jobs r
@@ -172,7 +181,7 @@ BEGIN
     claimed AS (
         UPDATE passito_jobs.jobs j
         SET state = 'processing', attempts = j.attempts + 1, worker_id = claim_limited.worker,
-            claimed_at = now(), heartbeat_at = now(), started_at = coalesce(j.started_at, now())
+            claimed_at = started, heartbeat_at = started, started_at = coalesce(j.started_at, started)
         FROM picked p
         WHERE j.id = p.id
         RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
@@ -180,7 +189,7 @@ BEGIN
     ),
     paced AS (
         UPDATE passito_jobs.queues u
-        SET rate_next_at = passito_jobs.rate_base(u, now()) + (u.rate_period / u.rate_limit) * k.n
+        SET rate_next_at = passito_jobs.rate_base(u, started) + (u.rate_period / u.rate_limit) * k.n
         FROM (SELECT c.queue, count(*) AS n FROM claimed c GROUP BY c.queue) k
         WHERE u.name = k.queue AND u.rate_limit IS NOT NULL
     )
@@ -583,7 +592,7 @@ CREATE TABLE passito_jobs.queues (
     CONSTRAINT queues_rate_whole CHECK (((rate_limit IS NULL) = (rate_period IS NULL)))
 );
 
-CREATE FUNCTION passito_jobs.queue_allowance(q passito_jobs.queues, batch integer) RETURNS integer
+CREATE FUNCTION passito_jobs.queue_allowance(q passito_jobs.queues, batch integer, at timestamp with time zone) RETURNS integer
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
@@ -599,11 +608,11 @@ BEGIN
         allowed := least(allowed, q.concurrency - running);
     END IF;
     IF q.rate_limit IS NOT NULL AND allowed > 0 THEN
-        base := passito_jobs.rate_base(q, now());
-        IF base > now() THEN
+        base := passito_jobs.rate_base(q, at);
+        IF base > at THEN
             RETURN 0;
         END IF;
-        allowed := least(allowed, 1 + floor(extract(epoch FROM now() - base)
+        allowed := least(allowed, 1 + floor(extract(epoch FROM at - base)
                                             / extract(epoch FROM q.rate_period / q.rate_limit))::integer);
     END IF;
     RETURN greatest(allowed, 0);
@@ -703,8 +712,8 @@ CREATE FUNCTION passito_jobs.queue_flow(queues text[] DEFAULT NULL::text[]) RETU
     SELECT m.queue, m.paused, m.concurrency, m.rate_limit, m.rate_period, m.key_concurrency,
            m.ready, m.processing,
            (CASE WHEN m.paused THEN m.ready
-                 ELSE m.ready - least(m.ready - m.key_held,
-                                      coalesce(greatest(m.concurrency - m.processing, 0), m.ready))
+                 WHEN m.concurrency IS NULL THEN m.key_held
+                 ELSE m.ready - least(m.ready - m.key_held, greatest(m.concurrency - m.processing, 0))
             END)::bigint AS held_back
     FROM merged m
     ORDER BY m.queue;
