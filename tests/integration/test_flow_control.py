@@ -259,3 +259,32 @@ def test_the_scalers_see_no_load_in_what_a_pause_or_a_limit_holds_back(
         assert reader.read() == 9
     finally:
         reader.close()
+
+
+def test_the_load_and_the_flow_read_partial_indexes_only(conn: Conn, store: Store) -> None:
+    """A table with many finished jobs: the scalers' load and `queues list` never scan it whole."""
+    conn.execute(
+        "INSERT INTO passito_jobs.jobs (queue, type, state, attempts, finished_at, concurrency_key)"
+        " SELECT 'q' || (g % 4), 'Noop', 'completed', 1, now() - g * interval '1 s', 'k' || (g % 7)"
+        " FROM generate_series(1, 200000) g"
+    )
+    dispatch_many(
+        [JobRequest("Noop", queue=f"q{i % 4}", concurrency_key=f"k{i % 7}") for i in range(400)], conn=conn
+    )
+    store.flow.pause("q0")
+    store.flow.set_limits("q1", concurrency=5, key_concurrency=2)
+    claim(conn, queues=["q1", "q2"], batch=20)
+    conn.execute("ANALYZE passito_jobs.jobs")
+    for statement in ("SELECT * FROM passito_jobs.load(NULL)", "SELECT * FROM passito_jobs.queue_flow()"):
+        (plan,) = conn.execute("EXPLAIN (FORMAT JSON) " + statement).fetchone() or (None,)
+        scans: list[tuple[str, str | None]] = []
+
+        def walk(node: dict[str, Any], found: list[tuple[str, str | None]] = scans) -> None:
+            if node.get("Relation Name") == "jobs":
+                found.append((node["Node Type"], node.get("Index Name")))
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(plan[0]["Plan"])
+        assert scans, statement  # the function was inlined: its plan is visible
+        assert not [s for s in scans if "Seq Scan" in s[0]], (statement, scans)

@@ -672,30 +672,45 @@ $$;
 CREATE FUNCTION passito_jobs.queue_flow(queues text[] DEFAULT NULL::text[]) RETURNS TABLE(queue text, paused boolean, concurrency integer, rate_limit integer, rate_period interval, key_concurrency integer, ready bigint, processing bigint, held_back bigint)
     LANGUAGE sql STABLE
     AS $$
-    WITH wanted AS (
-        SELECT queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 AS every
+    -- Each count reads one partial index (as queue_stats does): pending jobs from
+    -- jobs_ready_by_queue_idx, processing ones from jobs_processing_idx, and the keyed ones of
+    -- queues with a key concurrency from jobs_keyed_ready_idx and jobs_keyed_processing_idx.
+    WITH pending AS (
+        SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now()) AS ready
+        FROM passito_jobs.jobs j
+        WHERE j.state = 'pending'
+          AND (queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR j.queue = ANY(queue_flow.queues))
+        GROUP BY j.queue
     ),
-    counts AS (
-        SELECT j.queue,
-               count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()) AS ready,
-               count(*) FILTER (WHERE j.state = 'processing') AS processing
-        FROM passito_jobs.jobs j, wanted w
-        WHERE j.state IN ('pending', 'processing') AND (w.every OR j.queue = ANY(queue_flow.queues))
+    running AS (
+        SELECT j.queue, count(*) AS processing
+        FROM passito_jobs.jobs j
+        WHERE j.state = 'processing'
+          AND (queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR j.queue = ANY(queue_flow.queues))
         GROUP BY j.queue
     ),
     settings AS (
-        SELECT l.* FROM passito_jobs.queues l, wanted w
-        WHERE w.every OR l.name = ANY(queue_flow.queues)
+        SELECT l.* FROM passito_jobs.queues l
+        WHERE queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR l.name = ANY(queue_flow.queues)
     ),
     key_held AS (
         SELECT s.name AS queue, sum(greatest(k.ready - greatest(s.key_concurrency - k.processing, 0), 0)) AS held
         FROM settings s
         CROSS JOIN LATERAL (
-            SELECT count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()) AS ready,
-                   count(*) FILTER (WHERE j.state = 'processing') AS processing
-            FROM passito_jobs.jobs j
-            WHERE j.queue = s.name AND j.concurrency_key IS NOT NULL AND j.state IN ('pending', 'processing')
-            GROUP BY j.concurrency_key
+            SELECT x.k, sum(x.ready) AS ready, sum(x.processing) AS processing
+            FROM (
+                SELECT j.concurrency_key AS k, count(*) FILTER (WHERE j.run_at <= now()) AS ready,
+                       0 AS processing
+                FROM passito_jobs.jobs j
+                WHERE j.state = 'pending' AND j.concurrency_key IS NOT NULL AND j.queue = s.name
+                GROUP BY j.concurrency_key
+                UNION ALL
+                SELECT j.concurrency_key, 0, count(*)
+                FROM passito_jobs.jobs j
+                WHERE j.state = 'processing' AND j.concurrency_key IS NOT NULL AND j.queue = s.name
+                GROUP BY j.concurrency_key
+            ) x
+            GROUP BY x.k
         ) k
         WHERE s.key_concurrency IS NOT NULL
         GROUP BY s.name
@@ -706,7 +721,8 @@ CREATE FUNCTION passito_jobs.queue_flow(queues text[] DEFAULT NULL::text[]) RETU
                coalesce(c.ready, 0) AS ready, coalesce(c.processing, 0) AS processing,
                coalesce(h.held, 0) AS key_held
         FROM settings s
-        FULL JOIN counts c ON c.queue = s.name
+        FULL JOIN (SELECT coalesce(p.queue, r.queue) AS queue, p.ready, r.processing
+                   FROM pending p FULL JOIN running r ON r.queue = p.queue) c ON c.queue = s.name
         LEFT JOIN key_held h ON h.queue = coalesce(s.name, c.queue)
     )
     SELECT m.queue, m.paused, m.concurrency, m.rate_limit, m.rate_period, m.key_concurrency,
