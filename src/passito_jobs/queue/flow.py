@@ -2,7 +2,7 @@
 `passito_jobs.queues` and enforced by the SQL `claim` (docs/flow-control.md).
 
 The checks here are the twins of the SQL functions' (`queue_limit_problem`, `rate_problem` in
-migration 0004), with the same words, so the CLI, Python and the PHP app refuse the same values
+migration 0005), with the same words, so the CLI, Python and the PHP app refuse the same values
 the same way. A rate is written `N/PERIOD`: `50/1s`, `600/1m`, `5/250ms`, `10/s`.
 """
 

@@ -1,6 +1,6 @@
 """`FlowControl`: the queues' pause and limits on one connection, in its transaction
 (docs/flow-control.md). The rules for the values are flow.py's; the SQL functions of migration
-0004 check them again (for the PHP app) with the same words, and `claim` enforces them.
+0005 check them again (for the PHP app) with the same words, and `claim` enforces them.
 """
 
 from __future__ import annotations
