@@ -62,4 +62,3 @@ class DatabaseSettings(SettingsGroup):
         """Whether connections may prepare statements on the server: not through a transaction
         pooler, where a statement prepared on one server connection is missing on the next."""
         return self.listen
-

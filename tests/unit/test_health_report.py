@@ -119,6 +119,8 @@ def test_json_has_totals_a_per_queue_breakdown_and_the_problems() -> None:
         "failed": 0,
         "completed_recently": 3,
         "failed_recently": 1,
+        "paused": False,
+        "held_back": 0,
         "failure_ratio": 0.25,
         "failure_rate": 0.25,
     }

@@ -5,9 +5,9 @@ Exit codes: 0 success; 1 the operation failed (unknown job id, unhealthy queue, 
 2 bad input, bad configuration or an unreachable database (one line on stderr, no traceback).
 
 Each command family's parsers sit next to their handlers (`add_commands(sub)` in queue.py,
-jobs.py, worker.py, operator.py, health.py, web.py, db.py, demo.py). A plug-in contributes commands the
-same way (`PLUGIN_COMMANDS`): Passito's module is imported only when one of its commands runs,
-so the engine's commands never load it.
+queues.py, jobs.py, worker.py, operator.py, health.py, web.py, db.py, demo.py). A plug-in
+contributes commands the same way (`PLUGIN_COMMANDS`): Passito's module is imported only when
+one of its commands runs, so the engine's commands never load it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ log = logging.getLogger("passito_jobs.cli")
 
 COMMAND_MODULES = (
     "passito_jobs.cli.queue",
+    "passito_jobs.cli.queues",
     "passito_jobs.cli.worker",
     "passito_jobs.cli.jobs",
     "passito_jobs.cli.schedules",

@@ -35,6 +35,7 @@ _DISPATCH_FLAGS = {
     "max_attempts": "--max-attempts",
     "depends_on": "--depends-on",
     "unique_key": "--unique-key",
+    "concurrency_key": "--concurrency-key",
 }
 
 
@@ -91,6 +92,12 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="refuse (exit 2) a job type no worker has ever run, instead of warning",
     )
+    p.add_argument(
+        "--concurrency-key",
+        default=None,
+        metavar="KEY",
+        help="the key the queue's key concurrency counts by, e.g. hostel:ganga (docs/flow-control.md)",
+    )
     p.set_defaults(func=cmd_dispatch)
 
 
@@ -130,6 +137,7 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 depends_on=args.depends_on,
                 max_attempts=args.max_attempts,
                 unique_key=args.unique_key,
+                concurrency_key=args.concurrency_key,
                 conn=conn,
             )
         except InvalidJobError as exc:

@@ -86,10 +86,10 @@ class HealthReport:
 def total(queues: Sequence[QueueStats]) -> QueueStats:
     counts: dict[str, int] = {}
     for spec in fields(QueueStats):
-        if spec.name not in {"queue", "oldest_ready_age"}:
+        if spec.name not in {"queue", "oldest_ready_age", "paused"}:
             counts[spec.name] = sum(getattr(q, spec.name) for q in queues)
     oldest = max((q.oldest_ready_age for q in queues), default=0.0)
-    return QueueStats("*", oldest_ready_age=oldest, **counts)
+    return QueueStats("*", oldest_ready_age=oldest, paused=any(q.paused for q in queues), **counts)
 
 
 def age(seconds: float) -> str:

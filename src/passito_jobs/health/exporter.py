@@ -189,6 +189,28 @@ class QueueCollector(Collector):
                 finished.add_metric([q.queue, "failed"], q.failed_recently)
                 ratio.add_metric([q.queue], q.failure_ratio)
         yield from (up, old_up, duration, queries, jobs, ready, oldest, stale, stuck, finished, ratio)
+        yield from self._flow_families(sample)
+
+    def _flow_families(self, sample: _Sample | None) -> Iterator[Metric]:
+        """Flow control (docs/flow-control.md): only the queues paused or holding jobs back."""
+        paused = GaugeMetricFamily(
+            "passito_jobs_queue_paused",
+            "1 for a paused queue (passito-jobs queues pause): none of its jobs is claimed. "
+            "Only queues that are paused or hold jobs back are listed.",
+            labels=["queue"],
+        )
+        held_back = GaugeMetricFamily(
+            "passito_jobs_queue_held_back_jobs",
+            "Ready jobs a claim cannot take now because the queue is paused, at its concurrency, "
+            "or their concurrency key is at the queue's key concurrency, by queue.",
+            labels=["queue"],
+        )
+        queues = sample.queues if sample is not None and sample.queues is not None else []
+        for q in queues:
+            if q.paused or q.held_back:
+                paused.add_metric([q.queue], 1.0 if q.paused else 0.0)
+                held_back.add_metric([q.queue], q.held_back)
+        yield from (paused, held_back)
 
 
 def serve(

@@ -51,11 +51,15 @@ def render_text(report: HealthReport) -> str:
         f"{'Processing Jobs:':<17}{totals.processing}",
         f"{'Failed Jobs:':<17}{totals.failed}",
         f"{'Stale Jobs:':<17}{totals.stale} (older than {format_duration(report.thresholds.stale_after)})",
-        "",
     ]
+    paused = [printable(q.queue, 40) for q in report.queues if q.paused]
+    if totals.held_back or paused:
+        # Flow control (docs/flow-control.md): shown only when a queue is paused or limited.
+        lines.append(f"{'Held Back:':<17}{totals.held_back} (paused queues: {', '.join(paused) or 'none'})")
     if report.unserved:
         shown = ", ".join(f"{printable(name, 128)} ({jobs})" for name, jobs in report.unserved.items())
-        lines += [f"Ready jobs whose type no live worker runs: {shown}", ""]
+        lines.append(f"Ready jobs whose type no live worker runs: {shown}")
+    lines.append("")
     if report.healthy:
         lines.append(HEALTHY)
     else:

@@ -102,6 +102,12 @@ class AsyncStore:
         row = await self._one("next_run_at", {"queues": list(queues) if queues else None})
         return None if row is None or row[0] is None else float(row[0])
 
+    async def next_paced_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the next rate-limited queue with ready jobs may start one (seconds since the
+        epoch), or None."""
+        row = await self._one("next_paced_at", {"queues": list(queues) if queues else None})
+        return None if row is None or row[0] is None else float(row[0])
+
     async def listen(self) -> None:
         await self._one("listen", None, fetch=False)
 

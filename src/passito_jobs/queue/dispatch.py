@@ -67,6 +67,8 @@ def _check_fields(request: JobRequest) -> None:
         for parent in parents:
             limits.check_job_id("depends_on", parent)
     limits.check_unique_key(request.unique_key)
+    if request.concurrency_key is not None:
+        limits.check_name("concurrency_key", request.concurrency_key)
 
 
 def _checked(request: JobRequest, max_bytes: int) -> str:
@@ -105,6 +107,7 @@ def dispatch(
     depends_on: Iterable[int] = (),
     max_attempts: int = 3,
     unique_key: str | None = None,
+    concurrency_key: str | None = None,
     conn: Conn | None = None,
 ) -> int:
     """Dispatch one job and return its id.
@@ -112,7 +115,9 @@ def dispatch(
     `priority`: higher runs first. `delay` (seconds or timedelta) or `run_at`: not before then.
     `depends_on`: parent job ids; the job stays blocked until all of them completed, and fails
     if one fails or is cancelled. `unique_key`: while an unfinished job has this key, its id is
-    returned and nothing new is dispatched. `conn`: dispatch inside your transaction.
+    returned and nothing new is dispatched. `concurrency_key`: the key the queue's
+    key_concurrency counts by (a tenant, say "hostel:ganga"; docs/flow-control.md). `conn`:
+    dispatch inside your transaction.
     """
     if isinstance(depends_on, str | bytes):
         raise InvalidJobError("depends_on must be a list of job ids")
@@ -126,6 +131,7 @@ def dispatch(
         depends_on=tuple(depends_on),
         max_attempts=max_attempts,
         unique_key=unique_key,
+        concurrency_key=concurrency_key,
     )
     payload_json = _checked(request, max_payload_bytes())
     return _with_store(conn, lambda store: store.dispatch(request, payload_json))

@@ -30,6 +30,10 @@ class InvalidJobError(QueueError, ValueError):
     """A dispatch request breaks a rule (payload not an object, negative delay, ...)."""
 
 
+class FlowControlError(QueueError, ValueError):
+    """A queue setting that is refused: a limit out of range, a malformed rate (flow.py)."""
+
+
 class InvalidDatabaseUrlError(QueueError, ValueError):
     """A connection string cannot be parsed; the message says why, with the password masked."""
 

@@ -49,6 +49,7 @@ class JobRequest:
     depends_on: Sequence[int] = ()
     max_attempts: int = 3
     unique_key: str | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     snoozes: int = 0
+    concurrency_key: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -99,6 +101,28 @@ class Job:
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class QueueFlow:
+    """One queue's flow control (`passito_jobs.queue_flow()`): its settings (None: no limit),
+    its ready and processing jobs, and the ready jobs held back by a pause or a limit."""
+
+    queue: str
+    paused: bool
+    concurrency: int | None
+    rate_limit: int | None
+    rate_period: float | None  # seconds
+    key_concurrency: int | None
+    ready: int
+    processing: int
+    held_back: int
+
+    @property
+    def limited(self) -> bool:
+        return self.paused or any(
+            v is not None for v in (self.concurrency, self.rate_limit, self.key_concurrency)
+        )
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,11 @@ class QueueStats:
     failed: int = 0
     completed_recently: int = 0
     failed_recently: int = 0
+    paused: bool = False
+    """Paused (docs/flow-control.md): its ready jobs wait on purpose and are not counted stale."""
+    held_back: int = 0
+    """Ready jobs a claim cannot take now: the queue is paused, at its concurrency, or their
+    concurrency key is at the queue's key concurrency."""
 
     @property
     def failure_ratio(self) -> float:

@@ -30,6 +30,7 @@ from passito_jobs.queue.connection import (
     read_any_row,
 )
 from passito_jobs.queue.errors import InvalidJobError, translate
+from passito_jobs.queue.flowcontrol import FlowControl
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
 from passito_jobs.queue.schedulestore import ScheduleStore
@@ -178,7 +179,7 @@ class Store(ScheduleStore):
         assert row is not None
         now, reserved = row["now"], row["ids"]
         with conn.cursor().copy(query("copy_jobs")) as copy:
-            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
+            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz", "text"])
             for index, job_id in zip(plain, reserved, strict=True):
                 request = requests[index]
                 copy.write_row(
@@ -190,6 +191,7 @@ class Store(ScheduleStore):
                         request.priority,
                         request.max_attempts,
                         _run_at(request, now),
+                        request.concurrency_key,
                     )
                 )
                 ids[index] = job_id
@@ -307,6 +309,13 @@ class Store(ScheduleStore):
     def _statement_timeout(self, seconds: float) -> None:
         self.conn.execute(query("set_statement_timeout"), {"timeout_ms": max(1, round(seconds * 1000))})
 
+    # --- flow control (docs/flow-control.md)
+
+    @property
+    def flow(self) -> FlowControl:
+        """The queues' pause and limits, on this store's connection and transaction."""
+        return FlowControl(self.conn)
+
     # --- maintenance
 
     @_translated
@@ -371,6 +380,7 @@ def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
         "depends_on": list(request.depends_on),
         "max_attempts": request.max_attempts,
         "unique_key": request.unique_key,
+        "concurrency_key": request.concurrency_key,
     }
 
 

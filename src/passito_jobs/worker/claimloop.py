@@ -102,8 +102,10 @@ class ClaimLoop:
                         attempts.start(job)
                 if want and len(jobs) == want:
                     continue  # a full batch: more may be ready
-                if want and not jobs and not self.stopping:
-                    await self._schedule_next_poll()
+                if want and not self.stopping:
+                    # Short of a full batch: the queue ran dry, or a rate paces it; either
+                    # way wake when the next job is due, not a poll later.
+                    await self._schedule_next_poll(paced_only=bool(jobs))
             if self.stopping and not attempts.running and not attempts.outcomes:
                 await self._release()
                 return
@@ -187,14 +189,19 @@ class ClaimLoop:
             async with asyncio.timeout(timeout):
                 await self.wake.wait()
 
-    async def _schedule_next_poll(self) -> None:
-        """Remember when the next delayed job is due so the loop wakes for it, not a poll later.
+    async def _schedule_next_poll(self, *, paced_only: bool = False) -> None:
+        """Remember when the next delayed job is due, or a rate-limited queue may start its next
+        job (docs/flow-control.md), so the loop wakes for it, not a poll later. `paced_only`
+        (after a partial batch) asks only the second, a look at the small queues table.
         Whatever goes wrong here (a run_at of 'infinity', a lost connection: the next round
         trip notices), the loop falls back to the poll interval."""
         assert self._store is not None
         self._next_run_at = None
         try:
-            due = await self._store.next_run_at(self.queues)
+            if paced_only:
+                due = await self._store.next_paced_at(self.queues)
+            else:
+                due = await self._store.next_run_at(self.queues)
         except Exception as exc:
             log.warning("Could not read when the next delayed job is due: %s", first_line(exc))
             return

@@ -8,7 +8,7 @@ SELECT passito_jobs.dispatch(
     job_type => %(type)s, payload => %(payload)s, queue => %(queue)s, priority => %(priority)s,
     run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
     depends_on => %(depends_on)s::bigint[], max_attempts => %(max_attempts)s,
-    unique_key => %(unique_key)s)
+    unique_key => %(unique_key)s, concurrency_key => %(concurrency_key)s)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -16,7 +16,8 @@ SELECT now() AS now, ARRAY(SELECT nextval(pg_get_serial_sequence('passito_jobs.j
                            FROM generate_series(1, %(count)s)) AS ids
 
 -- name: copy_jobs
-COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at) FROM STDIN (FORMAT BINARY)
+COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at, concurrency_key)
+FROM STDIN (FORMAT BINARY)
 
 -- name: notify_ready
 SELECT passito_jobs.notify_ready(%(queues)s::text[])
@@ -101,11 +102,30 @@ LIMIT %(limit)s
 SELECT ready, processing FROM passito_jobs.load(%(queues)s::text[])
 
 -- name: next_run_at
--- Seconds since the epoch: a run_at of 'infinity' (or past year 9999) is a number here, not a
--- timestamp the driver cannot represent.
-SELECT extract(epoch FROM min(run_at))::double precision AS next_run_at FROM passito_jobs.jobs
-WHERE state = 'pending' AND run_at > now()
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+-- When the next delayed job is due, or a rate-limited queue with ready jobs may start its next
+-- one (next_paced_at), whichever comes first. Seconds since the epoch: a run_at of 'infinity'
+-- (or past year 9999) is a number here, not a timestamp the driver cannot represent.
+SELECT extract(epoch FROM least(
+    (SELECT min(run_at) FROM passito_jobs.jobs
+     WHERE state = 'pending' AND run_at > now()
+       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))),
+    (SELECT min(q.rate_next_at) FROM passito_jobs.queues q
+     WHERE q.rate_limit IS NOT NULL AND NOT q.paused AND q.rate_next_at > now()
+       AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+       AND EXISTS (SELECT 1 FROM passito_jobs.jobs j
+                   WHERE j.state = 'pending' AND j.queue = q.name AND j.run_at <= now()))
+))::double precision AS next_run_at
+
+-- name: next_paced_at
+-- When the next rate-limited queue with ready jobs may start one (passito_jobs.queues.rate_next_at):
+-- asked after a partial batch, so it reads only the small queues table and one index probe per
+-- rate-limited queue.
+SELECT extract(epoch FROM min(q.rate_next_at))::double precision AS next_paced_at
+FROM passito_jobs.queues q
+WHERE q.rate_limit IS NOT NULL AND NOT q.paused AND q.rate_next_at > now()
+  AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+  AND EXISTS (SELECT 1 FROM passito_jobs.jobs j
+              WHERE j.state = 'pending' AND j.queue = q.name AND j.run_at <= now())
 
 -- name: finished_among
 SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'cancelled')) AS finished,
@@ -165,24 +185,55 @@ completed AS (
     FROM passito_jobs.jobs
     WHERE state = 'completed' AND finished_at >= now() - make_interval(secs => %(window)s)
     GROUP BY queue
+),
+-- Flow control (docs/flow-control.md): the queues paused or limited, and the ready jobs they
+-- hold back. A paused queue's waiting jobs are waiting on purpose: they are not stale.
+flow AS (
+    SELECT queue, paused, held_back FROM passito_jobs.queue_flow()
+    WHERE paused OR held_back > 0
 )
 SELECT queue,
        coalesce(b.blocked, 0) AS blocked,
        coalesce(p.pending, 0) AS pending,
        coalesce(p.ready, 0) AS ready,
-       coalesce(p.stale, 0) AS stale,
+       CASE WHEN l.paused THEN 0 ELSE coalesce(p.stale, 0) END AS stale,
        coalesce(p.oldest_ready_age, 0)::double precision AS oldest_ready_age,
        coalesce(r.processing, 0) AS processing,
        coalesce(r.stuck, 0) AS stuck,
        coalesce(f.failed, 0) AS failed,
        coalesce(c.completed_recently, 0) AS completed_recently,
-       coalesce(f.failed_recently, 0) AS failed_recently
+       coalesce(f.failed_recently, 0) AS failed_recently,
+       coalesce(l.paused, false) AS paused,
+       coalesce(l.held_back, 0) AS held_back
 FROM pending p
 FULL JOIN blocked b USING (queue)
 FULL JOIN processing r USING (queue)
 FULL JOIN failed f USING (queue)
 FULL JOIN completed c USING (queue)
+FULL JOIN flow l USING (queue)
 ORDER BY queue
+
+-- name: queue_flow
+-- Each queue's flow control: its settings, ready and processing jobs, and those held back.
+SELECT queue, paused, concurrency, rate_limit, extract(epoch FROM rate_period)::double precision AS rate_period,
+       key_concurrency, ready, processing, held_back
+FROM passito_jobs.queue_flow(%(queues)s::text[])
+
+-- name: pause_queue
+SELECT passito_jobs.pause_queue(%(queue)s)
+
+-- name: resume_queue
+SELECT passito_jobs.resume_queue(%(queue)s)
+
+-- name: set_queue_concurrency
+SELECT passito_jobs.set_queue_concurrency(%(queue)s, %(value)s)
+
+-- name: set_queue_key_concurrency
+SELECT passito_jobs.set_queue_key_concurrency(%(queue)s, %(value)s)
+
+-- name: set_queue_rate
+SELECT passito_jobs.set_queue_rate(%(queue)s, %(rate_limit)s,
+                                   make_interval(secs => %(rate_period)s::double precision))
 
 -- name: listen
 -- The channel every dispatch notifies (pg_notify('passito_jobs', queue)).

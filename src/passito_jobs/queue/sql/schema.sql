@@ -69,6 +69,11 @@ BEGIN
         RAISE EXCEPTION 'batch must be between 1 and 10000, got %', coalesce(batch::text, 'null')
             USING ERRCODE = 'check_violation';
     END IF;
+    IF EXISTS (SELECT 1 FROM passito_jobs.queues l
+               WHERE l.limited AND (claim.queues IS NULL OR l.name = ANY(claim.queues))) THEN
+        RETURN QUERY SELECT * FROM passito_jobs.claim_limited(claim.worker, claim.queues, claim.batch);
+        RETURN;
+    END IF;
     -- Two statements rather than one with `queues IS NULL OR ...`, so each keeps the plan
     -- that walks its index in claim order.
     IF queues IS NULL THEN
@@ -120,6 +125,81 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    q passito_jobs.queues;
+    locked passito_jobs.queues[] := '{}';
+    limited_names text[] := '{}';
+    allowance integer;
+    candidates bigint[] := '{}';
+    free text[];
+    pace_at timestamptz;
+    started timestamptz;
+BEGIN
+    FOR q IN
+        SELECT * FROM passito_jobs.queues l
+        WHERE l.limited AND (claim_limited.queues IS NULL OR l.name = ANY(claim_limited.queues))
+        ORDER BY l.name
+        FOR UPDATE
+    LOOP
+        locked := locked || q;
+    END LOOP;
+    -- Every count below is a statement that starts after all the locks are held.
+    pace_at := clock_timestamp();
+    FOREACH q IN ARRAY locked LOOP
+        limited_names := limited_names || q.name;
+        allowance := passito_jobs.queue_allowance(q, claim_limited.batch, pace_at);
+        IF allowance > 0 THEN
+            candidates := candidates || passito_jobs.queue_candidates(q, allowance);
+        END IF;
+    END LOOP;
+    free := ARRAY(SELECT f FROM unnest(coalesce(claim_limited.queues, passito_jobs.pending_queues())) AS f
+                  WHERE f <> ALL(limited_names));
+    IF cardinality(free) > 0 THEN
+        candidates := candidates || ARRAY(
+            SELECT r.id FROM passito_jobs.jobs r
+            WHERE r.state = 'pending' AND r.run_at <= now() AND r.queue = ANY(free)
+            ORDER BY r.priority DESC, r.run_at, r.id
+            LIMIT claim_limited.batch
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(candidates) = 0 THEN
+        RETURN;
+    END IF;
+    started := clock_timestamp();
+    RETURN QUERY
+    WITH picked AS (
+        SELECT r.id FROM passito_jobs.jobs r
+        WHERE r.id = ANY(candidates) AND r.state = 'pending' AND r.run_at <= now()
+        ORDER BY r.priority DESC, r.run_at, r.id
+        LIMIT claim_limited.batch
+        FOR UPDATE SKIP LOCKED
+    ),
+    claimed AS (
+        UPDATE passito_jobs.jobs j
+        SET state = 'processing', attempts = j.attempts + 1, worker_id = claim_limited.worker,
+            claimed_at = started, heartbeat_at = started, started_at = coalesce(j.started_at, started)
+        FROM picked p
+        WHERE j.id = p.id
+        RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
+                  extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited
+    ),
+    paced AS (
+        UPDATE passito_jobs.queues u
+        SET rate_next_at = passito_jobs.rate_base(u, started) + (u.rate_period / u.rate_limit) * k.n
+        FROM (SELECT c.queue, count(*) AS n FROM claimed c GROUP BY c.queue) k
+        WHERE u.name = k.queue AND u.rate_limit IS NOT NULL
+    )
+    SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
+           c.waited::double precision
+    FROM claimed c
+    ORDER BY c.priority DESC, c.run_at, c.id;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.complete(worker text, ids bigint[], attempts integer[], results jsonb[]) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -146,7 +226,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text) RETURNS bigint
+CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text, concurrency_key text DEFAULT NULL::text) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -157,9 +237,12 @@ DECLARE
     new_state   passito_jobs.job_state := 'pending';
     new_error   text;
     new_id      bigint;
-    problem     text := passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue,
-                                                 dispatch.run_at, dispatch.depends_on,
-                                                 dispatch.max_attempts, dispatch.unique_key);
+    problem     text := coalesce(
+        passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue,
+                                 dispatch.run_at, dispatch.depends_on,
+                                 dispatch.max_attempts, dispatch.unique_key),
+        CASE WHEN dispatch.concurrency_key IS NOT NULL
+             THEN passito_jobs.name_problem('concurrency_key', dispatch.concurrency_key) END);
 BEGIN
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
@@ -188,12 +271,12 @@ BEGIN
     LOOP
         INSERT INTO passito_jobs.jobs AS j
             (queue, type, payload, priority, state, run_at, max_attempts, depends_on,
-             waiting_on, unique_key, last_error, finished_at)
+             waiting_on, unique_key, last_error, finished_at, concurrency_key)
         VALUES
             (dispatch.queue, dispatch.job_type, dispatch.payload, coalesce(dispatch.priority, 0), new_state,
              coalesce(dispatch.run_at, now()), dispatch.max_attempts, parents, waiting,
              dispatch.unique_key, new_error,
-             CASE WHEN new_state = 'failed' THEN now() END)
+             CASE WHEN new_state = 'failed' THEN now() END, dispatch.concurrency_key)
         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('blocked', 'pending', 'processing')
         DO NOTHING
         RETURNING j.id INTO new_id;
@@ -352,11 +435,8 @@ $$;
 CREATE FUNCTION passito_jobs.load(queues text[] DEFAULT NULL::text[]) RETURNS TABLE(ready bigint, processing bigint)
     LANGUAGE sql STABLE
     AS $$
-    SELECT count(*) FILTER (WHERE j.state = 'pending' AND j.run_at <= now()),
-           count(*) FILTER (WHERE j.state = 'processing')
-    FROM passito_jobs.jobs j
-    WHERE j.state IN ('pending', 'processing')
-      AND (load.queues IS NULL OR cardinality(load.queues) = 0 OR j.queue = ANY(load.queues));
+    SELECT coalesce(sum(f.ready - f.held_back), 0)::bigint, coalesce(sum(f.processing), 0)::bigint
+    FROM passito_jobs.queue_flow(load.queues) f;
 $$;
 
 CREATE FUNCTION passito_jobs.lock_parents(parents bigint[], OUT waiting integer, OUT failed_parent bigint, OUT failed_state passito_jobs.job_state) RETURNS record
@@ -442,6 +522,18 @@ CREATE FUNCTION passito_jobs.notify_ready(queues text[]) RETURNS void
     FROM unnest(queues) AS q;
 $$;
 
+CREATE FUNCTION passito_jobs.pause_queue(queue text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    created boolean;
+BEGIN
+    created := passito_jobs.queue_row(queue);
+    UPDATE passito_jobs.queues q SET paused = true, updated_at = now() WHERE q.name = pause_queue.queue;
+    RETURN created;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.payload_problem(payload jsonb) RETURNS text
     LANGUAGE plpgsql STABLE
     AS $_$
@@ -462,6 +554,19 @@ BEGIN
     RETURN NULL;
 END;
 $_$;
+
+CREATE FUNCTION passito_jobs.pending_queues() RETURNS text[]
+    LANGUAGE sql STABLE
+    AS $$
+    WITH RECURSIVE qs(name) AS (
+        (SELECT r.queue FROM passito_jobs.jobs r WHERE r.state = 'pending' ORDER BY r.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.queue FROM passito_jobs.jobs r WHERE r.state = 'pending' AND r.queue > qs.name
+                ORDER BY r.queue LIMIT 1)
+        FROM qs WHERE qs.name IS NOT NULL
+    )
+    SELECT coalesce(array_agg(qs.name), '{}') FROM qs WHERE qs.name IS NOT NULL;
+$$;
 
 CREATE FUNCTION passito_jobs.prune(keep_completed interval, keep_failed interval, batch integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql
@@ -487,6 +592,219 @@ BEGIN
     SELECT count(*) INTO deleted FROM gone;
     RETURN deleted;
 END;
+$$;
+
+CREATE TABLE passito_jobs.queues (
+    name text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    concurrency integer,
+    rate_limit integer,
+    rate_period interval,
+    key_concurrency integer,
+    rate_next_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    limited boolean GENERATED ALWAYS AS ((paused OR (concurrency IS NOT NULL) OR (rate_limit IS NOT NULL) OR (key_concurrency IS NOT NULL))) STORED,
+    CONSTRAINT queues_rate_whole CHECK (((rate_limit IS NULL) = (rate_period IS NULL)))
+);
+
+CREATE FUNCTION passito_jobs.queue_allowance(q passito_jobs.queues, batch integer, at timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    allowed integer := batch;
+    running integer;
+    base timestamptz;
+BEGIN
+    IF q.paused THEN
+        RETURN 0;
+    END IF;
+    IF q.concurrency IS NOT NULL THEN
+        SELECT count(*) INTO running FROM passito_jobs.jobs j WHERE j.state = 'processing' AND j.queue = q.name;
+        allowed := least(allowed, q.concurrency - running);
+    END IF;
+    IF q.rate_limit IS NOT NULL AND allowed > 0 THEN
+        base := passito_jobs.rate_base(q, at);
+        IF base > at THEN
+            RETURN 0;
+        END IF;
+        allowed := least(allowed, 1 + floor(extract(epoch FROM at - base)
+                                            / extract(epoch FROM q.rate_period / q.rate_limit))::integer);
+    END IF;
+    RETURN greatest(allowed, 0);
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.queue_candidates(q passito_jobs.queues, allowance integer) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF q.key_concurrency IS NULL THEN
+        RETURN ARRAY(
+            SELECT r.id FROM passito_jobs.jobs r
+            WHERE r.state = 'pending' AND r.run_at <= now() AND r.queue = q.name
+            ORDER BY r.priority DESC, r.run_at, r.id
+            LIMIT allowance);
+    END IF;
+    RETURN ARRAY(
+        WITH RECURSIVE keys(k) AS (
+            (SELECT r.concurrency_key FROM passito_jobs.jobs r
+             WHERE r.state = 'pending' AND r.concurrency_key IS NOT NULL AND r.queue = q.name
+             ORDER BY r.concurrency_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT r.concurrency_key FROM passito_jobs.jobs r
+                    WHERE r.state = 'pending' AND r.concurrency_key IS NOT NULL AND r.queue = q.name
+                      AND r.concurrency_key > keys.k
+                    ORDER BY r.concurrency_key LIMIT 1)
+            FROM keys WHERE keys.k IS NOT NULL
+        ),
+        running AS (
+            SELECT r.concurrency_key AS k, count(*)::integer AS n FROM passito_jobs.jobs r
+            WHERE r.state = 'processing' AND r.concurrency_key IS NOT NULL AND r.queue = q.name
+            GROUP BY r.concurrency_key
+        ),
+        offered AS (
+            SELECT c.id, c.priority, c.run_at
+            FROM keys
+            LEFT JOIN running ON running.k = keys.k
+            CROSS JOIN LATERAL (
+                SELECT r.id, r.priority, r.run_at FROM passito_jobs.jobs r
+                WHERE r.state = 'pending' AND r.concurrency_key = keys.k AND r.queue = q.name
+                  AND r.run_at <= now()
+                ORDER BY r.priority DESC, r.run_at, r.id
+                LIMIT greatest(q.key_concurrency - coalesce(running.n, 0), 0)
+            ) c
+            WHERE keys.k IS NOT NULL
+            UNION ALL
+            (SELECT r.id, r.priority, r.run_at FROM passito_jobs.jobs r
+             WHERE r.state = 'pending' AND r.run_at <= now() AND r.queue = q.name AND r.concurrency_key IS NULL
+             ORDER BY r.priority DESC, r.run_at, r.id
+             LIMIT allowance)
+        )
+        SELECT o.id FROM offered o ORDER BY o.priority DESC, o.run_at, o.id LIMIT allowance);
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.queue_flow(queues text[] DEFAULT NULL::text[]) RETURNS TABLE(queue text, paused boolean, concurrency integer, rate_limit integer, rate_period interval, key_concurrency integer, ready bigint, processing bigint, held_back bigint)
+    LANGUAGE sql STABLE
+    AS $$
+    -- Each count reads one partial index (as queue_stats does): pending jobs from
+    -- jobs_ready_by_queue_idx, processing ones from jobs_processing_idx, and the keyed ones of
+    -- queues with a key concurrency from jobs_keyed_ready_idx and jobs_keyed_processing_idx.
+    WITH pending AS (
+        SELECT j.queue, count(*) FILTER (WHERE j.run_at <= now()) AS ready
+        FROM passito_jobs.jobs j
+        WHERE j.state = 'pending'
+          AND (queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR j.queue = ANY(queue_flow.queues))
+        GROUP BY j.queue
+    ),
+    running AS (
+        SELECT j.queue, count(*) AS processing
+        FROM passito_jobs.jobs j
+        WHERE j.state = 'processing'
+          AND (queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR j.queue = ANY(queue_flow.queues))
+        GROUP BY j.queue
+    ),
+    settings AS (
+        SELECT l.* FROM passito_jobs.queues l
+        WHERE queue_flow.queues IS NULL OR cardinality(queue_flow.queues) = 0 OR l.name = ANY(queue_flow.queues)
+    ),
+    key_held AS (
+        SELECT s.name AS queue, sum(greatest(k.ready - greatest(s.key_concurrency - k.processing, 0), 0)) AS held
+        FROM settings s
+        CROSS JOIN LATERAL (
+            SELECT x.k, sum(x.ready) AS ready, sum(x.processing) AS processing
+            FROM (
+                SELECT j.concurrency_key AS k, count(*) FILTER (WHERE j.run_at <= now()) AS ready,
+                       0 AS processing
+                FROM passito_jobs.jobs j
+                WHERE j.state = 'pending' AND j.concurrency_key IS NOT NULL AND j.queue = s.name
+                GROUP BY j.concurrency_key
+                UNION ALL
+                SELECT j.concurrency_key, 0, count(*)
+                FROM passito_jobs.jobs j
+                WHERE j.state = 'processing' AND j.concurrency_key IS NOT NULL AND j.queue = s.name
+                GROUP BY j.concurrency_key
+            ) x
+            GROUP BY x.k
+        ) k
+        WHERE s.key_concurrency IS NOT NULL
+        GROUP BY s.name
+    ),
+    merged AS (
+        SELECT coalesce(s.name, c.queue) AS queue, coalesce(s.paused, false) AS paused, s.concurrency,
+               s.rate_limit, s.rate_period, s.key_concurrency,
+               coalesce(c.ready, 0) AS ready, coalesce(c.processing, 0) AS processing,
+               coalesce(h.held, 0) AS key_held
+        FROM settings s
+        FULL JOIN (SELECT coalesce(p.queue, r.queue) AS queue, p.ready, r.processing
+                   FROM pending p FULL JOIN running r ON r.queue = p.queue) c ON c.queue = s.name
+        LEFT JOIN key_held h ON h.queue = coalesce(s.name, c.queue)
+    )
+    SELECT m.queue, m.paused, m.concurrency, m.rate_limit, m.rate_period, m.key_concurrency,
+           m.ready, m.processing,
+           (CASE WHEN m.paused THEN m.ready
+                 WHEN m.concurrency IS NULL THEN m.key_held
+                 ELSE m.ready - least(m.ready - m.key_held, greatest(m.concurrency - m.processing, 0))
+            END)::bigint AS held_back
+    FROM merged m
+    ORDER BY m.queue;
+$$;
+
+CREATE FUNCTION passito_jobs.queue_limit_problem(what text, value integer) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN value IS NULL THEN NULL
+        WHEN value < 1 THEN format('%s must be at least 1, got %s', what, value)
+        WHEN value > 1000000 THEN format('%s must be at most 1000000, got %s', what, value)
+    END;
+$$;
+
+CREATE FUNCTION passito_jobs.queue_row(queue text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    problem text := passito_jobs.name_problem('queue', queue);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO passito_jobs.queues AS q (name) VALUES (queue_row.queue) ON CONFLICT (name) DO NOTHING;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    PERFORM FROM passito_jobs.queues q WHERE q.name = queue_row.queue FOR UPDATE;
+    RETURN false;
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.rate_base(q passito_jobs.queues, at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT greatest(coalesce(q.rate_next_at, '-infinity'),
+                    at - (q.rate_period / q.rate_limit) * (passito_jobs.rate_burst(q.rate_limit, q.rate_period) - 1));
+$$;
+
+CREATE FUNCTION passito_jobs.rate_burst(rate_limit integer, rate_period interval) RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT least(rate_limit, greatest(1, floor(rate_limit * 0.05 / extract(epoch FROM rate_period))::integer));
+$$;
+
+CREATE FUNCTION passito_jobs.rate_problem(rate_limit integer, rate_period interval) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN rate_limit IS NULL AND rate_period IS NULL THEN NULL
+        WHEN rate_limit IS NULL OR rate_period IS NULL
+            THEN 'rate needs both a number of jobs and a period (e.g. 50/1s)'
+        WHEN rate_limit < 1 THEN format('rate must allow at least 1 job per period, got %s', rate_limit)
+        WHEN rate_limit > 1000000 THEN format('rate must allow at most 1000000 jobs per period, got %s', rate_limit)
+        WHEN rate_period < interval '1 millisecond' OR rate_period > interval '7 days'
+            THEN 'rate period must be from 1ms to 7d'
+        WHEN extract(epoch FROM rate_period) * 1000000 < rate_limit
+            THEN 'rate must be at most 1000000 jobs per second'
+    END;
 $$;
 
 CREATE FUNCTION passito_jobs.register_job_types(worker_id text, types text[]) RETURNS void
@@ -612,6 +930,19 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.resume_queue(queue text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    created boolean;
+BEGIN
+    created := passito_jobs.queue_row(queue);
+    UPDATE passito_jobs.queues q SET paused = false, updated_at = now() WHERE q.name = resume_queue.queue;
+    PERFORM passito_jobs.notify_ready(ARRAY[resume_queue.queue]);
+    RETURN created;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.retry(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql
     AS $$
@@ -653,6 +984,62 @@ BEGIN
         PERFORM passito_jobs.notify_ready(ARRAY(SELECT DISTINCT q FROM unnest(woken) AS q));
     END IF;
     RETURN requeued;
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.set_queue_concurrency(queue text, concurrency integer) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    created boolean;
+    problem text := passito_jobs.queue_limit_problem('concurrency', concurrency);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
+    END IF;
+    created := passito_jobs.queue_row(queue);
+    UPDATE passito_jobs.queues q SET concurrency = set_queue_concurrency.concurrency, updated_at = now()
+    WHERE q.name = set_queue_concurrency.queue;
+    PERFORM passito_jobs.notify_ready(ARRAY[set_queue_concurrency.queue]);
+    RETURN created;
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.set_queue_key_concurrency(queue text, key_concurrency integer) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    created boolean;
+    problem text := passito_jobs.queue_limit_problem('key concurrency', key_concurrency);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
+    END IF;
+    created := passito_jobs.queue_row(queue);
+    UPDATE passito_jobs.queues q SET key_concurrency = set_queue_key_concurrency.key_concurrency, updated_at = now()
+    WHERE q.name = set_queue_key_concurrency.queue;
+    PERFORM passito_jobs.notify_ready(ARRAY[set_queue_key_concurrency.queue]);
+    RETURN created;
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.set_queue_rate(queue text, rate_limit integer, rate_period interval) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    created boolean;
+    problem text := passito_jobs.rate_problem(rate_limit, rate_period);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
+    END IF;
+    created := passito_jobs.queue_row(queue);
+    UPDATE passito_jobs.queues q
+    SET rate_limit = set_queue_rate.rate_limit, rate_period = set_queue_rate.rate_period,
+        rate_next_at = NULL, updated_at = now()
+    WHERE q.name = set_queue_rate.queue;
+    PERFORM passito_jobs.notify_ready(ARRAY[set_queue_rate.queue]);
+    RETURN created;
 END;
 $$;
 
@@ -751,6 +1138,7 @@ CREATE TABLE passito_jobs.jobs (
     finished_at timestamp with time zone,
     snoozes integer DEFAULT 0 NOT NULL,
     awaited boolean DEFAULT false NOT NULL,
+    concurrency_key text,
     CONSTRAINT jobs_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_positive CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
@@ -813,6 +1201,9 @@ ALTER TABLE ONLY passito_jobs.jobs
 ALTER TABLE ONLY passito_jobs.leases
     ADD CONSTRAINT leases_pkey PRIMARY KEY (name);
 
+ALTER TABLE ONLY passito_jobs.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
 ALTER TABLE ONLY passito_jobs.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 
@@ -828,6 +1219,10 @@ CREATE INDEX jobs_blocked_idx ON passito_jobs.jobs USING btree (queue) WHERE (st
 CREATE INDEX jobs_created_brin ON passito_jobs.jobs USING brin (created_at) WITH (autosummarize='on');
 
 CREATE INDEX jobs_finished_idx ON passito_jobs.jobs USING btree (state, finished_at) WHERE (state = ANY (ARRAY['completed'::passito_jobs.job_state, 'failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
+
+CREATE INDEX jobs_keyed_processing_idx ON passito_jobs.jobs USING btree (queue, concurrency_key) WHERE ((state = 'processing'::passito_jobs.job_state) AND (concurrency_key IS NOT NULL));
+
+CREATE INDEX jobs_keyed_ready_idx ON passito_jobs.jobs USING btree (queue, concurrency_key, priority DESC, run_at, id) WHERE ((state = 'pending'::passito_jobs.job_state) AND (concurrency_key IS NOT NULL));
 
 CREATE INDEX jobs_processing_idx ON passito_jobs.jobs USING btree (heartbeat_at) WHERE (state = 'processing'::passito_jobs.job_state);
 

@@ -1,0 +1,199 @@
+"""`passito-jobs queues list | pause | resume | set`: flow control across the fleet.
+
+The settings live in the database (`passito_jobs.queues`), so every worker obeys them at its
+next claim, without a restart; docs/flow-control.md explains each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from passito_jobs.cli.options import CommandError, open_store, print_json
+from passito_jobs.config import Settings
+from passito_jobs.queue import limits
+from passito_jobs.queue.errors import FlowControlError, InvalidJobError
+from passito_jobs.queue.flow import UNCHANGED, Rate, check_limit, parse_rate
+from passito_jobs.queue.limits import printable
+from passito_jobs.queue.models import QueueFlow
+
+NO_LIMIT = "none"
+
+
+def add_commands(sub: Any) -> None:
+    queues = sub.add_parser("queues", help="flow control: pause, resume and limit queues for every worker")
+    qsub = queues.add_subparsers(
+        dest="queues_command", required=True, metavar="ACTION", parser_class=type(queues)
+    )
+    p = qsub.add_parser("list", help="each queue's settings, processing, ready and held-back jobs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+    p = qsub.add_parser(
+        "pause", help="claim nothing from QUEUE (dispatch still works; jobs in flight finish)"
+    )
+    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.set_defaults(func=cmd_pause)
+    p = qsub.add_parser("resume", help="claim from QUEUE again (its workers wake at once)")
+    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.set_defaults(func=cmd_resume)
+    p = qsub.add_parser("set", help="set QUEUE's limits for the whole fleet (`none` removes one)")
+    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument(
+        "--concurrency",
+        type=limit("concurrency"),
+        default=UNCHANGED,
+        metavar="N|none",
+        help="at most N of its jobs processing at once, across all workers",
+    )
+    p.add_argument(
+        "--rate",
+        type=rate,
+        default=UNCHANGED,
+        metavar="N/PERIOD|none",
+        help="at most N of its jobs started per PERIOD, evenly spaced (50/1s, 600/1m)",
+    )
+    p.add_argument(
+        "--key-concurrency",
+        type=limit("key concurrency"),
+        default=UNCHANGED,
+        metavar="N|none",
+        help="at most N processing jobs per concurrency key (dispatch --concurrency-key)",
+    )
+    p.set_defaults(func=cmd_set)
+
+
+def queue_name(text: str) -> str:
+    try:
+        return limits.check_name("queue", text)
+    except InvalidJobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def limit(what: str) -> Any:
+    def parse(text: str) -> int | None:
+        if text.strip().lower() == NO_LIMIT:
+            return None
+        stripped = text.strip()
+        if not stripped.lstrip("+-").isdigit() or not stripped.isascii() or len(stripped) > 20:
+            raise argparse.ArgumentTypeError(f"{printable(stripped, 40)!r} is not a whole number or `none`")
+        try:
+            return check_limit(what, int(stripped))
+        except FlowControlError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def rate(text: str) -> Rate | None:
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        return parse_rate(text)
+    except FlowControlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        flows = store.flow.queues()
+    if args.json:
+        print_json([_as_dict(f) for f in flows])
+        return 0
+    if not flows:
+        print("no queues yet (a queue appears with its first job or setting)")
+        return 0
+    rows = [
+        (
+            printable(f.queue, 40),
+            "paused" if f.paused else "active",
+            _shown(f.concurrency),
+            _rate_text(f) or "-",
+            _shown(f.key_concurrency),
+            str(f.processing),
+            str(f.ready),
+            str(f.held_back),
+        )
+        for f in flows
+    ]
+    header = ("QUEUE", "STATE", "CONCURRENCY", "RATE", "KEY CONCURRENCY", "PROCESSING", "READY", "HELD BACK")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        created = store.flow.pause(args.queue)
+    print(f"paused queue {printable(args.queue, 80)}: no job of it is claimed until `queues resume`")
+    _note_created(created, args.queue)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        created = store.flow.resume(args.queue)
+    print(f"resumed queue {printable(args.queue, 80)}")
+    _note_created(created, args.queue)
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, settings: Settings) -> int:
+    given = {
+        name: value
+        for name, value in (
+            ("concurrency", args.concurrency),
+            ("rate", args.rate),
+            ("key_concurrency", args.key_concurrency),
+        )
+        if value is not UNCHANGED
+    }
+    if not given:
+        raise CommandError("give at least one of --concurrency, --rate, --key-concurrency", code=2)
+    with open_store(settings) as store:
+        created = store.flow.set_limits(args.queue, **given)
+        (flow,) = store.flow.queues([args.queue])
+    print(f"queue {printable(args.queue, 80)}: {_summary(flow)}")
+    _note_created(created, args.queue)
+    return 0
+
+
+def _note_created(created: bool, queue: str) -> None:
+    if created:
+        print(
+            f"note: queue {printable(queue, 80)} had no settings yet; it was created "
+            "(check the name if you expected it to exist)",
+            file=sys.stderr,
+        )
+
+
+def _summary(flow: QueueFlow) -> str:
+    parts = ["paused" if flow.paused else "active"]
+    parts.append(f"concurrency {_shown(flow.concurrency)}")
+    parts.append(f"rate {_rate_text(flow) or NO_LIMIT}")
+    parts.append(f"key concurrency {_shown(flow.key_concurrency)}")
+    return ", ".join(parts)
+
+
+def _shown(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _rate_text(flow: QueueFlow) -> str | None:
+    if flow.rate_limit is None or flow.rate_period is None:
+        return None
+    return str(Rate(flow.rate_limit, flow.rate_period))
+
+
+def _as_dict(flow: QueueFlow) -> dict[str, Any]:
+    return {
+        "queue": flow.queue,
+        "paused": flow.paused,
+        "concurrency": flow.concurrency,
+        "rate": _rate_text(flow),
+        "key_concurrency": flow.key_concurrency,
+        "processing": flow.processing,
+        "ready": flow.ready,
+        "held_back": flow.held_back,
+    }
