@@ -23,7 +23,8 @@ from passito_jobs.outpass.storage import Storage
 from passito_jobs.registry import JobContext, job_type
 
 # WeasyPrint does not promise thread safety (fontconfig and Pango underneath), and rendering
-# is CPU-bound under the GIL anyway: one rendering at a time per worker process.
+# is CPU-bound under the GIL anyway: one rendering at a time per worker process. PDF jobs use
+# more cores than one through process isolation (the job type's `isolation="process"`).
 _render_lock = threading.Lock()
 
 
@@ -113,7 +114,7 @@ def generate_outpass_pdf(outpass: Outpass, settings: JobSettings) -> dict[str, A
     }
 
 
-@job_type("GenerateOutpassPdf", timeout=120, settings=JobSettings)
+@job_type("GenerateOutpassPdf", timeout=120, settings=JobSettings, isolation="process")
 def generate_outpass_pdf_job(ctx: JobContext) -> dict[str, Any]:
     """Payload: the outpass. Result: {outpass_id, file, bytes, pages}."""
     return generate_outpass_pdf(Outpass.from_payload(ctx.payload), ctx.settings_of(JobSettings))

@@ -33,7 +33,7 @@ from passito_jobs.queue.models import ClaimedJob
 from passito_jobs.registry import JobContext, JobType, PermanentError, Registry
 from passito_jobs.settings import format_duration
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
-from passito_jobs.worker.isolation import ChildConfig, ProcessPool
+from passito_jobs.worker.isolation import ChildConfig, ProcessPool, usable_cpus
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.outcomes import Outcomes
 from passito_jobs.worker.settings import WorkerSettings
@@ -68,6 +68,7 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     future: Future[Any] | None = None  # a sync attempt's work in the thread pool
     in_thread: bool = False
+    in_child: bool = False  # the thread waits on a child process (process isolation)
     cancelled_at: float = 0.0  # when the worker cancelled it (TIMED_OUT, LOST, RELEASED)
 
     @property
@@ -107,11 +108,7 @@ class Attempts:
         # Abandoned threads (timed-out sync handlers) keep theirs; the extra threads keep
         # `concurrency` of them free for new attempts until the bound stops the worker.
         self._threads = JobThreads(settings.concurrency + settings.max_abandoned_attempts)
-        self.processes = (
-            ProcessPool(settings.concurrency, ChildConfig(settings.job_modules, worker_id))
-            if settings.sync_isolation == "process"
-            else None
-        )
+        self.processes: ProcessPool | None = None  # made by open() when a job type needs it
         self._abandoned_lock = threading.Lock()
         self.abandoned = 0  # abandoned attempts whose handler still runs
         self.released: list[tuple[int, int]] = []  # (id, attempt) to give back at shutdown
@@ -126,8 +123,21 @@ class Attempts:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.processes is not None:
+        size = self.settings.concurrency
+        if self.settings.sync_isolation != "process":
+            # Only the types that asked for it: CPU-bound, so one process per core does it all.
+            size = min(size, usable_cpus()) if any(self._isolated(t) for t in self.registry) else 0
+        if size:
+            config = ChildConfig(self.settings.job_modules, self.worker_id)
+            self.processes = ProcessPool(size, config)
             await asyncio.to_thread(self.processes.start)
+
+    def _isolated(self, job_type: JobType) -> bool:
+        """Whether the attempts of a sync job type run in a child process: all of them under
+        PASSITO_SYNC_ISOLATION=process, else the types registered with isolation="process"."""
+        if job_type.is_async:
+            return False
+        return self.settings.sync_isolation == "process" or job_type.isolation == "process"
 
     async def close(self) -> None:
         if self.processes is not None:
@@ -161,8 +171,7 @@ class Attempts:
             try:
                 value = await self._begin(attempt)
                 # A child process sends its result already encoded (and checked).
-                in_child = attempt.in_thread and self.processes is not None
-                result = value if in_child else self._encode(value)
+                result = value if attempt.in_child else self._encode(value)
             except asyncio.CancelledError:
                 if not attempt.cancelled_at:
                     raise  # not the worker's doing (the loop is shutting down)
@@ -195,7 +204,8 @@ class Attempts:
         if job_type.is_async:
             return job_type.handler(attempt.ctx)
         attempt.in_thread = True
-        if self.processes is not None:
+        if self.processes is not None and self._isolated(job_type):
+            attempt.in_child = True
             attempt.future = self._threads.submit(
                 self.processes.run, (job.id, job.attempt), job_type, attempt.ctx
             )
@@ -248,7 +258,7 @@ class Attempts:
         self._on_finish()
 
     def _timeout_error(self, attempt: Attempt) -> AttemptTimeoutError:
-        if attempt.in_thread and self.processes is None:
+        if attempt.in_thread and not attempt.in_child:
             self._abandon_thread(attempt)  # the thread runs on; its late result is discarded
         timeout = (attempt.job_type.timeout if attempt.job_type else None) or self.settings.job_timeout
         return AttemptTimeoutError(
@@ -297,9 +307,9 @@ class Attempts:
         attempt.cancelled_at = now
         if state is AttemptState.RELEASED:
             self.released.append((attempt.job.id, attempt.job.attempt))
-            if attempt.in_thread and self.processes is None:
+            if attempt.in_thread and not attempt.in_child:
                 self._abandon_thread(attempt)
-        if attempt.in_thread and self.processes is not None:
+        if attempt.in_child and self.processes is not None:
             self.processes.kill((attempt.job.id, attempt.job.attempt))
         if attempt.task is not None:
             attempt.task.cancel()
