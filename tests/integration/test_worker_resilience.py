@@ -16,7 +16,7 @@ import tests.jobtypes  # noqa: F401 - registers the job types the worker runs
 from passito_jobs import JobContext, JobRequest, dispatch, dispatch_many
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.registry import Registry
-from passito_jobs.worker import attempt as attempt_module
+from passito_jobs.worker import isolation
 from tests.helpers import http_get, job_state, wait_for
 from tests.inprocess import InProcessWorker
 
@@ -153,7 +153,7 @@ def isolated_pids(
 ) -> tuple[list[int], list[int]]:
     """Four overlapping isolated attempts and three threaded ones on a worker of 4 slots whose
     pod has `cores` cores: the pids that ran each."""
-    monkeypatch.setattr(attempt_module, "usable_cpus", lambda: cores)
+    monkeypatch.setattr(isolation, "usable_cpus", lambda: cores)
     types = Registry()
     types.register("IsolatedPid", attempt_pid, isolation="process")
     types.register("ThreadPid", attempt_pid)

@@ -33,7 +33,7 @@ from passito_jobs.queue.models import ClaimedJob
 from passito_jobs.registry import JobContext, JobType, PermanentError, Registry
 from passito_jobs.settings import format_duration
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
-from passito_jobs.worker.isolation import ChildConfig, ProcessPool, usable_cpus
+from passito_jobs.worker.isolation import ChildConfig, ProcessPool, isolated, pool_size
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.outcomes import Outcomes
 from passito_jobs.worker.settings import WorkerSettings
@@ -123,21 +123,10 @@ class Attempts:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        size = self.settings.concurrency
-        if self.settings.sync_isolation != "process":
-            # Only the types that asked for it: CPU-bound, so one process per core does it all.
-            size = min(size, usable_cpus()) if any(self._isolated(t) for t in self.registry) else 0
+        size = pool_size(self.settings.sync_isolation, self.settings.concurrency, self.registry)
         if size:
-            config = ChildConfig(self.settings.job_modules, self.worker_id)
-            self.processes = ProcessPool(size, config)
+            self.processes = ProcessPool(size, ChildConfig(self.settings.job_modules, self.worker_id))
             await asyncio.to_thread(self.processes.start)
-
-    def _isolated(self, job_type: JobType) -> bool:
-        """Whether the attempts of a sync job type run in a child process: all of them under
-        PASSITO_SYNC_ISOLATION=process, else the types registered with isolation="process"."""
-        if job_type.is_async:
-            return False
-        return self.settings.sync_isolation == "process" or job_type.isolation == "process"
 
     async def close(self) -> None:
         if self.processes is not None:
@@ -204,7 +193,7 @@ class Attempts:
         if job_type.is_async:
             return job_type.handler(attempt.ctx)
         attempt.in_thread = True
-        if self.processes is not None and self._isolated(job_type):
+        if self.processes is not None and isolated(job_type, self.settings.sync_isolation):
             attempt.in_child = True
             attempt.future = self._threads.submit(
                 self.processes.run, (job.id, job.attempt), job_type, attempt.ctx

@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -234,6 +235,25 @@ class ProcessPool:
         child_end.close()  # the child holds the only other end: its exit is our EOF
         self.started += 1
         return _Child(process, parent_end)
+
+
+def isolated(job_type: JobType, sync_isolation: str) -> bool:
+    """Whether a job type's attempts run in a child process: every sync type's under
+    PASSITO_SYNC_ISOLATION=process, else those of the types registered with isolation="process"."""
+    if job_type.is_async:
+        return False
+    return sync_isolation == "process" or job_type.isolation == "process"
+
+
+def pool_size(sync_isolation: str, concurrency: int, job_types: Iterable[JobType]) -> int:
+    """The child processes a worker keeps: a slot's worth under PASSITO_SYNC_ISOLATION=process;
+    else, when a type asked for isolation (CPU-bound work), one per core it may use, since more
+    would only take turns on the cores; none when no type did."""
+    if sync_isolation == "process":
+        return concurrency
+    if any(isolated(job_type, sync_isolation) for job_type in job_types):
+        return min(concurrency, usable_cpus())
+    return 0
 
 
 def usable_cpus() -> int:
