@@ -7,7 +7,14 @@ queue your real workers serve), waits until they are up and warmed
 then dispatches the measured outpasses in one transaction and times until every student email
 is written. Each outpass is 3 jobs; no parent approval, so the count is the same every run.
 
+Besides the rate (which drifts with the machine's speed) it reports CPU milliseconds per outpass,
+read from /proc: of the worker processes (with the child processes that render PDFs under process
+isolation) and of the PostgreSQL server. With --compare PYTHON the passito-jobs installed in that
+other Python (another checkout's venv) runs too, interleaved rep by rep, each run in a database of
+its own migrated by its own checkout; the report gives each rep's ratios and their median.
+
     python bench/outpass_bench.py [--outpasses 200] [--workers 2] [--concurrency 4] [--json]
+    python bench/outpass_bench.py --compare ../main/.venv/bin/python --reps 3
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from typing import Any
 
 import psycopg
 
-from passito_jobs.localdb import LocalDatabase
+from benchlib.procs import tree_cpu_seconds
+from benchlib.server import Server, server_for_bench
 from passito_jobs.outpass.flow import OutpassFlow, dispatch_outpass_flows
 from passito_jobs.outpass.model import Outpass
-from passito_jobs.queue.store import Store
 
 TIMEOUT = 600.0
 
@@ -90,49 +97,47 @@ def flow_latencies(conn: psycopg.Connection[Any], flows: list[OutpassFlow]) -> l
     return sorted(float(row[0]) for row in rows)
 
 
-def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        Store(conn).migrate()
-    storage = work / "storage"
+def cpu_of(pids: list[int]) -> float:
+    return sum(tree_cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def run(args: argparse.Namespace, server: Server, python: str, dbname: str, work: Path) -> dict[str, Any]:
+    url = server.create_database(dbname)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
+    env.update(PASSITO_DATABASE_URL=url)
+    subprocess.run(
+        [python, "-m", "passito_jobs", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=600
+    )
+    storage = work / dbname / "storage"
     env.update(
-        PASSITO_DATABASE_URL=url,
         PASSITO_STORAGE_DIR=str(storage),
         PASSITO_SECRET_KEY=secrets.token_urlsafe(48),
         PASSITO_METRICS_PORT="0",
         PASSITO_LOG_JOBS="false",
     )
-    logs = [work / f"worker-{i}.log" for i in range(args.workers)]
+    logs = [work / dbname / f"worker-{i}.log" for i in range(args.workers)]
+    logs[0].parent.mkdir(parents=True, exist_ok=True)
     outputs = [log.open("w") for log in logs]
+    argv = [python, "-m", "passito_jobs", "worker", "--import", "passito_jobs.outpass"]
+    argv += ["--concurrency", str(args.concurrency)]
     workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "passito_jobs",
-                "worker",
-                "--import",
-                "passito_jobs.outpass",
-                "--concurrency",
-                str(args.concurrency),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         for out in outputs
     ]
+    pids = [worker.pid for worker in workers]
+    database = [server.postmaster_pid] if server.postmaster_pid else []
     try:
         wait_until(lambda: all("Worker started" in log.read_text() for log in logs), "the workers to start")
         with psycopg.connect(url, autocommit=True) as conn:
             warm = dispatch_outpass_flows(outpasses(1_000_000, args.warmup * args.workers), conn=conn)
             wait_until(lambda: emails_done(conn, warm), "the warm-up outpasses")
             measured = outpasses(1, args.outpasses)
+            cpu_workers, cpu_database = cpu_of(pids), cpu_of(database)
             started = time.perf_counter()
             flows = dispatch_outpass_flows(measured, conn=conn)
             wait_until(lambda: emails_done(conn, flows), "the measured outpasses")
             elapsed = time.perf_counter() - started
+            cpu_workers, cpu_database = cpu_of(pids) - cpu_workers, cpu_of(database) - cpu_database
             latencies = flow_latencies(conn, flows)
     finally:
         for worker in workers:
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
         for out in outputs:
             out.close()
     outbox = len(list((storage / "outbox").iterdir()))
+    assert outbox == args.outpasses + args.warmup * args.workers, f"{outbox} emails written"
     return {
         "outpasses": args.outpasses,
         "jobs": 3 * args.outpasses,
@@ -152,10 +158,41 @@ def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
         "jobs_per_second": round(3 * args.outpasses / elapsed, 1),
         "flow_latency_p50_seconds": round(statistics.median(latencies), 2),
         "flow_latency_p95_seconds": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+        "worker_cpu_ms_per_outpass": round(1000 * cpu_workers / args.outpasses, 1),
+        "database_cpu_ms_per_outpass": round(1000 * cpu_database / args.outpasses, 1) if database else None,
         "emails_written": outbox,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
     }
+
+
+RATIOS = ("outpasses_per_second", "worker_cpu_ms_per_outpass", "database_cpu_ms_per_outpass")
+
+
+def compare(args: argparse.Namespace, server: Server, work: Path) -> dict[str, Any]:
+    """This checkout (a) and --compare's (b), interleaved; each rep's a/b ratios and their median."""
+    reps: list[dict[str, Any]] = []
+    for rep in range(args.reps):
+        order = [("a", sys.executable), ("b", args.compare)]
+        if rep % 2:
+            order.reverse()  # neither side always runs first on a machine that warms or tires
+        runs = {key: run(args, server, python, f"outpass_{key}_{rep}", work) for key, python in order}
+        ratios = {k: round(runs["a"][k] / runs["b"][k], 3) for k in RATIOS if runs["a"][k] and runs["b"][k]}
+        print(f"rep {rep + 1}: a/b {ratios}", file=sys.stderr)
+        reps.append({"a": runs["a"], "b": runs["b"], "ratios": ratios})
+    medians = {k: statistics.median(r["ratios"][k] for r in reps) for k in reps[0]["ratios"]}
+    return {"reps": reps, "median_ratios": medians, "b_python": args.compare}
+
+
+def describe(result: dict[str, Any]) -> str:
+    database = result["database_cpu_ms_per_outpass"]
+    return (
+        f"Outpass jobs: {result['outpasses_per_second']} outpasses/s "
+        f"({result['jobs_per_second']} jobs/s; {result['outpasses']} outpasses = QR code + PDF + email "
+        f"to the file backend in {result['seconds']} s with {result['workers']} workers x "
+        f"{result['concurrency']}); flow latency p50 {result['flow_latency_p50_seconds']} s, "
+        f"p95 {result['flow_latency_p95_seconds']} s; CPU per outpass: workers "
+        f"{result['worker_cpu_ms_per_outpass']} ms"
+        + (f", PostgreSQL {database} ms" if database is not None else "")
+    )
 
 
 def main() -> int:
@@ -163,32 +200,31 @@ def main() -> int:
     parser.add_argument("--outpasses", type=int, default=200, help="measured outpasses (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker at once (default 4)")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up outpasses per worker (default 3)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=8,
+        help="warm-up outpasses per worker (default 8: every PDF process warm)",
+    )
+    parser.add_argument("--compare", metavar="PYTHON", help="A/B against the passito-jobs of this Python")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved reps with --compare (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder:
-        work = Path(folder)
-        db: LocalDatabase | None = None
-        url = os.environ.get("PASSITO_BENCH_DATABASE_URL")
-        if not url:
-            db = LocalDatabase(work / "pg")
-            url = db.start()
-        try:
-            result = run(args, url, work)
-        finally:
-            if db is not None:
-                db.stop()
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder, server_for_bench() as server:
+        if args.compare:
+            result = {**compare(args, server, Path(folder)), **machine}
+        else:
+            result = {**run(args, server, sys.executable, "outpass_bench", Path(folder)), **machine}
     if args.json:
         print(json.dumps(result))
+    elif args.compare:
+        for number, rep in enumerate(result["reps"], 1):
+            print(f"rep {number}: a: {describe(rep['a'])}")
+            print(f"       b: {describe(rep['b'])}\n       a/b {rep['ratios']}")
+        print(f"median a/b ratios: {result['median_ratios']} (a = this checkout, b = {args.compare})")
     else:
-        print(
-            f"Outpass jobs: {result['outpasses_per_second']} outpasses/s "
-            f"({result['jobs_per_second']} jobs/s; {result['outpasses']} outpasses = QR code + PDF + email "
-            f"to the file backend in {result['seconds']} s with {result['workers']} workers x "
-            f"{result['concurrency']}); flow latency p50 {result['flow_latency_p50_seconds']} s, "
-            f"p95 {result['flow_latency_p95_seconds']} s"
-        )
-    assert result["emails_written"] == result["outpasses"] + args.warmup * args.workers
+        print(describe(result))
     return 0
 
 

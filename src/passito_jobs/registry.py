@@ -153,6 +153,10 @@ AsyncHandler = Callable[[JobContext], Awaitable[Any]]
 Handler = SyncHandler | AsyncHandler
 H = TypeVar("H", bound=Handler)
 
+# Where a job type's sync attempts run: None follows the worker's PASSITO_SYNC_ISOLATION;
+# "process" always runs them in child processes (CPU-bound work, like a PDF, on every core).
+ISOLATIONS = (None, "process")
+
 
 @dataclass(frozen=True, slots=True)
 class JobType:
@@ -164,6 +168,7 @@ class JobType:
     timeout: float | None = None  # None: the worker's PASSITO_JOB_TIMEOUT
     settings: type[SettingsSource] | None = None  # its settings group, if it has one
     max_snoozes: int = DEFAULT_MAX_SNOOZES  # Snooze requests per job before it fails
+    isolation: str | None = None  # "process": its sync attempts run in child processes
 
 
 class UnknownJobTypeError(LookupError):
@@ -198,9 +203,12 @@ class Registry:
         timeout: float | None = None,
         settings: type[SettingsSource] | None = None,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
+        isolation: str | None = None,
     ) -> JobType:
         if not name or not isinstance(name, str):
             raise ValueError("a job type needs a non-empty name")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation of job type {name!r} must be 'process' or None, got {isolation!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout of job type {name!r} must be positive")
         if (
@@ -214,7 +222,9 @@ class Registry:
         existing = self._types.get(name)
         if existing is not None and existing.handler is not handler:
             raise ValueError(f"job type {name!r} is already registered by {existing.handler!r}")
-        job = JobType(name, handler, inspect.iscoroutinefunction(handler), timeout, settings, max_snoozes)
+        job = JobType(
+            name, handler, inspect.iscoroutinefunction(handler), timeout, settings, max_snoozes, isolation
+        )
         self._types[name] = job
         return job
 
@@ -267,6 +277,7 @@ def job_type(
     timeout: float | None = None,
     settings: type[SettingsSource] | None = None,
     max_snoozes: int = DEFAULT_MAX_SNOOZES,
+    isolation: str | None = None,
     into: Registry | None = None,
 ) -> Callable[[H], H]: ...
 def job_type(
@@ -276,19 +287,29 @@ def job_type(
     timeout: float | None = None,
     settings: type[SettingsSource] | None = None,
     max_snoozes: int = DEFAULT_MAX_SNOOZES,
+    isolation: str | None = None,
     into: Registry | None = None,
 ) -> Any:
     """Register a function as a job type: `@job_type("Name", timeout=60)` or `@job_type`.
 
     `settings`: the job type's settings group (`ctx.settings`). `max_snoozes`: how often one
-    job may raise `Snooze` before it fails. `into` picks another registry than the
-    process-wide one (tests).
+    job may raise `Snooze` before it fails. `isolation="process"`: its attempts run in the
+    worker's child processes whatever PASSITO_SYNC_ISOLATION says (sync handlers only), so
+    CPU-bound ones use more than one core. `into` picks another registry than the process-wide
+    one (tests).
     """
     target = into if into is not None else registry
 
     def decorate(handler: H) -> H:
         job_name = name if isinstance(name, str) else handler.__name__
-        target.register(job_name, handler, timeout=timeout, settings=settings, max_snoozes=max_snoozes)
+        target.register(
+            job_name,
+            handler,
+            timeout=timeout,
+            settings=settings,
+            max_snoozes=max_snoozes,
+            isolation=isolation,
+        )
         return handler
 
     if callable(name):

@@ -16,6 +16,7 @@ import tests.jobtypes  # noqa: F401 - registers the job types the worker runs
 from passito_jobs import JobContext, JobRequest, dispatch, dispatch_many
 from passito_jobs.httpserver import ProbeServer
 from passito_jobs.registry import Registry
+from passito_jobs.worker import isolation
 from tests.helpers import http_get, job_state, wait_for
 from tests.inprocess import InProcessWorker
 
@@ -139,6 +140,61 @@ def test_process_isolation_carries_results_errors_and_progress(conn: Conn, datab
     assert row(conn, crashed, "last_error")[0].startswith(
         "ChildExitedError: the process running the attempt exited (exit code 7)"
     )
+
+
+def attempt_pid(ctx: JobContext) -> int:
+    """The process that ran the attempt (found in a child by module and name)."""
+    time.sleep(float(ctx.payload.get("seconds", 0)))
+    return os.getpid()
+
+
+def isolated_pids(
+    conn: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch, cores: int
+) -> tuple[list[int], list[int]]:
+    """Four overlapping isolated attempts and three threaded ones on a worker of 4 slots whose
+    pod has `cores` cores: the pids that ran each."""
+    monkeypatch.setattr(isolation, "usable_cpus", lambda: cores)
+    types = Registry()
+    types.register("IsolatedPid", attempt_pid, isolation="process")
+    types.register("ThreadPid", attempt_pid)
+    with InProcessWorker(database_url, registry=types, concurrency=4) as running:
+        isolated = dispatch_many([JobRequest("IsolatedPid", {"seconds": 1.0}) for _ in range(4)], conn=conn)
+        threaded = dispatch_many([JobRequest("ThreadPid") for _ in range(3)], conn=conn)
+        wait_for(lambda: all_done(conn, isolated + threaded), message="every job")
+        assert running.settings.sync_isolation == "thread"
+        pool = running.worker.attempts.processes
+        assert pool is not None
+        assert pool.size == cores
+    return [row(conn, i, "result")[0] for i in isolated], [row(conn, i, "result")[0] for i in threaded]
+
+
+def test_a_job_type_with_process_isolation_runs_in_child_processes_one_per_core(
+    conn: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """isolation="process" puts one sync type's attempts in child processes of a worker whose
+    PASSITO_SYNC_ISOLATION is `thread`, as many at once as the pod has cores (CPU-bound
+    handlers, like the outpass PDF, use every core); the other types stay on the threads."""
+    isolated, threaded = isolated_pids(conn, database_url, monkeypatch, cores=2)
+    assert os.getpid() not in isolated
+    assert len(set(isolated)) == 2, isolated  # overlapping attempts, a process each, no more
+    assert set(threaded) == {os.getpid()}
+
+
+def test_on_one_core_the_isolated_attempts_take_turns_in_one_process(
+    conn: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolated, _ = isolated_pids(conn, database_url, monkeypatch, cores=1)
+    assert len(set(isolated)) == 1
+    assert os.getpid() not in isolated
+
+
+def test_a_worker_without_isolated_types_starts_no_child_processes(conn: Conn, database_url: str) -> None:
+    types = Registry()
+    types.register("ThreadPid", attempt_pid)
+    with InProcessWorker(database_url, registry=types) as running:
+        job_id = dispatch("ThreadPid", conn=conn)
+        wait_for(lambda: job_state(conn, job_id) == "completed", message="the job")
+        assert running.worker.attempts.processes is None
 
 
 @pytest.fixture

@@ -39,6 +39,15 @@ def test_registry_records_sync_and_async_handlers() -> None:
         registry.register("Sync", lambda ctx: None)
     with pytest.raises(ValueError, match="must be positive"):
         registry.register("Bad", sync, timeout=0)
+    assert registry["Sync"].isolation is None  # follows PASSITO_SYNC_ISOLATION
+
+    @job_type("Heavy", isolation="process", into=registry)
+    def heavy(ctx: JobContext) -> None: ...
+
+    assert registry["Heavy"].isolation == "process"
+    for bad in ("fork", "Process", "", 1):
+        with pytest.raises(ValueError, match=r"isolation of job type 'Bad' must be 'process' or None, got"):
+            registry.register("Bad", sync, isolation=bad)  # type: ignore[arg-type]
 
 
 def test_context_progress_is_handed_over_once() -> None:

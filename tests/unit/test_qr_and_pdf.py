@@ -6,17 +6,23 @@ OpenCV's QRCodeDetector decodes the PNG; pypdf reads the PDF's text and images; 
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from pypdf import PdfReader
 
+from passito_jobs.outpass import outpass_pdf, rendering
 from passito_jobs.outpass.model import Outpass
 from passito_jobs.outpass.outpass_pdf import (
     MissingQrCodeError,
@@ -96,11 +102,15 @@ def test_the_pdf_has_the_outpass_text_and_the_qr_image(settings: JobSettings) ->
     assert reader.metadata.title == "Outpass 42: Aanya <b>Sharma</b> & Co"
 
 
-def test_a_rendered_page_shows_a_scannable_qr_code(settings: JobSettings, tmp_path: Path) -> None:
+def need_pdftoppm() -> None:
     if shutil.which("pdftoppm") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("pdftoppm is missing (Debian package poppler-utils)")
         pytest.skip("pdftoppm is not installed (Debian package poppler-utils)")
+
+
+def test_a_rendered_page_shows_a_scannable_qr_code(settings: JobSettings, tmp_path: Path) -> None:
+    need_pdftoppm()
     outpass = Outpass.from_payload(sample_payload())
     generate_qr_code(outpass, settings)
     pdf = settings.storage_dir / generate_outpass_pdf(outpass, settings)["file"]
@@ -120,3 +130,113 @@ def test_the_pdf_job_waits_for_its_qr_code(settings: JobSettings, monkeypatch: p
         generate_outpass_pdf_job(context("GenerateOutpassPdf", sample_payload()))
     assert not isinstance(caught.value, PermanentError)  # retried: the QR job may be behind
     assert not (settings.storage_dir / "outpasses/42/outpass.pdf").exists()
+
+
+# The outpass stylesheet as it was before a PDF was made cheaper (flex rows, which WeasyPrint
+# lays out several times, and an auto-width table): the page the faster one must draw.
+STYLESHEET_BEFORE = Path(__file__).with_name("outpass_flex_layout.css")
+
+
+def render_as_before(outpass: Outpass, qr: bytes, now: datetime) -> bytes:
+    """The PDF as GenerateOutpassPdf made it before it was made faster: the old stylesheet, the
+    1-bit QR PNG as GenerateQrCode wrote it, a stylesheet and font configuration per PDF."""
+    import weasyprint
+
+    css = STYLESHEET_BEFORE.read_text()
+    html = rendering.render(
+        "outpass.html",
+        outpass=outpass,
+        status_label=rendering.STATUS_LABELS[outpass.status],
+        qr_data_uri="data:image/png;base64," + base64.b64encode(qr).decode("ascii"),
+        generated=now.strftime("%d %b %Y %H:%M UTC"),
+    )
+    fetcher = weasyprint.URLFetcher(allowed_protocols={"data"}, fail_on_errors=True)
+    document = weasyprint.HTML(string=html, url_fetcher=fetcher).render(
+        stylesheets=[weasyprint.CSS(string=css, url_fetcher=fetcher)]
+    )
+    return bytes(document.write_pdf())
+
+
+def page_pixels(pdf: bytes, folder: Path, name: str) -> list[bytes]:
+    (folder / f"{name}.pdf").write_bytes(pdf)
+    subprocess.run(
+        ["pdftoppm", "-r", "150", "-png", str(folder / f"{name}.pdf"), str(folder / name)], check=True
+    )
+    return [cv2.imread(str(page)).tobytes() for page in sorted(folder.glob(f"{name}-*.png"))]
+
+
+def page_texts(pdf: bytes) -> list[str]:
+    reader = PdfReader(io.BytesIO(pdf))
+    return [page.extract_text() for page in reader.pages]
+
+
+def embedded_qr_pixels(pdf: bytes) -> list[bytes]:
+    reader = PdfReader(io.BytesIO(pdf))
+    return [image.image.convert("L").tobytes() for page in reader.pages for image in page.images]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"student_name": "Wolfeschlegel " * 8, "reason": "Line one\n\n  indented line two\n" + "word " * 30},
+        {"outpass_id": 2**63 - 1, "status": "pending_parent_approval", "destination": "Straße 5, Köln"},
+    ],
+    ids=["typical", "longest-fields", "largest-id"],
+)
+def test_the_pdf_draws_the_same_page_as_before_it_was_made_faster(
+    changes: dict[str, Any], settings: JobSettings, tmp_path: Path
+) -> None:
+    """Same text, same QR image, same pixels: the table columns, the grayscale QR image and the
+    shared stylesheet and fonts change how much CPU a PDF takes, not the PDF a student gets."""
+    need_pdftoppm()
+    outpass = Outpass.from_payload(sample_payload(**changes))
+    generate_qr_code(outpass, settings)
+    qr = (settings.storage_dir / "outpasses" / str(outpass.outpass_id) / "qr.png").read_bytes()
+    now = datetime.now(UTC)
+    first, pages = outpass_pdf.render_pdf(outpass, qr, now=now)
+    again = outpass_pdf.render_pdf(outpass, qr, now=now)[0]  # the shared renderer, warm
+    before = render_as_before(outpass, qr, now)
+    assert pages == 1
+    for pdf in (again, before):
+        assert page_texts(pdf) == page_texts(first)
+        assert embedded_qr_pixels(pdf) == embedded_qr_pixels(first)
+        assert page_pixels(pdf, tmp_path, f"p{id(pdf)}") == page_pixels(first, tmp_path, "first")
+    qr_pixels = Image.open(io.BytesIO(qr)).convert("L").tobytes()
+    assert embedded_qr_pixels(first) == [qr_pixels]  # the QR code's own image, not a copy of it
+
+
+def test_an_outpass_longer_than_a_page_shows_its_qr_code_on_the_first_page(
+    settings: JobSettings, tmp_path: Path
+) -> None:
+    """A flex row moved the whole outpass to page 2 and left page 1 with only the header."""
+    need_pdftoppm()
+    outpass = Outpass.from_payload(sample_payload(reason="a line of the reason\n" * 95))
+    generate_qr_code(outpass, settings)
+    pdf = settings.storage_dir / generate_outpass_pdf(outpass, settings)["file"]
+    reader = PdfReader(pdf)
+    assert len(reader.pages) > 1
+    text = reader.pages[0].extract_text()
+    for expected in ("Aanya Sharma", "Scan at the gate to verify this", "a line of the reason"):
+        assert expected in text
+    subprocess.run(["pdftoppm", "-r", "150", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pages = [cv2.imread(str(page)) for page in sorted(tmp_path.glob("page-*.png"))]
+    assert decode_qr(pages[0]) == verification_url(outpass, settings)
+    assert cv2.QRCodeDetector().detect(pages[1])[0] is False  # once, on the first page
+
+
+def test_a_word_longer_than_its_cell_leaves_the_qr_code_whole_on_the_page(
+    settings: JobSettings, tmp_path: Path
+) -> None:
+    """A 200-letter name with no space used to widen the table and push the QR code off the
+    page; it breaks inside its cell now, and the printed page still scans."""
+    need_pdftoppm()
+    outpass = Outpass.from_payload(sample_payload(student_name="W" * 200, destination="ß" * 200))
+    generate_qr_code(outpass, settings)
+    pdf = settings.storage_dir / generate_outpass_pdf(outpass, settings)["file"]
+    subprocess.run(
+        ["pdftoppm", "-r", "150", "-png", "-singlefile", str(pdf), str(tmp_path / "page")], check=True
+    )
+    assert decode_qr(cv2.imread(str(tmp_path / "page.png"))) == verification_url(outpass, settings)
+    text = "".join(page.extract_text() for page in PdfReader(pdf).pages).replace("\n", "")
+    assert "W" * 200 in text  # all of it, broken into lines

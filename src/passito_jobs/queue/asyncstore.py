@@ -47,7 +47,16 @@ class AsyncStore:
     ) -> list[ClaimedJob]:
         """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
         conn = self.conn
+        params = {"worker_id": self.worker_id, "queues": list(queues) if queues else None, "batch": batch}
         try:
+            cur = conn.cursor(row_factory=claimed_rows)  # raises on a closed connection
+            if not completed and not failed:
+                if batch <= 0:
+                    return []
+                # A claim alone (an idle worker woken by a notification) is one statement: a
+                # pipeline around it would only add the work of its Sync to the pickup.
+                await cur.execute(self._claim, params)
+                return await cur.fetchall()
             async with conn.pipeline():
                 if completed:
                     await conn.execute(self._complete, _completion_params(self.worker_id, completed))
@@ -57,14 +66,10 @@ class AsyncStore:
                     await conn.execute(query("snooze"), _snooze_params(self.worker_id, snoozed))
                 if batch <= 0:
                     return []
-                params = {
-                    "worker_id": self.worker_id,
-                    "queues": list(queues) if queues else None,
-                    "batch": batch,
-                }
-                cur = conn.cursor(row_factory=claimed_rows)
                 await cur.execute(self._claim, params)
-                return await cur.fetchall()
+            # Read once the pipeline's Sync has brought every result back: fetching inside the
+            # block sends a Sync of its own first, a second round trip per claim.
+            return await cur.fetchall()
         except (psycopg.Error, OSError) as exc:
             raise translate(exc, conn) from exc
 

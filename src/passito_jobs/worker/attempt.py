@@ -33,7 +33,7 @@ from passito_jobs.queue.models import ClaimedJob
 from passito_jobs.registry import DEFAULT_MAX_SNOOZES, JobContext, JobType, PermanentError, Registry, Snooze
 from passito_jobs.settings import format_duration
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
-from passito_jobs.worker.isolation import ChildConfig, ProcessPool
+from passito_jobs.worker.isolation import ChildConfig, ProcessPool, isolated, pool_size
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.outcomes import Outcomes
 from passito_jobs.worker.settings import WorkerSettings
@@ -69,6 +69,7 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     future: Future[Any] | None = None  # a sync attempt's work in the thread pool
     in_thread: bool = False
+    in_child: bool = False  # the thread waits on a child process (process isolation)
     cancelled_at: float = 0.0  # when the worker cancelled it (TIMED_OUT, LOST, RELEASED)
 
     @property
@@ -107,11 +108,7 @@ class Attempts:
         # Abandoned threads (timed-out sync handlers) keep theirs; the extra threads keep
         # `concurrency` of them free for new attempts until the bound stops the worker.
         self._threads = JobThreads(settings.concurrency + settings.max_abandoned_attempts)
-        self.processes = (
-            ProcessPool(settings.concurrency, ChildConfig(settings.job_modules, worker_id))
-            if settings.sync_isolation == "process"
-            else None
-        )
+        self.processes: ProcessPool | None = None  # made by open() when a job type needs it
         self._abandoned_lock = threading.Lock()
         self.abandoned = 0  # abandoned attempts whose handler still runs
         self.released: list[tuple[int, int]] = []  # (id, attempt) to give back at shutdown
@@ -126,7 +123,9 @@ class Attempts:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.processes is not None:
+        size = pool_size(self.settings.sync_isolation, self.settings.concurrency, self.registry)
+        if size:
+            self.processes = ProcessPool(size, ChildConfig(self.settings.job_modules, self.worker_id))
             await asyncio.to_thread(self.processes.start)
 
     async def close(self) -> None:
@@ -161,8 +160,7 @@ class Attempts:
             try:
                 value = await self._begin(attempt)
                 # A child process sends its result already encoded (and checked).
-                in_child = attempt.in_thread and self.processes is not None
-                result = value if in_child else self._encode(value)
+                result = value if attempt.in_child else self._encode(value)
             except asyncio.CancelledError:
                 if not attempt.cancelled_at:
                     raise  # not the worker's doing (the loop is shutting down)
@@ -195,7 +193,8 @@ class Attempts:
         if job_type.is_async:
             return job_type.handler(attempt.ctx)
         attempt.in_thread = True
-        if self.processes is not None:
+        if self.processes is not None and isolated(job_type, self.settings.sync_isolation):
+            attempt.in_child = True
             attempt.future = self._threads.submit(
                 self.processes.run, (job.id, job.attempt), job_type, attempt.ctx
             )
@@ -257,7 +256,7 @@ class Attempts:
         self._on_finish()
 
     def _timeout_error(self, attempt: Attempt) -> AttemptTimeoutError:
-        if attempt.in_thread and self.processes is None:
+        if attempt.in_thread and not attempt.in_child:
             self._abandon_thread(attempt)  # the thread runs on; its late result is discarded
         timeout = (attempt.job_type.timeout if attempt.job_type else None) or self.settings.job_timeout
         return AttemptTimeoutError(
@@ -299,9 +298,9 @@ class Attempts:
         attempt.cancelled_at = now
         if state is AttemptState.RELEASED:
             self.released.append((attempt.job.id, attempt.job.attempt))
-            if attempt.in_thread and self.processes is None:
+            if attempt.in_thread and not attempt.in_child:
                 self._abandon_thread(attempt)
-        if attempt.in_thread and self.processes is not None:
+        if attempt.in_child and self.processes is not None:
             self.processes.kill((attempt.job.id, attempt.job.attempt))
         if attempt.task is not None:
             attempt.task.cancel()

@@ -23,14 +23,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import multiprocessing
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from passito_jobs import logs
@@ -84,6 +88,9 @@ class ProcessPool:
     def __init__(self, size: int, config: ChildConfig) -> None:
         self.size = size
         self.config = config
+        # Attempts past `size` at once wait here for a process (the pool of isolated job types
+        # is as large as the cores, not the slots: a PDF per core, not ten fighting for two).
+        self._running = threading.BoundedSemaphore(size)
         self._context: BaseContext = multiprocessing.get_context(
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         )
@@ -110,6 +117,10 @@ class ProcessPool:
         PermanentError), OutcomeRefusedError for a result that cannot be stored, and
         ChildExitedError when the process died (killed at the timeout, or crashed).
         """
+        with self._running:
+            return self._run(key, job_type, ctx)
+
+    def _run(self, key: Key, job_type: JobType, ctx: JobContext) -> str | None:
         child = self._acquire(key)
         try:
             child.conn.send(_request(job_type, ctx))
@@ -226,6 +237,39 @@ class ProcessPool:
         child_end.close()  # the child holds the only other end: its exit is our EOF
         self.started += 1
         return _Child(process, parent_end)
+
+
+def isolated(job_type: JobType, sync_isolation: str) -> bool:
+    """Whether a job type's attempts run in a child process: every sync type's under
+    PASSITO_SYNC_ISOLATION=process, else those of the types registered with isolation="process"."""
+    if job_type.is_async:
+        return False
+    return sync_isolation == "process" or job_type.isolation == "process"
+
+
+def pool_size(sync_isolation: str, concurrency: int, job_types: Iterable[JobType]) -> int:
+    """The child processes a worker keeps: a slot's worth under PASSITO_SYNC_ISOLATION=process;
+    else, when a type asked for isolation (CPU-bound work), one per core it may use, since more
+    would only take turns on the cores; none when no type did."""
+    if sync_isolation == "process":
+        return concurrency
+    if any(isolated(job_type, sync_isolation) for job_type in job_types):
+        return min(concurrency, usable_cpus())
+    return 0
+
+
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU limit (a
+    pod's `resources.limits.cpu`, rounded up); at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    return max(1, cpus)
 
 
 def _request(job_type: JobType, ctx: JobContext) -> tuple[Any, ...]:
