@@ -15,6 +15,10 @@ any text (an error a handler raised) something a text column takes.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
 import psycopg
 from psycopg import errors as pg_errors
 
@@ -150,3 +154,21 @@ def _classify(
 def cause(exc: BaseException) -> str:
     """The database's own words for a queue error: the first line of the error it wraps."""
     return first_line(exc.__cause__ or exc, sqlstate=False)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_S = TypeVar("_S")
+
+
+def translated(method: Callable[Concatenate[_S, _P], _T]) -> Callable[Concatenate[_S, _P], _T]:
+    """A store method whose database errors leave as the queue's own (its object has `conn`)."""
+
+    @functools.wraps(method)
+    def call(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, getattr(self, "conn", None)) from exc
+
+    return call

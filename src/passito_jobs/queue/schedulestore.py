@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg.rows import class_row, dict_row
 
 from passito_jobs.queue.connection import Conn, read_any_row
-from passito_jobs.queue.errors import translate
+from passito_jobs.queue.errors import translated
 from passito_jobs.queue.models import ScheduleRow
 from passito_jobs.queue.sqlfiles import query
 
 if TYPE_CHECKING:
     from passito_jobs.queue.schedules import Schedule
-
-P = ParamSpec("P")
-T = TypeVar("T")
-S = TypeVar("S", bound="ScheduleStore")
-
-
-def translated(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
-    """Database errors leave as the queue's own (errors.py)."""
-
-    @functools.wraps(method)
-    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (psycopg.Error, OSError) as exc:
-            raise translate(exc, self.conn) from exc
-
-    return call
 
 
 class ScheduleStore:

@@ -9,10 +9,9 @@ themselves are SQL functions created by the migrations. Database errors leave as
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -29,7 +28,7 @@ from passito_jobs.queue.connection import (
     connect_async,
     read_any_row,
 )
-from passito_jobs.queue.errors import InvalidJobError, translate
+from passito_jobs.queue.errors import InvalidJobError, translate, translated
 from passito_jobs.queue.flowcontrol import FlowControl
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
@@ -50,7 +49,6 @@ __all__ = [  # the connection helpers too: the usual imports of code that runs q
     "read_any_row",
 ]
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 # Database errors that mean "this job cannot be stored as asked": refused input, not an outage.
@@ -60,19 +58,6 @@ _REFUSED = (
     pg_errors.ProgramLimitExceeded,  # e.g. an index entry too large, for a row beyond the limits
     pg_errors.InvalidParameterValue,  # passito_jobs.max_payload_bytes set to nonsense
 )
-
-
-def _translated(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
-    """Database errors of a Store method leave as the queue's own (errors.py)."""
-
-    @functools.wraps(method)
-    def call(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (psycopg.Error, OSError) as exc:
-            raise translate(exc, self.conn) from exc
-
-    return call
 
 
 class Store(ScheduleStore):
@@ -94,7 +79,7 @@ class Store(ScheduleStore):
 
     # --- dispatch
 
-    @_translated
+    @translated
     def dispatch(self, request: JobRequest, payload_json: str | None = None) -> int:
         """Dispatch one (validated) request. `payload_json`: its payload already encoded by
         limits.encode_payload; without it the payload is encoded and checked here."""
@@ -127,7 +112,7 @@ class Store(ScheduleStore):
             return encode
         return [encode(i) for i in range(len(requests))].__getitem__
 
-    @_translated
+    @translated
     def dispatch_many(
         self,
         requests: Sequence[JobRequest],
@@ -204,14 +189,14 @@ class Store(ScheduleStore):
 
     # --- operator commands
 
-    @_translated
+    @translated
     def get_job(self, job_id: int) -> Job | None:
         with self.conn.cursor(row_factory=dict_row) as cur:
             read_any_row(cur)
             row = cur.execute(query("get_job"), {"id": job_id}).fetchone()
         return None if row is None else Job.from_row(row)
 
-    @_translated
+    @translated
     def list_jobs(
         self,
         *,
@@ -227,31 +212,31 @@ class Store(ScheduleStore):
             ).fetchall()
         return [Job.from_row(row) for row in rows]
 
-    @_translated
+    @translated
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
         return set(self._column("existing_ids", {"ids": list(ids)}))
 
-    @_translated
+    @translated
     def failed_ids(self, *, type: str | None = None) -> list[int]:
         return self._column("failed_ids", {"type": type})
 
-    @_translated
+    @translated
     def retry(self, ids: Sequence[int]) -> list[int]:
         """Replay failed or cancelled jobs with their attempts reset; the ids replayed."""
         return list(self._value("retry", {"ids": list(ids)}) or [])
 
-    @_translated
+    @translated
     def dead_parents(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         """For each of `ids` that has a failed or cancelled parent: (that parent, its state)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query("dead_parents"), {"ids": list(ids)}).fetchall()
         return {int(r["id"]): (int(r["parent_id"]), str(r["parent_state"])) for r in rows}
 
-    @_translated
+    @translated
     def cancel(self, ids: Sequence[int]) -> list[int]:
         return list(self._value("cancel", {"ids": list(ids)}) or [])
 
-    @_translated
+    @translated
     def finished_among(self, ids: Sequence[int]) -> tuple[int, int]:
         """(finished, failed) among the jobs `ids` (a dispatched batch)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
@@ -259,12 +244,12 @@ class Store(ScheduleStore):
         assert row is not None
         return int(row["finished"]), int(row["failed"])
 
-    @_translated
+    @translated
     def known_job_types(self) -> list[str]:
         """Every job type a worker ever ran (the job-type registry)."""
         return [str(name) for name in self._column("known_job_types", {})]
 
-    @_translated
+    @translated
     def unserved_ready_jobs(self, *, live_within: float, timeout: float) -> dict[str, int]:
         """Ready jobs whose type no worker registered within `live_within` seconds, by type."""
         with self.conn.transaction():
@@ -272,11 +257,11 @@ class Store(ScheduleStore):
             rows = self.conn.execute(query("unserved_ready_jobs"), {"live_within": live_within}).fetchall()
         return {str(type_): int(jobs) for type_, jobs in rows}
 
-    @_translated
+    @translated
     def unfinished(self) -> int:  # blocked, pending or processing, in every queue
         return int(self._value("unfinished_jobs", {}) or 0)
 
-    @_translated
+    @translated
     def load(self, queues: Sequence[str] | None = None) -> Load:
         """Jobs ready now and in flight in the given queues (None or empty: all), as
         `passito_jobs.load()` counts them for the autoscalers."""
@@ -285,7 +270,7 @@ class Store(ScheduleStore):
         assert row is not None
         return row
 
-    @_translated
+    @translated
     def queue_stats(
         self, *, stale_after: float, stuck_after: float, window: float, timeout: float
     ) -> list[QueueStats]:
@@ -296,7 +281,7 @@ class Store(ScheduleStore):
             with self.conn.cursor(row_factory=class_row(QueueStats)) as cur:
                 return cur.execute(query("queue_stats"), params).fetchall()
 
-    @_translated
+    @translated
     def blocked_orphans(self, *, timeout: float) -> dict[str, int]:
         """Blocked jobs with a failed or cancelled parent (they can never run), by queue;
         QueryTimeoutError after `timeout` seconds."""
@@ -318,24 +303,24 @@ class Store(ScheduleStore):
 
     # --- maintenance
 
-    @_translated
+    @translated
     def rescue(self, stuck_after: float, batch: int = 1000) -> list[RescuedJob]:
         """Return stuck processing jobs to pending (or failed); one batch per call."""
         with self.conn.cursor(row_factory=class_row(RescuedJob)) as cur:
             return cur.execute(query("rescue"), {"stuck_after": stuck_after, "batch": batch}).fetchall()
 
-    @_translated
+    @translated
     def prune(self, keep_completed: float, keep_failed: float, batch: int = 1000) -> int:
         """Delete up to `batch` rows of each finished kind past retention; return rows deleted."""
         params = {"keep_completed": keep_completed, "keep_failed": keep_failed, "batch": batch}
         return int(self._value("prune", params) or 0)
 
-    @_translated
+    @translated
     def acquire_lease(self, lease: str, worker_id: str, ttl: float) -> bool:
         """Take (or keep) the lease for `ttl` seconds: whether `worker_id` holds it now."""
         return bool(self._value("acquire_lease", {"lease": lease, "worker_id": worker_id, "ttl": ttl}))
 
-    @_translated
+    @translated
     def release_lease(self, lease: str, worker_id: str) -> None:
         self.conn.execute(query("release_lease"), {"lease": lease, "worker_id": worker_id})
 

@@ -112,8 +112,20 @@ class Worker:
             job_types=registry.names(),
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
+        self._side_services(maintenance, database_url, connect_timeout, listen)
+        self.metrics.concurrency.set(settings.concurrency)
+        self.metrics.in_flight.set_function(lambda: len(self.attempts))
+
+    def _side_services(
+        self,
+        maintenance: MaintenanceSettings | None,
+        database_url: str,
+        connect_timeout: float,
+        listen: bool,
+    ) -> None:
+        """The scheduler and the maintainer: both work while this worker holds the lease."""
         maintenance_config = (maintenance or MaintenanceSettings()).config()
-        schedules = registry.schedules()
+        schedules = self.registry.schedules()
         # A connection of its own when it has slots to keep, so a long prune never delays one.
         maintainer_store = StoreHandle.to(database_url, timeout=connect_timeout, prepare=listen)
         self.scheduler = Scheduler(
@@ -134,8 +146,6 @@ class Worker:
             on_round=lambda: self._supervisor.ok("maintenance"),
             on_lease=None if schedules else self.scheduler.sync,
         )
-        self.metrics.concurrency.set(settings.concurrency)
-        self.metrics.in_flight.set_function(lambda: len(self.attempts))
 
     # ------------------------------------------------------------ public
 
