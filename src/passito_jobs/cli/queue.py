@@ -96,7 +96,10 @@ def add_commands(sub: Any) -> None:
         "--concurrency-key",
         default=None,
         metavar="KEY",
-        help="the key the queue's key concurrency counts by, e.g. hostel:ganga (docs/flow-control.md)",
+        help=(
+            "the key the queue's key concurrency counts by, e.g. hostel:ganga "
+            "(docs/flow-control.md; default: none)"
+        ),
     )
     p.set_defaults(func=cmd_dispatch)
 

@@ -32,33 +32,33 @@ def add_commands(sub: Any) -> None:
     p = qsub.add_parser(
         "pause", help="claim nothing from QUEUE (dispatch still works; jobs in flight finish)"
     )
-    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
     p.set_defaults(func=cmd_pause)
     p = qsub.add_parser("resume", help="claim from QUEUE again (its workers wake at once)")
-    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
     p.set_defaults(func=cmd_resume)
     p = qsub.add_parser("set", help="set QUEUE's limits for the whole fleet (`none` removes one)")
-    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
     p.add_argument(
         "--concurrency",
         type=limit("concurrency"),
         default=UNCHANGED,
         metavar="N|none",
-        help="at most N of its jobs processing at once, across all workers",
+        help="at most N of its jobs processing at once, across all workers (default: unchanged)",
     )
     p.add_argument(
         "--rate",
         type=rate,
         default=UNCHANGED,
         metavar="N/PERIOD|none",
-        help="at most N of its jobs started per PERIOD, evenly spaced (50/1s, 600/1m)",
+        help="at most N of its jobs started per PERIOD, evenly spaced (50/1s, 600/1m; default: unchanged)",
     )
     p.add_argument(
         "--key-concurrency",
         type=limit("key concurrency"),
         default=UNCHANGED,
         metavar="N|none",
-        help="at most N processing jobs per concurrency key (dispatch --concurrency-key)",
+        help="at most N processing jobs per concurrency key (dispatch --concurrency-key; default: unchanged)",
     )
     p.set_defaults(func=cmd_set)
 

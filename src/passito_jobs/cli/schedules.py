@@ -29,7 +29,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
     for action, help_text in (("pause", "stop dispatching a schedule"), ("resume", "dispatch it again")):
         p = ssub.add_parser(action, help=help_text)
-        p.add_argument("name", type=schedule_name, metavar="NAME")
+        p.add_argument("name", type=schedule_name, metavar="NAME", help="the schedule's name")
         p.set_defaults(func=cmd_pause, paused=action == "pause")
 
 
