@@ -11,8 +11,10 @@ from passito_jobs.cli.options import (
     int_between,
     job_id,
     json_object,
+    metadata_object,
     open_store,
     seconds,
+    utf8_text,
 )
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
@@ -30,6 +32,8 @@ _DISPATCH_FLAGS = {
     "max_attempts": "--max-attempts",
     "depends_on": "--depends-on",
     "unique_key": "--unique-key",
+    "tags": "--tag",
+    "metadata": "--metadata",
 }
 
 
@@ -81,6 +85,22 @@ def add_commands(sub: Any) -> None:
         metavar="KEY",
         help="while an unfinished job has this key, print its id instead",
     )
+    p.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        type=utf8_text,
+        default=[],
+        metavar="TAG",
+        help=f"a label to find the job by (jobs list --tag); repeat for more, at most {limits.MAX_TAGS}",
+    )
+    p.add_argument(
+        "--metadata",
+        type=metadata_object,
+        default=None,
+        metavar="JSON",
+        help=f"a JSON object about the job (at most {limits.MAX_METADATA_BYTES} bytes), shown by jobs show",
+    )
     p.set_defaults(func=cmd_dispatch)
 
 
@@ -107,11 +127,16 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 depends_on=args.depends_on,
                 max_attempts=args.max_attempts,
                 unique_key=args.unique_key,
+                tags=args.tags,
+                metadata=args.metadata,
                 conn=conn,
             )
         except InvalidJobError as exc:
             message = str(exc)
-            flag = next((f for rule, f in _DISPATCH_FLAGS.items() if message.startswith(f"{rule} ")), None)
+            flag = next(
+                (f for rule, f in _DISPATCH_FLAGS.items() if message.startswith((f"{rule} ", f"{rule}["))),
+                None,
+            )
             raise CommandError(f"argument {flag}: {message}" if flag else message, code=2) from None
     print(job)
     return 0

@@ -12,7 +12,7 @@ PASSITO_MAX_PAYLOAD_BYTES (passito_jobs/database.py); code of your own may set t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +35,9 @@ class DispatchDefaults:
 
     connect: Callable[[], Conn] = _no_default_database
     max_payload_bytes: Callable[[], int] = lambda: limits.DEFAULT_MAX_PAYLOAD_BYTES
+    trace_context: Callable[[], dict[str, str] | None] = lambda: None
+    """The caller's trace context (`traceparent`, `tracestate`) to store in each job's metadata,
+    or None; `import passito_jobs` points it at OpenTelemetry's when that is installed."""
 
 
 defaults = DispatchDefaults()
@@ -67,12 +70,25 @@ def _check_fields(request: JobRequest) -> None:
         for parent in parents:
             limits.check_job_id("depends_on", parent)
     limits.check_unique_key(request.unique_key)
+    if type(request.tags) is not tuple or request.tags:
+        limits.check_tags(request.tags)
+    if request.metadata is not None:
+        limits.encode_metadata(request.metadata)
 
 
 def _checked(request: JobRequest, max_bytes: int) -> str:
     """Check `request`; return its payload's JSON text."""
     _check_fields(request)
     return limits.encode_payload(request.payload, max_bytes)
+
+
+def _traced(metadata: Mapping[str, Any] | None, context: dict[str, str] | None) -> Mapping[str, Any] | None:
+    """`metadata` with the caller's trace context added; a traceparent given by the caller wins."""
+    if context is None or not isinstance(metadata, Mapping | None):
+        return metadata  # nothing to add, or metadata that fails its check anyway
+    if metadata is None:
+        return context
+    return metadata if "traceparent" in metadata else {**context, **metadata}
 
 
 def max_payload_bytes() -> int:
@@ -105,6 +121,8 @@ def dispatch(
     depends_on: Iterable[int] = (),
     max_attempts: int = 3,
     unique_key: str | None = None,
+    tags: Iterable[str] = (),
+    metadata: Mapping[str, Any] | None = None,
     conn: Conn | None = None,
 ) -> int:
     """Dispatch one job and return its id.
@@ -112,10 +130,14 @@ def dispatch(
     `priority`: higher runs first. `delay` (seconds or timedelta) or `run_at`: not before then.
     `depends_on`: parent job ids; the job stays blocked until all of them completed, and fails
     if one fails or is cancelled. `unique_key`: while an unfinished job has this key, its id is
-    returned and nothing new is dispatched. `conn`: dispatch inside your transaction.
+    returned and nothing new is dispatched. `tags`: up to 20 labels to find the job by (`jobs
+    list --tag`); `metadata`: a JSON object about the job (up to 16 KiB), where the caller's
+    trace context goes too. `conn`: dispatch inside your transaction.
     """
     if isinstance(depends_on, str | bytes):
         raise InvalidJobError("depends_on must be a list of job ids")
+    if isinstance(tags, str | bytes | Mapping) or not isinstance(tags, Iterable):
+        raise InvalidJobError(f"tags must be a list of strings, got {limits.json_type(tags)}")
     request = JobRequest(
         type=type,
         payload=payload if payload is not None else {},
@@ -126,6 +148,8 @@ def dispatch(
         depends_on=tuple(depends_on),
         max_attempts=max_attempts,
         unique_key=unique_key,
+        tags=tuple(tags),
+        metadata=_traced(metadata, defaults.trace_context()),
     )
     payload_json = _checked(request, max_payload_bytes())
     return _with_store(conn, lambda store: store.dispatch(request, payload_json))
@@ -142,9 +166,12 @@ def dispatch_many(
     (`{"type": "Noop", "payload": {...}, "queue": "emails"}`).
     """
     checked: list[JobRequest] = []
+    context = defaults.trace_context()
     for index, item in enumerate(requests):
         try:
             request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
+            if context is not None:
+                request = replace(request, metadata=_traced(request.metadata, context))
             _check_fields(request)
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from None
@@ -171,4 +198,8 @@ def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
     if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
         raise InvalidJobError("depends_on must be a list of job ids")
     fields["depends_on"] = tuple(parents)
+    tags = fields.get("tags", ())
+    if isinstance(tags, str | bytes | Mapping) or not isinstance(tags, Iterable):
+        raise InvalidJobError(f"tags must be a list of strings, got {limits.json_type(tags)}")
+    fields["tags"] = tuple(tags)
     return JobRequest(**fields)

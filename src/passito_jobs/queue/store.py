@@ -30,7 +30,7 @@ from passito_jobs.queue.connection import (
     read_any_row,
 )
 from passito_jobs.queue.errors import InvalidJobError, translate
-from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_metadata, encode_payload
 from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
 from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
 
@@ -176,21 +176,25 @@ class Store:
             row = cur.execute(query("reserve_ids"), {"count": len(plain)}).fetchone()
         assert row is not None
         now, reserved = row["now"], row["ids"]
-        with conn.cursor().copy(query("copy_jobs")) as copy:
-            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"])
+        # Tags and metadata travel only in batches that have some: the usual batch copies as before.
+        labelled = any(requests[i].tags or requests[i].metadata for i in plain)
+        types = ["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz"]
+        with conn.cursor().copy(query("copy_labelled_jobs" if labelled else "copy_jobs")) as copy:
+            copy.set_types([*types, "text[]", "jsonb"] if labelled else types)
             for index, job_id in zip(plain, reserved, strict=True):
                 request = requests[index]
-                copy.write_row(
-                    (
-                        job_id,
-                        request.queue,
-                        request.type,
-                        _payload_param(payload(index)),
-                        request.priority,
-                        request.max_attempts,
-                        _run_at(request, now),
-                    )
+                values: tuple[Any, ...] = (
+                    job_id,
+                    request.queue,
+                    request.type,
+                    _payload_param(payload(index)),
+                    request.priority,
+                    request.max_attempts,
+                    _run_at(request, now),
                 )
+                if labelled:
+                    values = (*values, list(request.tags) or None, _metadata_param(request))
+                copy.write_row(values)
                 ids[index] = job_id
         ready = sorted(
             {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
@@ -215,13 +219,15 @@ class Store:
         state: str | None = None,
         type: str | None = None,
         queue: str | None = None,
+        tag: str | None = None,
         limit: int = 50,
     ) -> list[Job]:
+        """The newest jobs matching every filter given; `tag`: jobs carrying that tag (an index
+        search, however many jobs the table holds)."""
+        params = {"state": state, "type": type, "queue": queue, "tag": tag, "limit": limit}
         with self.conn.cursor(row_factory=dict_row) as cur:
             read_any_row(cur)
-            rows = cur.execute(
-                query("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
-            ).fetchall()
+            rows = cur.execute(query("list_jobs"), params).fetchall()
         return [Job.from_row(row) for row in rows]
 
     @_translated
@@ -353,7 +359,17 @@ def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
         "depends_on": list(request.depends_on),
         "max_attempts": request.max_attempts,
         "unique_key": request.unique_key,
+        "tags": list(request.tags) or None,
+        "metadata": _metadata_param(request),
     }
+
+
+def _metadata_param(request: JobRequest) -> Jsonb | None:
+    """A request's metadata (checked by the dispatch that made the request), or None."""
+    if not request.metadata:
+        return None
+    text = encode_metadata(request.metadata)
+    return None if text is None else _payload_param(text)
 
 
 def _run_at(request: JobRequest, now: datetime) -> datetime:

@@ -8,7 +8,7 @@ SELECT passito_jobs.dispatch(
     job_type => %(type)s, payload => %(payload)s, queue => %(queue)s, priority => %(priority)s,
     run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
     depends_on => %(depends_on)s::bigint[], max_attempts => %(max_attempts)s,
-    unique_key => %(unique_key)s)
+    unique_key => %(unique_key)s, tags => %(tags)s::text[], metadata => %(metadata)s::jsonb)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -18,13 +18,18 @@ SELECT now() AS now, ARRAY(SELECT nextval(pg_get_serial_sequence('passito_jobs.j
 -- name: copy_jobs
 COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at) FROM STDIN (FORMAT BINARY)
 
+-- name: copy_labelled_jobs
+COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at, tags, metadata)
+FROM STDIN (FORMAT BINARY)
+
 -- name: notify_ready
 SELECT passito_jobs.notify_ready(%(queues)s::text[])
 
 -- name: claim
 -- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
 -- deeper than Python's parser goes) fails that job, not the claim.
-SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds
+SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
+       metadata::text AS metadata
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
@@ -92,6 +97,8 @@ SELECT * FROM passito_jobs.jobs
 WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  -- `tags @> ...` reads jobs_tags_idx (a GIN index over tagged jobs only).
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
 ORDER BY id DESC
 LIMIT %(limit)s
 
