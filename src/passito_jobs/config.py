@@ -40,6 +40,7 @@ from passito_jobs.settings import (
     parse_list,
 )
 from passito_jobs.supervisor.settings import LocalSupervisorSettings, OperatorSettings
+from passito_jobs.tracing import current_trace_context
 from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 
 __all__ = [
@@ -207,3 +208,4 @@ def install_dispatch_defaults() -> None:
     PASSITO_MAX_PAYLOAD_BYTES (the queue takes plain values: `queue.dispatch.defaults`)."""
     dispatch.defaults.connect = lambda: DatabaseSettings.from_env().connect()
     dispatch.defaults.max_payload_bytes = payload_limit_from_env
+    dispatch.defaults.trace_context = current_trace_context

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from passito_jobs import builtin  # noqa: F401 - Noop and Sleep: every worker runs them
 from passito_jobs.queue.connection import AsyncConnectionHandle
@@ -27,6 +28,7 @@ from passito_jobs.queue.sqlfiles import latest_version
 from passito_jobs.queue.store import Store, StoreHandle
 from passito_jobs.registry import Registry
 from passito_jobs.registry import registry as default_registry
+from passito_jobs.tracing import Tracing
 from passito_jobs.worker.attempt import Attempts
 from passito_jobs.worker.claimloop import ClaimLoop
 from passito_jobs.worker.failures import AttemptTimeoutError, describe, format_error
@@ -54,7 +56,10 @@ class Worker:
         connect_timeout: float = 5.0,
         registry: Registry = default_registry,
         metrics: WorkerMetrics | None = None,
+        tracing: Callable[[str], Tracing | None] | None = None,
     ) -> None:
+        """`tracing`: makes the worker's Tracing from its worker id (`Tracing.from_env` reads
+        the OTEL_* variables); None, or a factory that returns None, traces nothing."""
         self.settings = settings
         self.database_url = database_url
         self.registry = registry
@@ -66,6 +71,7 @@ class Worker:
         )
         self._stall_after = max(settings.stall_timeout, 3 * settings.poll_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.tracing = tracing(self.worker_id) if tracing is not None else None
         self.attempts = Attempts(
             settings,
             worker_id=self.worker_id,
@@ -73,6 +79,7 @@ class Worker:
             metrics=self.metrics,
             on_finish=lambda: self.claim_loop.wake.set(),  # noqa: PLW0108 - the loop is made below
             on_fatal=self._stop_for_good,
+            tracing=self.tracing,
         )
 
         def handle() -> AsyncConnectionHandle:
@@ -240,6 +247,8 @@ class Worker:
         await self.claim_loop.handle.close()
         await asyncio.to_thread(self.maintainer.release)
         await self.attempts.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _still_no_database(exc: BaseException) -> None:
