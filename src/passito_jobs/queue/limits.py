@@ -1,3 +1,4 @@
+# Longer than 400 lines: every input limit in one place, the twin of the SQL checks, with one encoder.
 """The limits of the queue: one set of rules for what goes in, enforced the same way in Python
 and SQL, and one encoder for every JSON value the database stores.
 

@@ -97,8 +97,30 @@ SELECT * FROM passito_jobs.jobs
 WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-  -- `tags @> ...` reads jobs_tags_idx (a GIN index over tagged jobs only).
+  -- A common tag (Store.list_jobs): the newest jobs carry it, so the walk back along the primary
+  -- key finds `limit` of them soon.
   AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: tag_matches
+-- How many jobs carry a tag, counted up to `cap`: a rare tag is read through its index
+-- (list_tagged_jobs), a common one by list_jobs. The planner cannot tell them apart itself: it
+-- estimates every tag outside its sample of common ones at 0.5% of the table, and walks the
+-- primary key for the rare ones too (5 s for the 3 jobs of an outpass among 3 million).
+SELECT count(*) AS matches
+FROM (SELECT 1 FROM passito_jobs.jobs WHERE tags @> ARRAY[%(tag)s::text] LIMIT %(cap)s) m
+
+-- name: list_tagged_jobs
+-- The jobs of a rare tag (fewer than tag_matches's cap), newest first: the tag's jobs first,
+-- through jobs_tags_idx (a GIN index over tagged jobs only), then the other filters and the order.
+WITH tagged AS MATERIALIZED (
+    SELECT * FROM passito_jobs.jobs WHERE tags @> ARRAY[%(tag)s::text]
+)
+SELECT * FROM tagged
+WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
 ORDER BY id DESC
 LIMIT %(limit)s
 
