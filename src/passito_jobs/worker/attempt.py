@@ -1,4 +1,4 @@
-# Longer than 400 lines: the whole life of an attempt (start, outcome, span, timeout, abandonment) in one place.
+# Longer than 400 lines: the whole life of an attempt (start, outcome, span, timeout, abandoning it).
 """Attempts: one run of one job, from its claim to its outcome, with an explicit state.
 
     RUNNING ──handler returned──▶ COMPLETED
