@@ -232,3 +232,19 @@ def test_the_tag_search_reads_its_index(conn: Conn) -> None:
     common = store.list_jobs(tag="hostel:1", limit=3)
     assert [job.id for job in common] == [29999, 29997, 29995]
     assert len(store.list_jobs(tag="hostel:ganga", limit=500)) == 200
+
+
+def test_one_dispatch_and_one_claim_function_and_old_callers_keep_working(conn: Conn) -> None:
+    """The new arguments came at the end with defaults, the old signatures were dropped: a PHP
+    caller that passes the first arguments by position still dispatches."""
+    signatures = conn.execute(
+        "SELECT proname, pg_get_function_identity_arguments(oid) FROM pg_proc "
+        "WHERE pronamespace = 'passito_jobs'::regnamespace AND proname IN ('dispatch', 'claim') ORDER BY 1"
+    ).fetchall()
+    assert [name for name, _ in signatures] == ["claim", "dispatch"]
+    assert signatures[1][1].endswith("unique_key text, tags text[], metadata jsonb")
+    row = conn.execute(
+        "SELECT passito_jobs.dispatch('Noop', '{}'::jsonb, 'default', 0, NULL, '{}'::bigint[], 3, NULL)"
+    ).fetchone()
+    assert row is not None
+    assert stored(conn, row[0]) == (None, None)
