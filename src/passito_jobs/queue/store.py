@@ -1,3 +1,4 @@
+# Longer than 400 lines: every synchronous queue operation, one short method each, in one place.
 """`Store`: the queue's operations on one synchronous connection, in its transaction.
 
 It serves dispatch, the CLI, maintenance, health checks and the autoscalers' load; the worker's
