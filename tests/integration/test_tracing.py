@@ -213,3 +213,23 @@ def test_a_bad_otel_setting_stops_the_worker_with_one_line(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert "Traceback" not in done.stderr
     assert message in lines[-1], done.stderr
+
+
+def test_without_opentelemetry_in_use_nothing_of_it_is_loaded() -> None:
+    """Dispatch and a worker without OTEL_* variables never import OpenTelemetry: the cost of the
+    feature when it is off is a dictionary lookup per dispatch and a None test per attempt."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, passito_jobs\n"
+        "from passito_jobs.queue.dispatch import defaults\n"
+        "from passito_jobs.tracing import Tracing\n"
+        "from passito_jobs.worker.runtime import Worker\n"
+        "assert defaults.trace_context() is None and Tracing.from_env('w:1', {}) is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
