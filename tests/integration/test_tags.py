@@ -158,6 +158,7 @@ def test_python_and_sql_refuse_with_the_same_message(conn: Conn, rule: str) -> N
         ({"tags": "outpass:4711"}, "tags must be a list of strings, got string"),
         ({"tags": {"a": 1}}, "tags must be a list of strings, got object"),
         ({"tags": 7}, "tags must be a list of strings, got number"),
+        ({"tags": (f"t{i}" for i in range(10**12))}, "tags must be at most 20, got 21"),
         ({"tags": [7]}, "tags[0] must be a non-empty string"),
         ({"tags": ["a\x00b"]}, "tags[0] must not contain control characters"),
         ({"tags": ["\ud800"]}, "tags[0] must be valid Unicode text (it holds an unpaired surrogate)"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 
 from passito_jobs.queue import limits
@@ -136,8 +137,6 @@ def dispatch(
     """
     if isinstance(depends_on, str | bytes):
         raise InvalidJobError("depends_on must be a list of job ids")
-    if isinstance(tags, str | bytes | Mapping) or not isinstance(tags, Iterable):
-        raise InvalidJobError(f"tags must be a list of strings, got {limits.json_type(tags)}")
     request = JobRequest(
         type=type,
         payload=payload if payload is not None else {},
@@ -148,7 +147,7 @@ def dispatch(
         depends_on=tuple(depends_on),
         max_attempts=max_attempts,
         unique_key=unique_key,
-        tags=tuple(tags),
+        tags=_tag_tuple(tags),
         metadata=_traced(metadata, defaults.trace_context()),
     )
     payload_json = _checked(request, max_payload_bytes())
@@ -198,8 +197,12 @@ def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
     if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
         raise InvalidJobError("depends_on must be a list of job ids")
     fields["depends_on"] = tuple(parents)
-    tags = fields.get("tags", ())
+    fields["tags"] = _tag_tuple(fields.get("tags", ()))
+    return JobRequest(**fields)
+
+
+def _tag_tuple(tags: object) -> tuple[Any, ...]:
+    """Tags as a tuple; of an endless iterable, no more than one past the limit."""
     if isinstance(tags, str | bytes | Mapping) or not isinstance(tags, Iterable):
         raise InvalidJobError(f"tags must be a list of strings, got {limits.json_type(tags)}")
-    fields["tags"] = tuple(tags)
-    return JobRequest(**fields)
+    return tuple(tags) if isinstance(tags, list | tuple) else tuple(islice(tags, limits.MAX_TAGS + 1))
