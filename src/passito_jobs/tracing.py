@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ log = logging.getLogger("passito_jobs.worker")
 DEFAULT_SERVICE_NAME = "passito-jobs-worker"
 MESSAGING_SYSTEM = "passito_jobs"
 TRACE_KEYS = ("traceparent", "tracestate")
+SHUTDOWN_TIMEOUT = 3.0  # seconds a stopping worker waits for its last spans to be exported
 
 
 class TracingConfigError(ValueError):
@@ -115,7 +117,8 @@ class Tracing:
 
     @classmethod
     def from_env(cls, worker_id: str, environ: Mapping[str, str] | None = None) -> Tracing | None:
-        """Tracing as the OTEL_* variables configure it, or None when no exporter is configured.
+        """Tracing as the OTEL_* variables configure it, or None when no exporter is configured
+        (`environ` decides that; the SDK's parts read their own settings from os.environ).
         Raises TracingConfigError when one is asked for that cannot be made (the `otel` extra is
         not installed, an unknown exporter name, OTLP over gRPC without its exporter)."""
         env = os.environ if environ is None else environ
@@ -200,12 +203,22 @@ class Tracing:
         span.set_attribute("passito_jobs.job.outcome", outcome)
         span.end()
 
-    def shutdown(self) -> None:
-        """Export what is buffered (bounded by OTEL_BSP_EXPORT_TIMEOUT) and stop."""
-        try:
-            self.provider.shutdown()
-        except Exception as exc:  # an unreachable collector must not fail the worker's exit
-            log.warning("Could not export the last spans: %s", exc)
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Export what is buffered and stop, for at most `timeout` seconds: an unreachable
+        collector (the exporter retries for seconds) must not hold the worker past its grace
+        period. The export goes on in a daemon thread, which the process's exit ends."""
+
+        def stop() -> None:
+            try:
+                self.provider.shutdown()
+            except Exception as exc:
+                log.warning("Could not export the last spans: %s", exc)
+
+        exporting = threading.Thread(target=stop, name="otel-shutdown", daemon=True)
+        exporting.start()
+        exporting.join(timeout)
+        if exporting.is_alive():
+            log.warning("The last spans were not exported within %gs; the collector may be down", timeout)
 
 
 def _exporter(name: str, env: Mapping[str, str]) -> Any:

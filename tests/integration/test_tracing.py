@@ -233,3 +233,18 @@ def test_without_opentelemetry_in_use_nothing_of_it_is_loaded() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_dead_collector_does_not_hold_a_stopping_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from passito_jobs.queue.models import ClaimedJob
+    from tests.helpers import free_port
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    tracing = Tracing.from_env("w:1")
+    assert tracing is not None
+    Tracing.end(tracing.start(ClaimedJob(1, "default", "Noop", {}, 0, 1, 3, 0.0)), "completed")
+    started = time.monotonic()
+    tracing.shutdown(timeout=0.5)
+    assert time.monotonic() - started < 3  # the exporter alone retries for seconds
