@@ -9,6 +9,7 @@ DEMO_WORKERS ?= 4
 UNTIL_DRAINED ?=
 PYTEST_ARGS ?=
 OUTPASS_BENCH_ARGS ?=
+WEB_BENCH_ARGS ?=
 # Container images (`make images`): the base image and the name/tag of each image.
 BASE_IMAGE ?= python:3.11-slim-bookworm
 IMAGE_PREFIX ?= passito-jobs
@@ -21,7 +22,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-fast lint typecheck unit bench bench-peers schema docs clean
-.PHONY: images manifests kind-e2e checkov
+.PHONY: images manifests kind-e2e checkov screenshots
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,9 +63,10 @@ lint: $(STAMP) ## ruff (lint + format check) and the import-layer contracts
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(STAMP) ## quick benchmark: bulk dispatch, drain rate, cost per job, pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...)
+bench: $(STAMP) ## quick benchmark: bulk dispatch, drain rate, cost per job, pickup latency (BENCH_ARGS=...); outpasses/s (OUTPASS_BENCH_ARGS=...); dashboard p50/p95 on 3M jobs (WEB_BENCH_ARGS=...)
 	$(BIN)/python bench/queue_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/outpass_bench.py $(OUTPASS_BENCH_ARGS)
+	$(BIN)/python -u bench/web_bench.py $(WEB_BENCH_ARGS)
 
 bench-peers: $(STAMP) ## passito-jobs vs PgQueuer vs bare SQL on one PostgreSQL: 5 interleaved reps, cost per job, pickup, growth (~10 min; quick: BENCH_ARGS="--reps 3 --jobs 20000 --no-growth")
 	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)
@@ -90,6 +92,9 @@ manifests: $(STAMP) ## regenerate manifests/ (plain YAML) from the Helm chart's 
 
 kind-e2e: ## end to end on a kind cluster: images, chart, burst, scale out and in, helm test (needs docker, kind, kubectl, helm)
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_PREFIX=$(IMAGE_PREFIX) IMAGE_TAG=$(IMAGE_TAG) bash hack/kind-e2e.sh
+
+screenshots: $(STAMP) ## pictures of the dashboard's pages (desktop and phone) into docs/images/ (needs /usr/bin/chromium)
+	$(BIN)/python -m hack.screenshots
 
 clean: ## stop the embedded Postgres and remove .venv and local state
 	-@test -x $(BIN)/passito-jobs && $(BIN)/passito-jobs db stop

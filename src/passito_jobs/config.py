@@ -9,6 +9,7 @@ Each group is declared next to what it configures (settings.py is the machinery)
     supervise         supervisor/settings.py  PASSITO_MIN_WORKERS, ... (`passito-jobs supervise`)
     operator          supervisor/settings.py  PASSITO_OPERATOR_*
     health            health/settings.py   PASSITO_HEALTH_*
+    web               web/settings.py      PASSITO_WEB_* (`passito-jobs web`, the dashboard)
     logging           logs.py              PASSITO_LOG_LEVEL, PASSITO_LOG_FORMAT
 
 A plug-in's groups (Passito's Outpass jobs and Email groups, in outpass/settings.py) are read by
@@ -41,6 +42,7 @@ from passito_jobs.settings import (
 )
 from passito_jobs.supervisor.settings import LocalSupervisorSettings, OperatorSettings
 from passito_jobs.tracing import current_trace_context
+from passito_jobs.web.settings import WebSettings
 from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 
 __all__ = [
@@ -69,6 +71,7 @@ class Settings:
     supervise: LocalSupervisorSettings = field(default_factory=LocalSupervisorSettings)
     operator: OperatorSettings = field(default_factory=OperatorSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @classmethod

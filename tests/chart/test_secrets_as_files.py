@@ -73,32 +73,39 @@ def test_every_secret_file_is_a_read_only_projection(scenario: str) -> None:
     the pod's database-url init container writes."""
     checked = 0
     for where, pod in pod_specs(render(SCENARIOS[scenario])):
-        init_names = [c["name"] for c in pod.get("initContainers", [])]
         for container in containers(pod):
             for name, item in env_of(container).items():
                 if not name.endswith("_FILE"):
                     continue
-                path = PurePosixPath(item["value"])
-                where_exactly = f"{where} container {container['name']}: {name}={path}"
-                mount = next(
-                    (m for m in container.get("volumeMounts", []) if path.is_relative_to(m["mountPath"])),
-                    None,
-                )
-                assert mount is not None, f"{where_exactly} is not mounted"
-                assert mount.get("readOnly") is True, where_exactly
-                volume, files = _volume_files(pod, mount["name"])
-                relative = str(path.relative_to(mount["mountPath"]))
-                if "emptyDir" in volume:
-                    assert volume["emptyDir"].get("medium") == "Memory", where_exactly
-                    assert "database-url" in init_names, where_exactly
-                    builder = next(c for c in pod["initContainers"] if c["name"] == "database-url")
-                    assert builder["args"][2] == str(path), where_exactly
-                else:
-                    assert relative in files, f"{where_exactly}: the volume holds {sorted(files)}"
-                    mode = volume.get("projected", volume.get("secret", {})).get("defaultMode")
-                    assert mode == READ_ONLY_FOR_OWNER, f"{where_exactly}: mode {mode!r}"
-                checked += 1
+                # PASSITO_WEB_TOKENS_FILE names several files, comma-separated: each is checked.
+                for value in item["value"].split(","):
+                    checked += _check_secret_file(pod, where, container, name, PurePosixPath(value))
     assert checked, "no *_FILE variable rendered"
+
+
+def _check_secret_file(
+    pod: dict[str, Any], where: str, container: dict[str, Any], name: str, path: PurePosixPath
+) -> int:
+    init_names = [c["name"] for c in pod.get("initContainers", [])]
+    where_exactly = f"{where} container {container['name']}: {name}={path}"
+    mount = next(
+        (m for m in container.get("volumeMounts", []) if path.is_relative_to(m["mountPath"])),
+        None,
+    )
+    assert mount is not None, f"{where_exactly} is not mounted"
+    assert mount.get("readOnly") is True, where_exactly
+    volume, files = _volume_files(pod, mount["name"])
+    relative = str(path.relative_to(mount["mountPath"]))
+    if "emptyDir" in volume:
+        assert volume["emptyDir"].get("medium") == "Memory", where_exactly
+        assert "database-url" in init_names, where_exactly
+        builder = next(c for c in pod["initContainers"] if c["name"] == "database-url")
+        assert builder["args"][2] == str(path), where_exactly
+    else:
+        assert relative in files, f"{where_exactly}: the volume holds {sorted(files)}"
+        mode = volume.get("projected", volume.get("secret", {})).get("defaultMode")
+        assert mode == READ_ONLY_FOR_OWNER, f"{where_exactly}: mode {mode!r}"
+    return 1
 
 
 @scenarios

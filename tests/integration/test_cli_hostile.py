@@ -90,6 +90,9 @@ BAD_COMMANDS = {
     ),
     "health": (["health", "--window", "9" * 400], "argument --window: "),
     "cleanup": (["cleanup-expired-files", "--retention-days", "99999999"], "argument --retention-days"),
+    "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number"),
+    "web host": (["web", "--host", "\udcff"], "argument --host: '\\udcff' is not valid UTF-8 text"),
+    "web host blank": (["web", "--host", " "], "--host must not be empty"),
 }
 
 
@@ -384,6 +387,7 @@ long_running = st.one_of(
         ),
     ),
     command(["health", "serve"], optional(("--port", numbers))),
+    command(["web"], optional(("--port", numbers), ("--host", numbers))),
     command(["demo"], optional(("--jobs", numbers), ("--workers", numbers))),
 )
 

@@ -5,7 +5,7 @@ Exit codes: 0 success; 1 the operation failed (unknown job id, unhealthy queue, 
 2 bad input, bad configuration or an unreachable database (one line on stderr, no traceback).
 
 Each command family's parsers sit next to their handlers (`add_commands(sub)` in queue.py,
-jobs.py, worker.py, operator.py, health.py, db.py, demo.py). A plug-in contributes commands the
+jobs.py, worker.py, operator.py, health.py, web.py, db.py, demo.py). A plug-in contributes commands the
 same way (`PLUGIN_COMMANDS`): Passito's module is imported only when one of its commands runs,
 so the engine's commands never load it.
 """
@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "passito_jobs.cli.jobs",
     "passito_jobs.cli.operator",
     "passito_jobs.cli.health",
+    "passito_jobs.cli.web",
     "passito_jobs.cli.db",
     "passito_jobs.cli.demo",
 )
@@ -51,7 +52,13 @@ PLUGIN_COMMANDS = {
     ),
 }
 """Commands of plug-ins: name -> (module with `add_command(sub, name)`, help)."""
-ROLES = {"worker": "Worker", "supervise": "Supervisor", "health": "Health", "operator": "Operator"}
+ROLES = {
+    "worker": "Worker",
+    "supervise": "Supervisor",
+    "health": "Health",
+    "operator": "Operator",
+    "web": "Dashboard",
+}
 """The log prefix of each long-running command: `[Worker host:pid][INFO] ...`."""
 
 Handler = Callable[[argparse.Namespace, Settings], int]

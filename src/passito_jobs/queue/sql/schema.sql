@@ -684,6 +684,27 @@ BEGIN
 END;
 $_$;
 
+CREATE TABLE passito_jobs.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    source text NOT NULL,
+    job_ids bigint[] NOT NULL,
+    changed_ids bigint[] NOT NULL,
+    filter jsonb
+);
+
+ALTER TABLE passito_jobs.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME passito_jobs.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE passito_jobs.job_dependencies (
     child_id bigint NOT NULL,
     parent_id bigint NOT NULL
@@ -736,6 +757,9 @@ CREATE TABLE passito_jobs.leases (
     expires_at timestamp with time zone NOT NULL
 );
 
+ALTER TABLE ONLY passito_jobs.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY passito_jobs.job_dependencies
     ADD CONSTRAINT job_dependencies_pkey PRIMARY KEY (child_id, parent_id);
 
@@ -745,9 +769,13 @@ ALTER TABLE ONLY passito_jobs.jobs
 ALTER TABLE ONLY passito_jobs.leases
     ADD CONSTRAINT leases_pkey PRIMARY KEY (name);
 
+CREATE INDEX audit_log_job_ids_idx ON passito_jobs.audit_log USING gin (job_ids);
+
 CREATE INDEX job_dependencies_parent_idx ON passito_jobs.job_dependencies USING btree (parent_id);
 
 CREATE INDEX jobs_blocked_idx ON passito_jobs.jobs USING btree (queue) WHERE (state = 'blocked'::passito_jobs.job_state);
+
+CREATE INDEX jobs_created_brin ON passito_jobs.jobs USING brin (created_at) WITH (autosummarize='on');
 
 CREATE INDEX jobs_finished_idx ON passito_jobs.jobs USING btree (state, finished_at) WHERE (state = ANY (ARRAY['completed'::passito_jobs.job_state, 'failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
 
@@ -756,6 +784,8 @@ CREATE INDEX jobs_processing_idx ON passito_jobs.jobs USING btree (heartbeat_at)
 CREATE INDEX jobs_ready_by_queue_idx ON passito_jobs.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = 'pending'::passito_jobs.job_state);
 
 CREATE INDEX jobs_ready_idx ON passito_jobs.jobs USING btree (priority DESC, run_at, id) WHERE (state = 'pending'::passito_jobs.job_state);
+
+CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
 
 CREATE INDEX jobs_tags_idx ON passito_jobs.jobs USING gin (tags) WHERE (tags IS NOT NULL);
 

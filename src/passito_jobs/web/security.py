@@ -1,0 +1,159 @@
+"""Response headers, HTTPS detection behind a proxy, and cross-site request forgery checks.
+
+CSRF: the dashboard's forms carry a token equal to a random cookie (double submit). The cookie is
+HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
+Secure behind TLS, so a sibling domain cannot plant one. Every state-changing request from a
+browser must also not come from another site (Sec-Fetch-Site, else Origin). API requests with a
+bearer token carry no ambient credential and need neither; other API requests must send JSON,
+which a cross-site form cannot. `read_form` reads a dashboard form (url-encoded, bounded, each field once).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from passito_jobs.web import params
+from passito_jobs.web.params import BadRequest
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+CSRF_FIELD = "csrf"
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (and no-store to every non-static one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in HEADERS if h[0] not in present]
+                if not static and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                if is_https(scope):
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def is_https(scope: Scope) -> bool:
+    """TLS at this server, or X-Forwarded-Proto: https from a trusted proxy (the app marks it)."""
+    return scope.get("scheme") == "https" or bool(scope.get("state", {}).get("forwarded_https"))
+
+
+def cookie_name(request: Request) -> str:
+    # `__Host-` cookies must be Secure: only behind TLS.
+    return "__Host-passito_csrf" if is_https(request.scope) else "passito_csrf"
+
+
+def csrf_token(request: Request) -> str:
+    """This browser's token (from its cookie, or a new one that `set_csrf_cookie` will send)."""
+    token = request.cookies.get(cookie_name(request), "")
+    if len(token) != 43 or not token.replace("-", "").replace("_", "").isalnum():
+        token = getattr(request.state, "new_csrf", "") or secrets.token_urlsafe(32)
+        request.state.new_csrf = token
+    return token
+
+
+def set_csrf_cookie(request: Request, response: Response) -> None:
+    token = getattr(request.state, "new_csrf", "")
+    if token:
+        response.set_cookie(
+            cookie_name(request),
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=is_https(request.scope),
+            path="/",
+        )
+
+
+def check_same_site(request: Request) -> None:
+    """Refuse a state-changing request that a browser sent from another site."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        if fetch_site not in ("same-origin", "none"):
+            raise BadRequest(f"cross-site request refused (Sec-Fetch-Site: {fetch_site[:20]})", 403)
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and not same_origin(origin, request):
+        raise BadRequest("cross-site request refused (its Origin is another site)", 403)
+
+
+def same_origin(origin: str, request: Request) -> bool:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    host = request.headers.get("host", "")
+    return origin != "null" and parts.netloc.lower() == host.lower()
+
+
+def check_form(request: Request, form: Any) -> None:
+    """A form post: not cross-site, and its token matches this browser's cookie."""
+    check_same_site(request)
+    cookie = request.cookies.get(cookie_name(request), "")
+    given = form.get(CSRF_FIELD, "")
+    if not cookie or not isinstance(given, str) or not hmac.compare_digest(cookie.encode(), given.encode()):
+        raise BadRequest("the form has expired or came from another site: reload the page and try again", 403)
+
+
+def check_api_post(request: Request, via: str) -> None:
+    """An API action: with a bearer token nothing more; with ambient credentials (a browser's
+    basic authentication, a proxy's cookie, or none on loopback) JSON from this site only."""
+    if via == "token":
+        return
+    check_same_site(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise BadRequest("send the request body as JSON (Content-Type: application/json)", 415)
+
+
+MAX_FORM = 16 * 1024
+FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", CSRF_FIELD)
+"""The fields a dashboard form may carry (each at most once)."""
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A url-encoded form (the only kind the dashboard's pages send), each field once."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("send the form url-encoded (application/x-www-form-urlencoded)", 415)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form is not valid url-encoded UTF-8") from None
+    return params.single_values(fields, FORM_KEYS)
