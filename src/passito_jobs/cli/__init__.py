@@ -27,6 +27,7 @@ from passito_jobs.config import Settings
 from passito_jobs.localdb import LocalDatabaseError
 from passito_jobs.queue.conninfo import Redactor
 from passito_jobs.queue.errors import QueueError
+from passito_jobs.queue.limits import printable
 from passito_jobs.settings import ConfigError, FieldError
 
 __all__ = ["PROG", "CommandError", "build_parser", "main", "stop_on_signals"]
@@ -68,7 +69,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (and exit code 2), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        # printable: an argument argparse quotes may hold a line break (`-\x1e`) or an escape sequence.
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
