@@ -5,7 +5,10 @@
 Fills a jobs table like a busy week: completed jobs every 200 ms over the week, a dead-letter set
 spread over the retention, a backlog, in-flight jobs and blocked children, in five queues. Then
 runs `Store.queue_stats` for a 1-hour and a 24-hour window and prints the median time and the
-index each part of the plan reads. Uses PASSITO_BENCH_DATABASE_URL (a database it may empty) or
+index each part of the plan reads. Every completed job carries the tags of an outpass flow (three
+jobs per `outpass:<n>`, five hostels): `jobs list --tag` (`Store.list_jobs(tag=...)`) is timed for
+one outpass (3 jobs) and one hostel (a fifth of the table), with the index it reads.
+Uses PASSITO_BENCH_DATABASE_URL (a database it may empty) or
 a fresh embedded PostgreSQL in a temporary directory.
 """
 
@@ -23,9 +26,10 @@ import psycopg
 
 from passito_jobs.localdb import LocalDatabase
 from passito_jobs.queue.sqlfiles import queries
-from passito_jobs.queue.store import Store
+from passito_jobs.queue.store import RARE_TAG_JOBS, Store
 
 QUEUES = "ARRAY['default', 'emails', 'pdfs', 'qr', 'cleanup']"
+HOSTELS = "ARRAY['ganga', 'kaveri', 'yamuna', 'narmada', 'godavari']"
 
 
 def fill(url: str, completed: int, failed: int, pending: int) -> None:
@@ -36,9 +40,10 @@ def fill(url: str, completed: int, failed: int, pending: int) -> None:
         conn.execute(
             f"""
             INSERT INTO passito_jobs.jobs (queue, type, payload, state, attempts, run_at, started_at,
-                                           finished_at, result)
+                                           finished_at, result, tags)
             SELECT ({QUEUES})[1 + mod(g, 5)], 'GenerateQrCode', '{{"outpass_id": 12345}}', 'completed', 1,
-                   at, at, at, '{{"ok": true}}'
+                   at, at, at, '{{"ok": true}}',
+                   ARRAY['outpass:' || g / 3, 'hostel:' || ({HOSTELS})[1 + mod(g / 3, 5)]]
             FROM generate_series(1, %(n)s) g,
                  LATERAL (SELECT now() - g * make_interval(secs => %(spacing)s)) t(at)
             """,
@@ -111,6 +116,28 @@ def measure(url: str, window: float, runs: int) -> None:
         print(f"    {scan}")
 
 
+def measure_tags(url: str, runs: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        store = Store(conn)
+        for tag in ("outpass:12345", "hostel:ganga"):
+            params = {"state": None, "type": None, "queue": None, "tag": tag, "limit": 50}
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                found = store.list_jobs(tag=tag)
+                times.append(time.perf_counter() - started)
+            # The query Store.list_jobs picks: through the index for a rare tag, else list_jobs.
+            matches = conn.execute(queries()["tag_matches"], {"tag": tag, "cap": RARE_TAG_JOBS}).fetchone()
+            assert matches is not None
+            name = "list_tagged_jobs" if matches[0] < RARE_TAG_JOBS else "list_jobs"
+            row = conn.execute("EXPLAIN (FORMAT JSON) " + queries()[name], params).fetchone()
+            assert row is not None
+            median = statistics.median(times) * 1000
+            print(f"jobs list --tag {tag} ({len(found)} shown, {name}): median {median:.1f} ms")
+            for scan in scans(row[0][0]["Plan"]):
+                print(f"    {scan}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--completed", type=int, default=3_000_000)
@@ -131,6 +158,7 @@ def main() -> None:
             print(f"{total:,} jobs loaded in {time.perf_counter() - started:.0f}s")
             for window in (3600.0, 86400.0):
                 measure(url, window, args.runs)
+            measure_tags(url, args.runs)
         finally:
             if db is not None:
                 db.stop()

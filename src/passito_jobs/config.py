@@ -42,6 +42,7 @@ from passito_jobs.settings import (
     parse_list,
 )
 from passito_jobs.supervisor.settings import LocalSupervisorSettings, OperatorSettings
+from passito_jobs.tracing import current_trace_context
 from passito_jobs.web.settings import WebSettings
 from passito_jobs.worker.settings import MaintenanceSettings, WorkerSettings
 
@@ -224,3 +225,4 @@ def install_dispatch_defaults() -> None:
     `queue.dispatch.defaults`)."""
     dispatch.defaults.connect = _connect_from_env
     dispatch.defaults.max_payload_bytes = payload_limit_from_env
+    dispatch.defaults.trace_context = current_trace_context

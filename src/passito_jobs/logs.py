@@ -4,7 +4,8 @@ The bracketed prefix is what the old supervisor printed (operators grep for it);
 key=value tail makes each line machine-readable. PASSITO_LOG_FORMAT=json emits one JSON object
 per line instead. Pass `extra={"tag": "DONE", "kv": {...}}` to set the bracket's tag and the
 key=value fields, and `extra={"job": job_fields(...)}` on a job's lines: every job line carries
-job_id, job_type, queue, attempt and worker_id, in both formats. `setup(redact=...)` passes
+job_id, job_type, queue, attempt and worker_id, in both formats, and trace_id when the job
+carries a trace context. `setup(redact=...)` passes
 every line through a function that masks secrets (the database password), so no code path can
 log one by accident.
 """
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from passito_jobs.settings import SettingsGroup, one_of, parse_lower, parse_upper, setting
+from passito_jobs.tracing import current_trace_id
 
 Redact = Callable[[str], str]
 JOB_FIELDS = ("job_id", "job_type", "queue", "attempt", "worker_id")
@@ -46,15 +48,21 @@ class LoggingSettings(SettingsGroup):
     )
 
 
-def job_fields(job_id: int, job_type: str, queue: str, attempt: str, worker_id: str) -> dict[str, Any]:
-    """The fields of every log line about one job (`extra={"job": ...}`)."""
-    return {
+def job_fields(
+    job_id: int, job_type: str, queue: str, attempt: str, worker_id: str, *, trace_id: str | None = None
+) -> dict[str, Any]:
+    """The fields of every log line about one job (`extra={"job": ...}`); `trace_id` when the
+    job carries a trace context (its dispatcher's trace, as 32 hex digits)."""
+    fields = {
         "job_id": job_id,
         "job_type": job_type,
         "queue": queue,
         "attempt": attempt,
         "worker_id": worker_id,
     }
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    return fields
 
 
 def _unchanged(text: str) -> str:
@@ -115,6 +123,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         if hasattr(record, key):
             fields[key] = getattr(record, key)
     fields.update(getattr(record, "kv", None) or {})
+    if "trace_id" not in fields and (trace_id := current_trace_id()) is not None:
+        fields["trace_id"] = trace_id  # a line logged inside an attempt's span (its handler's own)
     return fields
 
 

@@ -96,6 +96,8 @@ class JobContext:
     on_progress: Callable[[str], None] | None = field(default=None, repr=False)
     settings: Any = field(default=None, repr=False)
     """The job type's settings group, as the worker read it when it started (or None)."""
+    trace_id: str | None = field(default=None, repr=False)
+    """The trace the job belongs to (32 hex digits), when it was dispatched inside one."""
 
     @property
     def is_last_attempt(self) -> bool:
@@ -106,7 +108,12 @@ class JobContext:
         """A logger whose lines carry this job's id, type, queue, attempt and worker id."""
         attempt = f"{self.attempt}/{self.max_attempts}"
         return logging.LoggerAdapter(
-            log, {"job": job_fields(self.id, self.type, self.queue, attempt, self.worker_id)}
+            log,
+            {
+                "job": job_fields(
+                    self.id, self.type, self.queue, attempt, self.worker_id, trace_id=self.trace_id
+                )
+            },
         )
 
     def settings_of(self, kind: builtins.type[S]) -> S:

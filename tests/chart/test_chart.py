@@ -174,6 +174,11 @@ def test_pause_annotations_come_from_values() -> None:
         ({"secrets": {"secretKey": "short"}}, r"secrets.secretKey must be at least 32 characters"),
         ({"email": {"smtp": {"user": "u", "security": "none"}}}, r"email.smtp.user needs"),
         ({"secrets": {"databaseUrl": "mysql://x"}}, r"/secrets/databaseUrl"),
+        ({"otel": {"enabled": True}}, r"/otel/endpoint"),
+        ({"otel": {"endpoint": "http://user:token@collector:4318"}}, r"/otel/endpoint"),
+        ({"otel": {"sampler": "sometimes"}}, r"/otel/sampler.*must be one of"),
+        ({"otel": {"headers": "authorization=Bearer x"}}, r"additional properties 'headers' not allowed"),
+        ({"otel": {"resourceAttributes": {"team": "a,b=c"}}}, r"/otel/resourceAttributes/team"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -411,6 +416,30 @@ def test_environment_variables_are_settings_of_config_py(scenario: str) -> None:
     assert used
     unknown = used - known
     assert unknown == set(), "the chart sets variables config.py does not read"
+
+
+def test_otel_values_become_the_workers_otel_variables() -> None:
+    def otel_env(values: dict[str, Any]) -> dict[str, Any]:
+        (worker,) = [
+            c for _, pod in pod_specs(render(values)) for c in containers(pod) if c["name"] == "worker"
+        ]
+        return {name: var.get("value") for name, var in env_of(worker).items() if name.startswith("OTEL_")}
+
+    assert otel_env({}) == {}
+    assert otel_env(SCENARIOS["everything-enabled"]) == {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "passito-jobs-worker",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=passito,deployment.environment=staging",
+    }
+    # Only the workers trace: no other container gets an OTEL_* variable.
+    for where, pod in pod_specs(render(SCENARIOS["everything-enabled"])):
+        for container in containers(pod):
+            if container["name"] != "worker":
+                assert not [n for n in env_of(container) if n.startswith("OTEL_")], where
 
 
 def test_worker_grace_period_outlasts_the_shutdown_timeout() -> None:

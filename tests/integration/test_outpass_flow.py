@@ -18,6 +18,7 @@ from passito_jobs import dispatch, dispatch_many
 from passito_jobs.outpass import flow as flow_module
 from passito_jobs.outpass.flow import dispatch_outpass_flow, dispatch_outpass_flows
 from passito_jobs.outpass.model import InvalidOutpassError
+from passito_jobs.queue.store import Store
 from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
 from tests.outpasses import sample_payload
 
@@ -51,6 +52,17 @@ def test_the_flow_is_dispatched_with_its_dependencies(conn: Conn) -> None:
     assert payload is not None
     assert payload[0]["outpass_id"] == "42"
     assert payload[0]["from_date"] == "2025-03-01T09:00:00+05:30"
+
+
+def test_every_job_of_a_flow_is_tagged_with_its_outpass_and_hostel(conn: Conn) -> None:
+    flow = dispatch_outpass_flow(sample_payload(outpass_id=4711, hostel="Ganga"), conn=conn)
+    dispatch_outpass_flow(sample_payload(outpass_id=4712, hostel="Kaveri"), conn=conn)
+    store = Store(conn)
+    assert sorted(job.id for job in store.list_jobs(tag="outpass:4711")) == sorted(flow.job_ids)
+    assert {tuple(job.tags) for job in store.list_jobs(tag="hostel:ganga")} == {
+        ("outpass:4711", "hostel:ganga")
+    }
+    assert len(store.list_jobs(tag="hostel:kaveri")) == 4
 
 
 def test_no_parent_approval_job_unless_the_outpass_needs_it(conn: Conn) -> None:

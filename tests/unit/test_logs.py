@@ -53,3 +53,36 @@ def test_every_job_line_carries_the_job_and_the_worker() -> None:
         "attempt": "1/3",
         "worker_id": "pod-1:42",
     }
+
+
+def test_a_job_with_a_trace_context_logs_its_trace_id_without_opentelemetry() -> None:
+    """The trace id comes from the job's traceparent even in a worker that does not trace; a
+    malformed or all-zero traceparent gives none."""
+    from passito_jobs.logs import job_fields
+    from passito_jobs.tracing import trace_id_of
+
+    trace_id = trace_id_of({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    assert trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert trace_id_of({"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"}) is None
+    assert trace_id_of({"traceparent": 7}) is None
+    assert trace_id_of(None) is None
+    job = job_fields(12, "Noop", "default", "1/3", "pod-1:42", trace_id=trace_id)
+    data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("Processing", job=job)))
+    assert data["trace_id"] == trace_id
+    plain = json.loads(
+        JsonFormatter("Worker", "pod-1:42").format(
+            record("Processing", job=job_fields(12, "Noop", "default", "1/3", "pod-1:42"))
+        )
+    )
+    assert "trace_id" not in plain
+
+
+def test_a_line_logged_inside_a_span_carries_its_trace_id() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("attempt") as span:
+        data = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("wrote the email", job_id=3)))
+    assert data["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    outside = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("idle")))
+    assert "trace_id" not in outside

@@ -28,6 +28,7 @@ from passito_jobs.config import Settings
 from passito_jobs.localdb import LocalDatabaseError
 from passito_jobs.queue.conninfo import Redactor
 from passito_jobs.queue.errors import QueueError, SchemaMissingError
+from passito_jobs.queue.limits import printable
 from passito_jobs.queue.migrate import schema_problem
 from passito_jobs.settings import ConfigError, FieldError
 
@@ -77,7 +78,8 @@ class _Parser(argparse.ArgumentParser):
         self.register("action", "parsers", _Commands)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        # printable: an argument argparse quotes may hold a line break (`-\x1e`) or an escape sequence.
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see `{self.prog} --help`)\n")
 
 
 class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]

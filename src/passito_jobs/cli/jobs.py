@@ -71,6 +71,7 @@ def add_commands(sub: Any) -> None:
         metavar="N",
         help="most jobs listed (default 50)",
     )
+    p.add_argument("--tag", type=utf8_text, help="only jobs carrying this tag (dispatch --tag; default: any)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
     p = jsub.add_parser("show", help="show one job")
@@ -117,7 +118,9 @@ def _job_dict(job: Job) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_store(settings) as store:
-        jobs = store.list_jobs(state=args.state, type=args.type, queue=args.queue, limit=args.limit)
+        jobs = store.list_jobs(
+            state=args.state, type=args.type, queue=args.queue, tag=args.tag, limit=args.limit
+        )
     if args.json:
         print_json([_job_dict(job) for job in jobs])
         return 0
@@ -139,7 +142,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print_json(_job_dict(job))
         return 0
     data = _job_dict(job)
-    for key in ("payload", "result", "progress", "last_error"):
+    for key in ("payload", "result", "progress", "last_error", "tags", "metadata"):
         data.pop(key)
     width = max(len(k) for k in data)
     for key, value in data.items():
@@ -147,6 +150,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
             continue
         shown = printable(value) if isinstance(value, str) else value
         print(f"{key.replace('_', ' ').ljust(width)}  {shown}")
+    if job.tags:
+        print(f"{'tags'.ljust(width)}  {', '.join(printable(tag) for tag in job.tags)}")
+    if job.metadata:
+        print(f"{'metadata'.ljust(width)}  {printable(json.dumps(job.metadata, ensure_ascii=False))}")
     print(f"{'payload'.ljust(width)}  {json.dumps(job.payload, ensure_ascii=False)}")
     if job.result is not None:
         print(f"{'result'.ljust(width)}  {json.dumps(job.result, ensure_ascii=False)}")

@@ -148,7 +148,7 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def json_object(text: str) -> dict[str, Any]:
+def _parsed_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -157,14 +157,29 @@ def json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
     except RecursionError:
         raise argparse.ArgumentTypeError(
-            f"payload must not be nested more than {limits.MAX_NESTING} levels deep"
+            f"{what} must not be nested more than {limits.MAX_NESTING} levels deep"
         ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f"must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}"
         )
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    value = _parsed_object(text, "payload")
     try:  # NaN, 1e999, "\u0000", "\ud800", deep nesting: refused here; the size when dispatched
         limits.encode_payload(value, limits.MAX_PAYLOAD_BYTES_SETTING)
+    except InvalidJobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def metadata_object(text: str) -> dict[str, Any]:
+    """A job's metadata: a JSON object by the rules of limits.encode_metadata."""
+    value = _parsed_object(text, "metadata")
+    try:
+        limits.encode_metadata(value)
     except InvalidJobError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value

@@ -15,7 +15,9 @@ from passito_jobs.cli.options import (
     int_between,
     job_id,
     json_object,
+    metadata_object,
     open_store,
+    utf8_text,
 )
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
@@ -36,6 +38,8 @@ _DISPATCH_FLAGS = {
     "depends_on": "--depends-on",
     "unique_key": "--unique-key",
     "concurrency_key": "--concurrency-key",
+    "tags": "--tag",
+    "metadata": "--metadata",
 }
 
 
@@ -101,6 +105,22 @@ def add_commands(sub: Any) -> None:
             "(docs/flow-control.md; default: none)"
         ),
     )
+    p.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        type=utf8_text,
+        default=[],
+        metavar="TAG",
+        help=f"a label to find the job by (jobs list --tag); repeat for more, at most {limits.MAX_TAGS}",
+    )
+    p.add_argument(
+        "--metadata",
+        type=metadata_object,
+        default=None,
+        metavar="JSON",
+        help=f"a JSON object about the job (at most {limits.MAX_METADATA_BYTES} bytes), shown by jobs show",
+    )
     p.set_defaults(func=cmd_dispatch)
 
 
@@ -141,11 +161,16 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 max_attempts=args.max_attempts,
                 unique_key=args.unique_key,
                 concurrency_key=args.concurrency_key,
+                tags=args.tags,
+                metadata=args.metadata,
                 conn=conn,
             )
         except InvalidJobError as exc:
             message = str(exc)
-            flag = next((f for rule, f in _DISPATCH_FLAGS.items() if message.startswith(f"{rule} ")), None)
+            flag = next(
+                (f for rule, f in _DISPATCH_FLAGS.items() if message.startswith((f"{rule} ", f"{rule}["))),
+                None,
+            )
             raise CommandError(f"argument {flag}: {message}" if flag else message, code=2) from None
         warning = unknown_type_warning(args.type, Store(conn).known_job_types())
         if warning and args.strict:

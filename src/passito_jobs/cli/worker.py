@@ -189,17 +189,22 @@ def run_worker(settings: Settings, url: str) -> int:
     from passito_jobs.httpserver import ProbeServer  # noqa: PLC0415
     from passito_jobs.queue.errors import SchemaMissingError  # noqa: PLC0415
     from passito_jobs.registry import registry  # noqa: PLC0415
+    from passito_jobs.tracing import Tracing, TracingConfigError  # noqa: PLC0415
     from passito_jobs.worker.runtime import Worker  # noqa: PLC0415 - keeps `dispatch` light
 
     worker_settings = settings.worker
-    worker = Worker(
-        worker_settings,
-        settings.maintenance,
-        database_url=url,
-        connect_timeout=settings.database.connect_timeout,
-        listen=settings.database.listen,
-        registry=registry,
-    )
+    try:
+        worker = Worker(
+            worker_settings,
+            settings.maintenance,
+            database_url=url,
+            connect_timeout=settings.database.connect_timeout,
+            listen=settings.database.listen,
+            registry=registry,
+            tracing=Tracing.from_env,
+        )
+    except TracingConfigError as exc:
+        raise CommandError(str(exc), code=2) from None
     try:
         worker.check_schema()
     except SchemaMissingError as exc:

@@ -5,7 +5,9 @@
                                PDF failure never keeps a parent from being asked)
 
 All jobs are dispatched in one transaction: either every job of the flow exists, or none.
-Many outpasses at once take three round trips (`dispatch_outpass_flows`).
+Many outpasses at once take three round trips (`dispatch_outpass_flows`). Every job of a flow
+carries the tags `outpass:<id>` and `hostel:<hostel, lower case>`, so `passito-jobs jobs list
+--tag outpass:4711` finds them all.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from passito_jobs.database import DatabaseSettings
 from passito_jobs.outpass.model import InvalidOutpassError, Outpass
+from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, connect
 from passito_jobs.queue.dispatch import dispatch_many
 from passito_jobs.queue.models import JobRequest
@@ -30,6 +33,14 @@ QUEUE_EMAILS = "emails"  # I/O-bound, and may wait on an SMTP server
 PRIORITY_QR_CODE = 0
 PRIORITY_PDF = 1
 PRIORITY_EMAIL = 2
+
+
+def flow_tags(outpass: Outpass) -> tuple[str, ...]:
+    """The tags of every job of one outpass's flow (cut to the queue's tag length)."""
+    return (
+        f"outpass:{outpass.outpass_id}"[: limits.MAX_TAG_LENGTH],
+        f"hostel:{outpass.hostel.lower()}"[: limits.MAX_TAG_LENGTH],
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ def dispatch_outpass_flows(
 
 def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
     payloads = [outpass.to_payload() for outpass in outpasses]
+    tags = [flow_tags(outpass) for outpass in outpasses]
     asking = [i for i, outpass in enumerate(outpasses) if outpass.needs_parent_approval]
     # Same rule as dispatch_many: join the caller's transaction, or make one in autocommit
     # (psycopg's transaction() on a non-autocommit connection would commit the caller's work).
@@ -95,11 +107,19 @@ def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
     with atomic:
         first = dispatch_many(
             [
-                JobRequest("GenerateQrCode", payload, queue=QUEUE_FILES, priority=PRIORITY_QR_CODE)
-                for payload in payloads
+                JobRequest(
+                    "GenerateQrCode", payload, queue=QUEUE_FILES, priority=PRIORITY_QR_CODE, tags=tagged
+                )
+                for payload, tagged in zip(payloads, tags, strict=True)
             ]
             + [
-                JobRequest("SendParentApproval", payloads[i], queue=QUEUE_EMAILS, priority=PRIORITY_EMAIL)
+                JobRequest(
+                    "SendParentApproval",
+                    payloads[i],
+                    queue=QUEUE_EMAILS,
+                    priority=PRIORITY_EMAIL,
+                    tags=tags[i],
+                )
                 for i in asking
             ],
             conn=conn,
@@ -108,9 +128,14 @@ def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
         pdfs = dispatch_many(
             [
                 JobRequest(
-                    "GenerateOutpassPdf", payload, queue=QUEUE_FILES, priority=PRIORITY_PDF, depends_on=(qr,)
+                    "GenerateOutpassPdf",
+                    payload,
+                    queue=QUEUE_FILES,
+                    priority=PRIORITY_PDF,
+                    depends_on=(qr,),
+                    tags=tagged,
                 )
-                for payload, qr in zip(payloads, qr_codes, strict=True)
+                for payload, qr, tagged in zip(payloads, qr_codes, tags, strict=True)
             ],
             conn=conn,
         )
@@ -122,8 +147,9 @@ def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
                     queue=QUEUE_EMAILS,
                     priority=PRIORITY_EMAIL,
                     depends_on=(pdf,),
+                    tags=tagged,
                 )
-                for payload, pdf in zip(payloads, pdfs, strict=True)
+                for payload, pdf, tagged in zip(payloads, pdfs, tags, strict=True)
             ],
             conn=conn,
         )

@@ -145,6 +145,7 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
         at["max_attempts"],
         at["waited_seconds"],
     )
+    meta = at["metadata"]
 
     def make(row: Sequence[Any]) -> ClaimedJob:
         unreadable = None
@@ -157,6 +158,7 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
             )
         except ValueError as exc:
             decoded, unreadable = {}, f"payload is not readable: {exc}"
+        metadata = row[meta]
         return ClaimedJob(
             row[id_],
             row[queue],
@@ -167,9 +169,19 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
             row[max_attempts],
             row[waited],
             unreadable,
+            None if metadata is None else _metadata(metadata),
         )
 
     return make
+
+
+def _metadata(text: str) -> dict[str, Any] | None:
+    """Metadata is for the worker's trace link and log lines: one it cannot read is left out."""
+    try:
+        value = json.loads(text)
+    except (RecursionError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _completion_params(worker_id: str, completed: Sequence[Completed]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ PASSITO_MAX_PAYLOAD_BYTES (passito_jobs/database.py); code of your own may set t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 
 from passito_jobs.queue import limits
@@ -35,6 +36,9 @@ class DispatchDefaults:
 
     connect: Callable[[], Conn] = _no_default_database
     max_payload_bytes: Callable[[], int] = lambda: limits.DEFAULT_MAX_PAYLOAD_BYTES
+    trace_context: Callable[[], dict[str, str] | None] = lambda: None
+    """The caller's trace context (`traceparent`, `tracestate`) to store in each job's metadata,
+    or None; `import passito_jobs` points it at OpenTelemetry's when that is installed."""
 
 
 defaults = DispatchDefaults()
@@ -69,12 +73,25 @@ def _check_fields(request: JobRequest) -> None:
     limits.check_unique_key(request.unique_key)
     if request.concurrency_key is not None:
         limits.check_name("concurrency_key", request.concurrency_key)
+    if type(request.tags) is not tuple or request.tags:
+        limits.check_tags(request.tags)
+    if request.metadata is not None:
+        limits.encode_metadata(request.metadata)
 
 
 def _checked(request: JobRequest, max_bytes: int) -> str:
     """Check `request`; return its payload's JSON text."""
     _check_fields(request)
     return limits.encode_payload(request.payload, max_bytes)
+
+
+def _traced(metadata: Mapping[str, Any] | None, context: dict[str, str] | None) -> Mapping[str, Any] | None:
+    """`metadata` with the caller's trace context added; a traceparent given by the caller wins."""
+    if context is None or not isinstance(metadata, Mapping | None):
+        return metadata  # nothing to add, or metadata that fails its check anyway
+    if metadata is None:
+        return context
+    return metadata if "traceparent" in metadata else {**context, **metadata}
 
 
 def max_payload_bytes() -> int:
@@ -108,6 +125,8 @@ def dispatch(
     max_attempts: int = 3,
     unique_key: str | None = None,
     concurrency_key: str | None = None,
+    tags: Iterable[str] = (),
+    metadata: Mapping[str, Any] | None = None,
     conn: Conn | None = None,
 ) -> int:
     """Dispatch one job and return its id.
@@ -116,8 +135,10 @@ def dispatch(
     `depends_on`: parent job ids; the job stays blocked until all of them completed, and fails
     if one fails or is cancelled. `unique_key`: while an unfinished job has this key, its id is
     returned and nothing new is dispatched. `concurrency_key`: the key the queue's
-    key_concurrency counts by (a tenant, say "hostel:ganga"; docs/flow-control.md). `conn`:
-    dispatch inside your transaction.
+    key_concurrency counts by (a tenant, say "hostel:ganga"; docs/flow-control.md). `tags`: up
+    to 20 labels to find the job by (`jobs list --tag`); `metadata`: a JSON object about the job
+    (up to 16 KiB), where the caller's trace context goes too. `conn`: dispatch inside your
+    transaction.
     """
     if isinstance(depends_on, str | bytes):
         raise InvalidJobError("depends_on must be a list of job ids")
@@ -132,6 +153,8 @@ def dispatch(
         max_attempts=max_attempts,
         unique_key=unique_key,
         concurrency_key=concurrency_key,
+        tags=_tag_tuple(tags),
+        metadata=_traced(metadata, defaults.trace_context()),
     )
     payload_json = _checked(request, max_payload_bytes())
     return _with_store(conn, lambda store: store.dispatch(request, payload_json))
@@ -148,9 +171,12 @@ def dispatch_many(
     (`{"type": "Noop", "payload": {...}, "queue": "emails"}`).
     """
     checked: list[JobRequest] = []
+    context = defaults.trace_context()
     for index, item in enumerate(requests):
         try:
             request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
+            if context is not None:
+                request = replace(request, metadata=_traced(request.metadata, context))
             _check_fields(request)
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from None
@@ -177,4 +203,12 @@ def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
     if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
         raise InvalidJobError("depends_on must be a list of job ids")
     fields["depends_on"] = tuple(parents)
+    fields["tags"] = _tag_tuple(fields.get("tags", ()))
     return JobRequest(**fields)
+
+
+def _tag_tuple(tags: object) -> tuple[Any, ...]:
+    """Tags as a tuple; of an endless iterable, no more than one past the limit."""
+    if isinstance(tags, str | bytes | Mapping) or not isinstance(tags, Iterable):
+        raise InvalidJobError(f"tags must be a list of strings, got {limits.json_type(tags)}")
+    return tuple(tags) if isinstance(tags, list | tuple) else tuple(islice(tags, limits.MAX_TAGS + 1))

@@ -1,3 +1,4 @@
+# Longer than 400 lines: every input limit in one place, the twin of the SQL checks, with one encoder.
 """The limits of the queue: one set of rules for what goes in, enforced the same way in Python
 and SQL, and one encoder for every JSON value the database stores.
 
@@ -37,6 +38,14 @@ MAX_NESTING = 100
 """Deepest nesting of a payload: values inside more than this many objects or arrays are refused
 (Python's JSON decoder, which loads the payload in the worker, stops near 1,000)."""
 MAX_ATTEMPTS = 1000
+MAX_TAGS = 20
+"""Most tags on one job (`dispatch(..., tags=[...])`, `--tag`)."""
+MAX_TAG_LENGTH = 100
+"""Longest tag, in characters."""
+MAX_METADATA_BYTES = 16 * 1024
+"""Largest metadata, in bytes of its JSON text: it is read with every claim."""
+MAX_TRACESTATE_LENGTH = 512
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1  # PostgreSQL integer
 MAX_JOB_ID = 2**63 - 1  # PostgreSQL bigint
 MAX_CLAIM_BATCH = 10_000
@@ -83,6 +92,51 @@ def check_unique_key(value: object) -> str | None:
         raise _fail("unique_key must not contain the NUL character")
     _check_unicode("unique_key", value)
     return value
+
+
+def check_tags(value: object) -> tuple[str, ...]:
+    """At most 20 tags, each non-blank text of at most 100 characters without control characters
+    (`tags[n]` names the first bad one)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
+        raise _fail(f"tags must be a list of strings, got {json_type(value)}")
+    if len(value) > MAX_TAGS:
+        raise _fail(f"tags must be at most {MAX_TAGS}, got {len(value)}")
+    for index, tag in enumerate(value):
+        what = f"tags[{index}]"
+        if not isinstance(tag, str) or not tag.strip():
+            raise _fail(f"{what} must be a non-empty string")
+        if len(tag) > MAX_TAG_LENGTH:
+            raise _fail(f"{what} must be at most {MAX_TAG_LENGTH} characters, got {len(tag)}")
+        if not (tag.isascii() and tag.isprintable()):
+            if _CONTROL.search(tag):
+                raise _fail(f"{what} must not contain control characters")
+            _check_unicode(what, tag)
+    return tuple(value)
+
+
+def encode_metadata(value: object) -> str | None:
+    """Metadata as JSON text (None for none or `{}`): a JSON object of at most 16384 bytes, by
+    `encode_json`'s rules, whose `traceparent` and `tracestate`, if present, are a W3C trace
+    context."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail(f"metadata must be a JSON object, got {json_type(value)}")
+    if not value:
+        return None
+    text = encode_json(
+        value, what="metadata", max_bytes=MAX_METADATA_BYTES, max_nesting=MAX_NESTING, error=InvalidJobError
+    )
+    parent = value.get("traceparent")
+    if "traceparent" in value and not (isinstance(parent, str) and _TRACEPARENT.fullmatch(parent)):
+        raise _fail(
+            "metadata traceparent must be a W3C traceparent "
+            "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)"
+        )
+    state = value.get("tracestate")
+    if "tracestate" in value and not (isinstance(state, str) and len(state) <= MAX_TRACESTATE_LENGTH):
+        raise _fail(f"metadata tracestate must be a string of at most {MAX_TRACESTATE_LENGTH} characters")
+    return text
 
 
 def _check_unicode(what: str, value: str) -> None:

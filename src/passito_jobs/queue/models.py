@@ -50,6 +50,8 @@ class JobRequest:
     max_attempts: int = 3
     unique_key: str | None = None
     concurrency_key: str | None = None
+    tags: Sequence[str] = ()
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class ClaimedJob:
     max_attempts: int
     waited_seconds: float
     unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
+    metadata: JsonObject | None = None  # the job's metadata (its dispatcher's trace context), if any
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,16 @@ class Job:
     finished_at: datetime | None
     snoozes: int = 0
     concurrency_key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: JsonObject = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         values = {name: row[name] for name in cls.__dataclass_fields__ if name in row}
         values["state"] = JobState(values["state"])
         values["depends_on"] = list(values["depends_on"] or [])
+        values["tags"] = list(values["tags"] or [])
+        values["metadata"] = values["metadata"] or {}
         return cls(**values)
 
 

@@ -1,3 +1,4 @@
+# Longer than 400 lines: every synchronous queue operation, one short method each, in one place.
 """`Store`: the queue's operations on one synchronous connection, in its transaction.
 
 It serves dispatch, the CLI, maintenance, health checks and the autoscalers' load; the worker's
@@ -30,7 +31,7 @@ from passito_jobs.queue.connection import (
 )
 from passito_jobs.queue.errors import InvalidJobError, translate, translated
 from passito_jobs.queue.flowcontrol import FlowControl
-from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_metadata, encode_payload
 from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
 from passito_jobs.queue.schedulestore import ScheduleStore
 from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
@@ -50,6 +51,9 @@ __all__ = [  # the connection helpers too: the usual imports of code that runs q
 ]
 
 T = TypeVar("T")
+
+RARE_TAG_JOBS = 10_000
+"""A tag on fewer jobs is searched through its index, then sorted; on more, along the newest jobs."""
 
 # Database errors that mean "this job cannot be stored as asked": refused input, not an outage.
 _REFUSED = (
@@ -163,22 +167,26 @@ class Store(ScheduleStore):
             row = cur.execute(query("reserve_ids"), {"count": len(plain)}).fetchone()
         assert row is not None
         now, reserved = row["now"], row["ids"]
-        with conn.cursor().copy(query("copy_jobs")) as copy:
-            copy.set_types(["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz", "text"])
+        # Tags and metadata travel only in batches that have some: the usual batch copies as before.
+        labelled = any(requests[i].tags or requests[i].metadata for i in plain)
+        types = ["int8", "text", "text", "jsonb", "int4", "int4", "timestamptz", "text"]
+        with conn.cursor().copy(query("copy_labelled_jobs" if labelled else "copy_jobs")) as copy:
+            copy.set_types([*types, "text[]", "jsonb"] if labelled else types)
             for index, job_id in zip(plain, reserved, strict=True):
                 request = requests[index]
-                copy.write_row(
-                    (
-                        job_id,
-                        request.queue,
-                        request.type,
-                        _payload_param(payload(index)),
-                        request.priority,
-                        request.max_attempts,
-                        _run_at(request, now),
-                        request.concurrency_key,
-                    )
+                values: tuple[Any, ...] = (
+                    job_id,
+                    request.queue,
+                    request.type,
+                    _payload_param(payload(index)),
+                    request.priority,
+                    request.max_attempts,
+                    _run_at(request, now),
+                    request.concurrency_key,
                 )
+                if labelled:
+                    values = (*values, list(request.tags) or None, _metadata_param(request))
+                copy.write_row(values)
                 ids[index] = job_id
         ready = sorted(
             {requests[i].queue for i in plain if not requests[i].delay and requests[i].run_at is None}
@@ -203,13 +211,21 @@ class Store(ScheduleStore):
         state: str | None = None,
         type: str | None = None,
         queue: str | None = None,
+        tag: str | None = None,
         limit: int = 50,
     ) -> list[Job]:
+        """The newest jobs matching every filter given; `tag`: jobs carrying that tag, in
+        milliseconds however many jobs the table holds (a rare tag through its index, a common
+        one along the newest jobs: queries.sql, tag_matches)."""
+        params = {"state": state, "type": type, "queue": queue, "tag": tag, "limit": limit}
+        name = "list_jobs"
+        if tag is not None:
+            row = self.conn.execute(query("tag_matches"), {"tag": tag, "cap": RARE_TAG_JOBS}).fetchone()
+            if row is not None and row[0] < RARE_TAG_JOBS:
+                name = "list_tagged_jobs"
         with self.conn.cursor(row_factory=dict_row) as cur:
             read_any_row(cur)
-            rows = cur.execute(
-                query("list_jobs"), {"state": state, "type": type, "queue": queue, "limit": limit}
-            ).fetchall()
+            rows = cur.execute(query(name), params).fetchall()
         return [Job.from_row(row) for row in rows]
 
     @translated
@@ -366,7 +382,17 @@ def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
         "max_attempts": request.max_attempts,
         "unique_key": request.unique_key,
         "concurrency_key": request.concurrency_key,
+        "tags": list(request.tags) or None,
+        "metadata": _metadata_param(request),
     }
+
+
+def _metadata_param(request: JobRequest) -> Jsonb | None:
+    """A request's metadata (checked by the dispatch that made the request), or None."""
+    if not request.metadata:
+        return None
+    text = encode_metadata(request.metadata)
+    return None if text is None else _payload_param(text)
 
 
 def _run_at(request: JobRequest, now: datetime) -> datetime:

@@ -1,3 +1,4 @@
+# Longer than 400 lines: the whole life of an attempt (start, outcome, span, timeout, abandoning it).
 """Attempts: one run of one job, from its claim to its outcome, with an explicit state.
 
     RUNNING ──handler returned──▶ COMPLETED
@@ -17,6 +18,7 @@ slot is free, its late result discarded, and it is counted until its handler rea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import threading
@@ -32,6 +34,7 @@ from passito_jobs.queue.limits import UnstorableValueError, encode_json
 from passito_jobs.queue.models import ClaimedJob
 from passito_jobs.registry import DEFAULT_MAX_SNOOZES, JobContext, JobType, PermanentError, Registry, Snooze
 from passito_jobs.settings import format_duration
+from passito_jobs.tracing import Tracing, trace_id_of
 from passito_jobs.worker.failures import AttemptTimeoutError, OutcomeRefusedError, describe, format_error
 from passito_jobs.worker.isolation import ChildConfig, ProcessPool, isolated, pool_size
 from passito_jobs.worker.metrics import WorkerMetrics
@@ -71,15 +74,13 @@ class Attempt:
     in_thread: bool = False
     in_child: bool = False  # the thread waits on a child process (process isolation)
     cancelled_at: float = 0.0  # when the worker cancelled it (TIMED_OUT, LOST, RELEASED)
+    span: Any = None  # its OpenTelemetry span, when the worker traces
 
     @property
     def log_extra(self) -> dict[str, Any]:
-        job = self.job
-        return {
-            "job": job_fields(
-                job.id, job.type, job.queue, f"{job.attempt}/{job.max_attempts}", self.ctx.worker_id
-            )
-        }
+        job, ctx = self.job, self.ctx
+        attempt = f"{job.attempt}/{job.max_attempts}"
+        return {"job": job_fields(job.id, job.type, job.queue, attempt, ctx.worker_id, trace_id=ctx.trace_id)}
 
 
 class Attempts:
@@ -94,8 +95,10 @@ class Attempts:
         metrics: WorkerMetrics,
         on_finish: Callable[[], None],
         on_fatal: Callable[[str], None],
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.worker_id = worker_id
         self.registry = registry
         self.metrics = metrics
@@ -144,12 +147,20 @@ class Attempts:
         job_type = self.registry.get(job.type)
         timeout = (job_type.timeout if job_type else None) or self.settings.job_timeout
         attempt = Attempt(job, ctx, job_type, time.perf_counter(), time.monotonic() + timeout)
+        if self.tracing is not None:
+            attempt.span = self.tracing.start(job)
+            ctx.trace_id = self.tracing.trace_id(attempt.span)
+        elif job.metadata is not None:
+            ctx.trace_id = trace_id_of(job.metadata)
         self.running[job.id] = attempt
         self.metrics.picked_up(job.queue, job.waited_seconds)
         attempt.task = self._loop.create_task(self._execute(attempt))
 
     async def _execute(self, attempt: Attempt) -> None:
         job = attempt.job
+        if attempt.span is not None and self.tracing is not None:
+            # This task's own context: the handler's spans and dispatches join the attempt's trace.
+            self.tracing.enter(attempt.span)
         if self._log_jobs:
             log.info("Processing Job #%d (%s)", job.id, job.type, extra=attempt.log_extra)
         outcome = "lost"
@@ -197,6 +208,10 @@ class Attempts:
             attempt.in_child = True
             attempt.future = self._threads.submit(
                 self.processes.run, (job.id, job.attempt), job_type, attempt.ctx
+            )
+        elif attempt.span is not None:  # the thread runs in the attempt's trace context
+            attempt.future = self._threads.submit(
+                contextvars.copy_context().run, job_type.handler, attempt.ctx
             )
         else:
             attempt.future = self._threads.submit(job_type.handler, attempt.ctx)
@@ -248,6 +263,8 @@ class Attempts:
         return "completed"
 
     def _finish(self, attempt: Attempt, outcome: str) -> None:
+        if attempt.span is not None:
+            Tracing.end(attempt.span, outcome)
         if self.running.get(attempt.job.id) is attempt:  # a job rescued and claimed again is a new one
             del self.running[attempt.job.id]
         self.metrics.finished(
@@ -275,6 +292,8 @@ class Attempts:
             attempt.state = AttemptState.FAILED
         self.outcomes.failed.append((job.id, job.attempt, format_error(exc), retry_in))
         what = describe(exc)
+        if attempt.span is not None:
+            Tracing.failed(attempt.span, exc, what)
         elapsed = _ms(time.perf_counter() - attempt.started)
         extra = {"tag": "FAIL", **attempt.log_extra}
         if retry_in is not None:

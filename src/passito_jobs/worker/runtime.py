@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from passito_jobs import builtin  # noqa: F401 - Noop and Sleep: every worker runs them
 from passito_jobs.queue.connection import AsyncConnectionHandle
@@ -31,6 +32,7 @@ from passito_jobs.queue.store import Store, StoreHandle
 from passito_jobs.registry import Registry
 from passito_jobs.registry import registry as default_registry
 from passito_jobs.settings import format_duration
+from passito_jobs.tracing import Tracing
 from passito_jobs.worker.attempt import Attempts
 from passito_jobs.worker.claimloop import ClaimLoop
 from passito_jobs.worker.failures import AttemptTimeoutError, describe, format_error
@@ -60,7 +62,10 @@ class Worker:
         listen: bool = True,
         registry: Registry = default_registry,
         metrics: WorkerMetrics | None = None,
+        tracing: Callable[[str], Tracing | None] | None = None,
     ) -> None:
+        """`tracing`: makes the worker's Tracing from its worker id (`Tracing.from_env` reads
+        the OTEL_* variables); None, or a factory that returns None, traces nothing."""
         self.settings = settings
         self.database_url = database_url
         self.registry = registry
@@ -72,6 +77,7 @@ class Worker:
         )
         self._stall_after = max(settings.stall_timeout, 3 * settings.poll_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.tracing = tracing(self.worker_id) if tracing is not None else None
         self.attempts = Attempts(
             settings,
             worker_id=self.worker_id,
@@ -79,6 +85,7 @@ class Worker:
             metrics=self.metrics,
             on_finish=lambda: self.claim_loop.wake.set(),  # noqa: PLW0108 - the loop is made below
             on_fatal=self._stop_for_good,
+            tracing=self.tracing,
         )
 
         def handle() -> AsyncConnectionHandle:
@@ -279,6 +286,8 @@ class Worker:
         if self.scheduler.store is not self.maintainer.store:
             await asyncio.to_thread(self.scheduler.store.close)
         await self.attempts.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _still_no_database(exc: BaseException) -> None:

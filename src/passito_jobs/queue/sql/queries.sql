@@ -8,7 +8,8 @@ SELECT passito_jobs.dispatch(
     job_type => %(type)s, payload => %(payload)s, queue => %(queue)s, priority => %(priority)s,
     run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
     depends_on => %(depends_on)s::bigint[], max_attempts => %(max_attempts)s,
-    unique_key => %(unique_key)s, concurrency_key => %(concurrency_key)s)
+    unique_key => %(unique_key)s, concurrency_key => %(concurrency_key)s, tags => %(tags)s::text[],
+    metadata => %(metadata)s::jsonb)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -19,13 +20,19 @@ SELECT now() AS now, ARRAY(SELECT nextval(pg_get_serial_sequence('passito_jobs.j
 COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at, concurrency_key)
 FROM STDIN (FORMAT BINARY)
 
+-- name: copy_labelled_jobs
+COPY passito_jobs.jobs (id, queue, type, payload, priority, max_attempts, run_at, concurrency_key, tags,
+                        metadata)
+FROM STDIN (FORMAT BINARY)
+
 -- name: notify_ready
 SELECT passito_jobs.notify_ready(%(queues)s::text[])
 
 -- name: claim
 -- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
 -- deeper than Python's parser goes) fails that job, not the claim.
-SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds
+SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
+       metadata::text AS metadata
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
@@ -90,6 +97,30 @@ SELECT * FROM passito_jobs.jobs WHERE id = %(id)s
 
 -- name: list_jobs
 SELECT * FROM passito_jobs.jobs
+WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  -- A common tag (Store.list_jobs): the newest jobs carry it, so the walk back along the primary
+  -- key finds `limit` of them soon.
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: tag_matches
+-- How many jobs carry a tag, counted up to `cap`: a rare tag is read through its index
+-- (list_tagged_jobs), a common one by list_jobs. The planner cannot tell them apart itself: it
+-- estimates every tag outside its sample of common ones at 0.5% of the table, and walks the
+-- primary key for the rare ones too (5 s for the 3 jobs of an outpass among 3 million).
+SELECT count(*) AS matches
+FROM (SELECT 1 FROM passito_jobs.jobs WHERE tags @> ARRAY[%(tag)s::text] LIMIT %(cap)s) m
+
+-- name: list_tagged_jobs
+-- The jobs of a rare tag (fewer than tag_matches's cap), newest first: the tag's jobs first,
+-- through jobs_tags_idx (a GIN index over tagged jobs only), then the other filters and the order.
+WITH tagged AS MATERIALIZED (
+    SELECT * FROM passito_jobs.jobs WHERE tags @> ARRAY[%(tag)s::text]
+)
+SELECT * FROM tagged
 WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)

@@ -60,7 +60,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.claim(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision)
+CREATE FUNCTION passito_jobs.claim(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -92,10 +92,11 @@ BEGIN
             FROM picked p
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
-                      extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited
+                      extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
+                      j.metadata
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-               c.waited::double precision
+               c.waited::double precision, c.metadata
         FROM claimed c
         ORDER BY c.priority DESC, c.run_at, c.id;
     ELSE
@@ -115,17 +116,18 @@ BEGIN
             FROM picked p
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
-                      extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited
+                      extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
+                      j.metadata
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-               c.waited::double precision
+               c.waited::double precision, c.metadata
         FROM claimed c
         ORDER BY c.priority DESC, c.run_at, c.id;
     END IF;
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision)
+CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -185,7 +187,8 @@ BEGIN
         FROM picked p
         WHERE j.id = p.id
         RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
-                  extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited
+                  extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
+                  j.metadata
     ),
     paced AS (
         UPDATE passito_jobs.queues u
@@ -194,7 +197,7 @@ BEGIN
         WHERE u.name = k.queue AND u.rate_limit IS NOT NULL
     )
     SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-           c.waited::double precision
+           c.waited::double precision, c.metadata
     FROM claimed c
     ORDER BY c.priority DESC, c.run_at, c.id;
 END;
@@ -226,7 +229,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text, concurrency_key text DEFAULT NULL::text) RETURNS bigint
+CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text, concurrency_key text DEFAULT NULL::text, tags text[] DEFAULT NULL::text[], metadata jsonb DEFAULT NULL::jsonb) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -238,11 +241,12 @@ DECLARE
     new_error   text;
     new_id      bigint;
     problem     text := coalesce(
-        passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue,
-                                 dispatch.run_at, dispatch.depends_on,
-                                 dispatch.max_attempts, dispatch.unique_key),
+        passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue, dispatch.run_at,
+                                 dispatch.depends_on, dispatch.max_attempts, dispatch.unique_key),
         CASE WHEN dispatch.concurrency_key IS NOT NULL
-             THEN passito_jobs.name_problem('concurrency_key', dispatch.concurrency_key) END);
+             THEN passito_jobs.name_problem('concurrency_key', dispatch.concurrency_key) END,
+        passito_jobs.tags_problem(dispatch.tags),
+        passito_jobs.metadata_problem(dispatch.metadata));
 BEGIN
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
@@ -271,12 +275,13 @@ BEGIN
     LOOP
         INSERT INTO passito_jobs.jobs AS j
             (queue, type, payload, priority, state, run_at, max_attempts, depends_on,
-             waiting_on, unique_key, last_error, finished_at, concurrency_key)
+             waiting_on, unique_key, last_error, finished_at, concurrency_key, tags, metadata)
         VALUES
             (dispatch.queue, dispatch.job_type, dispatch.payload, coalesce(dispatch.priority, 0), new_state,
              coalesce(dispatch.run_at, now()), dispatch.max_attempts, parents, waiting,
              dispatch.unique_key, new_error,
-             CASE WHEN new_state = 'failed' THEN now() END, dispatch.concurrency_key)
+             CASE WHEN new_state = 'failed' THEN now() END, dispatch.concurrency_key,
+             nullif(dispatch.tags, '{}'), nullif(dispatch.metadata, '{}'::jsonb))
         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('blocked', 'pending', 'processing')
         DO NOTHING
         RETURNING j.id INTO new_id;
@@ -489,6 +494,37 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN raw::integer;
+END;
+$_$;
+
+CREATE FUNCTION passito_jobs.metadata_problem(metadata jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+DECLARE
+    size integer;
+BEGIN
+    IF metadata IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RETURN format('metadata must be a JSON object, got %s', jsonb_typeof(metadata));
+    END IF;
+    size := octet_length(metadata::text);
+    IF size > 16384 THEN
+        RETURN format('metadata must be at most 16384 bytes of JSON text, got %s', size);
+    END IF;
+    IF jsonb_path_exists(metadata, 'strict $.**{101}') THEN
+        RETURN 'metadata must not be nested more than 100 levels deep';
+    END IF;
+    IF metadata ? 'traceparent' AND (jsonb_typeof(metadata -> 'traceparent') <> 'string'
+        OR (metadata ->> 'traceparent') !~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$') THEN
+        RETURN 'metadata traceparent must be a W3C traceparent (00-<32 hex digits>-<16 hex digits>-<2 hex digits>)';
+    END IF;
+    IF metadata ? 'tracestate' AND (jsonb_typeof(metadata -> 'tracestate') <> 'string'
+        OR char_length(metadata ->> 'tracestate') > 512) THEN
+        RETURN 'metadata tracestate must be a string of at most 512 characters';
+    END IF;
+    RETURN NULL;
 END;
 $_$;
 
@@ -1081,6 +1117,34 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.tags_problem(tags text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+DECLARE
+    tag text;
+    n integer := 0;
+BEGIN
+    IF tags IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF cardinality(tags) > 20 THEN
+        RETURN format('tags must be at most 20, got %s', cardinality(tags));
+    END IF;
+    FOREACH tag IN ARRAY tags LOOP
+        IF tag IS NULL
+           OR tag ~ '^[\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$' THEN
+            RETURN format('tags[%s] must be a non-empty string', n);
+        ELSIF char_length(tag) > 100 THEN
+            RETURN format('tags[%s] must be at most 100 characters, got %s', n, char_length(tag));
+        ELSIF tag ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+            RETURN format('tags[%s] must not contain control characters', n);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    RETURN NULL;
+END;
+$_$;
+
 CREATE TABLE passito_jobs.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone DEFAULT now() NOT NULL,
@@ -1139,6 +1203,8 @@ CREATE TABLE passito_jobs.jobs (
     snoozes integer DEFAULT 0 NOT NULL,
     awaited boolean DEFAULT false NOT NULL,
     concurrency_key text,
+    tags text[],
+    metadata jsonb,
     CONSTRAINT jobs_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_positive CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
@@ -1231,6 +1297,8 @@ CREATE INDEX jobs_ready_by_queue_idx ON passito_jobs.jobs USING btree (queue, pr
 CREATE INDEX jobs_ready_idx ON passito_jobs.jobs USING btree (priority DESC, run_at, id) WHERE (state = 'pending'::passito_jobs.job_state);
 
 CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
+
+CREATE INDEX jobs_tags_idx ON passito_jobs.jobs USING gin (tags) WHERE (tags IS NOT NULL);
 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON passito_jobs.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['blocked'::passito_jobs.job_state, 'pending'::passito_jobs.job_state, 'processing'::passito_jobs.job_state])));
 
