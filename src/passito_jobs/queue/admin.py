@@ -10,18 +10,16 @@ queries; database errors leave as the queue's own (errors.py), as the Store's do
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-import psycopg
 from psycopg.rows import class_row
 
 from passito_jobs.queue.connection import read_any_row
-from passito_jobs.queue.errors import translate
+from passito_jobs.queue.errors import translated
 from passito_jobs.queue.models import Job, JobState, QueueStats
 from passito_jobs.queue.sqlfiles import named_queries
 from passito_jobs.queue.store import Store
@@ -186,19 +184,6 @@ class ActionResult:
     audit_id: int
 
 
-def _translated(method: Callable[Concatenate[Admin, P], T]) -> Callable[Concatenate[Admin, P], T]:
-    """Database errors of an Admin method leave as the queue's own (errors.py)."""
-
-    @functools.wraps(method)
-    def call(self: Admin, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (psycopg.Error, OSError) as exc:
-            raise translate(exc, self.conn) from exc
-
-    return call
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who asks for an action, as the audit log records it."""
@@ -220,7 +205,7 @@ class Admin:
             read_any_row(cur)
             return cur.execute(_q(query), params).fetchall()
 
-    @_translated
+    @translated
     def set_timeout(self, seconds: float) -> None:
         """Bound every later statement on this connection."""
         self.conn.execute(_q("set_session_timeout"), {"timeout_ms": max(1, round(seconds * 1000))})
@@ -237,7 +222,7 @@ class Admin:
     def job(self, job_id: int) -> Job | None:
         return self.store.get_job(job_id)
 
-    @_translated
+    @translated
     def list_jobs(self, where: JobFilter, *, before: int | None, limit: int) -> JobPage:
         """A page of jobs, newest first, with ids below `before` (None: from the newest)."""
         row = self.conn.execute(_q("job_id_range")).fetchone()
@@ -283,52 +268,52 @@ class Admin:
             return JobPage(jobs, before, before)
         return JobPage(jobs, None, None)
 
-    @_translated
+    @translated
     def relatives(self, job: Job) -> list[Relative]:
         """The job's parents and its first MAX_CHILDREN children, with their states."""
         params = {"parents": list(job.depends_on), "id": job.id, "limit": MAX_CHILDREN}
         rows: list[Relative] = self._rows(Relative, "relatives", params)
         return rows
 
-    @_translated
+    @translated
     def flow(self, job_id: int) -> list[FlowNode]:
         """The jobs connected to `job_id` by dependencies, nearest first, at most MAX_FLOW."""
         rows: list[FlowNode] = self._rows(FlowNode, "flow", {"id": job_id, "limit": MAX_FLOW})
         return rows
 
-    @_translated
+    @translated
     def workers(self) -> list[WorkerSeen]:
         rows: list[WorkerSeen] = self._rows(
             WorkerSeen, "workers", {"ids": MAX_IDS_SHOWN, "limit": MAX_WORKERS}
         )
         return rows
 
-    @_translated
+    @translated
     def throughput(self, *, span: float, bucket: float) -> list[ThroughputBucket]:
         rows: list[ThroughputBucket] = self._rows(
             ThroughputBucket, "throughput", {"span": span, "bucket": bucket}
         )
         return rows
 
-    @_translated
+    @translated
     def audit(self, *, before: int | None, limit: int) -> list[AuditEntry]:
         params = {"before": before or 2**63 - 1, "limit": limit, "ids": MAX_IDS_SHOWN}
         rows: list[AuditEntry] = self._rows(AuditEntry, "audit_page", params)
         return rows
 
-    @_translated
+    @translated
     def audit_of_job(self, job_id: int, *, limit: int = 50) -> list[AuditEntry]:
         params = {"job": job_id, "limit": limit, "ids": MAX_IDS_SHOWN}
         rows: list[AuditEntry] = self._rows(AuditEntry, "audit_of_job", params)
         return rows
 
-    @_translated
+    @translated
     def job_states(self, ids: Sequence[int]) -> dict[int, str]:
         return {int(r[0]): str(r[1]) for r in self.conn.execute(_q("job_states"), {"ids": list(ids)})}
 
     # ------------------------------------------------------------ actions
 
-    @_translated
+    @translated
     def candidates(self, where: JobFilter, states: Sequence[JobState], *, most: int) -> list[int]:
         """The ids a bulk action over `where` would ask for: jobs in `states` (narrowed by the
         filter's own state), oldest first, at most `most`."""
@@ -345,7 +330,7 @@ class Admin:
     def cancel(self, ids: Sequence[int], actor: Actor, where: JobFilter | None = None) -> ActionResult:
         return self._act("cancel", ids, actor, where)
 
-    @_translated
+    @translated
     def _act(self, action: str, ids: Sequence[int], actor: Actor, where: JobFilter | None) -> ActionResult:
         params = {
             "ids": list(ids),
