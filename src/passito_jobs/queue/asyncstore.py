@@ -50,7 +50,7 @@ class AsyncStore:
         params = {"worker_id": self.worker_id, "queues": list(queues) if queues else None, "batch": batch}
         try:
             cur = conn.cursor(row_factory=claimed_rows)  # raises on a closed connection
-            if not completed and not failed:
+            if not completed and not failed and not snoozed:
                 if batch <= 0:
                     return []
                 # A claim alone (an idle worker woken by a notification) is one statement: a
