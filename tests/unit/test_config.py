@@ -162,7 +162,10 @@ def test_environment_is_parsed() -> None:
             {"PASSITO_MAINTENANCE_LEASE_TTL": "10s"},
             "PASSITO_MAINTENANCE_LEASE_TTL must be longer than PASSITO_MAINTENANCE_INTERVAL",
         ),
-        ({"PASSITO_MAINTENANCE_LEASE_TTL": "-1"}, "PASSITO_MAINTENANCE_LEASE_TTL: '-1' is not a duration"),
+        (
+            {"PASSITO_MAINTENANCE_LEASE_TTL": "-1"},
+            "PASSITO_MAINTENANCE_LEASE_TTL must be a duration like 30 \\(seconds\\), 10s, 5m, 1h, got '-1'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

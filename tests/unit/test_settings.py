@@ -156,7 +156,7 @@ def test_braces_in_a_value_are_not_taken_for_a_field() -> None:
         ({"PASSITO_QUEUES": "ok,bad\x01"}, "PASSITO_QUEUES holds a bad queue name: queue must not contain"),
         ({"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "PASSITO_PRUNE_BATCH_SIZE must be at most 2147483647"),
         ({"PASSITO_CONNECT_TIMEOUT": "2d"}, "PASSITO_CONNECT_TIMEOUT must be at most 1d"),
-        ({"PASSITO_LISTEN": "pgbouncer\x00"}, "PASSITO_LISTEN: 'pgbouncer"),
+        ({"PASSITO_LISTEN": "pgbouncer\x00"}, "PASSITO_LISTEN must be true or false, got 'pgbouncer"),
         ({"PASSITO_LISTEN": " FALSE "}, None),
     ],
 )

@@ -112,14 +112,20 @@ def add_commands(sub: Any) -> None:
         type=utf8_text,
         default=[],
         metavar="TAG",
-        help=f"a label to find the job by (jobs list --tag); repeat for more, at most {limits.MAX_TAGS}",
+        help=(
+            f"a label to find the job by (jobs list --tag); repeat for more, at most {limits.MAX_TAGS} "
+            "(default: none)"
+        ),
     )
     p.add_argument(
         "--metadata",
         type=metadata_object,
         default=None,
         metavar="JSON",
-        help=f"a JSON object about the job (at most {limits.MAX_METADATA_BYTES} bytes), shown by jobs show",
+        help=(
+            f"a JSON object about the job (at most {limits.MAX_METADATA_BYTES} bytes), shown by jobs "
+            "show (default: none)"
+        ),
     )
     p.set_defaults(func=cmd_dispatch)
 
