@@ -56,6 +56,12 @@ FILTER_PARAMS = [
     {"name": "state", "in": "query", "schema": {"type": "string", "enum": STATES}},
     {"name": "queue", "in": "query", "schema": NAME},
     {"name": "type", "in": "query", "schema": NAME},
+    {
+        "name": "tag",
+        "in": "query",
+        "description": "Jobs carrying this tag (one tag; no control characters)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": limits.MAX_TAG_LENGTH},
+    },
     {"name": "id", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": limits.MAX_JOB_ID}},
     {
         "name": "created_after",
