@@ -16,11 +16,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
 from passito_jobs.queue.connection import read_any_row
-from passito_jobs.queue.errors import translated
-from passito_jobs.queue.models import Job, JobState, QueueStats
+from passito_jobs.queue.errors import FlowControlError, translate, translated
+from passito_jobs.queue.models import Job, JobState, QueueFlow, QueueStats
 from passito_jobs.queue.sqlfiles import named_queries, query
 from passito_jobs.queue.store import RARE_TAG_JOBS, Store
 
@@ -344,6 +346,24 @@ class Admin:
     def cancel(self, ids: Sequence[int], actor: Actor, where: JobFilter | None = None) -> ActionResult:
         return self._act("cancel", ids, actor, where)
 
+    def queue_flow(self) -> list[QueueFlow]:
+        """Every queue's flow control: settings, ready, processing and held-back jobs."""
+        return self.store.flow.queues()
+
+    def set_paused(self, queue: str, *, paused: bool, actor: Actor) -> FlowChange:
+        """Pause or resume `queue` through passito_jobs.pause_queue / resume_queue, with an
+        audit row; a name the SQL function refuses raises FlowControlError."""
+        action = "pause" if paused else "resume"
+        params = {"queue": queue, "actor": actor.name, "role": actor.role, "source": actor.source}
+        try:
+            row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
+        except pg_errors.CheckViolation as exc:
+            raise FlowControlError(exc.diag.message_primary or str(exc)) from None
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
+        assert row is not None
+        return FlowChange(queue, action, bool(row[0]), int(row[1]))
+
     @translated
     def _act(self, action: str, ids: Sequence[int], actor: Actor, where: JobFilter | None) -> ActionResult:
         params = {
@@ -356,6 +376,15 @@ class Admin:
         row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
         assert row is not None
         return ActionResult(action, list(ids), [int(i) for i in row[0] or []], int(row[1]))
+
+
+@dataclass(frozen=True)
+class FlowChange:
+    queue: str
+    action: str  # pause or resume
+    created: bool
+    """The queue had no flow-control row yet (a new name, or a typo: the answer says so)."""
+    audit_id: int
 
 
 def field_names(cls: type[Any]) -> list[str]:

@@ -213,6 +213,33 @@ logged AS (
 )
 SELECT d.ids, l.id FROM done d, logged l
 
+-- name: pause_logged
+-- passito_jobs.pause_queue (true when it created the queue's row), and its audit row, in one
+-- statement.
+WITH done AS (
+    SELECT passito_jobs.pause_queue(%(queue)s::text) AS created
+),
+logged AS (
+    INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+    SELECT %(actor)s, %(role)s, 'pause', %(source)s, '{}', '{}', jsonb_build_object('queue', %(queue)s::text)
+    FROM done d
+    RETURNING id
+)
+SELECT d.created, l.id FROM done d, logged l
+
+-- name: resume_logged
+-- passito_jobs.resume_queue (which wakes the queue's workers), and its audit row, in one statement.
+WITH done AS (
+    SELECT passito_jobs.resume_queue(%(queue)s::text) AS created
+),
+logged AS (
+    INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+    SELECT %(actor)s, %(role)s, 'resume', %(source)s, '{}', '{}', jsonb_build_object('queue', %(queue)s::text)
+    FROM done d
+    RETURNING id
+)
+SELECT d.created, l.id FROM done d, logged l
+
 -- name: job_states
 -- The states of the given jobs (why an action left some unchanged).
 SELECT id, state::text FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
