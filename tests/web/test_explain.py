@@ -19,7 +19,8 @@ import pytest
 from passito_jobs.queue import admin as admin_module
 from passito_jobs.queue.admin import Admin, JobFilter
 from passito_jobs.queue.models import JobState
-from passito_jobs.queue.store import Store, named_queries
+from passito_jobs.queue.sqlfiles import query
+from passito_jobs.queue.store import RARE_TAG_JOBS, Store, named_queries
 
 FILL = """
 INSERT INTO passito_jobs.jobs (queue, type, state, attempts, run_at, created_at, started_at, finished_at,
@@ -201,6 +202,12 @@ def test_the_tag_filter_reads_the_tags_index_or_windows(
     assert names == ({"jobs_with_tag"} if rare else {"jobs_in_state" if where.state else "jobs_in_id_window"})
     if rare:
         assert "jobs_tags_idx" in {s[2] for _, found in recorder.plans for s in found}, recorder.plans
+        # and the count that told it rare (the Store's query) reads the index too
+        counted = busy.execute(
+            "EXPLAIN (FORMAT JSON) " + query("tag_matches"), {"tag": where.tag, "cap": RARE_TAG_JOBS}
+        ).fetchone()
+        assert counted is not None
+        assert "jobs_tags_idx" in {s[2] for s in scans(counted[0][0]["Plan"])}, counted
     if page.next_before is not None:
         recorder.plans.clear()
         admin.list_jobs(where, before=page.next_before, limit=50)
