@@ -192,3 +192,15 @@ def test_the_overview_shows_limits_and_viewers_see_no_buttons(
     assert "/queues/" not in viewer
     admin = client.get("/", headers=basic("asha", "correct horse")).text
     assert 'action="/queues/outpasses/pause"' in admin
+
+
+def test_a_paused_queue_without_jobs_is_listed_and_can_be_resumed(
+    client: TestClient, conn: psycopg.Connection[Any], queued: None
+) -> None:
+    Store(conn).flow.pause("nightly")
+    rows = {q["queue"]: q for q in client.get("/api/v1/queues").json()["queues"]}
+    assert rows["nightly"]["paused"] is True
+    assert (rows["nightly"]["ready"], rows["nightly"]["held_back"]) == (0, 0)
+    assert 'action="/queues/nightly/resume"' in client.get("/").text
+    assert client.post("/api/v1/queues/nightly/resume", json={}).json()["created"] is False
+    assert not flows(conn)["nightly"].paused

@@ -23,6 +23,10 @@ from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
 
 QUEUE_WINDOW = 3600.0
+COUNTS = (
+    *("blocked", "pending", "ready", "processing", "failed", "stale", "stuck"),
+    *("completed_last_hour", "failed_last_hour"),
+)
 
 
 def routes() -> list[BaseRoute]:
@@ -78,6 +82,12 @@ async def queues(request: Request) -> Response:
                 **flow_json(flows.get(q.queue)),
             }
             for q in stats
+        ]
+        # A paused or limited queue without jobs is listed too: it can still be resumed.
+        counts = dict.fromkeys(COUNTS, 0) | {"oldest_ready_age_seconds": 0.0}
+        listed = {q.queue for q in stats}
+        rows += [
+            {"queue": name, **counts, **flow_json(flow)} for name, flow in flows.items() if name not in listed
         ]
         return {"window_seconds": QUEUE_WINDOW, "queues": rows}
 
