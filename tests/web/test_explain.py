@@ -19,7 +19,8 @@ import pytest
 from passito_jobs.queue import admin as admin_module
 from passito_jobs.queue.admin import Admin, JobFilter
 from passito_jobs.queue.models import JobState
-from passito_jobs.queue.store import Store, named_queries
+from passito_jobs.queue.sqlfiles import query
+from passito_jobs.queue.store import RARE_TAG_JOBS, Store, named_queries
 
 FILL = """
 INSERT INTO passito_jobs.jobs (queue, type, state, attempts, run_at, created_at, started_at, finished_at,
@@ -170,3 +171,44 @@ def test_bulk_candidates_use_the_state_index(busy: psycopg.Connection[Any]) -> N
     ids = Admin(Store(busy)).candidates(JobFilter(queue="default"), admin_module.RETRYABLE, most=5)
     assert ids == sorted(ids)
     assert len(ids) == 5
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        JobFilter(tag="outpass:rare"),
+        JobFilter(tag="outpass:rare", state=JobState.FAILED),
+        JobFilter(tag="hostel:common"),
+        JobFilter(tag="hostel:common", state=JobState.FAILED, queue="default"),
+    ],
+    ids=["rare tag", "rare tag, failed", "common tag", "common tag, failed in a queue"],
+)
+def test_the_tag_filter_reads_the_tags_index_or_windows(
+    busy: psycopg.Connection[Any], recorder: Recorder, where: JobFilter
+) -> None:
+    """A rare tag's jobs come from jobs_tags_idx (an exact page); a common tag's (more than
+    RARE_TAG_JOBS) along the primary key or the state index, window by window, as other filters."""
+    busy.execute(
+        "UPDATE passito_jobs.jobs SET tags = CASE WHEN id % 1000 = 0 "
+        "THEN ARRAY['outpass:rare', 'hostel:common'] ELSE ARRAY['hostel:common'] END WHERE id % 4 = 0"
+    )
+    busy.execute("VACUUM ANALYZE passito_jobs.jobs")
+    admin = Admin(Store(busy))
+    page = admin.list_jobs(where, before=None, limit=50)
+    assert page.jobs
+    assert_indexed(recorder)
+    rare = where.tag == "outpass:rare"
+    names = {name for name, _ in recorder.plans}
+    assert names == ({"jobs_with_tag"} if rare else {"jobs_in_state" if where.state else "jobs_in_id_window"})
+    if rare:
+        assert "jobs_tags_idx" in {s[2] for _, found in recorder.plans for s in found}, recorder.plans
+        # and the count that told it rare (the Store's query) reads the index too
+        counted = busy.execute(
+            "EXPLAIN (FORMAT JSON) " + query("tag_matches"), {"tag": where.tag, "cap": RARE_TAG_JOBS}
+        ).fetchone()
+        assert counted is not None
+        assert "jobs_tags_idx" in {s[2] for s in scans(counted[0][0]["Plan"])}, counted
+    if page.next_before is not None:
+        recorder.plans.clear()
+        admin.list_jobs(where, before=page.next_before, limit=50)
+        assert_indexed(recorder)

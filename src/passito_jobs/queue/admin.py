@@ -16,13 +16,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
 from passito_jobs.queue.connection import read_any_row
-from passito_jobs.queue.errors import translated
-from passito_jobs.queue.models import Job, JobState, QueueStats
-from passito_jobs.queue.sqlfiles import named_queries
-from passito_jobs.queue.store import Store
+from passito_jobs.queue.errors import FlowControlError, translate, translated
+from passito_jobs.queue.models import Job, JobState, QueueFlow, QueueStats
+from passito_jobs.queue.sqlfiles import named_queries, query
+from passito_jobs.queue.store import RARE_TAG_JOBS, Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,6 +60,7 @@ class JobFilter:
     state: JobState | None = None
     queue: str | None = None
     type: str | None = None
+    tag: str | None = None
     id: int | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
@@ -67,6 +70,7 @@ class JobFilter:
             "state": None if self.state is None else self.state.value,
             "queue": self.queue,
             "type": self.type,
+            "tag": self.tag,
             "id": self.id,
             "created_from": self.created_from,
             "created_to": self.created_to,
@@ -84,7 +88,8 @@ class JobFilter:
     @property
     def only_state(self) -> bool:
         """No filter but the state (and the id)."""
-        return all(v is None for v in (self.queue, self.type, self.created_from, self.created_to))
+        others = (self.queue, self.type, self.tag, self.created_from, self.created_to)
+        return all(v is None for v in others)
 
     @property
     def indexed_state(self) -> bool:
@@ -233,12 +238,23 @@ class Admin:
         if where.id is not None:
             top = min(top, where.id + 1)
             lowest = max(lowest, where.id)
+        if where.tag is not None and self._rare_tag(where.tag):
+            # A rare tag's jobs come from its index (jobs_tags_idx), sorted: an exact page.
+            jobs = self._page("jobs_with_tag", where, top, lowest, limit)
+            more = len(jobs) == limit
+            return JobPage(jobs, jobs[-1].id if more else None, None)
         if where.indexed_state and where.only_state:
             # The state's index gives exactly the next page.
             jobs = self._page("jobs_in_state", where, top, lowest, limit)
             more = len(jobs) == limit
             return JobPage(jobs, jobs[-1].id if more else None, None)
         return self._windowed(where, top, lowest, limit)
+
+    def _rare_tag(self, tag: str) -> bool:
+        """Whether fewer than RARE_TAG_JOBS jobs carry `tag` (Store.list_jobs decides the same way:
+        the planner cannot tell a rare tag from a common one)."""
+        row = self.conn.execute(query("tag_matches"), {"tag": tag, "cap": RARE_TAG_JOBS}).fetchone()
+        return row is not None and int(row[0]) < RARE_TAG_JOBS
 
     def _page(self, query: str, where: JobFilter, before: int, floor: int, limit: int) -> list[JobSummary]:
         params = {**where.params(), "before": before, "floor": floor, "limit": limit}
@@ -330,6 +346,24 @@ class Admin:
     def cancel(self, ids: Sequence[int], actor: Actor, where: JobFilter | None = None) -> ActionResult:
         return self._act("cancel", ids, actor, where)
 
+    def queue_flow(self) -> list[QueueFlow]:
+        """Every queue's flow control: settings, ready, processing and held-back jobs."""
+        return self.store.flow.queues()
+
+    def set_paused(self, queue: str, *, paused: bool, actor: Actor) -> FlowChange:
+        """Pause or resume `queue` through passito_jobs.pause_queue / resume_queue, with an
+        audit row; a name the SQL function refuses raises FlowControlError."""
+        action = "pause" if paused else "resume"
+        params = {"queue": queue, "actor": actor.name, "role": actor.role, "source": actor.source}
+        try:
+            row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
+        except pg_errors.CheckViolation as exc:
+            raise FlowControlError(exc.diag.message_primary or str(exc)) from None
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
+        assert row is not None
+        return FlowChange(queue, action, bool(row[0]), int(row[1]))
+
     @translated
     def _act(self, action: str, ids: Sequence[int], actor: Actor, where: JobFilter | None) -> ActionResult:
         params = {
@@ -342,6 +376,15 @@ class Admin:
         row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
         assert row is not None
         return ActionResult(action, list(ids), [int(i) for i in row[0] or []], int(row[1]))
+
+
+@dataclass(frozen=True)
+class FlowChange:
+    queue: str
+    action: str  # pause or resume
+    created: bool
+    """The queue had no flow-control row yet (a new name, or a typo: the answer says so)."""
+    audit_id: int
 
 
 def field_names(cls: type[Any]) -> list[str]:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from passito_jobs.web.auth import User
 
 MAX_BODY = 64 * 1024
-QUEUE_WINDOW = 3600.0
 ACTION_STATES = {"retry": RETRYABLE, "cancel": CANCELLABLE}
 BULK_ACTIONS = tuple(ACTION_STATES)
 ACTION_RULES = {"retry": "failed or cancelled", "cancel": "blocked, pending or processing"}
@@ -53,7 +52,6 @@ def _board(request: Request) -> tuple[Dashboard, User]:
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/v1/openapi.json", spec),
-        Route("/api/v1/queues", queues),
         Route("/api/v1/jobs", jobs),
         Route("/api/v1/jobs/retry", bulk_retry, methods=["POST"]),
         Route("/api/v1/jobs/cancel", bulk_cancel, methods=["POST"]),
@@ -74,41 +72,6 @@ def _query(request: Request, allowed: Sequence[str]) -> dict[str, str]:
 async def spec(request: Request) -> Response:
     _query(request, ())
     return JSONResponse(openapi.document())
-
-
-async def queues(request: Request) -> Response:
-    board, _ = _board(request)
-    _query(request, ())
-    timeout = board.web.query_timeout
-    stats = await board.db.run(
-        lambda admin: admin.queue_stats(
-            window=QUEUE_WINDOW,
-            stale_after=board.thresholds.stale_after,
-            stuck_after=board.thresholds.stuck_after,
-            timeout=timeout,
-        )
-    )
-    return JSONResponse(
-        {
-            "window_seconds": QUEUE_WINDOW,
-            "queues": [
-                {
-                    "queue": q.queue,
-                    "blocked": q.blocked,
-                    "pending": q.pending,
-                    "ready": q.ready,
-                    "processing": q.processing,
-                    "failed": q.failed,
-                    "stale": q.stale,
-                    "stuck": q.stuck,
-                    "oldest_ready_age_seconds": views.json_safe(round(q.oldest_ready_age, 3)),
-                    "completed_last_hour": q.completed_recently,
-                    "failed_last_hour": q.failed_recently,
-                }
-                for q in stats
-            ],
-        }
-    )
 
 
 def list_request(values: dict[str, str], *, empty_is_any: bool = False) -> tuple[JobFilter, int | None, int]:
@@ -154,7 +117,7 @@ def require_action(board: Dashboard, user: User) -> None:
     if board.web.read_only:
         raise BadRequest("the dashboard is read-only (PASSITO_WEB_READ_ONLY): no action is allowed", 403)
     if not user.is_admin:
-        raise BadRequest(f"{user.name} is a viewer: only admins can retry or cancel jobs", 403)
+        raise BadRequest(f"{user.name} is a viewer: only admins can retry, cancel, pause or resume", 403)
 
 
 async def json_body(request: Request, *, required: bool) -> dict[str, Any]:

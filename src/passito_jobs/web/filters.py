@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import jinja2
 
 from passito_jobs.health.checks import age
+from passito_jobs.queue.flow import format_period
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import JobState
 from passito_jobs.settings import format_duration
@@ -23,6 +24,7 @@ def register(env: jinja2.Environment) -> None:
     env.filters["duration"] = format_duration
     env.filters["printable"] = lambda text, width=200: printable(str(text), width)
     env.filters["number"] = lambda value: f"{value:,}"
+    env.filters["period"] = format_period
     env.globals["states"] = [s.value for s in JobState]
     env.globals["query"] = query
 

@@ -12,6 +12,7 @@ from typing import Any
 from passito_jobs.queue import limits
 from passito_jobs.queue.admin import MAX_BULK
 from passito_jobs.queue.models import JobState
+from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, flow_action
 from passito_jobs.web.params import MAX_LIMIT
 
 VERSION = "1.0.0"
@@ -56,6 +57,12 @@ FILTER_PARAMS = [
     {"name": "state", "in": "query", "schema": {"type": "string", "enum": STATES}},
     {"name": "queue", "in": "query", "schema": NAME},
     {"name": "type", "in": "query", "schema": NAME},
+    {
+        "name": "tag",
+        "in": "query",
+        "description": "Jobs carrying this tag (one tag; no control characters)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": limits.MAX_TAG_LENGTH},
+    },
     {"name": "id", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": limits.MAX_JOB_ID}},
     {
         "name": "created_after",
@@ -193,7 +200,9 @@ def _queue_schemas() -> dict[str, Any]:
                 )
             }
             | {"queue": {"type": "string"}, "oldest_ready_age_seconds": {"type": ["number", "null"]}}
+            | QUEUE_FLOW
         ),
+        "FlowChange": FLOW_CHANGE,
         "Queues": _obj(
             {"window_seconds": {"type": "number"}, "queues": {"type": "array", "items": _ref("Queue")}}
         ),
@@ -257,7 +266,7 @@ def _action_schemas() -> dict[str, Any]:
                 "at": TIME,
                 "actor": {"type": "string"},
                 "role": {"type": "string", "enum": ["viewer", "admin"]},
-                "action": {"type": "string", "enum": ["retry", "cancel"]},
+                "action": {"type": "string", "enum": ["retry", "cancel", "pause", "resume"]},
                 "source": {"type": "string", "enum": ["dashboard", "api"]},
                 "job_ids": {**ids, "description": "The jobs asked for (the first 100)"},
                 "asked": {"type": "integer"},
@@ -346,6 +355,8 @@ def document() -> dict[str, Any]:
         "security": [{"basic": []}, {"bearer": []}, {}],
         "paths": {
             "/api/v1/queues": _get("Per queue: counts by state, oldest ready age, the last hour", "Queues"),
+            "/api/v1/queues/{queue}/pause": flow_action("Pause a queue (its jobs wait)", ACTION_ERRORS),
+            "/api/v1/queues/{queue}/resume": flow_action("Resume a queue, waking its workers", ACTION_ERRORS),
             "/api/v1/jobs": _get("Jobs, newest first (keyset pages)", "JobPage", FILTER_PARAMS + PAGE_PARAMS),
             "/api/v1/jobs/{id}": _get(
                 "One job: every field, parents and children",

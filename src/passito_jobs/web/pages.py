@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from passito_jobs.health.checks import HealthReport
 from passito_jobs.health.report import HealthCheckError, run_checks
 from passito_jobs.queue.admin import MAX_BULK, MAX_FLOW, Actor, Admin, JobFilter
-from passito_jobs.queue.models import Job, JobState
+from passito_jobs.queue.models import Job, JobState, QueueFlow
 from passito_jobs.web import api, drawing, params, sse, views
 from passito_jobs.web.db import DatabaseError
 from passito_jobs.web.params import BadRequest
@@ -40,6 +40,8 @@ NOTICES = {
     "bulk-retry": "Retried {count} job(s).",
     "bulk-cancel": "Cancelled {count} job(s).",
     "nothing": "No job matched: nothing changed.",
+    "paused": "Queue paused: nothing more is claimed from it until it is resumed.",
+    "resumed": "Queue resumed: its workers were woken.",
 }
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
@@ -99,6 +101,7 @@ class OverviewData:
     report_error: str | None
     hour: drawing.Chart
     day: drawing.Chart
+    flow: dict[str, QueueFlow]
 
 
 async def overview_data(board: Dashboard) -> OverviewData:
@@ -111,6 +114,7 @@ async def overview_data(board: Dashboard) -> OverviewData:
             return str(exc)
 
     report = await board.db.run(check)
+    flow = await board.db.run(lambda admin: {f.queue: f for f in admin.queue_flow()})
     now = datetime.now(UTC)
     hour = await board.cached("hour", 5.0, lambda a: a.throughput(span=HOUR.total_seconds(), bucket=60))
     day = await board.cached("day", 60.0, lambda a: a.throughput(span=DAY.total_seconds(), bucket=3600))
@@ -119,13 +123,14 @@ async def overview_data(board: Dashboard) -> OverviewData:
         report_error=report if isinstance(report, str) else None,
         hour=drawing.throughput_chart(hour, now=now, span=HOUR, step=timedelta(minutes=1), label="minute"),
         day=drawing.throughput_chart(day, now=now, span=DAY, step=HOUR, label="hour"),
+        flow=flow,
     )
 
 
 async def overview(request: Request) -> Response:
-    params.single_values(request.query_params.multi_items(), ())
+    params.single_values(request.query_params.multi_items(), ("notice",))
     board, _ = _board(request)
-    return render(request, "overview.html", data=await overview_data(board), notice=None)
+    return render(request, "overview.html", data=await overview_data(board), notice=notice(request))
 
 
 async def overview_fragment(request: Request) -> Response:

@@ -20,7 +20,7 @@ from passito_jobs.queue.models import JobState
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-FILTER_KEYS = ("state", "queue", "type", "id", "created_after", "created_before")
+FILTER_KEYS = ("state", "queue", "type", "tag", "id", "created_after", "created_before")
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_PARAM = 4096
@@ -71,6 +71,16 @@ def name_filter(value: str, name: str) -> str:
     if len(value) > limits.MAX_NAME_LENGTH:
         raise BadRequest(f"{name} must be at most {limits.MAX_NAME_LENGTH} characters, got {len(value)}")
     return value
+
+
+def tag(value: str) -> str:
+    """One tag, by dispatch's rules (limits.check_tags): at most 100 characters, no control
+    characters, not blank."""
+    text(value, "tag")
+    try:
+        return limits.check_tags([value])[0]
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("tags[0]", "tag")) from None
 
 
 def job_id(value: str, name: str = "job id") -> int:
@@ -135,6 +145,7 @@ def job_filter(values: Mapping[str, Any], *, empty_is_any: bool = True) -> JobFi
         state=state(given["state"]) if "state" in given else None,
         queue=name_filter(given["queue"], "queue") if "queue" in given else None,
         type=name_filter(given["type"], "type") if "type" in given else None,
+        tag=tag(given["tag"]) if "tag" in given else None,
         id=job_id(given["id"], "id") if "id" in given else None,
         created_from=created_after,
         created_to=created_before,
@@ -146,7 +157,7 @@ def filter_query(where: JobFilter) -> dict[str, str]:
     out: dict[str, str] = {}
     if where.state is not None:
         out["state"] = where.state.value
-    for key in ("queue", "type"):
+    for key in ("queue", "type", "tag"):
         value = getattr(where, key)
         if value is not None:
             out[key] = value

@@ -22,6 +22,7 @@ WHERE state = %(state)s::passito_jobs.job_state AND state IN ('failed', 'cancell
   AND id < %(before)s AND id >= %(floor)s
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
   AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
   AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
 ORDER BY id DESC
@@ -37,6 +38,7 @@ WHERE id < %(before)s AND id >= %(floor)s
   AND (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
   AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
   AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
 ORDER BY id DESC
@@ -53,6 +55,28 @@ WHERE created_at >= %(created_from)s::timestamptz AND created_at < %(created_to)
   AND (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: jobs_with_tag
+-- A page of the jobs of a rare tag (fewer than RARE_TAG_JOBS, counted by tag_matches), newest
+-- first: the tag's jobs below `before` through jobs_tags_idx, then the other filters and the
+-- order (materialized, or the planner walks the primary key looking for them).
+WITH tagged AS MATERIALIZED (
+    SELECT id, queue, type, state, priority, attempts, max_attempts, run_at, created_at,
+           started_at, finished_at, worker_id, last_error
+    FROM passito_jobs.jobs
+    WHERE tags @> ARRAY[%(tag)s::text] AND id < %(before)s AND id >= %(floor)s
+)
+SELECT id, queue, type, state::text AS state, priority, attempts, max_attempts, run_at, created_at,
+       started_at, finished_at, worker_id, left(last_error, 400) AS error_head
+FROM tagged
+WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
 ORDER BY id DESC
 LIMIT %(limit)s
 
@@ -65,6 +89,7 @@ SELECT id FROM (
     (SELECT id FROM passito_jobs.jobs
      WHERE state = 'failed' AND 'failed' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
        AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
        AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
        AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
      ORDER BY id LIMIT %(max)s)
@@ -72,6 +97,7 @@ SELECT id FROM (
     (SELECT id FROM passito_jobs.jobs
      WHERE state = 'cancelled' AND 'cancelled' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
        AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
        AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
        AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
      ORDER BY id LIMIT %(max)s)
@@ -79,6 +105,7 @@ SELECT id FROM (
     (SELECT id FROM passito_jobs.jobs
      WHERE state = 'pending' AND 'pending' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
        AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
        AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
        AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
      ORDER BY id LIMIT %(max)s)
@@ -86,6 +113,7 @@ SELECT id FROM (
     (SELECT id FROM passito_jobs.jobs
      WHERE state = 'processing' AND 'processing' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
        AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
        AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
        AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
      ORDER BY id LIMIT %(max)s)
@@ -93,6 +121,7 @@ SELECT id FROM (
     (SELECT id FROM passito_jobs.jobs
      WHERE state = 'blocked' AND 'blocked' = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
        AND (%(type)s::text IS NULL OR type = %(type)s::text) AND (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
        AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
        AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
      ORDER BY id LIMIT %(max)s)
@@ -183,6 +212,33 @@ logged AS (
     RETURNING id
 )
 SELECT d.ids, l.id FROM done d, logged l
+
+-- name: pause_logged
+-- passito_jobs.pause_queue (true when it created the queue's row), and its audit row, in one
+-- statement.
+WITH done AS (
+    SELECT passito_jobs.pause_queue(%(queue)s::text) AS created
+),
+logged AS (
+    INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+    SELECT %(actor)s, %(role)s, 'pause', %(source)s, '{}', '{}', jsonb_build_object('queue', %(queue)s::text)
+    FROM done d
+    RETURNING id
+)
+SELECT d.created, l.id FROM done d, logged l
+
+-- name: resume_logged
+-- passito_jobs.resume_queue (which wakes the queue's workers), and its audit row, in one statement.
+WITH done AS (
+    SELECT passito_jobs.resume_queue(%(queue)s::text) AS created
+),
+logged AS (
+    INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+    SELECT %(actor)s, %(role)s, 'resume', %(source)s, '{}', '{}', jsonb_build_object('queue', %(queue)s::text)
+    FROM done d
+    RETURNING id
+)
+SELECT d.created, l.id FROM done d, logged l
 
 -- name: job_states
 -- The states of the given jobs (why an action left some unchanged).
