@@ -105,6 +105,12 @@ def add_commands(sub: Any) -> None:
             "(docs/flow-control.md; default: none)"
         ),
     )
+    _add_label_arguments(p)
+    p.set_defaults(func=cmd_dispatch)
+
+
+def _add_label_arguments(p: argparse.ArgumentParser) -> None:
+    """dispatch --tag and --metadata: what finds and describes a job (issue 16)."""
     p.add_argument(
         "--tag",
         dest="tags",
@@ -127,7 +133,6 @@ def add_commands(sub: Any) -> None:
             "show (default: none)"
         ),
     )
-    p.set_defaults(func=cmd_dispatch)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
