@@ -65,7 +65,11 @@ def test_concurrency_holds_across_three_workers(
     store.flow.set_limits("pdf", concurrency=3)
     conn.commit()
     env = {**cli_env, "PASSITO_POLL_INTERVAL": "0.2"}
-    procs = workers(env, tmp_path, 3, "--concurrency", "5")
+    # Each worker may run 2 at once (6 in all, twice the cap): no single worker can hold the
+    # queue's 3 slots by itself, so reaching 3 takes two workers at once. With a per-worker
+    # concurrency above the cap, one worker could keep every slot (it claims again in the round
+    # trip that frees one), and "more than one worker took jobs" was a race (failed once in CI).
+    procs = workers(env, tmp_path, 3, "--concurrency", "2")
     try:
         wait_for(lambda: listening(conn) >= 3, timeout=120, message="three workers listening")
         # A trickle, so that every dispatch wakes all three workers and they race for slots.
