@@ -12,6 +12,7 @@ explain a stop within 2 s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ import psycopg
 import pytest
 
 from passito_jobs import dispatch
+from passito_jobs.queue.admin import Actor, Admin
+from passito_jobs.queue.store import Store
 from tests.helpers import WorkerProcess, job_state, run_cli, wait_for
 
 Conn = psycopg.Connection[Any]
@@ -46,10 +49,41 @@ def probe(conn: Conn) -> Conn:
     return conn
 
 
+def cancel_with_the_cli(conn: Conn, env: dict[str, str], job_id: int) -> None:
+    cancelled = run_cli(["jobs", "cancel", str(job_id)], env)
+    assert cancelled.returncode == 0, cancelled.stderr
+
+
+def cancel_from_the_dashboard(conn: Conn, env: dict[str, str], job_id: int) -> None:
+    """The admin API's and the dashboard's action (with its audit row)."""
+    done = Admin(Store(conn)).cancel([job_id], Actor("ops", "admin", "api"))
+    assert done.changed == [job_id]
+
+
+def cancel_in_the_apps_transaction(conn: Conn, env: dict[str, str], job_id: int) -> None:
+    """The PHP app's way: the SQL function inside a transaction of its own, with other work."""
+    with psycopg.connect(env["PASSITO_DATABASE_URL"]) as app, app.transaction():
+        app.execute("SELECT passito_jobs.cancel(ARRAY[%s]::bigint[])", (job_id,))
+        app.execute("SELECT pg_sleep(0.2)")  # the worker hears of it on commit, not before
+
+
+CANCELS = {
+    "cli": cancel_with_the_cli,
+    "admin": cancel_from_the_dashboard,
+    "sql": cancel_in_the_apps_transaction,
+}
+
+
 def cancel_running_job(
-    conn: Conn, env: dict[str, str], tmp_path: Path, job_type: str, payload: dict[str, Any]
+    conn: Conn,
+    env: dict[str, str],
+    tmp_path: Path,
+    job_type: str,
+    payload: dict[str, Any],
+    *,
+    cancel: Callable[[Conn, dict[str, str], int], None] = cancel_with_the_cli,
 ) -> Cancellation:
-    """Start a worker, let it run the job, `jobs cancel` it, and wait for the next job to run."""
+    """Start a worker, let it run the job, cancel it, and wait for the next job to run."""
     job_id = dispatch(job_type, payload, priority=10, conn=conn)
     child_id = dispatch("Noop", depends_on=[job_id], conn=conn)
     worker = WorkerProcess(env, tmp_path / "worker.log", "--concurrency", "1")
@@ -58,8 +92,7 @@ def cancel_running_job(
         if job_type == "WatchesCancelled":  # its handler runs
             wait_for(lambda: probe_row(conn, job_id), message="the handler to start")
         next_id = dispatch("Noop", conn=conn)
-        cancelled = run_cli(["jobs", "cancel", str(job_id)], env)
-        assert cancelled.returncode == 0, cancelled.stderr
+        cancel(conn, env, job_id)
         wait_for(lambda: job_state(conn, next_id) == "completed", message="the next job")
         assert worker.proc.poll() is None, worker.log()  # the worker keeps running
         stopped_after = conn.execute(
@@ -92,11 +125,15 @@ def assert_cancelled_by_the_rules(conn: Conn, done: Cancellation) -> None:
     assert f"Failed Job #{done.job_id}" not in done.log
 
 
+@pytest.mark.parametrize(
+    "how", ["cli", pytest.param("admin", marks=pytest.mark.slow), pytest.param("sql", marks=pytest.mark.slow)]
+)
 def test_a_running_async_job_is_cancelled_within_2s(
-    conn: Conn, cli_env: dict[str, str], tmp_path: Path
+    how: str, conn: Conn, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    done = cancel_running_job(conn, {**cli_env, **LISTENING}, tmp_path, "Sleep", {"seconds": 60})
-    print(f"async handler stopped {done.stopped_after.total_seconds():.3f}s after jobs cancel")
+    env = {**cli_env, **LISTENING}
+    done = cancel_running_job(conn, env, tmp_path, "Sleep", {"seconds": 60}, cancel=CANCELS[how])
+    print(f"async handler stopped {done.stopped_after.total_seconds():.3f}s after the cancel ({how})")
     assert done.stopped_after < WITHIN
     assert_cancelled_by_the_rules(conn, done)
     assert f"Cancelled Job #{done.job_id} (Sleep)" in done.log
