@@ -340,7 +340,11 @@ class Attempts:
         if attempt.in_child and self.processes is not None:
             self.processes.kill((attempt.job.id, attempt.job.attempt))
         if in_thread and state in GRACEFUL:
-            return  # it may see ctx.cancelled and return; the watchdog gives up on it after CANCEL_GRACE
+            # Not started yet (all threads busy): it never starts, and its task ends at once.
+            # Running: it may see ctx.cancelled and return; the watchdog gives up after CANCEL_GRACE.
+            if attempt.future is not None:
+                attempt.future.cancel()
+            return
         if attempt.task is not None:
             attempt.task.cancel()
 
