@@ -219,3 +219,22 @@ def snooze_times(ctx: JobContext) -> dict[str, int]:
 @job_type("SnoozeForever", max_snoozes=3)
 async def snooze_forever(ctx: JobContext) -> None:
     raise Snooze(0)
+
+
+# ---------------------------------------------------------------- cancellation (test_cancellation.py)
+
+
+@job_type("WatchesCancelled")
+def watches_cancelled(ctx: JobContext) -> str:
+    """Runs `seconds` (default 60) after noting its process in the test's table cancel_probe.
+    With `poll`, it waits on ctx.cancelled and notes when it saw it (the database's clock);
+    without, it ignores it."""
+    _conn().execute("INSERT INTO cancel_probe (job_id, pid) VALUES (%s, %s)", (ctx.id, os.getpid()))
+    seconds = float(ctx.payload.get("seconds", 60))
+    if not ctx.payload.get("poll"):
+        time.sleep(seconds)
+        return "ignored the cancellation"
+    if ctx.cancelled.wait(seconds):
+        _conn().execute("UPDATE cancel_probe SET seen_at = clock_timestamp() WHERE job_id = %s", (ctx.id,))
+        return "stopped"
+    return "never cancelled"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +39,7 @@ from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
 from passito_jobs.queue.schedules import Schedule, ScheduleError
 
 log = logging.getLogger("passito_jobs.job")
+_EVENT_LOCK = threading.Lock()
 
 
 class SettingsSource(Protocol):
@@ -98,6 +100,22 @@ class JobContext:
     """The job type's settings group, as the worker read it when it started (or None)."""
     trace_id: str | None = field(default=None, repr=False)
     """The trace the job belongs to (32 hex digits), when it was dispatched inside one."""
+    _cancelled: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the worker stops this attempt: the job was cancelled (`jobs cancel`), its
+        timeout passed, another worker holds it now, or shutdown gives it back. A sync handler
+        that runs long polls it (`if ctx.cancelled.is_set(): return`) or waits on it
+        (`ctx.cancelled.wait(5)` instead of `time.sleep(5)`); an async handler is cancelled
+        anyway. Made when first asked for: most attempts never need one."""
+        event = self._cancelled
+        if event is None:
+            with _EVENT_LOCK:  # the handler's thread and the worker's may ask at once
+                event = self._cancelled
+                if event is None:
+                    event = self._cancelled = threading.Event()
+        return event
 
     @property
     def is_last_attempt(self) -> bool:

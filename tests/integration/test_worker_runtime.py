@@ -113,13 +113,14 @@ def test_the_claim_loop_runs_the_jobs_it_claims_and_stops_cleanly(conn: Conn, da
 
 
 def test_each_attempt_ends_in_its_own_state(conn: Conn, database_url: str) -> None:
-    """Completed, failed, timed out, lost (cancelled elsewhere) and released (shutdown)."""
+    """Completed, failed, timed out, cancelled, lost (rescued, held elsewhere) and released (shutdown)."""
     ids = {
         name: dispatch(job_type, {"seconds": 30}, conn=conn, max_attempts=1)
         for name, job_type in [
             ("completed", "Quick"),
             ("failed", "Raises"),
             ("timed_out", "TimesOut"),
+            ("cancelled", "Sleeps"),
             ("lost", "Sleeps"),
             ("released", "Sleeps"),
         ]
@@ -128,12 +129,12 @@ def test_each_attempt_ends_in_its_own_state(conn: Conn, database_url: str) -> No
     async def scenario() -> dict[int, Attempt]:
         attempts = make_attempts(WorkerSettings(), job_types(), lambda: None)
         await attempts.open()
-        for job in await claim(database_url, 5):
+        for job in await claim(database_url, 6):
             attempts.start(job)
         started = dict(attempts.running)
-        await until(lambda: len(attempts.running) == 3, what="quick attempts to end")
-        await until(lambda: (attempts.sweep(), len(attempts.running) == 2)[1], what="the timeout")
-        attempts.lost({ids["lost"]}, time.monotonic())
+        await until(lambda: len(attempts.running) == 4, what="quick attempts to end")
+        await until(lambda: (attempts.sweep(), len(attempts.running) == 3)[1], what="the timeout")
+        attempts.lost({ids["lost"], ids["cancelled"]}, time.monotonic(), cancelled={ids["cancelled"]})
         attempts.release_all()
         await until(lambda: not attempts.running, what="cancelled attempts to end")
         await attempts.close()
@@ -145,6 +146,7 @@ def test_each_attempt_ends_in_its_own_state(conn: Conn, database_url: str) -> No
         "completed": AttemptState.COMPLETED,
         "failed": AttemptState.FAILED,
         "timed_out": AttemptState.TIMED_OUT,
+        "cancelled": AttemptState.CANCELLED,
         "lost": AttemptState.LOST,
         "released": AttemptState.RELEASED,
     }
@@ -153,7 +155,7 @@ def test_each_attempt_ends_in_its_own_state(conn: Conn, database_url: str) -> No
 def test_the_heartbeat_marks_jobs_alive_and_stops_the_ones_it_lost(conn: Conn, database_url: str) -> None:
     kept, cancelled = (dispatch("Sleeps", conn=conn) for _ in range(2))
 
-    async def scenario() -> tuple[Any, Any, Attempts]:
+    async def scenario() -> tuple[Any, Any, Attempt]:
         attempts = make_attempts(WorkerSettings(), job_types(), lambda: None)
         await attempts.open()
         for job in await claim(database_url, 2):
@@ -168,16 +170,19 @@ def test_the_heartbeat_marks_jobs_alive_and_stops_the_ones_it_lost(conn: Conn, d
         first = await heartbeat.run_once()
         conn.execute("SELECT passito_jobs.cancel(ARRAY[%s]::bigint[])", (cancelled,))
         second = await heartbeat.run_once()
-        await until(lambda: cancelled not in attempts.running, what="the lost attempt to end")
+        stopped = attempts.running[cancelled]
+        await until(lambda: cancelled not in attempts.running, what="the cancelled attempt to end")
         attempts.release_all()
         await until(lambda: not attempts.running, what="the kept attempt to be given back")
         await heartbeat.handle.close()
         await attempts.close()
-        return first, second, attempts
+        return first, second, stopped
 
-    first, second, _ = asyncio.run(scenario())
+    first, second, stopped = asyncio.run(scenario())
     assert (first.beaten, first.lost) == (2, set())
-    assert (second.beaten, second.lost) == (1, {cancelled})
+    assert (second.beaten, second.lost, second.cancelled) == (1, {cancelled}, {cancelled})
+    assert stopped.state is AttemptState.CANCELLED
+    assert stopped.ctx.cancelled.is_set()
     row = conn.execute(
         "SELECT progress, heartbeat_at IS NOT NULL FROM passito_jobs.jobs WHERE id = %s", (kept,)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
@@ -57,3 +58,16 @@ def test_context_progress_is_handed_over_once() -> None:
     assert ctx.take_progress() == {"pct": 10}
     assert ctx.take_progress() is None
     assert not ctx.is_last_attempt
+
+
+def test_context_cancelled_is_one_event_that_a_thread_can_wait_on() -> None:
+    """A sync handler polls or waits on ctx.cancelled; the worker sets it from another thread."""
+    ctx = JobContext(1, "T", "default", {}, 1, 3, "w")
+    assert ctx.cancelled is ctx.cancelled
+    assert not ctx.cancelled.is_set()
+    seen: list[bool] = []
+    waiter = threading.Thread(target=lambda: seen.append(ctx.cancelled.wait(30)))
+    waiter.start()
+    ctx.cancelled.set()
+    waiter.join(30)
+    assert seen == [True]

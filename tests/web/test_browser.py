@@ -184,3 +184,49 @@ def test_a_cross_site_post_is_rejected(
     assert posted.value.status == 403
     assert job_state(conn, job) == "failed"
     assert conn.execute("SELECT count(*) FROM passito_jobs.audit_log").fetchone() == (0,)
+
+
+def test_an_admin_pauses_and_resumes_a_schedule_a_worker_runs(
+    page: Page,
+    web_server: Callable[..., Server],
+    cli_env: dict[str, str],
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    def last_job() -> int | None:
+        row = conn.execute(
+            "SELECT last_job_id FROM passito_jobs.schedules WHERE name = 'every-second'"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    env = {**cli_env, "PASSITO_MAINTENANCE_INTERVAL": "1s", "PASSITO_HEARTBEAT_INTERVAL": "0.5s"}
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--import", "tests.periodic_jobs")
+    try:
+        wait_for(last_job, timeout=90, message="the schedule's first run")
+        server = web_server()
+        page.goto(server.url + "/")
+        page.click("nav >> text=Schedules")
+        page.wait_for_url("**/schedules")
+        row = page.locator("tr", has_text="every-second")
+        assert "every 1s" in row.inner_text()
+        assert row.locator(".badge").inner_text() == "active"
+        assert row.locator("a[href^='/jobs/']").count() == 1  # the last run's job
+        page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
+
+        row.locator("button:has-text('Pause')").click()
+        page.wait_for_url("**/schedules?notice=schedule-paused")
+        assert page.inner_text("[role=status]").startswith("Schedule paused")
+        row = page.locator("tr", has_text="every-second")
+        assert row.locator(".badge").inner_text() == "paused"
+        page.screenshot(path=str(tmp_path / "schedules-paused.png"), full_page=True)
+        paused_at = last_job()
+        row.locator("button:has-text('Resume')").click()
+        page.wait_for_url("**/schedules?notice=schedule-resumed")
+        wait_for(lambda: last_job() != paused_at, timeout=30, message="a run after the resume")
+    finally:
+        assert worker.stop() == 0
+    page.click("nav >> text=Audit")
+    audit = page.inner_text("table")
+    assert "schedule=every-second" in audit
+    assert "pause" in audit
+    assert "resume" in audit

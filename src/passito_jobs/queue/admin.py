@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -25,9 +25,6 @@ from passito_jobs.queue.errors import FlowControlError, translate, translated
 from passito_jobs.queue.models import Job, JobState, QueueFlow, QueueStats
 from passito_jobs.queue.sqlfiles import named_queries, query
 from passito_jobs.queue.store import RARE_TAG_JOBS, Store
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 ID_WINDOW = 50_000
 """Ids one window query covers when a filter has no index to walk (queue, type, created time,
@@ -197,6 +194,10 @@ class Actor:
     role: str
     source: str  # dashboard or api
 
+    def params(self) -> dict[str, str]:
+        """The audit row's columns actor, role and source, as query parameters."""
+        return {"actor": self.name, "role": self.role, "source": self.source}
+
 
 class Admin:
     """The dashboard's queries and actions over one Store (its connection, autocommit)."""
@@ -354,7 +355,7 @@ class Admin:
         """Pause or resume `queue` through passito_jobs.pause_queue / resume_queue, with an
         audit row; a name the SQL function refuses raises FlowControlError."""
         action = "pause" if paused else "resume"
-        params = {"queue": queue, "actor": actor.name, "role": actor.role, "source": actor.source}
+        params = {"queue": queue, **actor.params()}
         try:
             row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
         except pg_errors.CheckViolation as exc:
@@ -365,12 +366,19 @@ class Admin:
         return FlowChange(queue, action, bool(row[0]), int(row[1]))
 
     @translated
+    def set_schedule_paused(self, name: str, *, paused: bool, actor: Actor) -> int | None:
+        """Pause or resume the schedule `name`, with an audit row; the audit row's id, or None
+        when no schedule has that name (nothing is written then)."""
+        action = "pause" if paused else "resume"
+        params = {"name": name, "paused": paused, "action": action, **actor.params()}
+        row = self.conn.execute(_q("schedule_paused_logged"), params).fetchone()
+        return None if row is None else int(row[0])
+
+    @translated
     def _act(self, action: str, ids: Sequence[int], actor: Actor, where: JobFilter | None) -> ActionResult:
         params = {
             "ids": list(ids),
-            "actor": actor.name,
-            "role": actor.role,
-            "source": actor.source,
+            **actor.params(),
             "filter": None if where is None else json.dumps(where.to_json()),
         }
         row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()

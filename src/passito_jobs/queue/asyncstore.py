@@ -113,8 +113,17 @@ class AsyncStore:
         row = await self._one("next_paced_at", {"queues": list(queues) if queues else None})
         return None if row is None or row[0] is None else float(row[0])
 
-    async def listen(self) -> None:
+    async def listen(self, *, cancellations: bool = False) -> None:
+        """LISTEN for ready jobs (channel `passito_jobs`, payload the queue) and, with
+        `cancellations`, for processing jobs cancelled (`passito_jobs_cancel`, payload the id)."""
         await self._one("listen", None, fetch=False)
+        if cancellations:
+            await self._one("listen_cancel", None, fetch=False)
+
+    async def cancelled_among(self, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` are cancelled."""
+        row = await self._one("cancelled_among", {"ids": list(ids)})
+        return set(row[0]) if row else set()
 
     async def notifications(self) -> AsyncIterator[psycopg.Notify]:
         """The notifications of the channels LISTENed to, until the connection breaks

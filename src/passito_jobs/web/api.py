@@ -59,7 +59,6 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/jobs/{id}/retry", retry, methods=["POST"]),
         Route("/api/v1/jobs/{id}/cancel", cancel, methods=["POST"]),
         Route("/api/v1/workers", workers),
-        Route("/api/v1/schedules", schedules),
         Route("/api/v1/health", health),
         Route("/api/v1/audit", audit),
     ]
@@ -282,13 +281,6 @@ async def workers(request: Request) -> Response:
     return JSONResponse(
         {"source": "heartbeats of processing jobs", "workers": [views.worker(w) for w in seen]}
     )
-
-
-async def schedules(request: Request) -> Response:
-    board, _ = _board(request)
-    _query(request, ())
-    rows = await board.db.run(lambda admin: admin.store.list_schedules())
-    return JSONResponse({"schedules": [views.schedule(row) for row in rows]})
 
 
 async def health(request: Request) -> Response:

@@ -30,7 +30,7 @@ from passito_jobs.health.checks import Thresholds
 from passito_jobs.queue.admin import Admin
 from passito_jobs.queue.limits import printable
 from passito_jobs.settings import ConfigError
-from passito_jobs.web import api, filters, pages, queues
+from passito_jobs.web import api, filters, pages, queues, schedules
 from passito_jobs.web.auth import Authenticator, AuthError, User
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
@@ -161,6 +161,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         *queues.routes(),
+        *schedules.routes(),
         *api.routes(),
         *pages.routes(),
         Route("/healthz", lambda _: PlainTextResponse("ok\n")),

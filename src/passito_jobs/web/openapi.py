@@ -12,7 +12,7 @@ from typing import Any
 from passito_jobs.queue import limits
 from passito_jobs.queue.admin import MAX_BULK
 from passito_jobs.queue.models import JobState
-from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, flow_action
+from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, SCHEDULE_CHANGE, flow_action
 from passito_jobs.web.params import MAX_LIMIT
 
 VERSION = "1.0.0"
@@ -203,6 +203,7 @@ def _queue_schemas() -> dict[str, Any]:
             | QUEUE_FLOW
         ),
         "FlowChange": FLOW_CHANGE,
+        "ScheduleChange": SCHEDULE_CHANGE,
         "Queues": _obj(
             {"window_seconds": {"type": "number"}, "queues": {"type": "array", "items": _ref("Queue")}}
         ),
@@ -372,6 +373,15 @@ def document() -> dict[str, Any]:
             "/api/v1/jobs/cancel": _action("Cancel every unfinished job of a filter", bulk=True),
             "/api/v1/workers": _get("Workers seen by their heartbeats, and the jobs each holds", "Workers"),
             "/api/v1/schedules": _get("Periodic jobs: when each runs, its last and next slot", "Schedules"),
+            "/api/v1/schedules/{name}/pause": flow_action(
+                "Pause a schedule (its slots are skipped)",
+                ACTION_ERRORS,
+                name="name",
+                answer="ScheduleChange",
+            ),
+            "/api/v1/schedules/{name}/resume": flow_action(
+                "Resume a schedule", ACTION_ERRORS, name="name", answer="ScheduleChange"
+            ),
             "/api/v1/health": _get("The health report (`passito-jobs health --json`)", "Health"),
             "/api/v1/audit": _get("The audit log, newest first", "AuditPage", PAGE_PARAMS),
         },

@@ -1,5 +1,5 @@
-"""The flow-control part of the OpenAPI document (openapi.py): each queue's pause and limits in
-`Queue`, and the pause and resume actions."""
+"""The pause-and-resume part of the OpenAPI document (openapi.py): each queue's pause and limits
+in `Queue`, and the pause and resume actions of queues and schedules."""
 
 from __future__ import annotations
 
@@ -34,14 +34,30 @@ FLOW_CHANGE = {
     "additionalProperties": False,
 }
 
+SCHEDULE_CHANGE = {
+    "type": "object",
+    "properties": {
+        "schedule": {"type": "string"},
+        "action": {"type": "string", "enum": ["pause", "resume"]},
+        "paused": {"type": "boolean"},
+        "audit_id": {"type": "integer"},
+    },
+    "required": ["schedule", "action", "paused", "audit_id"],
+    "additionalProperties": False,
+}
 
-def flow_action(summary: str, errors: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/v1/queues/{queue}/pause or /resume."""
-    queue = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+
+def flow_action(
+    summary: str, errors: dict[str, Any], *, name: str = "queue", answer: str = "FlowChange"
+) -> dict[str, Any]:
+    """POST /api/v1/queues/{queue}/pause or /resume (and /api/v1/schedules/{name}/...: a 404
+    when no schedule has the name)."""
+    param = {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+    missing = {} if name == "queue" else {"404": {**errors["404"], "description": "No such schedule"}}
     return {
         "post": {
             "summary": summary,
-            "parameters": [queue],
+            "parameters": [param],
             "requestBody": {
                 "required": False,
                 "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
@@ -49,9 +65,10 @@ def flow_action(summary: str, errors: dict[str, Any]) -> dict[str, Any]:
             "responses": {
                 "200": {
                     "description": "Done",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlowChange"}}},
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}},
                 },
                 **{k: v for k, v in errors.items() if k not in ("404", "409")},
+                **missing,
             },
         }
     }

@@ -1,4 +1,5 @@
-"""The HTML dashboard: overview, jobs (and the dead-letter view), a job, workers, the audit log.
+"""The HTML dashboard: overview, jobs (and the dead-letter view), a job, workers, the audit log
+(schedules.py has the schedules page).
 
 Pages are rendered on the server and work without JavaScript; `static/app.js` only keeps the
 overview and the job page live (sse.py). Forms that change something carry the CSRF token and
@@ -42,6 +43,8 @@ NOTICES = {
     "nothing": "No job matched: nothing changed.",
     "paused": "Queue paused: nothing more is claimed from it until it is resumed.",
     "resumed": "Queue resumed: its workers were woken.",
+    "schedule-paused": "Schedule paused: its slots are not dispatched until it is resumed.",
+    "schedule-resumed": "Schedule resumed: its next slot is dispatched as usual.",
 }
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 

@@ -4,8 +4,9 @@
     RUNNING ──handler returned──▶ COMPLETED
        │  ──handler raised──────▶ FAILED (retried later, or for good)
        ├─ the watchdog: past the job type's timeout ──▶ TIMED_OUT ─┐
-       ├─ a heartbeat: the job is no longer ours ─────▶ LOST ──────┤ cancelled; the slot is freed
-       └─ shutdown past PASSITO_SHUTDOWN_TIMEOUT ─────▶ RELEASED ──┤ when the handler ends, or
+       ├─ a heartbeat: the job was cancelled ─────────▶ CANCELLED ─┤ ctx.cancelled is set and the
+       ├─ a heartbeat: the job is no longer ours ─────▶ LOST ──────┤ handler stopped; the slot is
+       └─ shutdown past PASSITO_SHUTDOWN_TIMEOUT ─────▶ RELEASED ──┤ freed when it ends, or
                                                                     └▶ ABANDONED after CANCEL_GRACE
 
 `Attempts` runs them: sync handlers in a thread pool (or child processes: isolation.py), async
@@ -13,6 +14,11 @@ handlers on the event loop; each result is encoded (limits.encode_json) before i
 in `outcomes`, which the claim loop sends with its next round trip. A timed-out attempt is
 recorded as failed (`AttemptTimeoutError`), one that ignores cancellation is ABANDONED: its
 slot is free, its late result discarded, and it is counted until its handler really ends.
+
+Stopping an attempt cancels an async handler's task and kills a child process at once. A sync
+handler on a thread cannot be stopped: it sees `ctx.cancelled`; at a timeout or shutdown it is
+abandoned at once (as before there was a `ctx.cancelled`), and when its job was cancelled or
+lost it gets CANCEL_GRACE to return first.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +59,14 @@ class AttemptState(enum.Enum):
     FAILED = "failed"
     SNOOZED = "snoozed"  # the handler raised Snooze: back to pending later, attempt not counted
     TIMED_OUT = "timed_out"  # the watchdog cancelled it: recorded as a failed attempt
+    CANCELLED = "cancelled"  # the job was cancelled (jobs cancel): nothing is recorded
     LOST = "lost"  # the database says another party holds the job now: nothing is recorded
     RELEASED = "released"  # shutdown gave the job back to the queue, attempt not counted
     ABANDONED = "abandoned"  # cancelled, but the handler runs on: slot free, outcome discarded
 
 
-STOPPING = frozenset({AttemptState.TIMED_OUT, AttemptState.LOST, AttemptState.RELEASED})
+# A sync handler on a thread stopped for these reasons gets CANCEL_GRACE to see ctx.cancelled.
+GRACEFUL = frozenset({AttemptState.CANCELLED, AttemptState.LOST})
 
 
 @dataclass(slots=True, eq=False)
@@ -73,7 +81,7 @@ class Attempt:
     future: Future[Any] | None = None  # a sync attempt's work in the thread pool
     in_thread: bool = False
     in_child: bool = False  # the thread waits on a child process (process isolation)
-    cancelled_at: float = 0.0  # when the worker cancelled it (TIMED_OUT, LOST, RELEASED)
+    cancelled_at: float = 0.0  # when the worker stopped it (TIMED_OUT, CANCELLED, LOST, RELEASED)
     span: Any = None  # its OpenTelemetry span, when the worker traces
 
     @property
@@ -233,6 +241,13 @@ class Attempts:
         job = attempt.job
         if attempt.state is AttemptState.TIMED_OUT:  # even if the handler swallowed the cancellation
             return self._record_failure(attempt, self._timeout_error(attempt))
+        if attempt.state is AttemptState.CANCELLED:
+            if self._log_jobs:
+                elapsed = _ms(time.perf_counter() - attempt.started)
+                log.info(
+                    "Cancelled Job #%d (%s) after %s", job.id, job.type, elapsed, extra=attempt.log_extra
+                )
+            return "cancelled"
         if attempt.state is AttemptState.LOST:
             log.warning(
                 "Abandoned Job #%d (%s): it was cancelled or rescued by another worker",
@@ -312,24 +327,36 @@ class Attempts:
     # ------------------------------------------------------------ stopping attempts
 
     def stop(self, attempt: Attempt, state: AttemptState, now: float) -> None:
-        """Cancel a running attempt (TIMED_OUT, LOST or RELEASED): its task, and its child process if any."""
+        """Stop a running attempt (TIMED_OUT, CANCELLED, LOST or RELEASED): set its
+        ctx.cancelled, cancel its task, kill its child process if any."""
         attempt.state = state
         attempt.cancelled_at = now
+        attempt.ctx.cancelled.set()
+        in_thread = attempt.in_thread and not attempt.in_child
         if state is AttemptState.RELEASED:
             self.released.append((attempt.job.id, attempt.job.attempt))
-            if attempt.in_thread and not attempt.in_child:
+            if in_thread:
                 self._abandon_thread(attempt)
         if attempt.in_child and self.processes is not None:
             self.processes.kill((attempt.job.id, attempt.job.attempt))
+        if in_thread and state in GRACEFUL:
+            # Not started yet (all threads busy): it never starts, and its task ends at once.
+            # Running: it may see ctx.cancelled and return; the watchdog gives up after CANCEL_GRACE.
+            if attempt.future is not None:
+                attempt.future.cancel()
+            return
         if attempt.task is not None:
             attempt.task.cancel()
 
-    def lost(self, job_ids: set[int], now: float) -> None:
-        """The database says these jobs are no longer held by this worker: stop them."""
+    def lost(self, job_ids: set[int], now: float, cancelled: Collection[int] = ()) -> None:
+        """The database says these jobs are no longer held by this worker: stop them, as
+        CANCELLED those of `cancelled` (the job's state), as LOST the others (rescued and
+        held by another worker now)."""
         for job_id in job_ids:
             attempt = self.running.get(job_id)
             if attempt is not None and attempt.state is AttemptState.RUNNING:
-                self.stop(attempt, AttemptState.LOST, now)
+                state = AttemptState.CANCELLED if job_id in cancelled else AttemptState.LOST
+                self.stop(attempt, state, now)
 
     def release_all(self) -> int:
         """Shutdown timeout: stop waiting for the running attempts and give their jobs back."""
@@ -374,7 +401,7 @@ class Attempts:
 
     def _abandon_task(self, attempt: Attempt) -> None:
         """A cancelled handler runs on: free its slot, record its outcome, count it."""
-        outcome = "lost"
+        outcome = "cancelled" if attempt.state is AttemptState.CANCELLED else "lost"
         if attempt.state is AttemptState.TIMED_OUT:
             outcome = self._record_failure(attempt, self._timeout_error(attempt))
         attempt.state = AttemptState.ABANDONED

@@ -1,6 +1,9 @@
 """The heartbeat: every PASSITO_HEARTBEAT_INTERVAL, mark the running attempts alive (with their
 latest progress) on a connection of its own; a job the database says this worker no longer
-holds (cancelled, or rescued after a long pause) is stopped as LOST.
+holds is stopped: as CANCELLED when it was cancelled, else as LOST (rescued after a long pause
+and held by another worker now). `beat_now()` asks for a round at once: the listener calls it
+when one of this worker's jobs is announced cancelled, so the attempt stops within a round
+trip; the notification itself is never trusted, the round asks the database.
 
 River's shape: a config validated when it is made, `run_once() -> HeartbeatResult`, a thin
 loop; it logs only when it loses or regains the database, or a progress value is refused.
@@ -9,6 +12,7 @@ loop; it logs only when it loses or regains the database, or a progress value is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +40,7 @@ class HeartbeatConfig:
 class HeartbeatResult:
     beaten: int = 0  # jobs marked alive
     lost: set[int] = field(default_factory=set)  # jobs this worker no longer holds
+    cancelled: set[int] = field(default_factory=set)  # those of them that were cancelled
 
 
 class Heartbeat:
@@ -56,6 +61,7 @@ class Heartbeat:
         self.attempts = attempts
         self._on_round = on_round
         self._failing = False
+        self._now = asyncio.Event()  # beat_now() was called
 
     async def run_once(self) -> HeartbeatResult:
         held = self.attempts.held()
@@ -64,8 +70,20 @@ class Heartbeat:
         store = AsyncStore(await self.handle.connection(), self.worker_id)
         still = await self._beat(store, held)
         lost = {job_id for job_id, _, _ in held if job_id not in still}
-        self.attempts.lost(lost, time.monotonic())
-        return HeartbeatResult(beaten=len(held) - len(lost), lost=lost)
+        cancelled = await store.cancelled_among(sorted(lost)) if lost else set()
+        self.attempts.lost(lost, time.monotonic(), cancelled)
+        return HeartbeatResult(beaten=len(held) - len(lost), lost=lost, cancelled=cancelled)
+
+    def beat_now(self) -> None:
+        """Run the next round at once rather than at the interval (from the event loop's thread)."""
+        self._now.set()
+
+    async def _pause(self) -> None:
+        """Until the interval passed or beat_now() was called."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.interval):
+                await self._now.wait()
+        self._now.clear()
 
     async def _beat(self, store: AsyncStore, held: list[Held]) -> set[int]:
         """One heartbeat. Progress is checked when it is set, so the database should take it;
@@ -94,7 +112,7 @@ class Heartbeat:
             first = True
             while True:
                 if not first:
-                    await asyncio.sleep(self.config.interval)
+                    await self._pause()
                 first = False
                 try:
                     await self.register()

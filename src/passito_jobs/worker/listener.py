@@ -1,5 +1,7 @@
 """The listener: LISTEN on a connection of its own, and wake the claim loop when jobs of its
-queues become ready (a dispatch notifies `passito_jobs` with the queue's name, on commit).
+queues become ready (a dispatch notifies `passito_jobs` with the queue's name, on commit), and
+pass on the processing jobs that were cancelled (`passito_jobs_cancel` with the job's id, on
+commit: migration 0009), so the worker stops them at once rather than at its next heartbeat.
 
 River's shape: a config validated when it is made, `run_once()` (connect, LISTEN, pass the
 notifications on until the connection breaks), and a thin loop that reconnects with growing
@@ -31,9 +33,13 @@ class ListenerConfig:
             raise FieldError("queues", "{queues} must hold queue names")
 
 
+CANCEL_CHANNEL = "passito_jobs_cancel"
+
+
 @dataclass
 class ListenResult:
     notifications: int = 0  # notifications received for this worker's queues
+    cancellations: int = 0  # processing jobs announced cancelled (anyone's)
 
 
 class Listener:
@@ -45,19 +51,22 @@ class Listener:
         worker_id: str,
         wake: Callable[[], None],
         on_listening: Callable[[], None],
+        on_cancel: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_cancel(job_id)`: a processing job was cancelled (None: not listened for)."""
         self.config = config
         self.handle = handle
         self.worker_id = worker_id
         self._wake = wake
         self._on_listening = on_listening
+        self._on_cancel = on_cancel
         self.failures = 0  # connections lost in a row
 
     async def run_once(self) -> ListenResult:
         """Connect, LISTEN, and wake the claim loop per notification for one of its queues,
         until the connection breaks (DatabaseUnavailableError)."""
         store = AsyncStore(await self.handle.connection(), self.worker_id)
-        await store.listen()
+        await store.listen(cancellations=self._on_cancel is not None)
         if self.failures:
             log.info("The listener is connected again")
             self.failures = 0
@@ -66,7 +75,12 @@ class Listener:
         result = ListenResult()
         queues = self.config.queues
         async for notify in store.notifications():
-            if not queues or notify.payload in queues:
+            if notify.channel == CANCEL_CHANNEL:
+                job_id = _job_id(notify.payload)
+                if job_id is not None and self._on_cancel is not None:
+                    result.cancellations += 1
+                    self._on_cancel(job_id)
+            elif not queues or notify.payload in queues:
                 result.notifications += 1
                 self._wake()
         return result
@@ -87,3 +101,10 @@ class Listener:
                     await asyncio.sleep(delay)
         finally:
             await self.handle.close()
+
+
+def _job_id(payload: str) -> int | None:
+    """The job id a cancellation names; None for anything else (anyone may NOTIFY)."""
+    if not payload.isascii() or not payload.isdigit() or len(payload) > 19:
+        return None
+    return int(payload)

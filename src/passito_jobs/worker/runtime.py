@@ -2,10 +2,11 @@
 
 - the claim loop (claimloop.py): outcomes and the next claim in one round trip;
 - the attempts (attempt.py): handlers in threads, child processes or on the loop;
-- the listener (listener.py): LISTEN on its own connection, wakes the claim loop (none with
-  `listen=False`, behind a transaction pooler: the claim loop polls, and no connection
-  prepares statements on the server);
-- the heartbeat (heartbeat.py): marks running attempts alive, stops the ones lost;
+- the listener (listener.py): LISTEN on its own connection, wakes the claim loop, and has the
+  heartbeat check at once a job of this worker announced cancelled (none with `listen=False`,
+  behind a transaction pooler: the claim loop polls, the heartbeat finds cancellations at its
+  interval, and no connection prepares statements on the server);
+- the heartbeat (heartbeat.py): marks running attempts alive, stops the ones cancelled or lost;
 - the maintainer (maintainer.py): rescue and pruning while this worker holds the lease;
 - the scheduler (scheduler.py): the slots of periodic jobs, while it holds the same lease;
 - the watchdog: cancels attempts past their timeout, abandons those that ignore it.
@@ -110,6 +111,7 @@ class Worker:
                 worker_id=self.worker_id,
                 wake=self.claim_loop.wake.set,
                 on_listening=self._on_listening,
+                on_cancel=self._on_cancel,
             )
         self.heartbeat = Heartbeat(
             HeartbeatConfig(settings.heartbeat_interval),
@@ -263,6 +265,12 @@ class Worker:
     def _on_listening(self) -> None:
         self._listening.set()
         self._supervisor.ok("listener")
+
+    def _on_cancel(self, job_id: int) -> None:
+        """A processing job was cancelled: if it runs here, a heartbeat round checks it and
+        stops it now (jobs cancel reaches the handler in a round trip, not an interval)."""
+        if job_id in self.attempts.running:
+            self.heartbeat.beat_now()
 
     def _stop_for_good(self, reason: str) -> None:
         """The worker cannot go on (too many abandoned attempts): drain and exit 1."""

@@ -240,6 +240,23 @@ logged AS (
 )
 SELECT d.created, l.id FROM done d, logged l
 
+-- name: schedule_paused_logged
+-- Pause or resume a schedule (queries.sql pause_schedule, as `schedules pause` does), and its
+-- audit row (action pause or resume, filter {"schedule": name}), in one statement. No row: no
+-- schedule has that name, and nothing is written.
+WITH done AS (
+    UPDATE passito_jobs.schedules SET paused = %(paused)s, updated_at = now()
+    WHERE name = %(name)s
+    RETURNING name
+),
+logged AS (
+    INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+    SELECT %(actor)s, %(role)s, %(action)s, %(source)s, '{}', '{}', jsonb_build_object('schedule', d.name)
+    FROM done d
+    RETURNING id
+)
+SELECT l.id FROM logged l
+
 -- name: job_states
 -- The states of the given jobs (why an action left some unchanged).
 SELECT id, state::text FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])

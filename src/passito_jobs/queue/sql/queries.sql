@@ -270,6 +270,15 @@ SELECT passito_jobs.set_queue_rate(%(queue)s, %(rate_limit)s,
 -- The channel every dispatch notifies (pg_notify('passito_jobs', queue)).
 LISTEN passito_jobs
 
+-- name: listen_cancel
+-- The channel a processing job's cancellation notifies (its id; migration 0009).
+LISTEN passito_jobs_cancel
+
+-- name: cancelled_among
+-- Which of the given jobs are cancelled (a heartbeat asks about the jobs it no longer holds).
+SELECT coalesce(array_agg(j.id), '{}') FROM passito_jobs.jobs j
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'cancelled'
+
 -- name: sync_schedule
 -- A schedule as the lease holder's code defines it; a row is rewritten only when it changed.
 INSERT INTO passito_jobs.schedules AS s (name, type, queue, payload, cron, every, timezone, catch_up)

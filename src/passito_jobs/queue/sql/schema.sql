@@ -542,6 +542,15 @@ CREATE FUNCTION passito_jobs.name_problem(what text, name text) RETURNS text
     END;
 $_$;
 
+CREATE FUNCTION passito_jobs.notify_cancelled() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('passito_jobs_cancel', NEW.id::text);
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.notify_finished() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1301,5 +1310,7 @@ CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHER
 CREATE INDEX jobs_tags_idx ON passito_jobs.jobs USING gin (tags) WHERE (tags IS NOT NULL);
 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON passito_jobs.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['blocked'::passito_jobs.job_state, 'pending'::passito_jobs.job_state, 'processing'::passito_jobs.job_state])));
+
+CREATE TRIGGER jobs_notify_cancelled AFTER UPDATE OF state ON passito_jobs.jobs FOR EACH ROW WHEN (((old.state = 'processing'::passito_jobs.job_state) AND (new.state = 'cancelled'::passito_jobs.job_state))) EXECUTE FUNCTION passito_jobs.notify_cancelled();
 
 CREATE TRIGGER jobs_notify_finished AFTER UPDATE OF state ON passito_jobs.jobs FOR EACH ROW WHEN ((new.awaited AND (new.state = ANY (ARRAY['completed'::passito_jobs.job_state, 'failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state])) AND (old.state IS DISTINCT FROM new.state))) EXECUTE FUNCTION passito_jobs.notify_finished();
