@@ -283,9 +283,6 @@ def serve(
     sock = bind(web.host, web.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    log.info(
-        "dashboard on http://%s:%s/ (%s; read-only: %s)", shown, port, auth_line, str(web.read_only).lower()
-    )
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -297,6 +294,19 @@ def serve(
     )
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # The line says the dashboard serves: logged once uvicorn has its signal handlers, so a
+            # SIGTERM sent right after it is a graceful stop, never the default action's kill.
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                log.info(
+                    "dashboard on http://%s:%s/ (%s; read-only: %s)",
+                    shown,
+                    port,
+                    auth_line,
+                    str(web.read_only).lower(),
+                )
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # A graceful stop exits 0, as `health serve` does (uvicorn would re-raise the signal).
             super().handle_exit(sig, frame)
