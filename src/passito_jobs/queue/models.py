@@ -52,6 +52,27 @@ class JobRequest:
     concurrency_key: str | None = None
     tags: Sequence[str] = ()
     metadata: Mapping[str, Any] | None = None
+    unique_for: float | None = None  # seconds
+    unique_mode: str = "keep"
+    depends_on_mode: str = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ParentOutcome:
+    """How one parent of a finished-mode child ended (`ctx.parents`): its state, its result
+    (decoded JSON) when it completed, its error when it failed. `result_omitted`: the parents'
+    results passed 8 MiB of JSON in all and this one was left out (read it with `wait`)."""
+
+    id: int
+    type: str
+    state: JobState
+    result: Any = None
+    error: str | None = None
+    result_omitted: bool = False
+
+    @property
+    def completed(self) -> bool:
+        return self.state is JobState.COMPLETED
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +89,7 @@ class ClaimedJob:
     waited_seconds: float
     unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
     metadata: JsonObject | None = None  # the job's metadata (its dispatcher's trace context), if any
+    parents: tuple[ParentOutcome, ...] = ()  # a finished-mode child's parents, in id order
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,7 @@ class Job:
     concurrency_key: str | None = None
     tags: list[str] = field(default_factory=list)
     metadata: JsonObject = field(default_factory=dict)
+    depends_on_mode: str | None = None  # 'completed' or 'finished' for a job with parents
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:

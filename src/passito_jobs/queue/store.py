@@ -384,6 +384,9 @@ def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
         "concurrency_key": request.concurrency_key,
         "tags": list(request.tags) or None,
         "metadata": _metadata_param(request),
+        "unique_for": request.unique_for,
+        "unique_mode": request.unique_mode,
+        "depends_on_mode": request.depends_on_mode,
     }
 
 

@@ -9,7 +9,9 @@ SELECT passito_jobs.dispatch(
     run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
     depends_on => %(depends_on)s::bigint[], max_attempts => %(max_attempts)s,
     unique_key => %(unique_key)s, concurrency_key => %(concurrency_key)s, tags => %(tags)s::text[],
-    metadata => %(metadata)s::jsonb)
+    metadata => %(metadata)s::jsonb,
+    unique_for => make_interval(secs => %(unique_for)s::double precision), unique_mode => %(unique_mode)s,
+    depends_on_mode => %(depends_on_mode)s)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -32,7 +34,7 @@ SELECT passito_jobs.notify_ready(%(queues)s::text[])
 -- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
 -- deeper than Python's parser goes) fails that job, not the claim.
 SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
-       metadata::text AS metadata
+       metadata::text AS metadata, parents::text AS parents
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
