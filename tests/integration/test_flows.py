@@ -3,6 +3,7 @@ dispatch_batch), on a real PostgreSQL with real workers and concurrent dispatche
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -502,8 +503,8 @@ def test_bad_new_arguments_are_one_line_and_exit_2_in_the_cli(
     code, out, err = run_main(["dispatch", "Noop", *args])
     lines = [line for line in err.splitlines() if line.strip()]
     assert (code, len(lines), out) == (2, 1, ""), err
-    assert lines[0].startswith("passito-jobs dispatch: error: "), err
-    assert message in lines[0], err
+    assert lines[0].startswith("passito-jobs"), err
+    assert f": error: {message}" in lines[0], err
     assert count_states(conn) == {}
 
 
@@ -515,3 +516,27 @@ def test_the_window_check_can_read_finished_jobs_by_key_through_an_index(conn: C
             "AND state IN ('completed', 'failed', 'cancelled') AND finished_at >= now() - interval '1 h'"
         ).fetchall()
     assert "jobs_unique_key_finished_idx" in " ".join(str(r[0]) for r in plan)
+
+
+# ---------------------------------------------------------------- jobs show
+
+
+def test_jobs_show_prints_the_flow(conn: Conn, cli_in_process: dict[str, str]) -> None:
+    parent = dispatch("Noop", conn=conn)
+    job = dispatch("Report", depends_on=[parent], depends_on_mode="finished", conn=conn)
+    children = [dispatch("Noop", depends_on=[job], conn=conn) for _ in range(103)]
+    grandchild = dispatch("Email", depends_on=[children[0]], conn=conn)
+    code, out, err = run_main(["jobs", "show", str(job)])
+    assert code == 0, err
+    assert "depends on mode  finished" in out
+    flow = out[out.index("flow:\n") :].splitlines()
+    assert flow[1].split() == ["parent", f"#{parent}", "pending", "Noop"]
+    assert flow[2].split() == ["descendant", f"#{children[0]}", "blocked", "Noop", "after", f"#{job}"]
+    assert len(flow) == 1 + 1 + 100 + 1
+    assert flow[-1] == "  and 4 more descendant(s)"  # 3 children and the grandchild
+    code, out, err = run_main(["jobs", "show", str(job), "--json"])
+    shown = json.loads(out)["flow"]
+    assert (len(shown["descendants"]), shown["more_descendants"]) == (100, 4)
+    code, out, err = run_main(["jobs", "show", str(grandchild)])
+    assert out.splitlines()[-2] == "flow:"
+    assert out.splitlines()[-1].split() == ["parent", f"#{children[0]}", "blocked", "Noop"]

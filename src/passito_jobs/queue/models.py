@@ -134,6 +134,41 @@ class Job:
 
 
 @dataclass(frozen=True)
+class FlowJob:
+    """A job in another's flow (`jobs show`): a parent, or a descendant `depth` dependencies
+    down, reached from `parent_id`."""
+
+    id: int
+    type: str
+    state: JobState
+    parent_id: int | None = None
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class JobFlow:
+    """A job's parents and its descendants (nearest first, at most a limit), and how many more
+    descendants there are (`capped`: at least that many: the count stopped)."""
+
+    parents: list[FlowJob]
+    descendants: list[FlowJob]
+    more_descendants: int = 0
+    capped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """As `jobs show --json` and the admin API's job give it."""
+        return {
+            "parents": [{"id": p.id, "type": p.type, "state": p.state.value} for p in self.parents],
+            "descendants": [
+                {"id": d.id, "type": d.type, "state": d.state.value, "after": d.parent_id, "depth": d.depth}
+                for d in self.descendants
+            ],
+            "more_descendants": self.more_descendants,
+            "more_descendants_at_least": self.capped,
+        }
+
+
+@dataclass(frozen=True)
 class QueueFlow:
     """One queue's flow control (`passito_jobs.queue_flow()`): its settings (None: no limit),
     its ready and processing jobs, and the ready jobs held back by a pause or a limit."""

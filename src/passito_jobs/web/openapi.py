@@ -151,6 +151,41 @@ def _job_schemas() -> dict[str, Any]:
             }
         ),
         "Relative": relative,
+        "JobFlow": _obj(
+            {
+                "parents": {"type": "array", "items": _ref("FlowParent")},
+                "descendants": {
+                    "type": "array",
+                    "items": _ref("FlowDescendant"),
+                    "description": "Children, their children, ...: nearest first, at most 100",
+                },
+                "more_descendants": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Descendants not listed",
+                },
+                "more_descendants_at_least": {
+                    "type": "boolean",
+                    "description": "The count stopped (10,000 dependencies walked): there may be more",
+                },
+            }
+        ),
+        "FlowParent": _obj(
+            {
+                "id": {"type": "integer"},
+                "type": {"type": "string"},
+                "state": {"type": "string", "enum": STATES},
+            }
+        ),
+        "FlowDescendant": _obj(
+            {
+                "id": {"type": "integer"},
+                "type": {"type": "string"},
+                "state": {"type": "string", "enum": STATES},
+                "after": {"type": "integer", "description": "The parent it was reached from"},
+                "depth": {"type": "integer", "minimum": 1, "description": "1: a child, 2: a grandchild, ..."},
+            }
+        ),
         "Job": _obj(
             {
                 "id": {"type": "integer"},
@@ -176,6 +211,12 @@ def _job_schemas() -> dict[str, Any]:
                 "finished_at": TIME,
                 "parents": {"type": "array", "items": _ref("Relative")},
                 "children": {"type": "array", "items": _ref("Relative"), "description": "At most 200"},
+                "depends_on_mode": {
+                    "type": ["string", "null"],
+                    "enum": ["completed", "finished", None],
+                    "description": "How a job with parents waits on them (null: it has none)",
+                },
+                "flow": _ref("JobFlow"),
                 "masked": {"type": "boolean"},
             }
         ),
@@ -359,7 +400,7 @@ def document() -> dict[str, Any]:
             "/api/v1/queues/{queue}/resume": flow_action("Resume a queue, waking its workers", ACTION_ERRORS),
             "/api/v1/jobs": _get("Jobs, newest first (keyset pages)", "JobPage", FILTER_PARAMS + PAGE_PARAMS),
             "/api/v1/jobs/{id}": _get(
-                "One job: every field, parents and children",
+                "One job: every field, parents and children, and its flow (parents and descendants)",
                 "Job",
                 [JOB_ID],
                 **{"404": _json(_ref("Error"), "No such job")},

@@ -97,6 +97,40 @@ SELECT id FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
 -- name: get_job
 SELECT * FROM passito_jobs.jobs WHERE id = %(id)s
 
+-- name: job_flow
+-- A job's parents, and its descendants (children, their children, ...) nearest first: `limit` of
+-- them with their states and the parent each was reached from, and how many there are in all,
+-- counted among the first `cap` dependency edges walked (`capped`: the walk stopped there).
+WITH RECURSIVE descendants(id, parent_id, depth) AS (
+    SELECT d.child_id, d.parent_id, 1 FROM passito_jobs.job_dependencies d WHERE d.parent_id = %(id)s
+    UNION
+    SELECT d.child_id, d.parent_id, x.depth + 1
+    FROM descendants x
+    JOIN passito_jobs.job_dependencies d ON d.parent_id = x.id
+    WHERE x.depth < 1000
+),
+reached AS (
+    SELECT * FROM descendants LIMIT %(cap)s
+),
+nearest AS (
+    SELECT DISTINCT ON (r.id) r.id, r.parent_id, r.depth FROM reached r ORDER BY r.id, r.depth, r.parent_id
+),
+counted AS (
+    SELECT n.*, count(*) OVER () AS total FROM nearest n
+)
+(SELECT 'parent' AS relation, p.id, p.type, p.state::text AS state, NULL::bigint AS parent_id, 0 AS depth,
+        0::bigint AS total, false AS capped
+ FROM passito_jobs.jobs p
+ WHERE p.id = ANY(%(parents)s::bigint[])
+ ORDER BY p.id)
+UNION ALL
+(SELECT 'descendant', j.id, j.type, j.state::text, c.parent_id, c.depth, c.total,
+        (SELECT count(*) FROM reached) >= %(cap)s
+ FROM counted c
+ JOIN passito_jobs.jobs j ON j.id = c.id
+ ORDER BY c.depth, c.id
+ LIMIT %(limit)s)
+
 -- name: list_jobs
 SELECT * FROM passito_jobs.jobs
 WHERE (%(state)s::passito_jobs.job_state IS NULL OR state = %(state)s::passito_jobs.job_state)
