@@ -401,6 +401,10 @@ BAD_PYTHON: dict[str, tuple[dict[str, Any], str]] = {
         {"unique_key": "k", "unique_for": float("inf")},
         "unique_for must be at most 36500d (100 years)",
     ),
+    "huge int": (
+        {"unique_key": "k", "unique_for": 10**400},
+        "unique_for must be at most 36500d (100 years), got 1000",
+    ),
     "text": ({"unique_key": "k", "unique_for": "5m"}, "unique_for must be a duration in seconds, got string"),
     "bool": (
         {"unique_key": "k", "unique_for": True},

@@ -106,15 +106,20 @@ def check_unique_options(unique_key: str | None, unique_for: object, unique_mode
         if not isinstance(unique_for, int | float) or isinstance(unique_for, bool):
             raise _fail(f"unique_for must be a duration in seconds, got {json_type(unique_for)}")
         if not unique_for > 0:  # NaN too
-            raise _fail(f"unique_for must be a positive duration, got {unique_for:g} seconds")
+            raise _fail(f"unique_for must be a positive duration, got {_number(unique_for)} seconds")
         if unique_for > MAX_UNIQUE_FOR:
-            raise _fail(f"unique_for must be at most 36500d (100 years), got {unique_for:g} seconds")
+            raise _fail(f"unique_for must be at most 36500d (100 years), got {_number(unique_for)} seconds")
         if unique_key is None:
             raise _fail("unique_for needs a unique_key")
     if not isinstance(unique_mode, str) or unique_mode not in UNIQUE_MODES:
         raise _fail(f"unique_mode must be 'keep' or 'replace', got {_shown(unique_mode)}")
     if unique_mode == "replace" and unique_key is None:
         raise _fail("unique_mode 'replace' needs a unique_key")
+
+
+def _number(value: float) -> str:
+    """A number as a message shows it: 1e+300 for a float, the digits of an int (briefly)."""
+    return _shown(value) if isinstance(value, int) else f"{value:g}"
 
 
 def check_depends_on_mode(value: object) -> str:
