@@ -301,6 +301,19 @@ def test_a_finished_mode_child_is_dispatched_ready_when_its_parents_have_ended(c
     assert row(conn, completed_mode, "state::text") == "failed"
 
 
+def test_a_finished_mode_child_behind_a_failed_parent_is_no_orphan_and_can_be_retried(conn: Conn) -> None:
+    failed = dispatch("Noop", conn=conn)
+    waiting = dispatch("Noop", delay=3600, conn=conn)
+    child = dispatch("Noop", depends_on=[failed, waiting], depends_on_mode="finished", conn=conn)
+    store = Store(conn)
+    store.cancel([failed])
+    assert store.blocked_orphans(timeout=10) == {}
+    store.cancel([child])
+    assert store.dead_parents([child]) == {}
+    assert store.retry([child]) == [child]
+    assert row(conn, child, "state::text, waiting_on") == ("blocked", 1)
+
+
 def test_retrying_a_parent_makes_its_finished_mode_child_wait_for_it_again(conn: Conn) -> None:
     first = dispatch("Noop", conn=conn)
     second = dispatch("Noop", delay=3600, conn=conn)

@@ -77,7 +77,8 @@ WHERE state = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s)
 ORDER BY id
 
 -- name: dead_parents
--- The first failed or cancelled parent of each of the given jobs that has one.
+-- The first failed or cancelled parent of each of the given jobs that has one and waits for its
+-- parents to complete (a finished-mode child runs whatever they did: retry requeues it).
 SELECT c.id AS id, p.id AS parent_id, p.state::text AS parent_state
 FROM passito_jobs.jobs c
 CROSS JOIN LATERAL (
@@ -86,7 +87,7 @@ CROSS JOIN LATERAL (
     ORDER BY p.id
     LIMIT 1
 ) p
-WHERE c.id = ANY(%(ids)s::bigint[])
+WHERE c.id = ANY(%(ids)s::bigint[]) AND c.depends_on_mode IS DISTINCT FROM 'finished'
 
 -- name: blocked_orphans
 SELECT queue, count(*) AS jobs FROM passito_jobs.blocked_orphans() GROUP BY queue ORDER BY queue

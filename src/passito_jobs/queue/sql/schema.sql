@@ -33,7 +33,7 @@ CREATE FUNCTION passito_jobs.blocked_orphans() RETURNS TABLE(id bigint, queue te
         ORDER BY p.id
         LIMIT 1
     ) p
-    WHERE c.state = 'blocked'
+    WHERE c.state = 'blocked' AND c.depends_on_mode IS DISTINCT FROM 'finished'
     ORDER BY c.id;
 $$;
 

@@ -155,6 +155,24 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 
+-- Blocked jobs that can never run, as in 0002: a finished-mode child behind a failed or
+-- cancelled parent is not one of them (it waits for its other parents).
+CREATE OR REPLACE FUNCTION passito_jobs.blocked_orphans()
+RETURNS TABLE (id bigint, queue text, parent_id bigint, parent_state passito_jobs.job_state)
+LANGUAGE sql STABLE AS $$
+    SELECT c.id, c.queue, p.id, p.state
+    FROM passito_jobs.jobs c
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.state FROM passito_jobs.jobs p
+        WHERE p.id = ANY(c.depends_on) AND p.state IN ('failed', 'cancelled')
+        ORDER BY p.id
+        LIMIT 1
+    ) p
+    WHERE c.state = 'blocked' AND c.depends_on_mode IS DISTINCT FROM 'finished'
+    ORDER BY c.id;
+$$;
+
+
 -- Requeue failed or cancelled jobs, as in 0002. A finished-mode job waits for its unfinished
 -- parents (a failed or cancelled one does not keep it back). A requeued job has not finished
 -- any more: its blocked or pending finished-mode children wait for it again.
