@@ -93,7 +93,9 @@ BEGIN
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                       extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                      j.metadata, CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END AS parents
+                      j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
                c.waited::double precision, c.metadata, c.parents
@@ -117,7 +119,9 @@ BEGIN
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                       extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                      j.metadata, CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END AS parents
+                      j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
                c.waited::double precision, c.metadata, c.parents
@@ -188,7 +192,9 @@ BEGIN
         WHERE j.id = p.id
         RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                   extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                  j.metadata, CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END AS parents
+                  j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
     ),
     paced AS (
         UPDATE passito_jobs.queues u
@@ -401,7 +407,8 @@ BEGIN
         END IF;
     END IF;
     IF unique_mode IS NULL OR unique_mode NOT IN ('keep', 'replace') THEN
-        RETURN format('unique_mode must be ''keep'' or ''replace'', got %s', coalesce(quote_literal(unique_mode), 'null'));
+        RETURN format('unique_mode must be ''keep'' or ''replace'', got %s',
+                      coalesce(quote_literal(unique_mode), 'null'));
     ELSIF unique_mode = 'replace' AND unique_key IS NULL THEN
         RETURN 'unique_mode ''replace'' needs a unique_key';
     END IF;
