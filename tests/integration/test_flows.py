@@ -292,6 +292,22 @@ def test_completed_mode_is_unchanged_and_a_finished_mode_grandchild_is_released(
     ]
 
 
+def test_a_wide_fan_in_gets_its_parents_results_up_to_8_mib_and_the_rest_marked_omitted(conn: Conn) -> None:
+    parents = [dispatch("Noop", conn=conn) for _ in range(3)]
+    child = dispatch("Noop", depends_on=parents, depends_on_mode="finished", conn=conn)
+    claimed = conn.execute("SELECT id, attempts FROM passito_jobs.claim('w', NULL, 10)").fetchall()
+    big = '{"blob": "' + "x" * 3_000_000 + '"}'  # 3 MB each: the third passes 8 MiB in all
+    conn.execute(
+        "SELECT passito_jobs.complete('w', %s, %s, array_fill(%s::jsonb, ARRAY[3]))",
+        ([c[0] for c in claimed], [c[1] for c in claimed], big),
+    )
+    found = conn.execute("SELECT id, parents FROM passito_jobs.claim('w', NULL, 10)").fetchone()
+    assert found is not None
+    assert found[0] == child
+    outcomes = {p["id"]: (p["result"] is not None, p["result_omitted"]) for p in found[1]}
+    assert outcomes == {parents[0]: (True, False), parents[1]: (True, False), parents[2]: (False, True)}
+
+
 def test_a_finished_mode_child_is_dispatched_ready_when_its_parents_have_ended(conn: Conn) -> None:
     parent = dispatch("Noop", conn=conn)
     Store(conn).cancel([parent])
