@@ -28,6 +28,7 @@ def test_the_job_endpoint_shows_parents_and_descendants_with_their_states(
             {"id": first, "type": "Noop", "state": "cancelled"},
             {"id": second, "type": "Noop", "state": "pending"},
         ],
+        "more_parents": 0,
         "descendants": [
             {"id": child, "type": "Noop", "state": "blocked", "after": job, "depth": 1},
             {"id": grandchild, "type": "Email", "state": "blocked", "after": job, "depth": 1},
@@ -54,3 +55,7 @@ def test_a_wide_flow_lists_the_nearest_descendants_and_counts_the_rest(
     assert [d["id"] for d in flow["descendants"]] == children[:MAX_FLOW_SHOWN]
     assert flow["more_descendants"] == 21
     assert grandchild not in [d["id"] for d in flow["descendants"]]
+    fan_in = dispatch("Noop", depends_on=[root, *children], conn=conn)
+    flow = client.get(f"/api/v1/jobs/{fan_in}").json()["flow"]
+    assert [p["id"] for p in flow["parents"]] == [root, *children[: MAX_FLOW_SHOWN - 1]]
+    assert flow["more_parents"] == 21

@@ -177,8 +177,13 @@ def _print_flow(flow: JobFlow) -> None:
         ["descendant", f"#{d.id}", d.state.value, printable(d.type, 60), f"after #{d.parent_id}"]
         for d in flow.descendants
     ]
+    lines = table(["", "JOB", "STATE", "TYPE", ""], rows).splitlines()[1:]
     print("flow:")
-    for line in table(["", "JOB", "STATE", "TYPE", ""], rows).splitlines()[1:]:
+    for line in lines[: len(flow.parents)]:
+        print(f"  {line}")
+    if flow.more_parents:
+        print(f"  and {flow.more_parents} more parent(s)")
+    for line in lines[len(flow.parents) :]:
         print(f"  {line}")
     if flow.more_descendants:
         at_least = "at least " if flow.capped else ""

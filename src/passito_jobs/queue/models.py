@@ -147,18 +147,21 @@ class FlowJob:
 
 @dataclass(frozen=True)
 class JobFlow:
-    """A job's parents and its descendants (nearest first, at most a limit), and how many more
-    descendants there are (`capped`: at least that many: the count stopped)."""
+    """A job's parents (at most a limit, then how many more) and its descendants (nearest first,
+    at most a limit), and how many more descendants there are (`capped`: at least that many:
+    the count stopped)."""
 
     parents: list[FlowJob]
     descendants: list[FlowJob]
     more_descendants: int = 0
     capped: bool = False
+    more_parents: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """As `jobs show --json` and the admin API's job give it."""
         return {
             "parents": [{"id": p.id, "type": p.type, "state": p.state.value} for p in self.parents],
+            "more_parents": self.more_parents,
             "descendants": [
                 {"id": d.id, "type": d.type, "state": d.state.value, "after": d.parent_id, "depth": d.depth}
                 for d in self.descendants

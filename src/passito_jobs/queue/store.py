@@ -218,7 +218,7 @@ class Store(ScheduleStore):
 
     @translated
     def job_flow(self, job: Job, *, limit: int = MAX_FLOW_SHOWN, cap: int = 10_000) -> JobFlow:
-        """`job`'s parents, and its first `limit` descendants nearest first, with their states;
+        """`job`'s first `limit` parents, and its first `limit` descendants nearest first, with their states;
         the descendants are counted up to about `cap` dependencies walked."""
         params = {"id": job.id, "parents": list(job.depends_on), "limit": limit, "cap": cap}
         with self.conn.cursor(row_factory=dict_row) as cur:
@@ -231,7 +231,8 @@ class Store(ScheduleStore):
             else:
                 descendants.append(found)
                 total, capped = int(row["total"]), bool(row["capped"])
-        return JobFlow(parents, descendants, max(0, total - len(descendants)), capped)
+        more_parents = max(0, len(set(job.depends_on)) - limit)
+        return JobFlow(parents, descendants, max(0, total - len(descendants)), capped, more_parents)
 
     @translated
     def list_jobs(

@@ -153,7 +153,8 @@ def _job_schemas() -> dict[str, Any]:
         "Relative": relative,
         "JobFlow": _obj(
             {
-                "parents": {"type": "array", "items": _ref("FlowParent")},
+                "parents": {"type": "array", "items": _ref("FlowParent"), "description": "At most 100"},
+                "more_parents": {"type": "integer", "minimum": 0, "description": "Parents not listed"},
                 "descendants": {
                     "type": "array",
                     "items": _ref("FlowDescendant"),

@@ -99,8 +99,8 @@ SELECT id FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
 SELECT * FROM passito_jobs.jobs WHERE id = %(id)s
 
 -- name: job_flow
--- A job's parents, and its descendants (children, their children, ...) nearest first: `limit` of
--- them with their states and the parent each was reached from, and how many there are in all,
+-- A job's first `limit` parents, and its descendants (children, their children, ...) nearest
+-- first: `limit` of them with their states and the parent each was reached from, and how many there are in all,
 -- counted among the first `cap` dependency edges walked (`capped`: the walk stopped there).
 WITH RECURSIVE descendants(id, parent_id, depth) AS (
     SELECT d.child_id, d.parent_id, 1 FROM passito_jobs.job_dependencies d WHERE d.parent_id = %(id)s
@@ -123,7 +123,8 @@ counted AS (
         0::bigint AS total, false AS capped
  FROM passito_jobs.jobs p
  WHERE p.id = ANY(%(parents)s::bigint[])
- ORDER BY p.id)
+ ORDER BY p.id
+ LIMIT %(limit)s)
 UNION ALL
 (SELECT 'descendant', j.id, j.type, j.state::text, c.parent_id, c.depth, c.total,
         (SELECT count(*) FROM reached) >= %(cap)s
