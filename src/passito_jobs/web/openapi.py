@@ -12,6 +12,7 @@ from typing import Any
 from passito_jobs.queue import limits
 from passito_jobs.queue.admin import MAX_BULK
 from passito_jobs.queue.models import JobState
+from passito_jobs.web.openapi_flows import DEPENDS_ON_MODE, flow_schemas
 from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, flow_action
 from passito_jobs.web.params import MAX_LIMIT
 
@@ -105,6 +106,7 @@ def _schemas() -> dict[str, Any]:
     return {
         "Error": _obj({"error": _obj({"status": {"type": "integer"}, "message": {"type": "string"}})}),
         **_job_schemas(),
+        **flow_schemas(STATES),
         **_queue_schemas(),
         **_action_schemas(),
     }
@@ -151,42 +153,6 @@ def _job_schemas() -> dict[str, Any]:
             }
         ),
         "Relative": relative,
-        "JobFlow": _obj(
-            {
-                "parents": {"type": "array", "items": _ref("FlowParent"), "description": "At most 100"},
-                "more_parents": {"type": "integer", "minimum": 0, "description": "Parents not listed"},
-                "descendants": {
-                    "type": "array",
-                    "items": _ref("FlowDescendant"),
-                    "description": "Children, their children, ...: nearest first, at most 100",
-                },
-                "more_descendants": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Descendants not listed",
-                },
-                "more_descendants_at_least": {
-                    "type": "boolean",
-                    "description": "The count stopped (10,000 dependencies walked): there may be more",
-                },
-            }
-        ),
-        "FlowParent": _obj(
-            {
-                "id": {"type": "integer"},
-                "type": {"type": "string"},
-                "state": {"type": "string", "enum": STATES},
-            }
-        ),
-        "FlowDescendant": _obj(
-            {
-                "id": {"type": "integer"},
-                "type": {"type": "string"},
-                "state": {"type": "string", "enum": STATES},
-                "after": {"type": "integer", "description": "The parent it was reached from"},
-                "depth": {"type": "integer", "minimum": 1, "description": "1: a child, 2: a grandchild, ..."},
-            }
-        ),
         "Job": _obj(
             {
                 "id": {"type": "integer"},
@@ -212,11 +178,7 @@ def _job_schemas() -> dict[str, Any]:
                 "finished_at": TIME,
                 "parents": {"type": "array", "items": _ref("Relative")},
                 "children": {"type": "array", "items": _ref("Relative"), "description": "At most 200"},
-                "depends_on_mode": {
-                    "type": ["string", "null"],
-                    "enum": ["completed", "finished", None],
-                    "description": "How a job with parents waits on them (null: it has none)",
-                },
+                "depends_on_mode": DEPENDS_ON_MODE,
                 "flow": _ref("JobFlow"),
                 "masked": {"type": "boolean"},
             }
