@@ -36,6 +36,7 @@ from typing import Any, Protocol, Self, TypeVar, overload
 
 from passito_jobs.logs import job_fields
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from passito_jobs.queue.models import ParentOutcome
 from passito_jobs.queue.schedules import Schedule, ScheduleError
 
 log = logging.getLogger("passito_jobs.job")
@@ -89,6 +90,9 @@ class JobContext:
     attempt: int
     max_attempts: int
     worker_id: str
+    parents: tuple[ParentOutcome, ...] = ()
+    """With `depends_on_mode="finished"`: how each parent ended (ParentOutcome records, in id
+    order); empty otherwise."""
     _progress: Any = field(default=None, repr=False)
     _progress_json: str | None = field(default=None, repr=False)
     _progress_dirty: bool = field(default=False, repr=False)

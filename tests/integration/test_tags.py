@@ -245,7 +245,10 @@ def test_one_dispatch_and_one_claim_function_and_old_callers_keep_working(conn: 
         "WHERE pronamespace = 'passito_jobs'::regnamespace AND proname IN ('dispatch', 'claim') ORDER BY 1"
     ).fetchall()
     assert [name for name, _ in signatures] == ["claim", "dispatch"]
-    assert signatures[1][1].endswith("unique_key text, concurrency_key text, tags text[], metadata jsonb")
+    assert signatures[1][1].endswith(
+        "unique_key text, concurrency_key text, tags text[], metadata jsonb, "
+        "unique_for interval, unique_mode text, depends_on_mode text"  # 0010's, after them
+    )
     row = conn.execute(
         "SELECT passito_jobs.dispatch('Noop', '{}'::jsonb, 'default', 0, NULL, '{}'::bigint[], 3, NULL)"
     ).fetchone()

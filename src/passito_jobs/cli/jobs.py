@@ -30,7 +30,7 @@ from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.maintenance import Maintenance
-from passito_jobs.queue.models import Job, JobState
+from passito_jobs.queue.models import Job, JobFlow, JobState
 from passito_jobs.queue.store import Store
 
 PRUNE_FLAGS = (
@@ -136,10 +136,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     with open_store(settings) as store:
         job = store.get_job(args.id)
-    if job is None:
+        flow = None if job is None else store.job_flow(job)
+    if job is None or flow is None:
         raise CommandError(f"no job #{args.id}")
     if args.json:
-        print_json(_job_dict(job))
+        print_json({**_job_dict(job), "flow": flow.to_json()})
         return 0
     data = _job_dict(job)
     for key in ("payload", "result", "progress", "last_error", "tags", "metadata"):
@@ -163,7 +164,30 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print("last error:")
         for line in job.last_error.splitlines():
             print(f"  {line}")
+    _print_flow(flow)
     return 0
+
+
+def _print_flow(flow: JobFlow) -> None:
+    """The parents, then the descendants nearest first (each after the job it waits on)."""
+    if not flow.parents and not flow.descendants:
+        return
+    rows = [["parent", f"#{p.id}", p.state.value, printable(p.type, 60), ""] for p in flow.parents]
+    rows += [
+        ["descendant", f"#{d.id}", d.state.value, printable(d.type, 60), f"after #{d.parent_id}"]
+        for d in flow.descendants
+    ]
+    lines = table(["", "JOB", "STATE", "TYPE", ""], rows).splitlines()[1:]
+    print("flow:")
+    for line in lines[: len(flow.parents)]:
+        print(f"  {line}")
+    if flow.more_parents:
+        print(f"  and {flow.more_parents} more parent(s)")
+    for line in lines[len(flow.parents) :]:
+        print(f"  {line}")
+    if flow.more_descendants:
+        at_least = "at least " if flow.capped else ""
+        print(f"  and {at_least}{flow.more_descendants} more descendant(s)")
 
 
 def _report_unmatched(

@@ -40,6 +40,9 @@ _DISPATCH_FLAGS = {
     "concurrency_key": "--concurrency-key",
     "tags": "--tag",
     "metadata": "--metadata",
+    "unique_for": "--unique-for",
+    "unique_mode": "--unique-mode",
+    "depends_on_mode": "--depends-on-mode",
 }
 
 
@@ -106,7 +109,40 @@ def add_commands(sub: Any) -> None:
         ),
     )
     _add_label_arguments(p)
+    _add_flow_arguments(p)
     p.set_defaults(func=cmd_dispatch)
+
+
+def _add_flow_arguments(p: argparse.ArgumentParser) -> None:
+    """dispatch's unique modes and dependency mode (docs/dispatching.md, "Unique jobs" and "Flows")."""
+    p.add_argument(
+        "--unique-for",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help=(
+            "with --unique-key: also print the id of a job of the key that finished less than this "
+            "long ago, e.g. 30s, 5m, 1h (default: unfinished jobs only)"
+        ),
+    )
+    p.add_argument(
+        "--unique-mode",
+        choices=limits.UNIQUE_MODES,
+        default="keep",
+        help=(
+            "keep: leave the unfinished job of --unique-key as it is; replace: give it this payload "
+            "and delay if it has not started (default: keep)"
+        ),
+    )
+    p.add_argument(
+        "--depends-on-mode",
+        choices=limits.DEPENDS_ON_MODES,
+        default="completed",
+        help=(
+            "completed: run once every --depends-on parent completed (fail if one fails); finished: "
+            "once every one ended, however (default: completed)"
+        ),
+    )
 
 
 def _add_label_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,6 +210,9 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 concurrency_key=args.concurrency_key,
                 tags=args.tags,
                 metadata=args.metadata,
+                unique_for=args.unique_for,
+                unique_mode=args.unique_mode,
+                depends_on_mode=args.depends_on_mode,
                 conn=conn,
             )
         except InvalidJobError as exc:

@@ -17,7 +17,7 @@ from psycopg.rows import RowMaker
 from passito_jobs.queue.backoff import clamp_delay
 from passito_jobs.queue.connection import AsyncConn
 from passito_jobs.queue.errors import translate
-from passito_jobs.queue.models import ClaimedJob
+from passito_jobs.queue.models import ClaimedJob, JobState, ParentOutcome
 from passito_jobs.queue.sqlfiles import query
 
 Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text (None: no result)
@@ -155,6 +155,7 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
         at["waited_seconds"],
     )
     meta = at["metadata"]
+    parents = at.get("parents")  # None: a query without the column (a test's own claim)
 
     def make(row: Sequence[Any]) -> ClaimedJob:
         unreadable = None
@@ -168,6 +169,12 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
         except ValueError as exc:
             decoded, unreadable = {}, f"payload is not readable: {exc}"
         metadata = row[meta]
+        outcomes: tuple[ParentOutcome, ...] = ()
+        if parents is not None and row[parents] is not None:
+            try:
+                outcomes = parent_outcomes(row[parents])
+            except (RecursionError, ValueError, TypeError, KeyError) as exc:
+                unreadable = unreadable or f"parents are not readable: {exc!r}"
         return ClaimedJob(
             row[id_],
             row[queue],
@@ -179,9 +186,25 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
             row[waited],
             unreadable,
             None if metadata is None else _metadata(metadata),
+            outcomes,
         )
 
     return make
+
+
+def parent_outcomes(text: str) -> tuple[ParentOutcome, ...]:
+    """The `parents` column of a claim (passito_jobs.parent_outcomes) as records."""
+    return tuple(
+        ParentOutcome(
+            int(item["id"]),
+            str(item["type"]),
+            JobState(item["state"]),
+            item.get("result"),
+            item.get("error"),
+            bool(item.get("result_omitted")),
+        )
+        for item in json.loads(text)
+    )
 
 
 def _metadata(text: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Dispatching jobs from Python: `dispatch` and `dispatch_many`.
+"""Dispatching jobs from Python: `dispatch`, `dispatch_many` and `dispatch_batch`.
 
 Both validate every request before anything is written. Pass `conn` (a psycopg connection)
 to make the dispatch part of your own transaction: if it rolls back, no job exists. Without
@@ -11,11 +11,12 @@ PASSITO_MAX_PAYLOAD_BYTES (passito_jobs/database.py); code of your own may set t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, ConnectionHandle
@@ -71,6 +72,10 @@ def _check_fields(request: JobRequest) -> None:
         for parent in parents:
             limits.check_job_id("depends_on", parent)
     limits.check_unique_key(request.unique_key)
+    if request.unique_for is not None or request.unique_mode != "keep":
+        limits.check_unique_options(request.unique_key, request.unique_for, request.unique_mode)
+    if request.depends_on_mode != "completed":
+        limits.check_depends_on_mode(request.depends_on_mode)
     if request.concurrency_key is not None:
         limits.check_name("concurrency_key", request.concurrency_key)
     if type(request.tags) is not tuple or request.tags:
@@ -127,14 +132,21 @@ def dispatch(
     concurrency_key: str | None = None,
     tags: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
+    unique_for: float | timedelta | None = None,
+    unique_mode: str = "keep",
+    depends_on_mode: str = "completed",
     conn: Conn | None = None,
 ) -> int:
     """Dispatch one job and return its id.
 
     `priority`: higher runs first. `delay` (seconds or timedelta) or `run_at`: not before then.
     `depends_on`: parent job ids; the job stays blocked until all of them completed, and fails
-    if one fails or is cancelled. `unique_key`: while an unfinished job has this key, its id is
-    returned and nothing new is dispatched. `concurrency_key`: the key the queue's
+    if one fails or is cancelled; with `depends_on_mode="finished"` it runs once all of them
+    ended, whatever the outcome, and reads how in `ctx.parents`. `unique_key`: while an
+    unfinished job has this key, its id is returned and nothing new is dispatched; `unique_for`
+    (seconds or timedelta): also while one finished less than this long ago; `unique_mode`:
+    "keep" (the default) or "replace": an unfinished job of the key that has not started takes
+    this payload and run_at (debounce), a processing one is left alone. `concurrency_key`: the key the queue's
     key_concurrency counts by (a tenant, say "hostel:ganga"; docs/flow-control.md). `tags`: up
     to 20 labels to find the job by (`jobs list --tag`); `metadata`: a JSON object about the job
     (up to 16 KiB), where the caller's trace context goes too. `conn`: dispatch inside your
@@ -155,6 +167,9 @@ def dispatch(
         concurrency_key=concurrency_key,
         tags=_tag_tuple(tags),
         metadata=_traced(metadata, defaults.trace_context()),
+        unique_for=_seconds(unique_for),
+        unique_mode=unique_mode,
+        depends_on_mode=depends_on_mode,
     )
     payload_json = _checked(request, max_payload_bytes())
     return _with_store(conn, lambda store: store.dispatch(request, payload_json))
@@ -170,9 +185,21 @@ def dispatch_many(
     Each item is a JobRequest or a mapping of `dispatch`'s arguments
     (`{"type": "Noop", "payload": {...}, "queue": "emails"}`).
     """
+    checked = _requests(requests)
+    if not checked:
+        return []
+    # The store checks the payloads: before writing anything in your transaction, or while it
+    # writes in one of its own (a refusal rolls it back), where encoding overlaps the COPY.
+    max_bytes = max_payload_bytes()
+    return _with_store(conn, lambda store: store.dispatch_many(checked, max_payload_bytes=max_bytes))
+
+
+def _requests(items: Iterable[JobRequest | Mapping[str, Any]]) -> list[JobRequest]:
+    """Requests for `dispatch_many`, with the caller's trace context, every field but the
+    payloads checked (`job N: ...` names a bad one)."""
     checked: list[JobRequest] = []
     context = defaults.trace_context()
-    for index, item in enumerate(requests):
+    for index, item in enumerate(items):
         try:
             request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
             if context is not None:
@@ -181,12 +208,47 @@ def dispatch_many(
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from None
         checked.append(request)
-    if not checked:
-        return []
-    # The store checks the payloads: before writing anything in your transaction, or while it
-    # writes in one of its own (a refusal rolls it back), where encoding overlaps the COPY.
-    max_bytes = max_payload_bytes()
-    return _with_store(conn, lambda store: store.dispatch_many(checked, max_payload_bytes=max_bytes))
+    return checked
+
+
+class Batch(NamedTuple):
+    """What `dispatch_batch` dispatched: the batch's job ids in order, and its finish job's."""
+
+    job_ids: list[int]
+    on_finish: int
+
+
+def dispatch_batch(
+    jobs: Iterable[JobRequest | Mapping[str, Any]],
+    *,
+    on_finish: JobRequest | Mapping[str, Any] | str,
+    conn: Conn | None = None,
+) -> Batch:
+    """Dispatch `jobs` and one job that runs once every one of them ended, whatever the outcome
+    (`depends_on_mode="finished"`; its `ctx.parents` says how each ended), in one transaction.
+
+    Items are as for `dispatch_many`; `on_finish` is the finish job: a JobRequest, a mapping of
+    `dispatch`'s arguments, or just a job type. Parents it names itself are kept.
+    """
+    finish = JobRequest(on_finish) if isinstance(on_finish, str) else on_finish
+    try:
+        if not isinstance(finish, JobRequest):
+            finish = _request_from_mapping(finish)
+        finish = replace(finish, metadata=_traced(finish.metadata, defaults.trace_context()))
+        finish_json = _checked(finish, max_bytes := max_payload_bytes())
+    except InvalidJobError as exc:
+        raise InvalidJobError(f"on_finish: {exc}") from None
+    batch = _requests(jobs)
+
+    def run(store: Store) -> Batch:
+        atomic = store.conn.transaction() if store.conn.autocommit else contextlib.nullcontext()
+        with atomic:
+            ids = store.dispatch_many(batch, max_payload_bytes=max_bytes) if batch else []
+            parents = tuple(dict.fromkeys([*finish.depends_on, *ids]))
+            request = replace(finish, depends_on=parents, depends_on_mode="finished")
+            return Batch(ids, store.dispatch(request, finish_json))
+
+    return _with_store(conn, run)
 
 
 def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
@@ -197,6 +259,7 @@ def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
     if "type" not in fields:
         raise InvalidJobError("job type is missing")
     fields["delay"] = _seconds(fields.get("delay"))
+    fields["unique_for"] = _seconds(fields.get("unique_for"))
     if fields.get("payload") is None:
         fields["payload"] = {}
     parents = fields.get("depends_on", ())

@@ -94,6 +94,40 @@ def check_unique_key(value: object) -> str | None:
     return value
 
 
+UNIQUE_MODES = ("keep", "replace")
+DEPENDS_ON_MODES = ("completed", "finished")
+MAX_UNIQUE_FOR = 36500 * 86400.0  # 100 years, like every other duration
+
+
+def check_unique_options(unique_key: str | None, unique_for: object, unique_mode: object) -> None:
+    """`unique_for` (seconds): positive, at most 100 years, with a unique key; `unique_mode`:
+    'keep' or 'replace' (which needs a unique key too)."""
+    if unique_for is not None:
+        if not isinstance(unique_for, int | float) or isinstance(unique_for, bool):
+            raise _fail(f"unique_for must be a duration in seconds, got {json_type(unique_for)}")
+        if not unique_for > 0:  # NaN too
+            raise _fail(f"unique_for must be a positive duration, got {_number(unique_for)} seconds")
+        if unique_for > MAX_UNIQUE_FOR:
+            raise _fail(f"unique_for must be at most 36500d (100 years), got {_number(unique_for)} seconds")
+        if unique_key is None:
+            raise _fail("unique_for needs a unique_key")
+    if not isinstance(unique_mode, str) or unique_mode not in UNIQUE_MODES:
+        raise _fail(f"unique_mode must be 'keep' or 'replace', got {_shown(unique_mode)}")
+    if unique_mode == "replace" and unique_key is None:
+        raise _fail("unique_mode 'replace' needs a unique_key")
+
+
+def _number(value: float) -> str:
+    """A number as a message shows it: 1e+300 for a float, the digits of an int (briefly)."""
+    return _shown(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_depends_on_mode(value: object) -> str:
+    if not isinstance(value, str) or value not in DEPENDS_ON_MODES:
+        raise _fail(f"depends_on_mode must be 'completed' or 'finished', got {_shown(value)}")
+    return value
+
+
 def check_tags(value: object) -> tuple[str, ...]:
     """At most 20 tags, each non-blank text of at most 100 characters without control characters
     (`tags[n]` names the first bad one)."""

@@ -52,6 +52,27 @@ class JobRequest:
     concurrency_key: str | None = None
     tags: Sequence[str] = ()
     metadata: Mapping[str, Any] | None = None
+    unique_for: float | None = None  # seconds
+    unique_mode: str = "keep"
+    depends_on_mode: str = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ParentOutcome:
+    """How one parent of a finished-mode child ended (`ctx.parents`): its state, its result
+    (decoded JSON) when it completed, its error when it failed. `result_omitted`: the parents'
+    results passed 8 MiB of JSON in all and this one was left out (read it with `wait`)."""
+
+    id: int
+    type: str
+    state: JobState
+    result: Any = None
+    error: str | None = None
+    result_omitted: bool = False
+
+    @property
+    def completed(self) -> bool:
+        return self.state is JobState.COMPLETED
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +89,7 @@ class ClaimedJob:
     waited_seconds: float
     unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
     metadata: JsonObject | None = None  # the job's metadata (its dispatcher's trace context), if any
+    parents: tuple[ParentOutcome, ...] = ()  # a finished-mode child's parents, in id order
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,7 @@ class Job:
     concurrency_key: str | None = None
     tags: list[str] = field(default_factory=list)
     metadata: JsonObject = field(default_factory=dict)
+    depends_on_mode: str | None = None  # 'completed' or 'finished' for a job with parents
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -108,6 +131,44 @@ class Job:
         values["tags"] = list(values["tags"] or [])
         values["metadata"] = values["metadata"] or {}
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class FlowJob:
+    """A job in another's flow (`jobs show`): a parent, or a descendant `depth` dependencies
+    down, reached from `parent_id`."""
+
+    id: int
+    type: str
+    state: JobState
+    parent_id: int | None = None
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class JobFlow:
+    """A job's parents (at most a limit, then how many more) and its descendants (nearest first,
+    at most a limit), and how many more descendants there are (`capped`: at least that many:
+    the count stopped)."""
+
+    parents: list[FlowJob]
+    descendants: list[FlowJob]
+    more_descendants: int = 0
+    capped: bool = False
+    more_parents: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """As `jobs show --json` and the admin API's job give it."""
+        return {
+            "parents": [{"id": p.id, "type": p.type, "state": p.state.value} for p in self.parents],
+            "more_parents": self.more_parents,
+            "descendants": [
+                {"id": d.id, "type": d.type, "state": d.state.value, "after": d.parent_id, "depth": d.depth}
+                for d in self.descendants
+            ],
+            "more_descendants": self.more_descendants,
+            "more_descendants_at_least": self.capped,
+        }
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,16 @@ from passito_jobs.queue.connection import (
 from passito_jobs.queue.errors import InvalidJobError, translate, translated
 from passito_jobs.queue.flowcontrol import FlowControl
 from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_metadata, encode_payload
-from passito_jobs.queue.models import Job, JobRequest, Load, QueueStats, RescuedJob
+from passito_jobs.queue.models import (
+    FlowJob,
+    Job,
+    JobFlow,
+    JobRequest,
+    JobState,
+    Load,
+    QueueStats,
+    RescuedJob,
+)
 from passito_jobs.queue.schedulestore import ScheduleStore
 from passito_jobs.queue.sqlfiles import Migration, migrations, named_queries, queries, query
 
@@ -51,6 +60,9 @@ __all__ = [  # the connection helpers too: the usual imports of code that runs q
 ]
 
 T = TypeVar("T")
+
+MAX_FLOW_SHOWN = 100
+"""Descendants `jobs show` and the admin API list for one job; the rest are counted."""
 
 RARE_TAG_JOBS = 10_000
 """A tag on fewer jobs is searched through its index, then sorted; on more, along the newest jobs."""
@@ -203,6 +215,24 @@ class Store(ScheduleStore):
             read_any_row(cur)
             row = cur.execute(query("get_job"), {"id": job_id}).fetchone()
         return None if row is None else Job.from_row(row)
+
+    @translated
+    def job_flow(self, job: Job, *, limit: int = MAX_FLOW_SHOWN, cap: int = 10_000) -> JobFlow:
+        """`job`'s first `limit` parents, and its first `limit` descendants nearest first, with their states;
+        the descendants are counted up to about `cap` dependencies walked."""
+        params = {"id": job.id, "parents": list(job.depends_on), "limit": limit, "cap": cap}
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("job_flow"), params).fetchall()
+        parents, descendants, total, capped = [], [], 0, False
+        for row in rows:
+            found = FlowJob(row["id"], row["type"], JobState(row["state"]), row["parent_id"], row["depth"])
+            if row["relation"] == "parent":
+                parents.append(found)
+            else:
+                descendants.append(found)
+                total, capped = int(row["total"]), bool(row["capped"])
+        more_parents = max(0, len(set(job.depends_on)) - limit)
+        return JobFlow(parents, descendants, max(0, total - len(descendants)), capped, more_parents)
 
     @translated
     def list_jobs(
@@ -384,6 +414,9 @@ def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
         "concurrency_key": request.concurrency_key,
         "tags": list(request.tags) or None,
         "metadata": _metadata_param(request),
+        "unique_for": request.unique_for,
+        "unique_mode": request.unique_mode,
+        "depends_on_mode": request.depends_on_mode,
     }
 
 

@@ -107,7 +107,9 @@ async def job(request: Request) -> Response:
         found = admin.job(job_id)
         if found is None:
             raise BadRequest(f"no job #{job_id}", 404)
-        return views.job_detail(found, admin.relatives(found), board.masker(user))
+        return views.job_detail(
+            found, admin.relatives(found), admin.store.job_flow(found), board.masker(user)
+        )
 
     return JSONResponse(await board.db.run(read))
 

@@ -12,6 +12,7 @@ from typing import Any
 from passito_jobs.queue import limits
 from passito_jobs.queue.admin import MAX_BULK
 from passito_jobs.queue.models import JobState
+from passito_jobs.web.openapi_flows import DEPENDS_ON_MODE, flow_schemas
 from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, SCHEDULE_CHANGE, flow_action
 from passito_jobs.web.params import MAX_LIMIT
 
@@ -105,6 +106,7 @@ def _schemas() -> dict[str, Any]:
     return {
         "Error": _obj({"error": _obj({"status": {"type": "integer"}, "message": {"type": "string"}})}),
         **_job_schemas(),
+        **flow_schemas(STATES),
         **_queue_schemas(),
         **_action_schemas(),
     }
@@ -176,6 +178,8 @@ def _job_schemas() -> dict[str, Any]:
                 "finished_at": TIME,
                 "parents": {"type": "array", "items": _ref("Relative")},
                 "children": {"type": "array", "items": _ref("Relative"), "description": "At most 200"},
+                "depends_on_mode": DEPENDS_ON_MODE,
+                "flow": _ref("JobFlow"),
                 "masked": {"type": "boolean"},
             }
         ),
@@ -360,7 +364,7 @@ def document() -> dict[str, Any]:
             "/api/v1/queues/{queue}/resume": flow_action("Resume a queue, waking its workers", ACTION_ERRORS),
             "/api/v1/jobs": _get("Jobs, newest first (keyset pages)", "JobPage", FILTER_PARAMS + PAGE_PARAMS),
             "/api/v1/jobs/{id}": _get(
-                "One job: every field, parents and children",
+                "One job: every field, parents and children, and its flow (parents and descendants)",
                 "Job",
                 [JOB_ID],
                 **{"404": _json(_ref("Error"), "No such job")},

@@ -243,7 +243,7 @@ async def job_view(board: Dashboard, user: User, job_id: int) -> JobView:
         found = admin.job(job_id)
         if found is None:
             raise BadRequest(f"no job #{job_id}", 404)
-        detail = views.job_detail(found, admin.relatives(found), masker)
+        detail = views.job_detail(found, admin.relatives(found), admin.store.job_flow(found), masker)
         flow = admin.flow(job_id)
         audit = admin.audit_of_job(job_id)
         return JobView(
@@ -285,7 +285,9 @@ async def job_json(request: Request) -> Response:
         found = admin.job(job_id)
         if found is None:
             raise BadRequest(f"no job #{job_id}", 404)
-        return views.job_detail(found, admin.relatives(found), board.masker(user))
+        return views.job_detail(
+            found, admin.relatives(found), admin.store.job_flow(found), board.masker(user)
+        )
 
     detail = await board.db.run(read)
     headers = {"Content-Disposition": f'attachment; filename="job-{job_id}.json"'}

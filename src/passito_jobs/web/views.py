@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from passito_jobs.queue.admin import AuditEntry, JobSummary, Relative, WorkerSeen
-from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST, Job, ScheduleRow
+from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST, Job, JobFlow, ScheduleRow
 
 MASK = "•••"
 MAX_DEPTH = 200
@@ -122,7 +122,7 @@ def job_summary(job: JobSummary) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job, relatives: list[Relative], masker: Masker) -> dict[str, Any]:
+def job_detail(job: Job, relatives: list[Relative], flow: JobFlow, masker: Masker) -> dict[str, Any]:
     secrets = masker.secrets(job.payload, job.result, job.progress)
     return {
         "id": job.id,
@@ -148,6 +148,8 @@ def job_detail(job: Job, relatives: list[Relative], masker: Masker) -> dict[str,
         "finished_at": when(job.finished_at),
         "parents": [_relative(r) for r in relatives if r.relation == "parent"],
         "children": [_relative(r) for r in relatives if r.relation == "child"],
+        "depends_on_mode": job.depends_on_mode,
+        "flow": flow.to_json(),
         "masked": masker.enabled and bool(masker.fields),
     }
 

@@ -149,7 +149,14 @@ class Attempts:
     def start(self, job: ClaimedJob) -> None:
         assert self._loop is not None
         ctx = JobContext(
-            job.id, job.type, job.queue, job.payload, job.attempt, job.max_attempts, self.worker_id
+            job.id,
+            job.type,
+            job.queue,
+            job.payload,
+            job.attempt,
+            job.max_attempts,
+            self.worker_id,
+            job.parents,
         )
         ctx.max_bytes = self._max_bytes
         job_type = self.registry.get(job.type)

@@ -278,7 +278,7 @@ def _request(job_type: JobType, ctx: JobContext) -> tuple[Any, ...]:
         job_type.name,
         getattr(handler, "__module__", None),
         getattr(handler, "__qualname__", None),
-        (ctx.id, ctx.type, ctx.queue, ctx.payload, ctx.attempt, ctx.max_attempts, ctx.worker_id),
+        (ctx.id, ctx.type, ctx.queue, ctx.payload, ctx.attempt, ctx.max_attempts, ctx.worker_id, ctx.parents),
         ctx.max_bytes,
     )
 

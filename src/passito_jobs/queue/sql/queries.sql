@@ -9,7 +9,9 @@ SELECT passito_jobs.dispatch(
     run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
     depends_on => %(depends_on)s::bigint[], max_attempts => %(max_attempts)s,
     unique_key => %(unique_key)s, concurrency_key => %(concurrency_key)s, tags => %(tags)s::text[],
-    metadata => %(metadata)s::jsonb)
+    metadata => %(metadata)s::jsonb,
+    unique_for => make_interval(secs => %(unique_for)s::double precision), unique_mode => %(unique_mode)s,
+    depends_on_mode => %(depends_on_mode)s)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -32,7 +34,7 @@ SELECT passito_jobs.notify_ready(%(queues)s::text[])
 -- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
 -- deeper than Python's parser goes) fails that job, not the claim.
 SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
-       metadata::text AS metadata
+       metadata::text AS metadata, parents::text AS parents
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: complete
@@ -75,7 +77,8 @@ WHERE state = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s)
 ORDER BY id
 
 -- name: dead_parents
--- The first failed or cancelled parent of each of the given jobs that has one.
+-- The first failed or cancelled parent of each of the given jobs that has one and waits for its
+-- parents to complete (a finished-mode child runs whatever they did: retry requeues it).
 SELECT c.id AS id, p.id AS parent_id, p.state::text AS parent_state
 FROM passito_jobs.jobs c
 CROSS JOIN LATERAL (
@@ -84,7 +87,7 @@ CROSS JOIN LATERAL (
     ORDER BY p.id
     LIMIT 1
 ) p
-WHERE c.id = ANY(%(ids)s::bigint[])
+WHERE c.id = ANY(%(ids)s::bigint[]) AND c.depends_on_mode IS DISTINCT FROM 'finished'
 
 -- name: blocked_orphans
 SELECT queue, count(*) AS jobs FROM passito_jobs.blocked_orphans() GROUP BY queue ORDER BY queue
@@ -94,6 +97,41 @@ SELECT id FROM passito_jobs.jobs WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: get_job
 SELECT * FROM passito_jobs.jobs WHERE id = %(id)s
+
+-- name: job_flow
+-- A job's first `limit` parents, and its descendants (children, their children, ...) nearest
+-- first: `limit` of them with their states and the parent each was reached from, and how many there are in all,
+-- counted among the first `cap` dependency edges walked (`capped`: the walk stopped there).
+WITH RECURSIVE descendants(id, parent_id, depth) AS (
+    SELECT d.child_id, d.parent_id, 1 FROM passito_jobs.job_dependencies d WHERE d.parent_id = %(id)s
+    UNION
+    SELECT d.child_id, d.parent_id, x.depth + 1
+    FROM descendants x
+    JOIN passito_jobs.job_dependencies d ON d.parent_id = x.id
+    WHERE x.depth < 1000
+),
+reached AS (
+    SELECT * FROM descendants LIMIT %(cap)s
+),
+nearest AS (
+    SELECT DISTINCT ON (r.id) r.id, r.parent_id, r.depth FROM reached r ORDER BY r.id, r.depth, r.parent_id
+),
+counted AS (
+    SELECT n.*, count(*) OVER () AS total FROM nearest n
+)
+(SELECT 'parent' AS relation, p.id, p.type, p.state::text AS state, NULL::bigint AS parent_id, 0 AS depth,
+        0::bigint AS total, false AS capped
+ FROM passito_jobs.jobs p
+ WHERE p.id = ANY(%(parents)s::bigint[])
+ ORDER BY p.id
+ LIMIT %(limit)s)
+UNION ALL
+(SELECT 'descendant', j.id, j.type, j.state::text, c.parent_id, c.depth, c.total,
+        (SELECT count(*) FROM reached) >= %(cap)s
+ FROM counted c
+ JOIN passito_jobs.jobs j ON j.id = c.id
+ ORDER BY c.depth, c.id
+ LIMIT %(limit)s)
 
 -- name: list_jobs
 SELECT * FROM passito_jobs.jobs

@@ -33,7 +33,7 @@ CREATE FUNCTION passito_jobs.blocked_orphans() RETURNS TABLE(id bigint, queue te
         ORDER BY p.id
         LIMIT 1
     ) p
-    WHERE c.state = 'blocked'
+    WHERE c.state = 'blocked' AND c.depends_on_mode IS DISTINCT FROM 'finished'
     ORDER BY c.id;
 $$;
 
@@ -60,7 +60,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.claim(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb)
+CREATE FUNCTION passito_jobs.claim(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb, parents jsonb)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -93,10 +93,12 @@ BEGIN
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                       extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                      j.metadata
+                      j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-               c.waited::double precision, c.metadata
+               c.waited::double precision, c.metadata, c.parents
         FROM claimed c
         ORDER BY c.priority DESC, c.run_at, c.id;
     ELSE
@@ -117,17 +119,19 @@ BEGIN
             WHERE j.id = p.id
             RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                       extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                      j.metadata
+                      j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
         )
         SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-               c.waited::double precision, c.metadata
+               c.waited::double precision, c.metadata, c.parents
         FROM claimed c
         ORDER BY c.priority DESC, c.run_at, c.id;
     END IF;
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb)
+CREATE FUNCTION passito_jobs.claim_limited(worker text, queues text[], batch integer) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb, parents jsonb)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -188,7 +192,9 @@ BEGIN
         WHERE j.id = p.id
         RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts, j.run_at,
                   extract(epoch FROM clock_timestamp() - greatest(j.run_at, j.created_at)) AS waited,
-                  j.metadata
+                  j.metadata,
+                  CASE WHEN j.depends_on_mode = 'finished' THEN passito_jobs.parent_outcomes(j.depends_on) END
+                      AS parents
     ),
     paced AS (
         UPDATE passito_jobs.queues u
@@ -197,7 +203,7 @@ BEGIN
         WHERE u.name = k.queue AND u.rate_limit IS NOT NULL
     )
     SELECT c.id, c.queue, c.type, c.payload, c.priority, c.attempts, c.max_attempts,
-           c.waited::double precision, c.metadata
+           c.waited::double precision, c.metadata, c.parents
     FROM claimed c
     ORDER BY c.priority DESC, c.run_at, c.id;
 END;
@@ -229,7 +235,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text, concurrency_key text DEFAULT NULL::text, tags text[] DEFAULT NULL::text[], metadata jsonb DEFAULT NULL::jsonb) RETURNS bigint
+CREATE FUNCTION passito_jobs.dispatch(job_type text, payload jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, depends_on bigint[] DEFAULT '{}'::bigint[], max_attempts integer DEFAULT 3, unique_key text DEFAULT NULL::text, concurrency_key text DEFAULT NULL::text, tags text[] DEFAULT NULL::text[], metadata jsonb DEFAULT NULL::jsonb, unique_for interval DEFAULT NULL::interval, unique_mode text DEFAULT 'keep'::text, depends_on_mode text DEFAULT 'completed'::text) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -240,58 +246,66 @@ DECLARE
     new_state   passito_jobs.job_state := 'pending';
     new_error   text;
     new_id      bigint;
+    locked      boolean := false;
     problem     text := coalesce(
         passito_jobs.job_problem(dispatch.job_type, dispatch.payload, dispatch.queue, dispatch.run_at,
                                  dispatch.depends_on, dispatch.max_attempts, dispatch.unique_key),
         CASE WHEN dispatch.concurrency_key IS NOT NULL
              THEN passito_jobs.name_problem('concurrency_key', dispatch.concurrency_key) END,
         passito_jobs.tags_problem(dispatch.tags),
-        passito_jobs.metadata_problem(dispatch.metadata));
+        passito_jobs.metadata_problem(dispatch.metadata),
+        passito_jobs.flow_problem(dispatch.unique_key, dispatch.unique_for, dispatch.unique_mode,
+                                  dispatch.depends_on_mode));
 BEGIN
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
     parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
-
-    IF unique_key IS NOT NULL THEN
-        SELECT j.id INTO new_id FROM passito_jobs.jobs j
-        WHERE j.unique_key = dispatch.unique_key AND j.state IN ('blocked', 'pending', 'processing');
-        IF FOUND THEN
-            RETURN new_id;
-        END IF;
-    END IF;
-
-    IF cardinality(parents) > 0 THEN
-        SELECT * INTO dep FROM passito_jobs.lock_parents(parents);
-        waiting := dep.waiting;
-        IF dep.failed_parent IS NOT NULL THEN
-            new_state := 'failed';
-            new_error := format('parent job #%s %s', dep.failed_parent, dep.failed_state);
-        ELSIF waiting > 0 THEN
-            new_state := 'blocked';
-        END IF;
+    IF dispatch.unique_for IS NOT NULL THEN
+        -- 0x70617373 ("pass"): the namespace of these locks; the key's hash picks the lock.
+        PERFORM pg_advisory_xact_lock(1885434739, hashtext(dispatch.unique_key));
     END IF;
 
     LOOP
+        IF dispatch.unique_key IS NOT NULL THEN
+            new_id := passito_jobs.unique_match(dispatch.unique_key, dispatch.unique_for, dispatch.unique_mode,
+                                                dispatch.payload, dispatch.run_at);
+            IF new_id IS NOT NULL THEN
+                RETURN new_id;
+            END IF;
+        END IF;
+
+        IF cardinality(parents) > 0 AND NOT locked THEN
+            locked := true;
+            SELECT * INTO dep FROM passito_jobs.lock_parents(parents);
+            waiting := dep.waiting;
+            IF dispatch.depends_on_mode = 'finished' THEN
+                waiting := passito_jobs.unfinished_parents(parents);
+            ELSIF dep.failed_parent IS NOT NULL THEN
+                new_state := 'failed';
+                new_error := format('parent job #%s %s', dep.failed_parent, dep.failed_state);
+            END IF;
+            IF new_state = 'pending' AND waiting > 0 THEN
+                new_state := 'blocked';
+            END IF;
+        END IF;
+
         INSERT INTO passito_jobs.jobs AS j
             (queue, type, payload, priority, state, run_at, max_attempts, depends_on,
-             waiting_on, unique_key, last_error, finished_at, concurrency_key, tags, metadata)
+             waiting_on, unique_key, last_error, finished_at, concurrency_key, tags, metadata,
+             depends_on_mode)
         VALUES
             (dispatch.queue, dispatch.job_type, dispatch.payload, coalesce(dispatch.priority, 0), new_state,
              coalesce(dispatch.run_at, now()), dispatch.max_attempts, parents, waiting,
              dispatch.unique_key, new_error,
              CASE WHEN new_state = 'failed' THEN now() END, dispatch.concurrency_key,
-             nullif(dispatch.tags, '{}'), nullif(dispatch.metadata, '{}'::jsonb))
+             nullif(dispatch.tags, '{}'), nullif(dispatch.metadata, '{}'::jsonb),
+             CASE WHEN cardinality(parents) > 0 THEN dispatch.depends_on_mode END)
         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('blocked', 'pending', 'processing')
         DO NOTHING
         RETURNING j.id INTO new_id;
+        -- Nothing inserted: another transaction holds an unfinished job with this key; look again.
         EXIT WHEN new_id IS NOT NULL;
-        -- Another transaction holds an unfinished job with this key.
-        SELECT j.id INTO new_id FROM passito_jobs.jobs j
-        WHERE j.unique_key = dispatch.unique_key AND j.state IN ('blocked', 'pending', 'processing');
-        IF FOUND THEN
-            RETURN new_id;
-        END IF;
     END LOOP;
 
     IF cardinality(parents) > 0 THEN
@@ -341,17 +355,19 @@ CREATE FUNCTION passito_jobs.fail_children(parents bigint[]) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    failed integer;
+    failed bigint[];
 BEGIN
     WITH RECURSIVE descendants(child_id, parent_id, depth) AS (
         SELECT d.child_id, d.parent_id, 1
         FROM passito_jobs.job_dependencies d
-        WHERE d.parent_id = ANY(parents)
+        JOIN passito_jobs.jobs c ON c.id = d.child_id
+        WHERE d.parent_id = ANY(parents) AND c.depends_on_mode IS DISTINCT FROM 'finished'
         UNION
         SELECT d.child_id, d.parent_id, x.depth + 1
         FROM passito_jobs.job_dependencies d
         JOIN descendants x ON d.parent_id = x.child_id
-        WHERE x.depth < 1000
+        JOIN passito_jobs.jobs c ON c.id = d.child_id
+        WHERE x.depth < 1000 AND c.depends_on_mode IS DISTINCT FROM 'finished'
     ),
     first_cause AS (
         SELECT DISTINCT ON (x.child_id) x.child_id, x.parent_id
@@ -368,8 +384,39 @@ BEGIN
         WHERE c.id = f.child_id AND c.state IN ('blocked', 'pending')
         RETURNING c.id
     )
-    SELECT count(*) INTO failed FROM updated;
-    RETURN failed;
+    SELECT array_agg(u.id) INTO failed FROM updated u;
+    -- A new statement: it sees the descendants failed above.
+    PERFORM passito_jobs.release_finished_children(parents || coalesce(failed, '{}'));
+    RETURN coalesce(cardinality(failed), 0);
+END;
+$$;
+
+CREATE FUNCTION passito_jobs.flow_problem(unique_key text, unique_for interval, unique_mode text, depends_on_mode text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF unique_for IS NOT NULL THEN
+        IF unique_for <= interval '0' THEN
+            RETURN format('unique_for must be a positive duration, got %s seconds',
+                          extract(epoch FROM unique_for)::double precision);
+        ELSIF unique_for > interval '36500 days' THEN
+            RETURN format('unique_for must be at most 36500d (100 years), got %s seconds',
+                          extract(epoch FROM unique_for)::double precision);
+        ELSIF unique_key IS NULL THEN
+            RETURN 'unique_for needs a unique_key';
+        END IF;
+    END IF;
+    IF unique_mode IS NULL OR unique_mode NOT IN ('keep', 'replace') THEN
+        RETURN format('unique_mode must be ''keep'' or ''replace'', got %s',
+                      coalesce(quote_literal(unique_mode), 'null'));
+    ELSIF unique_mode = 'replace' AND unique_key IS NULL THEN
+        RETURN 'unique_mode ''replace'' needs a unique_key';
+    END IF;
+    IF depends_on_mode IS NULL OR depends_on_mode NOT IN ('completed', 'finished') THEN
+        RETURN format('depends_on_mode must be ''completed'' or ''finished'', got %s',
+                      coalesce(quote_literal(depends_on_mode), 'null'));
+    END IF;
+    RETURN NULL;
 END;
 $$;
 
@@ -565,6 +612,18 @@ CREATE FUNCTION passito_jobs.notify_ready(queues text[]) RETURNS void
     AS $$
     SELECT pg_notify('passito_jobs', CASE WHEN octet_length(q) < 8000 THEN q ELSE '' END)
     FROM unnest(queues) AS q;
+$$;
+
+CREATE FUNCTION passito_jobs.parent_outcomes(parents bigint[]) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', p.id, 'type', p.type, 'state', p.state, 'error', p.last_error,
+               'result', CASE WHEN p.within THEN p.result END,
+               'result_omitted', p.result IS NOT NULL AND NOT p.within) ORDER BY p.id), '[]'::jsonb)
+    FROM (SELECT j.id, j.type, j.state, j.last_error, j.result,
+                 sum(coalesce(octet_length(j.result::text), 0)) OVER (ORDER BY j.id) <= 8388608 AS within
+          FROM passito_jobs.jobs j WHERE j.id = ANY(parent_outcomes.parents)) p;
 $$;
 
 CREATE FUNCTION passito_jobs.pause_queue(queue text) RETURNS boolean
@@ -930,6 +989,38 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.release_finished_children(ended bigint[]) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    woken text[];
+    released integer;
+BEGIN
+    WITH counts AS (
+        SELECT d.child_id, count(*)::integer AS n
+        FROM passito_jobs.job_dependencies d
+        WHERE d.parent_id = ANY(ended)
+        GROUP BY d.child_id
+    ),
+    updated AS (
+        UPDATE passito_jobs.jobs c
+        SET waiting_on = c.waiting_on - counts.n,
+            state = CASE WHEN c.waiting_on - counts.n <= 0 THEN 'pending'::passito_jobs.job_state ELSE c.state END
+        FROM counts
+        WHERE c.id = counts.child_id AND c.state = 'blocked' AND c.depends_on_mode = 'finished'
+        RETURNING c.queue, c.state
+    )
+    SELECT array_agg(DISTINCT u.queue) FILTER (WHERE u.state = 'pending'),
+           count(*) FILTER (WHERE u.state = 'pending')
+    INTO woken, released
+    FROM updated u;
+    IF woken IS NOT NULL THEN
+        PERFORM passito_jobs.notify_ready(woken);
+    END IF;
+    RETURN released;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.rescue(stuck_after interval, batch integer DEFAULT 1000) RETURNS TABLE(id bigint, state passito_jobs.job_state, worker_id text)
     LANGUAGE plpgsql
     AS $$
@@ -1000,7 +1091,7 @@ DECLARE
     woken text[] := '{}';
 BEGIN
     FOR job IN
-        SELECT j.id, j.queue, j.depends_on FROM passito_jobs.jobs j
+        SELECT j.id, j.queue, j.depends_on, j.depends_on_mode, j.has_dependents FROM passito_jobs.jobs j
         WHERE j.id = ANY(retry.ids) AND j.state IN ('failed', 'cancelled')
         ORDER BY j.id
         FOR UPDATE
@@ -1011,6 +1102,10 @@ BEGIN
             -- A parent pruned since is treated as done; lock_parents would reject it.
             SELECT l.waiting, l.failed_parent INTO waiting, dead_parent FROM passito_jobs.lock_parents(ARRAY(
                 SELECT p.id FROM passito_jobs.jobs p WHERE p.id = ANY(job.depends_on))) l;
+            IF job.depends_on_mode = 'finished' THEN
+                dead_parent := NULL;
+                waiting := passito_jobs.unfinished_parents(job.depends_on);
+            END IF;
         END IF;
         CONTINUE WHEN dead_parent IS NOT NULL;
         UPDATE passito_jobs.jobs j
@@ -1020,6 +1115,13 @@ BEGIN
             attempts = 0, run_at = now(), finished_at = NULL, worker_id = NULL, claimed_at = NULL,
             heartbeat_at = NULL, result = NULL, progress = NULL
         WHERE j.id = job.id;
+        IF job.has_dependents THEN
+            UPDATE passito_jobs.jobs c
+            SET waiting_on = c.waiting_on + 1, state = 'blocked'
+            FROM passito_jobs.job_dependencies d
+            WHERE d.parent_id = job.id AND c.id = d.child_id AND c.depends_on_mode = 'finished'
+              AND c.state IN ('blocked', 'pending');
+        END IF;
         requeued := requeued || job.id;
         IF waiting = 0 THEN
             woken := woken || job.queue;
@@ -1154,6 +1256,53 @@ BEGIN
 END;
 $_$;
 
+CREATE FUNCTION passito_jobs.unfinished_parents(parents bigint[]) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT count(*)::integer FROM passito_jobs.jobs p
+    WHERE p.id = ANY(parents) AND p.state IN ('blocked', 'pending', 'processing');
+$$;
+
+CREATE FUNCTION passito_jobs.unique_match(unique_key text, unique_for interval, unique_mode text, payload jsonb, run_at timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    hit record;
+BEGIN
+    LOOP
+        SELECT j.id, j.state INTO hit FROM passito_jobs.jobs j
+        WHERE j.unique_key = unique_match.unique_key AND j.state IN ('blocked', 'pending', 'processing');
+        EXIT WHEN NOT FOUND;
+        IF unique_match.unique_mode <> 'replace' OR hit.state = 'processing' THEN
+            RETURN hit.id;
+        END IF;
+        UPDATE passito_jobs.jobs j
+        SET payload = unique_match.payload, run_at = coalesce(unique_match.run_at, now())
+        WHERE j.id = hit.id AND j.state IN ('blocked', 'pending')
+        RETURNING j.id, j.state, j.queue, j.run_at INTO hit;
+        IF FOUND THEN
+            IF hit.state = 'pending' AND hit.run_at <= now() THEN
+                PERFORM passito_jobs.notify_ready(ARRAY[hit.queue]);
+            END IF;
+            RETURN hit.id;
+        END IF;
+        -- It started (or ended) while we waited for its row: look again.
+    END LOOP;
+    IF unique_match.unique_for IS NOT NULL THEN
+        SELECT j.id INTO hit FROM passito_jobs.jobs j
+        WHERE j.unique_key = unique_match.unique_key AND j.state IN ('completed', 'failed', 'cancelled')
+          AND j.finished_at >= now() - unique_match.unique_for
+        ORDER BY j.finished_at DESC
+        LIMIT 1;
+        IF FOUND THEN
+            RETURN hit.id;
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE TABLE passito_jobs.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone DEFAULT now() NOT NULL,
@@ -1214,6 +1363,7 @@ CREATE TABLE passito_jobs.jobs (
     concurrency_key text,
     tags text[],
     metadata jsonb,
+    depends_on_mode text,
     CONSTRAINT jobs_attempts_not_negative CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_positive CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
@@ -1308,6 +1458,8 @@ CREATE INDEX jobs_ready_idx ON passito_jobs.jobs USING btree (priority DESC, run
 CREATE INDEX jobs_state_id_idx ON passito_jobs.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state]));
 
 CREATE INDEX jobs_tags_idx ON passito_jobs.jobs USING gin (tags) WHERE (tags IS NOT NULL);
+
+CREATE INDEX jobs_unique_key_finished_idx ON passito_jobs.jobs USING btree (unique_key, finished_at) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['completed'::passito_jobs.job_state, 'failed'::passito_jobs.job_state, 'cancelled'::passito_jobs.job_state])));
 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON passito_jobs.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['blocked'::passito_jobs.job_state, 'pending'::passito_jobs.job_state, 'processing'::passito_jobs.job_state])));
 
