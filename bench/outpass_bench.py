@@ -238,6 +238,11 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="interleaved reps of an A/B (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.compare_src:
+        try:
+            other_side(args)  # a wrong folder fails now, not after the server has started
+        except SystemExit as exc:
+            parser.error(str(exc))
     machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
     with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder, server_for_bench() as server:
         if args.compare or args.compare_src:
