@@ -9,12 +9,14 @@ is written. Each outpass is 3 jobs; no parent approval, so the count is the same
 
 Besides the rate (which drifts with the machine's speed) it reports CPU milliseconds per outpass,
 read from /proc: of the worker processes (with the child processes that render PDFs under process
-isolation) and of the PostgreSQL server. With --compare PYTHON the passito-jobs installed in that
-other Python (another checkout's venv) runs too, interleaved rep by rep, each run in a database of
-its own migrated by its own checkout; the report gives each rep's ratios and their median.
+isolation) and of the PostgreSQL server. With --compare-src SRC (another checkout's src/, run
+by this Python with PYTHONPATH=SRC, so both sides share this venv's libraries) or --compare PYTHON
+(the passito-jobs installed in that other Python) the other checkout runs too, interleaved rep by
+rep, each run in a database of its own migrated by its own checkout; the report gives each rep's
+ratios and their median.
 
     python bench/outpass_bench.py [--outpasses 200] [--workers 2] [--concurrency 4] [--json]
-    python bench/outpass_bench.py --compare ../main/.venv/bin/python --reps 3
+    git worktree add /tmp/base main && python bench/outpass_bench.py --compare-src /tmp/base/src --reps 5
 """
 
 from __future__ import annotations
@@ -101,10 +103,13 @@ def cpu_of(pids: list[int]) -> float:
     return sum(tree_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
-def run(args: argparse.Namespace, server: Server, python: str, dbname: str, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, server: Server, side: Side, dbname: str, work: Path) -> dict[str, Any]:
+    python, source = side
     url = server.create_database(dbname)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSITO_")}
     env.update(PASSITO_DATABASE_URL=url)
+    if source:
+        env["PYTHONPATH"] = source  # that checkout's passito_jobs before the installed one
     subprocess.run(
         [python, "-m", "passito_jobs", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=600
     )
@@ -164,22 +169,42 @@ def run(args: argparse.Namespace, server: Server, python: str, dbname: str, work
     }
 
 
+Side = tuple[str, str | None]  # the Python to run, and the src/ folder to put on its PYTHONPATH
+
+
+def other_side(args: argparse.Namespace) -> Side:
+    if args.compare_src:
+        source = Path(args.compare_src).resolve()
+        if not (source / "passito_jobs" / "__init__.py").is_file():
+            raise SystemExit(
+                f"--compare-src {args.compare_src}: no passito_jobs package in it (give a checkout's src/)"
+            )
+        return (args.compare or sys.executable, str(source))
+    return (args.compare, None)
+
+
 RATIOS = ("outpasses_per_second", "worker_cpu_ms_per_outpass", "database_cpu_ms_per_outpass")
 
 
 def compare(args: argparse.Namespace, server: Server, work: Path) -> dict[str, Any]:
-    """This checkout (a) and --compare's (b), interleaved; each rep's a/b ratios and their median."""
+    """This checkout (a) and the other one (b), interleaved; each rep's a/b ratios and their median."""
     reps: list[dict[str, Any]] = []
+    this: Side = (sys.executable, None)
     for rep in range(args.reps):
-        order = [("a", sys.executable), ("b", args.compare)]
+        order = [("a", this), ("b", other_side(args))]
         if rep % 2:
             order.reverse()  # neither side always runs first on a machine that warms or tires
-        runs = {key: run(args, server, python, f"outpass_{key}_{rep}", work) for key, python in order}
+        runs = {key: run(args, server, side, f"outpass_{key}_{rep}", work) for key, side in order}
         ratios = {k: round(runs["a"][k] / runs["b"][k], 3) for k in RATIOS if runs["a"][k] and runs["b"][k]}
         print(f"rep {rep + 1}: a/b {ratios}", file=sys.stderr)
         reps.append({"a": runs["a"], "b": runs["b"], "ratios": ratios})
     medians = {k: statistics.median(r["ratios"][k] for r in reps) for k in reps[0]["ratios"]}
-    return {"reps": reps, "median_ratios": medians, "b_python": args.compare}
+    return {"reps": reps, "median_ratios": medians, "b": describe_side(other_side(args))}
+
+
+def describe_side(side: Side) -> str:
+    python, source = side
+    return f"{python} with PYTHONPATH={source}" if source else python
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -207,22 +232,30 @@ def main() -> int:
         help="warm-up outpasses per worker (default 8: every PDF process warm)",
     )
     parser.add_argument("--compare", metavar="PYTHON", help="A/B against the passito-jobs of this Python")
-    parser.add_argument("--reps", type=int, default=3, help="interleaved reps with --compare (default 3)")
+    parser.add_argument(
+        "--compare-src", metavar="SRC", help="A/B against another checkout's src/ (run by this Python)"
+    )
+    parser.add_argument("--reps", type=int, default=3, help="interleaved reps of an A/B (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.compare_src:
+        try:
+            other_side(args)  # a wrong folder fails now, not after the server has started
+        except SystemExit as exc:
+            parser.error(str(exc))
     machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
     with tempfile.TemporaryDirectory(prefix="passito-outpass-bench-") as folder, server_for_bench() as server:
-        if args.compare:
+        if args.compare or args.compare_src:
             result = {**compare(args, server, Path(folder)), **machine}
         else:
-            result = {**run(args, server, sys.executable, "outpass_bench", Path(folder)), **machine}
+            result = {**run(args, server, (sys.executable, None), "outpass_bench", Path(folder)), **machine}
     if args.json:
         print(json.dumps(result))
-    elif args.compare:
+    elif args.compare or args.compare_src:
         for number, rep in enumerate(result["reps"], 1):
             print(f"rep {number}: a: {describe(rep['a'])}")
             print(f"       b: {describe(rep['b'])}\n       a/b {rep['ratios']}")
-        print(f"median a/b ratios: {result['median_ratios']} (a = this checkout, b = {args.compare})")
+        print(f"median a/b ratios: {result['median_ratios']} (a = this checkout, b = {result['b']})")
     else:
         print(describe(result))
     return 0

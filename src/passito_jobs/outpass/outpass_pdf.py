@@ -1,13 +1,14 @@
 """GenerateOutpassPdf: the outpass as a PDF (WeasyPrint, from a Jinja2 HTML/CSS template).
 
-Depends on GenerateQrCode: the QR image it wrote is embedded as a data: URI. Rendering may
-fetch nothing else (no file, no network): payload text is escaped by the template, and the URL
+Depends on GenerateQrCode: the QR image it wrote is embedded in the page. Rendering may fetch
+nothing else (no file, no network): payload text is escaped by the template, and the URL
 fetcher only allows data: URIs, so no value from a payload can make the renderer read a file.
+The template's image is `QR_IMAGE_URL`, a data: URI that the fetcher answers with the QR image
+of the PDF being rendered: the image never goes through base64, the HTML parser or urllib.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from passito_jobs.registry import JobContext, job_type
 _render_lock = threading.Lock()
 
 
+QR_IMAGE_URL = "data:,outpass-qr-code"
+
+
 @dataclass(frozen=True)
 class _Renderer:
     """What every PDF of a process shares: the URL fetcher, the parsed stylesheet and the font
@@ -43,8 +47,19 @@ class _Renderer:
 def _renderer() -> _Renderer:
     import weasyprint  # noqa: PLC0415 - a worker-extra dependency with system libraries
     from weasyprint.text.fonts import FontConfiguration  # noqa: PLC0415
+    from weasyprint.urls import URLFetcherResponse  # noqa: PLC0415
 
-    fetcher = weasyprint.URLFetcher(allowed_protocols={"data"}, fail_on_errors=True)
+    class Fetcher(weasyprint.URLFetcher):  # type: ignore[misc]  # weasyprint has no types
+        """data: URIs only; `QR_IMAGE_URL` is the QR image of the PDF being rendered."""
+
+        qr_image: bytes | None = None
+
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if url == QR_IMAGE_URL and self.qr_image is not None:
+                return URLFetcherResponse(url, body=self.qr_image, headers={"Content-Type": "image/png"})
+            return super().fetch(url, headers)
+
+    fetcher = Fetcher(allowed_protocols={"data"}, fail_on_errors=True)
     fonts = FontConfiguration()
     stylesheet = weasyprint.CSS(string=read_static("outpass.css"), url_fetcher=fetcher, font_config=fonts)
     return _Renderer(fetcher, stylesheet, fonts)
@@ -60,13 +75,13 @@ def grayscale_png(png: bytes) -> bytes:
 
     GenerateQrCode writes a 1-bit PNG; WeasyPrint turns such an image into RGB and encodes it
     twice (a fifth of a PDF's CPU); a grayscale one it decodes and encodes once, as DeviceGray.
-    Level 1 compression: WeasyPrint compresses it again anyway.
+    Not compressed: it never leaves the process, and WeasyPrint compresses it itself.
     """
     from PIL import Image  # noqa: PLC0415 - a worker-extra dependency (qrcode[pil])
 
     out = io.BytesIO()
     with Image.open(io.BytesIO(png)) as image:
-        image.convert("L").save(out, format="PNG", compress_level=1)
+        image.convert("L").save(out, format="PNG", compress_level=0)
     return out.getvalue()
 
 
@@ -79,15 +94,19 @@ def render_pdf(outpass: Outpass, qr_png: bytes, *, now: datetime | None = None) 
         "outpass.html",
         outpass=outpass,
         status_label=STATUS_LABELS[outpass.status],
-        qr_data_uri="data:image/png;base64," + base64.b64encode(qr_image).decode("ascii"),
+        qr_data_uri=QR_IMAGE_URL,
         generated=(now or datetime.now(UTC)).astimezone(UTC).strftime("%d %b %Y %H:%M UTC"),
     )
     with _render_lock:
         shared = _renderer()
-        document = weasyprint.HTML(string=html, url_fetcher=shared.fetcher).render(
-            stylesheets=[shared.stylesheet], font_config=shared.fonts
-        )
-        pdf = document.write_pdf()
+        shared.fetcher.qr_image = qr_image
+        try:
+            document = weasyprint.HTML(string=html, url_fetcher=shared.fetcher).render(
+                stylesheets=[shared.stylesheet], font_config=shared.fonts
+            )
+            pdf = document.write_pdf()
+        finally:
+            shared.fetcher.qr_image = None
     assert isinstance(pdf, bytes)
     return pdf, len(document.pages)
 
