@@ -7,6 +7,7 @@ next claim, without a restart; docs/flow-control.md explains each one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -17,8 +18,11 @@ from passito_jobs.queue.errors import FlowControlError, InvalidJobError
 from passito_jobs.queue.flow import UNCHANGED, Rate, check_limit, parse_rate
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import QueueFlow
+from passito_jobs.queue.store import Store
 
 NO_LIMIT = "none"
+SETTING_NAMES = ("paused", "concurrency", "rate", "key_concurrency")
+"""The settings of a queue in `migrate --queue-settings` (the chart's `queues:` values)."""
 
 
 def add_commands(sub: Any) -> None:
@@ -92,6 +96,63 @@ def rate(text: str) -> Rate | None:
         return parse_rate(text)
     except FlowControlError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def queue_settings(text: str) -> dict[str, dict[str, Any]]:
+    """`migrate --queue-settings`: a JSON object of queue -> settings, e.g. `{"emails": {"paused":
+    false, "concurrency": 4, "rate": "50/1s", "key_concurrency": null}}`. A setting given is
+    checked and becomes the keyword of FlowControl (null or "none": no limit); one not given is
+    left as it is. Bad input: one line naming the queue and the setting."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "too large or too deep"
+        raise argparse.ArgumentTypeError(f"not valid JSON ({problem})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of queue names to settings")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, given in value.items():
+        queue = queue_name(name)
+        shown = printable(queue, 80)
+        if not isinstance(given, dict):
+            raise argparse.ArgumentTypeError(f"queue {shown}: settings must be a JSON object")
+        unknown = sorted(set(given) - set(SETTING_NAMES))
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"queue {shown}: unknown setting {printable(unknown[0], 40)!r} "
+                f"(known: {', '.join(SETTING_NAMES)})"
+            )
+        try:
+            checked[queue] = {key: _setting(key, item) for key, item in given.items()}
+        except (FlowControlError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(f"queue {shown}: {exc}") from None
+    return checked
+
+
+def _setting(key: str, value: Any) -> Any:
+    if key == "paused":
+        if not isinstance(value, bool):
+            raise FlowControlError("paused must be true or false")
+        return value
+    if isinstance(value, str) and value.strip().lower() == NO_LIMIT:
+        return None
+    if key == "rate":
+        if value is not None and not isinstance(value, str):
+            raise FlowControlError("rate must be a string like 50/1s, or null")
+        return None if value is None else parse_rate(value)
+    return check_limit(key.replace("_", " "), value)
+
+
+def apply_settings(store: Store, settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Apply `queue_settings` in one transaction; a line for each queue, as `queues set` prints it."""
+    with store.conn.transaction():
+        for queue, given in settings.items():
+            limits_given = {key: value for key, value in given.items() if key != "paused"}
+            if limits_given:
+                store.flow.set_limits(queue, **limits_given)
+            if "paused" in given:
+                (store.flow.pause if given["paused"] else store.flow.resume)(queue)
+    return [f"queue {printable(f.queue, 80)}: {_summary(f)}" for f in store.flow.queues(list(settings))]
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
