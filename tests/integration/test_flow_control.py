@@ -288,3 +288,41 @@ def test_the_load_and_the_flow_read_partial_indexes_only(conn: Conn, store: Stor
         walk(plan[0]["Plan"])
         assert scans, statement  # the function was inlined: its plan is visible
         assert not [s for s in scans if "Seq Scan" in s[0]], (statement, scans)
+
+
+def scrape(database_url: str) -> str:
+    collector = QueueCollector(
+        database_url, stale_after=300, stuck_after=60, window=3600, query_timeout=5, connect_timeout=5
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        return generate_latest(registry).decode()
+    finally:
+        collector.close()
+
+
+def test_the_exporter_shows_each_queues_limits_and_none_for_a_limit_not_set(
+    conn: Conn, store: Store, database_url: str
+) -> None:
+    dispatch_many([JobRequest("Noop", queue=q) for q in ("plain", "mail", "pdf")], conn=conn)
+    store.flow.set_limits("mail", rate=parse_rate("600/1m"))
+    store.flow.set_limits("pdf", concurrency=4, key_concurrency=2)
+    store.flow.pause("reports")  # a queue without jobs, paused
+    conn.commit()
+    lines = {line for line in scrape(database_url).splitlines() if "_limit" in line or "paused{" in line}
+    samples = {line for line in lines if not line.startswith("#")}
+    assert samples == {
+        'passito_jobs_queue_paused{queue="mail"} 0.0',
+        'passito_jobs_queue_paused{queue="pdf"} 0.0',
+        'passito_jobs_queue_paused{queue="reports"} 1.0',
+        'passito_jobs_queue_rate_limit_per_second{queue="mail"} 10.0',
+        'passito_jobs_queue_concurrency_limit{queue="pdf"} 4.0',
+        'passito_jobs_queue_key_concurrency_limit{queue="pdf"} 2.0',
+    }  # "plain" has no settings: no flow control sample at all
+    store.flow.set_limits("pdf", concurrency=None, key_concurrency=None)
+    store.flow.set_limits("mail", rate=None)
+    conn.commit()
+    text = scrape(database_url)
+    assert "_limit{" not in text
+    assert 'passito_jobs_queue_paused{queue="pdf"}' not in text

@@ -158,6 +158,11 @@ class QueueStats:
     held_back: int = 0
     """Ready jobs a claim cannot take now: the queue is paused, at its concurrency, or their
     concurrency key is at the queue's key concurrency."""
+    concurrency: int | None = None
+    """The queue's limits (docs/flow-control.md), None when it has none: its concurrency, its
+    rate in jobs started per second, and its key concurrency. Not added up in totals."""
+    rate_per_second: float | None = None
+    key_concurrency: int | None = None
 
     @property
     def failure_ratio(self) -> float:
