@@ -17,6 +17,7 @@ from passito_jobs.queue.flow import Rate, parse_rate
 from passito_jobs.queue.sqlfiles import query
 from passito_jobs.queue.store import Store
 from passito_jobs.supervisor.load import LoadReader
+from passito_jobs.supervisor.policy import ScalingPolicy, decide
 from tests.helpers import run_cli
 from tests.integration.test_load import keda_query
 
@@ -326,3 +327,34 @@ def test_the_exporter_shows_each_queues_limits_and_none_for_a_limit_not_set(
     text = scrape(database_url)
     assert "_limit{" not in text
     assert 'passito_jobs_queue_paused{queue="pdf"}' not in text
+
+
+def test_the_scaling_policy_on_the_real_load_adds_workers_only_for_what_can_run(
+    conn: Conn, store: Store, database_url: str
+) -> None:
+    """The policy is pure (policy.decide takes a number); the number is passito_jobs.load(), as the
+    operator and supervise read it. 200 ready jobs, 5 jobs per worker, at most 10 workers."""
+    policy = ScalingPolicy(min_replicas=1, max_replicas=10, scale_up_threshold=5, scale_down_threshold=2)
+    keys = [f"hostel:{n}" for n in range(5)]
+    dispatch_many(
+        [JobRequest("Noop", queue="outpass", concurrency_key=keys[n % 5]) for n in range(200)], conn=conn
+    )
+    reader = LoadReader(database_url)
+
+    def workers() -> int:
+        return decide(policy, load=reader.read(["outpass"]), current=1, now=0, last_scale_time=None).desired
+
+    try:
+        assert workers() == 10  # no limit: 200 jobs, as many workers as allowed
+        store.flow.pause("outpass")
+        assert workers() == 1  # paused: no worker added
+        store.flow.resume("outpass")
+        store.flow.set_limits("outpass", concurrency=10)
+        assert workers() == 2  # at most 10 at once: 10 / 5 per worker
+        store.flow.set_limits("outpass", concurrency=None, key_concurrency=2)
+        assert workers() == 2  # 5 keys, 2 each: 10 at once
+        claim(conn, queues=["outpass"])  # the 10 running count too, and nothing more can start
+        assert reader.read(["outpass"]) == 10
+        assert workers() == 2
+    finally:
+        reader.close()
