@@ -180,7 +180,7 @@ def test_migrate_applies_queue_settings_and_leaves_the_rest_as_it_is(
         ('{"emails": {"concurrency": NaN}}', "queue emails: concurrency must be a whole number, got float"),
         ('{"emails": {"key_concurrency": true}}', "queue emails: key concurrency must be a whole number"),
         ('{"emails": {"rate": "10/0s"}}', "queue emails: rate period must be from 1ms to 7d"),
-        ('{"emails": {"rate": 50}}', "queue emails: rate must be a string like 50/1s, or null"),
+        ('{"emails": {"rate": 50}}', 'queue emails: rate must be a string like "50/1s", or null'),
         ('{"emails": {"paused": "yes"}}', "queue emails: paused must be true or false"),
         ('{"a\\u0007b": {"paused": true}}', "queue must not contain control characters"),
         ('{"\\ud800": {"paused": true}}', "queue must be valid Unicode text"),

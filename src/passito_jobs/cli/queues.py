@@ -15,14 +15,10 @@ from passito_jobs.cli.options import CommandError, open_store, print_json
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import FlowControlError, InvalidJobError
-from passito_jobs.queue.flow import UNCHANGED, Rate, check_limit, parse_rate
+from passito_jobs.queue.flow import NO_LIMIT, UNCHANGED, Rate, check_limit, parse_rate, parse_setting
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import QueueFlow
 from passito_jobs.queue.store import Store
-
-NO_LIMIT = "none"
-SETTING_NAMES = ("paused", "concurrency", "rate", "key_concurrency")
-"""The settings of a queue in `migrate --queue-settings` (the chart's `queues:` values)."""
 
 
 def add_commands(sub: Any) -> None:
@@ -116,31 +112,11 @@ def queue_settings(text: str) -> dict[str, dict[str, Any]]:
         shown = printable(queue, 80)
         if not isinstance(given, dict):
             raise argparse.ArgumentTypeError(f"queue {shown}: settings must be a JSON object")
-        unknown = sorted(set(given) - set(SETTING_NAMES))
-        if unknown:
-            raise argparse.ArgumentTypeError(
-                f"queue {shown}: unknown setting {printable(unknown[0], 40)!r} "
-                f"(known: {', '.join(SETTING_NAMES)})"
-            )
         try:
-            checked[queue] = {key: _setting(key, item) for key, item in given.items()}
-        except (FlowControlError, argparse.ArgumentTypeError) as exc:
+            checked[queue] = {key: parse_setting(key, item) for key, item in given.items()}
+        except FlowControlError as exc:
             raise argparse.ArgumentTypeError(f"queue {shown}: {exc}") from None
     return checked
-
-
-def _setting(key: str, value: Any) -> Any:
-    if key == "paused":
-        if not isinstance(value, bool):
-            raise FlowControlError("paused must be true or false")
-        return value
-    if isinstance(value, str) and value.strip().lower() == NO_LIMIT:
-        return None
-    if key == "rate":
-        if value is not None and not isinstance(value, str):
-            raise FlowControlError("rate must be a string like 50/1s, or null")
-        return None if value is None else parse_rate(value)
-    return check_limit(key.replace("_", " "), value)
 
 
 def apply_settings(store: Store, settings: dict[str, dict[str, Any]]) -> list[str]:

@@ -133,6 +133,17 @@ class QueueFlow:
 
 
 @dataclass(frozen=True)
+class FlowChange:
+    """A change of a queue's flow control from the admin API or dashboard, and its audit row."""
+
+    queue: str
+    action: str  # pause, resume or limit
+    created: bool
+    """The queue had no flow-control row yet (a new name, or a typo: the answer says so)."""
+    audit_id: int
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One queue's numbers, as health checks and the exporter see them (`Store.queue_stats`).
 

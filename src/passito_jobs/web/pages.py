@@ -42,6 +42,7 @@ NOTICES = {
     "nothing": "No job matched: nothing changed.",
     "paused": "Queue paused: nothing more is claimed from it until it is resumed.",
     "resumed": "Queue resumed: its workers were woken.",
+    "limits": "Queue limits saved: every worker obeys them at its next claim.",
 }
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
