@@ -128,6 +128,7 @@ HOSTILE = [
     ("/api/v1/queues/%20%20/pause", b"", 400, "queue must be a non-empty string"),
     ("/api/v1/queues/a%00b/pause", b"", 400, "queue must not contain NUL"),
     ("/api/v1/queues/a%01b/resume", b"", 400, "queue must not contain control characters"),
+    ("/api/v1/queues/a%0Ab/pause", b"", 400, "queue must not contain control characters"),
     ("/api/v1/queues/" + "q" * 129 + "/pause", b"", 400, "queue must be at most 128 characters"),
     ("/api/v1/queues/emails/pause", b'{"all": true}', 400, "takes an empty object"),
     ("/api/v1/queues/emails/pause", b"[", 400, "not valid JSON"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,15 +32,31 @@ COUNTS = (
 )
 
 
+class QueueConvertor(Convertor[str]):
+    """A queue name in a path: any text, line breaks too (Starlette's `path` stops at them and
+    the request would be a 404), so that queue_name() refuses a bad name with a 400."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("queue", QueueConvertor())
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/v1/queues", queues),
-        Route("/api/v1/queues/{queue:path}/pause", api_pause, methods=["POST"]),
-        Route("/api/v1/queues/{queue:path}/resume", api_resume, methods=["POST"]),
-        Route("/api/v1/queues/{queue:path}/limits", api_limits, methods=["PUT", "PATCH"]),
-        Route("/queues/{queue:path}/pause", page_pause, methods=["POST"]),
-        Route("/queues/{queue:path}/limits", page_limits, methods=["POST"]),
-        Route("/queues/{queue:path}/resume", page_resume, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/pause", api_pause, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/resume", api_resume, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/limits", api_limits, methods=["PUT", "PATCH"]),
+        Route("/queues/{queue:queue}/pause", page_pause, methods=["POST"]),
+        Route("/queues/{queue:queue}/limits", page_limits, methods=["POST"]),
+        Route("/queues/{queue:queue}/resume", page_resume, methods=["POST"]),
     ]
 
 
