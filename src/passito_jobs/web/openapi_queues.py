@@ -82,7 +82,7 @@ LIMITS_CHANGE = {
     "properties": {
         "queue": {"type": "string"},
         "action": {"type": "string", "enum": ["limit"]},
-        "created": FLOW_CHANGE["properties"]["created"],  # type: ignore[index]
+        "created": {"type": "boolean", "description": "The queue had no flow-control row (check the name)"},
         "audit_id": {"type": "integer"},
         **QUEUE_FLOW,
     },
