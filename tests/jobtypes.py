@@ -32,6 +32,15 @@ def record_side_effect(ctx: JobContext) -> dict[str, int]:
     return {"recorded": ctx.id}
 
 
+@job_type("RecordSpan")
+async def record_span(ctx: JobContext) -> dict[str, float]:
+    """Sleeps `seconds`; its result records when the handler started and ended (wall clock, the
+    same for every process on this machine): the flow control proofs sample overlaps from it."""
+    start = time.time()
+    await asyncio.sleep(float(ctx.payload.get("seconds", 0)))
+    return {"start": start, "end": time.time()}
+
+
 @job_type("FailUntilAttempt")
 def fail_until_attempt(ctx: JobContext) -> str:
     """Raises until attempt `succeed_on` (payload)."""

@@ -134,3 +134,62 @@ def test_listing_no_queues_says_so(cli_in_process: dict[str, str]) -> None:
         "no queues yet (a queue appears with its first job or setting)\n",
         "",
     )
+
+
+def test_migrate_applies_queue_settings_and_leaves_the_rest_as_it_is(
+    conn: Conn, cli_in_process: dict[str, str]
+) -> None:
+    """What the chart's migration Job runs with the `queues:` values (docs/kubernetes.md)."""
+    assert run_main(["queues", "set", "reports", "--concurrency", "7"])[0] == 0
+    assert run_main(["queues", "set", "emails", "--key-concurrency", "3"])[0] == 0
+    settings = {
+        "emails": {"paused": True, "concurrency": 4, "rate": "50/1s"},
+        "pdfs": {"paused": False, "concurrency": None, "rate": "none", "key_concurrency": 2},
+    }
+    code, out, err = run_main(["migrate", "--queue-settings", json.dumps(settings)])
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[-2:] == [
+        "queue emails: paused, concurrency 4, rate 50/1s, key concurrency 3",
+        "queue pdfs: active, concurrency -, rate none, key concurrency 2",
+    ]
+    code, out, _ = run_main(["queues", "list", "--json"])
+    shown = {
+        q["queue"]: (q["paused"], q["concurrency"], q["rate"], q["key_concurrency"]) for q in json.loads(out)
+    }
+    # reports is not in the settings, and emails' key concurrency was not given: both left as they were.
+    assert shown == {
+        "emails": (True, 4, "50/1s", 3),
+        "pdfs": (False, None, None, 2),
+        "reports": (False, 7, None, None),
+    }
+    # Applying the same settings again (every upgrade does) changes nothing.
+    assert run_main(["migrate", "--queue-settings", json.dumps(settings)])[0] == 0
+    assert json.loads(run_main(["queues", "list", "--json"])[1]) == json.loads(out)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("[1]", "must be a JSON object of queue names to settings"),
+        ("{", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
+        ('{"emails": 4}', "queue emails: settings must be a JSON object"),
+        ('{"emails": {"concurency": 4}}', "queue emails: unknown setting 'concurency'"),
+        ('{"emails": {"concurrency": 0}}', "queue emails: concurrency must be at least 1, got 0"),
+        ('{"emails": {"concurrency": 2.5}}', "queue emails: concurrency must be a whole number, got float"),
+        ('{"emails": {"concurrency": NaN}}', "queue emails: concurrency must be a whole number, got float"),
+        ('{"emails": {"key_concurrency": true}}', "queue emails: key concurrency must be a whole number"),
+        ('{"emails": {"rate": "10/0s"}}', "queue emails: rate period must be from 1ms to 7d"),
+        ('{"emails": {"rate": 50}}', 'queue emails: rate must be a string like "50/1s", or null'),
+        ('{"emails": {"paused": "yes"}}', "queue emails: paused must be true or false"),
+        ('{"a\\u0007b": {"paused": true}}', "queue must not contain control characters"),
+        ('{"\\ud800": {"paused": true}}', "queue must be valid Unicode text"),
+    ],
+)
+def test_bad_queue_settings_are_one_line_and_exit_2(
+    conn: Conn, cli_in_process: dict[str, str], settings: str, message: str
+) -> None:
+    code, out, err = run_main(["migrate", "--queue-settings", settings])
+    assert message in one_line_exit_2(code, err)
+    assert out == ""
+    assert conn.execute("SELECT count(*) FROM passito_jobs.queues").fetchone() == (0,)

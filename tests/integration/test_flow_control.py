@@ -17,6 +17,7 @@ from passito_jobs.queue.flow import Rate, parse_rate
 from passito_jobs.queue.sqlfiles import query
 from passito_jobs.queue.store import Store
 from passito_jobs.supervisor.load import LoadReader
+from passito_jobs.supervisor.policy import ScalingPolicy, decide
 from tests.helpers import run_cli
 from tests.integration.test_load import keda_query
 
@@ -99,30 +100,32 @@ def test_key_concurrency_lets_other_keys_past_a_long_backlog(conn: Conn, store: 
 
 
 def test_rate_spaces_starts_and_tells_workers_when_to_come_back(conn: Conn, store: Store) -> None:
-    store.flow.set_limits("mail", rate=parse_rate("10/1s"))
+    # One start per 5 s: the checks between the two claims have 5 s to run, not 100 ms (with
+    # 10/1s a loaded machine passed the pacing gap before next_run_at was asked, and it was None).
+    store.flow.set_limits("mail", rate=parse_rate("1/5s"))
     dispatch_many([JobRequest("Noop", queue="mail") for _ in range(5)], conn=conn)
-    assert len(claim(conn)) == 1  # 10/s allows no burst: one start per 100 ms
+    assert len(claim(conn)) == 1  # a slow rate allows no burst: one start per 5 s
     assert claim(conn) == []
     row = conn.execute(
         "SELECT extract(epoch FROM rate_next_at - clock_timestamp()) FROM passito_jobs.queues"
         " WHERE name = 'mail'"
     ).fetchone()
     assert row is not None
-    assert 0 < row[0] <= 0.1
+    assert 0 < row[0] <= 5
     due = conn.execute(
         "SELECT extract(epoch FROM rate_next_at) FROM passito_jobs.queues WHERE name = 'mail'"
     ).fetchone()
     (next_run_at,) = conn.execute(query("next_run_at"), {"queues": ["mail"]}).fetchone() or (None,)
     assert due is not None
     assert next_run_at == pytest.approx(float(due[0]))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not claim(conn) and time.monotonic() < deadline:
         time.sleep(0.01)
     starts = conn.execute(
         "SELECT started_at FROM passito_jobs.jobs WHERE started_at IS NOT NULL ORDER BY started_at"
     ).fetchall()
     assert len(starts) == 2
-    assert (starts[1][0] - starts[0][0]).total_seconds() >= 0.1
+    assert (starts[1][0] - starts[0][0]).total_seconds() >= 5
 
 
 def test_a_fast_rate_lets_a_late_claim_catch_up_a_little(conn: Conn, store: Store) -> None:
@@ -288,3 +291,72 @@ def test_the_load_and_the_flow_read_partial_indexes_only(conn: Conn, store: Stor
         walk(plan[0]["Plan"])
         assert scans, statement  # the function was inlined: its plan is visible
         assert not [s for s in scans if "Seq Scan" in s[0]], (statement, scans)
+
+
+def scrape(database_url: str) -> str:
+    collector = QueueCollector(
+        database_url, stale_after=300, stuck_after=60, window=3600, query_timeout=5, connect_timeout=5
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        return generate_latest(registry).decode()
+    finally:
+        collector.close()
+
+
+def test_the_exporter_shows_each_queues_limits_and_none_for_a_limit_not_set(
+    conn: Conn, store: Store, database_url: str
+) -> None:
+    dispatch_many([JobRequest("Noop", queue=q) for q in ("plain", "mail", "pdf")], conn=conn)
+    store.flow.set_limits("mail", rate=parse_rate("600/1m"))
+    store.flow.set_limits("pdf", concurrency=4, key_concurrency=2)
+    store.flow.pause("reports")  # a queue without jobs, paused
+    conn.commit()
+    lines = {line for line in scrape(database_url).splitlines() if "_limit" in line or "paused{" in line}
+    samples = {line for line in lines if not line.startswith("#")}
+    assert samples == {
+        'passito_jobs_queue_paused{queue="mail"} 0.0',
+        'passito_jobs_queue_paused{queue="pdf"} 0.0',
+        'passito_jobs_queue_paused{queue="reports"} 1.0',
+        'passito_jobs_queue_rate_limit_per_second{queue="mail"} 10.0',
+        'passito_jobs_queue_concurrency_limit{queue="pdf"} 4.0',
+        'passito_jobs_queue_key_concurrency_limit{queue="pdf"} 2.0',
+    }  # "plain" has no settings: no flow control sample at all
+    store.flow.set_limits("pdf", concurrency=None, key_concurrency=None)
+    store.flow.set_limits("mail", rate=None)
+    conn.commit()
+    text = scrape(database_url)
+    assert "_limit{" not in text
+    assert 'passito_jobs_queue_paused{queue="pdf"}' not in text
+
+
+def test_the_scaling_policy_on_the_real_load_adds_workers_only_for_what_can_run(
+    conn: Conn, store: Store, database_url: str
+) -> None:
+    """The policy is pure (policy.decide takes a number); the number is passito_jobs.load(), as the
+    operator and supervise read it. 200 ready jobs, 5 jobs per worker, at most 10 workers."""
+    policy = ScalingPolicy(min_replicas=1, max_replicas=10, scale_up_threshold=5, scale_down_threshold=2)
+    keys = [f"hostel:{n}" for n in range(5)]
+    dispatch_many(
+        [JobRequest("Noop", queue="outpass", concurrency_key=keys[n % 5]) for n in range(200)], conn=conn
+    )
+    reader = LoadReader(database_url)
+
+    def workers() -> int:
+        return decide(policy, load=reader.read(["outpass"]), current=1, now=0, last_scale_time=None).desired
+
+    try:
+        assert workers() == 10  # no limit: 200 jobs, as many workers as allowed
+        store.flow.pause("outpass")
+        assert workers() == 1  # paused: no worker added
+        store.flow.resume("outpass")
+        store.flow.set_limits("outpass", concurrency=10)
+        assert workers() == 2  # at most 10 at once: 10 / 5 per worker
+        store.flow.set_limits("outpass", concurrency=None, key_concurrency=2)
+        assert workers() == 2  # 5 keys, 2 each: 10 at once
+        claim(conn, queues=["outpass"])  # the 10 running count too, and nothing more can start
+        assert reader.read(["outpass"]) == 10
+        assert workers() == 2
+    finally:
+        reader.close()

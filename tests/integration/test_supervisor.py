@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
+from passito_jobs.queue.store import Store
 from tests.helpers import count_states, job_state, run_cli, wait_for
 
 Conn = psycopg.Connection[Any]
@@ -123,6 +124,36 @@ def test_a_burst_scales_workers_up_completes_and_scales_back_to_the_minimum(
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_paused_queue_adds_no_workers_and_a_limited_one_at_most_its_capacity(
+    supervisor: Any, conn: Conn
+) -> None:
+    """Flow control (docs/flow-control.md): supervise scales on the work a claim could take."""
+    flow = Store(conn).flow
+    flow.pause("default")
+    sup = supervisor("--min-workers", "1", "--max-workers", "4", "--concurrency", "2", *FAST)
+    wait_for(lambda: sup.last_status() == (0, 1), timeout=120, message="one idle worker")
+    dispatch_many([JobRequest("Sleep", {"seconds": 0.1}) for _ in range(60)], conn=conn)
+    seen = len(STATUS_LINE.findall(sup.output()))
+    wait_for(
+        lambda: len(STATUS_LINE.findall(sup.output())) >= seen + 5,
+        timeout=60,
+        message="five checks after the backlog of the paused queue",
+    )
+    assert set(STATUS_LINE.findall(sup.output())[seen:]) == {("0", "1")}
+    assert count_states(conn) == {"pending": 60}
+
+    flow.set_limits("default", concurrency=2)  # 60 jobs, but at most 2 at once: 2 / 1 worker < 5
+    flow.resume("default")
+    seen = len(STATUS_LINE.findall(sup.output()))
+    wait_for(lambda: count_states(conn) == {"completed": 60}, timeout=180, message="60 completed jobs")
+    loads = [int(load) for load, _ in STATUS_LINE.findall(sup.output())[seen:]]
+    assert loads, "no check while the queue drained"
+    assert max(loads) <= 2, loads
+    assert spawned(sup.output()) == 0
+    assert sup.stop() == 0
+
+
 def test_a_killed_worker_is_replaced(supervisor: Any) -> None:
     sup = supervisor("--min-workers", "2", "--max-workers", "2", *FAST)
     wait_for(lambda: len(sup.pids()) == 2 and sup.last_status() == (0, 2), timeout=120, message="two workers")

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from passito_jobs.health.exporter import QueueCollector
 from tests.monitoring.tools import ALERTS, DASHBOARD, ROOT, binary, run
 
 METRICS_DOC = ROOT / "docs" / "metrics.md"
@@ -96,6 +97,10 @@ def test_the_panels_operators_asked_for_are_there() -> None:
         "Desired vs current workers",
         "Scale events",
         "Database",
+        "Held-back jobs by queue",
+        "Processing vs concurrency limit by queue",
+        "Paused queues",
+        "Rate and key concurrency limits by queue",
     }
 
 
@@ -119,3 +124,43 @@ def test_dashboard_and_alerts_use_only_documented_metrics() -> None:
     used = metric_names(DASHBOARD.read_text()) | metric_names(ALERTS.read_text())
     assert used, "no metric found"
     assert not used - documented, f"not in docs/metrics.md: {sorted(used - documented)}"
+
+
+def exported_names() -> set[str]:
+    """The metric names the exporter's collector declares (counters with their `_total`); no
+    database is queried to describe them."""
+    collector = QueueCollector(
+        "postgresql://nobody@127.0.0.1:1/none",
+        stale_after=300,
+        stuck_after=60,
+        window=3600,
+        query_timeout=1,
+        connect_timeout=1,
+    )
+    try:
+        families = list(collector.describe())
+    finally:
+        collector.close()
+    return {f.name + ("_total" if f.type == "counter" else "") for f in families}
+
+
+def test_queue_panels_query_what_the_exporter_exports() -> None:
+    """Every exporter metric (passito_jobs_queue_*, passito_jobs_exporter_*) a panel queries is
+    one the exporter declares, and each flow control metric has a panel."""
+    exported = exported_names()
+    used = {
+        name
+        for name in metric_names(DASHBOARD.read_text())
+        if name.startswith(("passito_jobs_queue_", "passito_jobs_exporter_"))
+    }
+    assert used, "no exporter metric found in the dashboard"
+    assert not used - exported, f"not exported by the exporter: {sorted(used - exported)}"
+    flow = {
+        "passito_jobs_queue_paused",
+        "passito_jobs_queue_held_back_jobs",
+        "passito_jobs_queue_concurrency_limit",
+        "passito_jobs_queue_rate_limit_per_second",
+        "passito_jobs_queue_key_concurrency_limit",
+    }
+    assert flow <= exported
+    assert not flow - used, f"no panel shows {sorted(flow - used)}"

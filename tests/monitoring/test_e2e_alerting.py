@@ -23,6 +23,8 @@ import pytest
 import yaml
 
 from passito_jobs import JobRequest, dispatch, dispatch_many
+from passito_jobs.queue.flow import Rate
+from passito_jobs.queue.store import Store
 from passito_jobs.supervisor.policy import ScalingPolicy
 from tests.conftest import TEST_SECRET_KEY, drop_database, fresh_database
 from tests.helpers import WorkerProcess, count_states, job_state, run_cli, wait_for
@@ -299,6 +301,8 @@ def test_every_dashboard_query_returns_series(stack: Stack) -> None:
     if not stack.workers_alive():
         stack.start_worker()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        # Limits high enough not to slow the jobs down: the flow control panels have series.
+        Store(conn).flow.set_limits("dashboard", concurrency=1000, rate=Rate(1000, 1.0), key_concurrency=100)
         dispatch_many(
             [JobRequest("SyncSleep", {"seconds": 0.01}, queue="dashboard") for _ in range(20)]
             + [JobRequest("AlwaysPermanent", queue="dashboard")],

@@ -269,3 +269,31 @@ def test_a_refused_api_request_is_a_warning_once_and_retried(cluster: Cluster, c
     wait_for(lambda: cluster.replicas("worker") == 8, message="scaled once allowed")
     warnings = [line for line in cluster.event_lines() if "KubernetesApiError" in line]
     assert len(warnings) == 1, warnings
+
+
+def test_a_paused_queue_adds_no_workers_and_a_limited_one_at_most_its_capacity(
+    cluster: Cluster, conn: Conn
+) -> None:
+    """Flow control (docs/flow-control.md): the operator scales on the work a claim could take."""
+    flow = Store(conn).flow
+    flow.pause("default")
+    backlog(conn, 39)  # in the paused queue "default"
+    dispatch_many([JobRequest("Sleep", {"seconds": 0}, queue="other")], conn=conn)
+    cluster.create_deployment("worker", replicas=1)
+    cluster.create_autoscaler("worker", OLD_POLICY)
+    wait_for(lambda: cluster.status("worker").get("load") == 1, message="a poll that saw the other queue")
+    assert cluster.replicas("worker") == 1  # the paused queue's 39 jobs add no worker
+
+    flow.set_limits("default", concurrency=10)
+    flow.resume("default")
+    wait_for(lambda: cluster.status("worker").get("load") == 11, message="a poll after the resume")
+    # At most its capacity: 10 of the 39 (plus the other queue's job), 5 per worker.
+    wait_for(lambda: cluster.replicas("worker") == 3, message="scale out to 3, not 8")
+    assert_event(cluster, "Normal ScaledUp: 1 -> 3 (load 11, 5 per worker)")
+
+    flow.set_limits("default", concurrency=None)
+    wait_for(lambda: cluster.replicas("worker") == 8, message="without the limit, scale out to 8")
+
+    flow.pause("default")
+    wait_for(lambda: cluster.replicas("worker") == 1, message="paused again, scale in after the cooldown")
+    assert_event(cluster, "Normal ScaledDown: 8 -> 1 (load 1, below 2 per worker)")

@@ -128,6 +128,7 @@ HOSTILE = [
     ("/api/v1/queues/%20%20/pause", b"", 400, "queue must be a non-empty string"),
     ("/api/v1/queues/a%00b/pause", b"", 400, "queue must not contain NUL"),
     ("/api/v1/queues/a%01b/resume", b"", 400, "queue must not contain control characters"),
+    ("/api/v1/queues/a%0Ab/pause", b"", 400, "queue must not contain control characters"),
     ("/api/v1/queues/" + "q" * 129 + "/pause", b"", 400, "queue must be at most 128 characters"),
     ("/api/v1/queues/emails/pause", b'{"all": true}', 400, "takes an empty object"),
     ("/api/v1/queues/emails/pause", b"[", 400, "not valid JSON"),
@@ -204,3 +205,150 @@ def test_a_paused_queue_without_jobs_is_listed_and_can_be_resumed(
     assert 'action="/queues/nightly/resume"' in client.get("/").text
     assert client.post("/api/v1/queues/nightly/resume", json={}).json()["created"] is False
     assert not flows(conn)["nightly"].paused
+
+
+def test_an_admin_sets_and_clears_limits_through_the_api_and_each_change_is_audited(
+    client: TestClient, conn: psycopg.Connection[Any], queued: None
+) -> None:
+    done = client.put(
+        "/api/v1/queues/outpasses/limits",
+        json={"concurrency": 2, "rate": "600/1m", "key_concurrency": 1},
+        headers=JSON,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json() | {"audit_id": 0} == {
+        "queue": "outpasses",
+        "action": "limit",
+        "created": True,
+        "audit_id": 0,
+        "paused": False,
+        "concurrency": 2,
+        "rate": {"limit": 600, "period_seconds": 60.0},
+        "key_concurrency": 1,
+        "held_back": 1,  # 3 ready, at most 2 at once
+    }
+    # PATCH changes only what it names; null and "none" remove a limit.
+    patched = client.patch("/api/v1/queues/outpasses/limits", json={"rate": None, "concurrency": "none"})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["concurrency"], patched.json()["rate"], patched.json()["key_concurrency"]) == (
+        None,
+        None,
+        1,
+    )
+    # PUT sets all three: one not given is removed.
+    put = client.put("/api/v1/queues/outpasses/limits", json={"concurrency": 5})
+    assert (put.json()["concurrency"], put.json()["key_concurrency"], put.json()["created"]) == (
+        5,
+        None,
+        False,
+    )
+    flow = flows(conn)["outpasses"]
+    assert (flow.concurrency, flow.rate_limit, flow.key_concurrency) == (5, None, None)
+    assert audit(conn) == [
+        (
+            "anonymous",
+            "limit",
+            "api",
+            [],
+            [],
+            {"queue": "outpasses", "concurrency": 2, "rate": "600/1m", "key_concurrency": 1},
+        ),
+        ("anonymous", "limit", "api", [], [], {"queue": "outpasses", "rate": None, "concurrency": None}),
+        (
+            "anonymous",
+            "limit",
+            "api",
+            [],
+            [],
+            {"queue": "outpasses", "concurrency": 5, "rate": None, "key_concurrency": None},
+        ),
+    ]
+    assert "limit" in client.get("/audit").text
+
+
+BAD_LIMITS = [
+    ("put", {"concurrency": 0}, "concurrency must be at least 1, got 0"),
+    ("put", {"concurrency": 1_000_001}, "concurrency must be at most 1000000"),
+    ("put", {"concurrency": 2.5}, "concurrency must be a whole number, got float"),
+    ("put", {"concurrency": True}, "concurrency must be a whole number, got bool"),
+    ("put", {"concurrency": "4"}, "concurrency must be a whole number, got str"),
+    ("put", {"key_concurrency": -1}, "key concurrency must be at least 1, got -1"),
+    ("put", {"rate": "10/0s"}, "rate period must be from 1ms to 7d"),
+    ("put", {"rate": "x/1m"}, "rate must look like 50/1s or 600/1m"),
+    ("put", {"rate": 50}, 'rate must be a string like "50/1s"'),
+    ("put", {"rate": "5\x00/1s"}, "rate must look like"),
+    ("put", {"concurency": 2}, "unknown field 'concurency'"),
+    ("patch", {}, "give at least one of concurrency, rate, key_concurrency"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_LIMITS, ids=[repr(c[1]) for c in BAD_LIMITS])
+def test_bad_limits_are_a_400_with_the_reason_and_change_nothing(
+    client: TestClient, conn: psycopg.Connection[Any], queued: None, case: tuple[str, Any, str]
+) -> None:
+    method, body, message = case
+    response = client.request(method.upper(), "/api/v1/queues/emails/limits", json=body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+    assert (flows(conn), audit(conn)) == ({}, [])
+
+
+def test_a_bad_limits_request_is_a_4xx_and_changes_nothing(
+    make_app: Callable[..., TestClient], tokens_file: Path, client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    for body, status, message in [
+        (b"", 400, "needs a JSON object"),
+        (b"[1]", 400, "must be a JSON object"),
+        (b"[" * 20_000, 400, "not valid JSON"),
+        (b"{" * 100_000, 413, "larger than"),
+        (b'{"concurrency": 1e999}', 400, "whole number"),
+        (b'{"concurrency": NaN}', 400, "whole number"),
+    ]:
+        response = client.put("/api/v1/queues/emails/limits", content=body, headers=JSON)
+        assert response.status_code == status, (body[:20], response.text)
+        assert message in response.json()["error"]["message"], body[:20]
+    assert client.put("/api/v1/queues/a%01b/limits", json={"concurrency": 1}).status_code == 400
+    assert client.post("/api/v1/queues/emails/limits", json={"concurrency": 1}).status_code == 405
+    tokens = make_app(auth=("token",), tokens_files=(tokens_file,))
+    refused = tokens.put(
+        "/api/v1/queues/emails/limits", json={"concurrency": 1}, headers=bearer(VIEWER_TOKEN)
+    )
+    assert refused.status_code == 403
+    assert (
+        make_app(read_only=True).put("/api/v1/queues/emails/limits", json={"concurrency": 1}).status_code
+        == 403
+    )
+    assert (flows(conn), audit(conn)) == ({}, [])
+
+
+def test_the_overview_sets_limits_with_a_csrf_checked_form(
+    client: TestClient, conn: psycopg.Connection[Any], queued: None
+) -> None:
+    page = client.get("/")
+    assert 'action="/queues/emails/limits"' in page.text
+    token = csrf_of(page.text)
+    fields = {"concurrency": "3", "rate": "50/1s", "key_concurrency": ""}
+    forged = client.post("/queues/emails/limits", data={**fields, "csrf": "x" + token[1:]}, headers=FORM)
+    assert forged.status_code == 403
+    bad = client.post(
+        "/queues/emails/limits", data={**fields, "concurrency": "0", "csrf": token}, headers=FORM
+    )
+    assert bad.status_code == 400
+    assert "concurrency must be at least 1, got 0" in bad.text
+    assert (flows(conn), audit(conn)) == ({}, [])
+    done = client.post(
+        "/queues/emails/limits", data={**fields, "csrf": token}, headers=FORM, follow_redirects=False
+    )
+    assert (done.status_code, done.headers["location"]) == (303, "/?notice=limits")
+    flow = flows(conn)["emails"]
+    assert (flow.concurrency, flow.rate_limit, flow.rate_period, flow.key_concurrency) == (3, 50, 1.0, None)
+    after = client.get("/?notice=limits").text
+    assert "Queue limits saved" in after
+    assert 'name="concurrency" size="7" inputmode="numeric" placeholder="none" value="3"' in after
+    assert 'value="50/1s"' in after
+    client.post(
+        "/queues/emails/limits", data={"concurrency": "none", "rate": "", "csrf": token}, headers=FORM
+    )
+    flow = flows(conn)["emails"]
+    assert (flow.concurrency, flow.rate_limit, flow.key_concurrency) == (None, None, None)
+    assert [row[1:3] for row in audit(conn)] == [("limit", "dashboard"), ("limit", "dashboard")]

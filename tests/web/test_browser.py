@@ -230,3 +230,48 @@ def test_an_admin_pauses_and_resumes_a_schedule_a_worker_runs(
     assert "schedule=every-second" in audit
     assert "pause" in audit
     assert "resume" in audit
+
+
+def test_an_admin_sets_a_queues_limits_from_the_overview_and_removes_one(
+    page: Page, web_server: Callable[..., Server], conn: psycopg.Connection[Any]
+) -> None:
+    for _ in range(3):
+        insert_job(conn, state="pending", queue="emails")
+    server = web_server()
+    page.goto(server.url + "/")
+    page.click("summary[aria-label='Limits of emails']")
+    form = page.locator("form[action='/queues/emails/limits']")
+    form.locator("input[name=concurrency]").fill("2")
+    form.locator("input[name=rate]").fill("50/1s")
+    form.locator("button:has-text('Save')").click()
+    page.wait_for_url("**/?notice=limits")
+    assert (
+        page.inner_text("[role=status]") == "Queue limits saved: every worker obeys them at its next claim."
+    )
+    flow = page.inner_text("tr:has(a:text-is('emails')) td.flow")
+    assert "concurrency 2" in flow
+    assert "rate 50/1s" in flow
+    assert "1 held back" in flow  # 3 ready, 2 at once
+    row = conn.execute("SELECT concurrency, rate_limit, key_concurrency FROM passito_jobs.queues").fetchone()
+    assert row == (2, 50, None)
+
+    page.click("summary[aria-label='Limits of emails']")
+    form = page.locator("form[action='/queues/emails/limits']")
+    assert form.locator("input[name=concurrency]").input_value() == "2"  # the form shows what is set
+    form.locator("input[name=concurrency]").fill("")
+    form.locator("input[name=key_concurrency]").fill("0")
+    form.locator("button:has-text('Save')").click()
+    assert "key concurrency must be at least 1, got 0" in page.inner_text("body")  # refused, nothing changed
+    row = conn.execute("SELECT concurrency, rate_limit, key_concurrency FROM passito_jobs.queues").fetchone()
+    assert row == (2, 50, None)
+    page.go_back()
+    page.reload()
+    page.click("summary[aria-label='Limits of emails']")
+    form = page.locator("form[action='/queues/emails/limits']")
+    form.locator("input[name=concurrency]").fill("none")
+    form.locator("button:has-text('Save')").click()
+    page.wait_for_url("**/?notice=limits")
+    row = conn.execute("SELECT concurrency, rate_limit, key_concurrency FROM passito_jobs.queues").fetchone()
+    assert row == (None, 50, None)
+    page.goto(server.url + "/audit")
+    assert page.inner_text("table").count("limit") >= 2

@@ -378,6 +378,29 @@ pre-install hooks. Pods then migrate in an init container.
 {{- end }}
 
 {{/*
+The `queues:` values as the JSON of `passito-jobs migrate --queue-settings`: the same settings,
+named as the command line names them (keyConcurrency: key_concurrency), numbers as integers. A
+setting not given stays out, so the command leaves it as it is.
+*/}}
+{{- define "passito-jobs.queueSettings" -}}
+{{- $settings := dict }}
+{{- range $queue, $given := .Values.queues }}
+{{- $one := dict }}
+{{- range $name, $key := dict "paused" "paused" "concurrency" "concurrency" "rate" "rate" "keyConcurrency" "key_concurrency" }}
+{{- if hasKey $given $name }}
+{{- $value := index $given $name }}
+{{- if or (kindIs "float64" $value) (kindIs "int64" $value) (kindIs "int" $value) }}
+{{- $value = int64 $value }}
+{{- end }}
+{{- $_ := set $one $key $value }}
+{{- end }}
+{{- end }}
+{{- $_ := set $settings $queue $one }}
+{{- end }}
+{{- toJson $settings }}
+{{- end }}
+
+{{/*
 The init containers of a pod, in order:
 - `database-url` (buildsPoolerUrl): writes the CloudNativePG Pooler's URL, built from the
   Cluster's application secret, into the in-memory database-url volume;

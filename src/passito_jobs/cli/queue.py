@@ -19,6 +19,7 @@ from passito_jobs.cli.options import (
     open_store,
     utf8_text,
 )
+from passito_jobs.cli.queues import apply_settings, queue_settings
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.dispatch import dispatch
@@ -48,6 +49,17 @@ _DISPATCH_FLAGS = {
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("migrate", help="install or upgrade the queue schema (safe to run concurrently)")
+    p.add_argument(
+        "--queue-settings",
+        type=queue_settings,
+        default={},
+        metavar="JSON",
+        help=(
+            'then set these queues\' flow control, e.g. \'{"emails": {"paused": false, "concurrency": 4, '
+            '"rate": "50/1s", "key_concurrency": null}}\' (null: no limit; a setting or queue not '
+            "given is left as it is; the chart's `queues:` values; default: none)"
+        ),
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("dispatch", help="dispatch one job and print its id")
@@ -179,6 +191,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"applied {migration.version:04d}_{migration.name}")
         else:
             print(f"schema up to date (migration {store.schema_version():04d})")
+        for line in apply_settings(store, args.queue_settings) if args.queue_settings else []:
+            print(line)
     return 0
 
 

@@ -7,6 +7,7 @@ next claim, without a restart; docs/flow-control.md explains each one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -14,11 +15,10 @@ from passito_jobs.cli.options import CommandError, open_store, print_json
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import FlowControlError, InvalidJobError
-from passito_jobs.queue.flow import UNCHANGED, Rate, check_limit, parse_rate
+from passito_jobs.queue.flow import NO_LIMIT, UNCHANGED, Rate, check_limit, parse_rate, parse_setting
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import QueueFlow
-
-NO_LIMIT = "none"
+from passito_jobs.queue.store import Store
 
 
 def add_commands(sub: Any) -> None:
@@ -92,6 +92,43 @@ def rate(text: str) -> Rate | None:
         return parse_rate(text)
     except FlowControlError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def queue_settings(text: str) -> dict[str, dict[str, Any]]:
+    """`migrate --queue-settings`: a JSON object of queue -> settings, e.g. `{"emails": {"paused":
+    false, "concurrency": 4, "rate": "50/1s", "key_concurrency": null}}`. A setting given is
+    checked and becomes the keyword of FlowControl (null or "none": no limit); one not given is
+    left as it is. Bad input: one line naming the queue and the setting."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "too large or too deep"
+        raise argparse.ArgumentTypeError(f"not valid JSON ({problem})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of queue names to settings")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, given in value.items():
+        queue = queue_name(name)
+        shown = printable(queue, 80)
+        if not isinstance(given, dict):
+            raise argparse.ArgumentTypeError(f"queue {shown}: settings must be a JSON object")
+        try:
+            checked[queue] = {key: parse_setting(key, item) for key, item in given.items()}
+        except FlowControlError as exc:
+            raise argparse.ArgumentTypeError(f"queue {shown}: {exc}") from None
+    return checked
+
+
+def apply_settings(store: Store, settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Apply `queue_settings` in one transaction; a line for each queue, as `queues set` prints it."""
+    with store.conn.transaction():
+        for queue, given in settings.items():
+            limits_given = {key: value for key, value in given.items() if key != "paused"}
+            if limits_given:
+                store.flow.set_limits(queue, **limits_given)
+            if "paused" in given:
+                (store.flow.pause if given["paused"] else store.flow.resume)(queue)
+    return [f"queue {printable(f.queue, 80)}: {_summary(f)}" for f in store.flow.queues(list(settings))]
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -83,10 +83,14 @@ class HealthReport:
         return total(self.queues)
 
 
+LIMITS = ("concurrency", "rate_per_second", "key_concurrency")
+"""The fields of QueueStats that are a queue's settings, not counts (the exporter shows them)."""
+
+
 def total(queues: Sequence[QueueStats]) -> QueueStats:
     counts: dict[str, int] = {}
     for spec in fields(QueueStats):
-        if spec.name not in {"queue", "oldest_ready_age", "paused"}:
+        if spec.name not in {"queue", "oldest_ready_age", "paused", *LIMITS}:
             counts[spec.name] = sum(getattr(q, spec.name) for q in queues)
     oldest = max((q.oldest_ready_age for q in queues), default=0.0)
     return QueueStats("*", oldest_ready_age=oldest, paused=any(q.paused for q in queues), **counts)

@@ -192,25 +192,48 @@ class QueueCollector(Collector):
         yield from self._flow_families(sample)
 
     def _flow_families(self, sample: _Sample | None) -> Iterator[Metric]:
-        """Flow control (docs/flow-control.md): only the queues paused or holding jobs back."""
+        """Flow control (docs/flow-control.md): only the queues paused, limited or holding jobs
+        back; a limit that is not set has no sample."""
+        shown = "Only queues that are paused, limited or hold jobs back are listed."
         paused = GaugeMetricFamily(
             "passito_jobs_queue_paused",
-            "1 for a paused queue (passito-jobs queues pause): none of its jobs is claimed. "
-            "Only queues that are paused or hold jobs back are listed.",
+            f"1 for a paused queue (passito-jobs queues pause): none of its jobs is claimed. {shown}",
             labels=["queue"],
         )
         held_back = GaugeMetricFamily(
             "passito_jobs_queue_held_back_jobs",
             "Ready jobs a claim cannot take now because the queue is paused, at its concurrency, "
-            "or their concurrency key is at the queue's key concurrency, by queue.",
+            f"or their concurrency key is at the queue's key concurrency, by queue. {shown}",
+            labels=["queue"],
+        )
+        concurrency = GaugeMetricFamily(
+            "passito_jobs_queue_concurrency_limit",
+            "The queue's concurrency: at most this many of its jobs processing at once across all "
+            "workers. No sample when it has no concurrency limit.",
+            labels=["queue"],
+        )
+        rate = GaugeMetricFamily(
+            "passito_jobs_queue_rate_limit_per_second",
+            "The queue's rate in jobs started per second (50/1s: 50, 600/1m: 10). No sample when "
+            "it has no rate limit.",
+            labels=["queue"],
+        )
+        key_concurrency = GaugeMetricFamily(
+            "passito_jobs_queue_key_concurrency_limit",
+            "The queue's key concurrency: at most this many processing jobs per concurrency key. "
+            "No sample when it has no key concurrency limit.",
             labels=["queue"],
         )
         queues = sample.queues if sample is not None and sample.queues is not None else []
         for q in queues:
-            if q.paused or q.held_back:
+            limits = (q.concurrency, q.rate_per_second, q.key_concurrency)
+            if q.paused or q.held_back or any(limit is not None for limit in limits):
                 paused.add_metric([q.queue], 1.0 if q.paused else 0.0)
                 held_back.add_metric([q.queue], q.held_back)
-        yield from (paused, held_back)
+            for family, limit in zip((concurrency, rate, key_concurrency), limits, strict=True):
+                if limit is not None:
+                    family.add_metric([q.queue], limit)
+        yield from (paused, held_back, concurrency, rate, key_concurrency)
 
 
 def serve(

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from passito_jobs.health.checks import HealthReport, Problem, Thresholds, evaluate
+from passito_jobs.health.checks import LIMITS, HealthReport, Problem, Thresholds, evaluate
 from passito_jobs.queue.errors import (
     DatabaseUnavailableError,
     QueryTimeoutError,
@@ -85,7 +85,8 @@ def render_text(report: HealthReport) -> str:
 
 def _numbers(stats: QueueStats) -> dict[str, Any]:
     data = asdict(stats)
-    data.pop("queue")
+    for name in ("queue", *LIMITS):  # limits: `queues list` and the exporter show them
+        data.pop(name)
     data["oldest_ready_age"] = round(_finite(stats.oldest_ready_age), 3)
     data["failure_ratio"] = round(stats.failure_ratio, 4)
     data["failure_rate"] = data["failure_ratio"]  # deprecated name, removed in the next release

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,8 @@ from psycopg.rows import class_row
 
 from passito_jobs.queue.connection import read_any_row
 from passito_jobs.queue.errors import FlowControlError, translate, translated
-from passito_jobs.queue.models import Job, JobState, QueueFlow, QueueStats
+from passito_jobs.queue.flow import Rate
+from passito_jobs.queue.models import FlowChange, Job, JobState, QueueFlow, QueueStats
 from passito_jobs.queue.sqlfiles import named_queries, query
 from passito_jobs.queue.store import RARE_TAG_JOBS, Store
 
@@ -374,6 +375,17 @@ class Admin:
         row = self.conn.execute(_q("schedule_paused_logged"), params).fetchone()
         return None if row is None else int(row[0])
 
+    def set_limits(self, queue: str, given: dict[str, Any], actor: Actor) -> FlowChange:
+        """Set the given limits of `queue` (FlowControl.set_limits) and an audit row naming
+        them, in one transaction; a value the rules refuse raises FlowControlError."""
+        shown = {name: str(v) if isinstance(v, Rate) else v for name, v in given.items()}
+        params = {"queue": queue, "limits": json.dumps(shown), **actor.params()}
+        with self.conn.transaction():
+            created = self.store.flow.set_limits(queue, **given)
+            row = self.conn.execute(_q("limits_logged"), params).fetchone()
+        assert row is not None
+        return FlowChange(queue, "limit", created, int(row[0]))
+
     @translated
     def _act(self, action: str, ids: Sequence[int], actor: Actor, where: JobFilter | None) -> ActionResult:
         params = {
@@ -384,17 +396,3 @@ class Admin:
         row = self.conn.execute(_q(f"{action}_logged"), params).fetchone()
         assert row is not None
         return ActionResult(action, list(ids), [int(i) for i in row[0] or []], int(row[1]))
-
-
-@dataclass(frozen=True)
-class FlowChange:
-    queue: str
-    action: str  # pause or resume
-    created: bool
-    """The queue had no flow-control row yet (a new name, or a typo: the answer says so)."""
-    audit_id: int
-
-
-def field_names(cls: type[Any]) -> list[str]:
-    """The fields of one of the dataclasses above (the API's column list)."""
-    return [f.name for f in fields(cls)]

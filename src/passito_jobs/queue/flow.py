@@ -24,7 +24,13 @@ __all__ = [
     "check_rate",
     "format_period",
     "parse_rate",
+    "parse_setting",
 ]
+
+NO_LIMIT = "none"
+"""How a limit is removed where a value must be written: the command line, JSON, a form."""
+LIMIT_NAMES = ("concurrency", "rate", "key_concurrency")
+SETTING_NAMES = ("paused", *LIMIT_NAMES)
 
 MAX_QUEUE_LIMIT = 1_000_000
 """The highest concurrency, key concurrency, or number of jobs per rate period."""
@@ -110,3 +116,23 @@ def parse_rate(text: str) -> Rate:
     rate = Rate(limit, size * _UNITS[unit])
     check_rate(rate)
     return rate
+
+
+def parse_setting(name: str, value: object) -> bool | int | Rate | None:
+    """One queue setting as JSON gives it (`migrate --queue-settings`, the admin API): `paused`
+    true or false; `concurrency` and `key_concurrency` a whole number; `rate` a string like
+    "50/1s". null or "none" removes a limit. FlowControlError otherwise, naming the setting."""
+    if name not in SETTING_NAMES:
+        shown = printable(name, 40)
+        raise FlowControlError(f"unknown setting {shown!r} (known: {', '.join(SETTING_NAMES)})")
+    if name == "paused":
+        if not isinstance(value, bool):
+            raise FlowControlError("paused must be true or false")
+        return value
+    if isinstance(value, str) and value.strip().lower() == NO_LIMIT:
+        return None
+    if name == "rate":
+        if value is not None and not isinstance(value, str):
+            raise FlowControlError('rate must be a string like "50/1s", or null')
+        return None if value is None else parse_rate(value)
+    return check_limit(name.replace("_", " "), value)

@@ -194,6 +194,17 @@ class QueueFlow:
 
 
 @dataclass(frozen=True)
+class FlowChange:
+    """A change of a queue's flow control from the admin API or dashboard, and its audit row."""
+
+    queue: str
+    action: str  # pause, resume or limit
+    created: bool
+    """The queue had no flow-control row yet (a new name, or a typo: the answer says so)."""
+    audit_id: int
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One queue's numbers, as health checks and the exporter see them (`Store.queue_stats`).
 
@@ -219,6 +230,11 @@ class QueueStats:
     held_back: int = 0
     """Ready jobs a claim cannot take now: the queue is paused, at its concurrency, or their
     concurrency key is at the queue's key concurrency."""
+    concurrency: int | None = None
+    """The queue's limits (docs/flow-control.md), None when it has none: its concurrency, its
+    rate in jobs started per second, and its key concurrency. Not added up in totals."""
+    rate_per_second: float | None = None
+    key_concurrency: int | None = None
 
     @property
     def failure_ratio(self) -> float:

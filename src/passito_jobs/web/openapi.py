@@ -13,7 +13,14 @@ from passito_jobs.queue import limits
 from passito_jobs.queue.admin import MAX_BULK
 from passito_jobs.queue.models import JobState
 from passito_jobs.web.openapi_flows import DEPENDS_ON_MODE, flow_schemas
-from passito_jobs.web.openapi_queues import FLOW_CHANGE, QUEUE_FLOW, SCHEDULE_CHANGE, flow_action
+from passito_jobs.web.openapi_queues import (
+    FLOW_CHANGE,
+    LIMITS_CHANGE,
+    QUEUE_FLOW,
+    SCHEDULE_CHANGE,
+    flow_action,
+    limits_action,
+)
 from passito_jobs.web.params import MAX_LIMIT
 
 VERSION = "1.0.0"
@@ -208,6 +215,7 @@ def _queue_schemas() -> dict[str, Any]:
         ),
         "FlowChange": FLOW_CHANGE,
         "ScheduleChange": SCHEDULE_CHANGE,
+        "LimitsChange": LIMITS_CHANGE,
         "Queues": _obj(
             {"window_seconds": {"type": "number"}, "queues": {"type": "array", "items": _ref("Queue")}}
         ),
@@ -271,7 +279,7 @@ def _action_schemas() -> dict[str, Any]:
                 "at": TIME,
                 "actor": {"type": "string"},
                 "role": {"type": "string", "enum": ["viewer", "admin"]},
-                "action": {"type": "string", "enum": ["retry", "cancel", "pause", "resume"]},
+                "action": {"type": "string", "enum": ["retry", "cancel", "pause", "resume", "limit"]},
                 "source": {"type": "string", "enum": ["dashboard", "api"]},
                 "job_ids": {**ids, "description": "The jobs asked for (the first 100)"},
                 "asked": {"type": "integer"},
@@ -362,6 +370,7 @@ def document() -> dict[str, Any]:
             "/api/v1/queues": _get("Per queue: counts by state, oldest ready age, the last hour", "Queues"),
             "/api/v1/queues/{queue}/pause": flow_action("Pause a queue (its jobs wait)", ACTION_ERRORS),
             "/api/v1/queues/{queue}/resume": flow_action("Resume a queue, waking its workers", ACTION_ERRORS),
+            "/api/v1/queues/{queue}/limits": limits_action(ACTION_ERRORS),
             "/api/v1/jobs": _get("Jobs, newest first (keyset pages)", "JobPage", FILTER_PARAMS + PAGE_PARAMS),
             "/api/v1/jobs/{id}": _get(
                 "One job: every field, parents and children, and its flow (parents and descendants)",

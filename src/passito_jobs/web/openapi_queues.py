@@ -1,5 +1,5 @@
-"""The pause-and-resume part of the OpenAPI document (openapi.py): each queue's pause and limits
-in `Queue`, and the pause and resume actions of queues and schedules."""
+"""The flow-control part of the OpenAPI document (openapi.py): each queue's pause and limits in
+`Queue`, the pause and resume actions of queues and schedules, and setting a queue's limits."""
 
 from __future__ import annotations
 
@@ -71,4 +71,68 @@ def flow_action(
                 **missing,
             },
         }
+    }
+
+
+_SET_LIMIT = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        {"type": "null"},
+        {"const": "none"},
+    ],
+    "description": 'null or "none": no limit',
+}
+LIMITS_BODY = {
+    "type": "object",
+    "properties": {
+        "concurrency": _SET_LIMIT,
+        "rate": {
+            "anyOf": [{"type": "string", "maxLength": 40}, {"type": "null"}],
+            "description": 'N/PERIOD: "50/1s", "600/1m"; null or "none": no limit',
+        },
+        "key_concurrency": _SET_LIMIT,
+    },
+    "additionalProperties": False,
+}
+LIMITS_CHANGE = {
+    "type": "object",
+    "properties": {
+        "queue": {"type": "string"},
+        "action": {"type": "string", "enum": ["limit"]},
+        "created": {"type": "boolean", "description": "The queue had no flow-control row (check the name)"},
+        "audit_id": {"type": "integer"},
+        **QUEUE_FLOW,
+    },
+    "required": ["queue", "action", "created", "audit_id", *QUEUE_FLOW],
+    "additionalProperties": False,
+}
+
+
+def limits_action(errors: dict[str, Any]) -> dict[str, Any]:
+    """PUT (every limit; one not given is removed) and PATCH (only those given) of
+    /api/v1/queues/{queue}/limits."""
+    queue = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+
+    def operation(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "parameters": [queue],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "200": {
+                    "description": "Done: the queue's flow control now",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/LimitsChange"}}
+                    },
+                },
+                **{k: v for k, v in errors.items() if k not in ("404", "409")},
+            },
+        }
+
+    return {
+        "put": operation("Set a queue's limits (a limit not given is removed)", LIMITS_BODY),
+        "patch": operation(
+            "Change some of a queue's limits (the others are left as they are)",
+            {**LIMITS_BODY, "minProperties": 1},
+        ),
     }

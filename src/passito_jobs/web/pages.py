@@ -45,6 +45,7 @@ NOTICES = {
     "resumed": "Queue resumed: its workers were woken.",
     "schedule-paused": "Schedule paused: its slots are not dispatched until it is resumed.",
     "schedule-resumed": "Schedule resumed: its next slot is dispatched as usual.",
+    "limits": "Queue limits saved: every worker obeys them at its next claim.",
 }
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 

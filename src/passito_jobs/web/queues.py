@@ -1,23 +1,26 @@
 """The queues in the admin API and the dashboard: their numbers and flow control
-(docs/flow-control.md), and pausing and resuming one.
+(docs/flow-control.md), pausing and resuming one, and setting its limits.
 
-Pause and resume are actions like retry and cancel: an admin on a dashboard that is not
+Pause, resume and limits are actions like retry and cancel: an admin on a dashboard that is not
 read-only, a CSRF-checked form from the pages or a JSON (or bearer-token) call to the API, the
-queue's own SQL functions (pause_queue, resume_queue), and an audit row in the same statement.
+queue's own SQL functions (pause_queue, resume_queue, set_queue_*), and an audit row in the same
+transaction. Limits follow the rules of `passito-jobs queues set` (queue.flow.parse_setting).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from passito_jobs.queue import limits
-from passito_jobs.queue.admin import Actor, Admin, FlowChange
+from passito_jobs.queue.admin import Actor, Admin
 from passito_jobs.queue.errors import FlowControlError
-from passito_jobs.queue.models import QueueFlow
+from passito_jobs.queue.flow import LIMIT_NAMES, NO_LIMIT, parse_setting
+from passito_jobs.queue.models import FlowChange, QueueFlow
 from passito_jobs.web import api, params, views
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
@@ -29,13 +32,31 @@ COUNTS = (
 )
 
 
+class QueueConvertor(Convertor[str]):
+    """A queue name in a path: any text, line breaks too (Starlette's `path` stops at them and
+    the request would be a 404), so that queue_name() refuses a bad name with a 400."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("queue", QueueConvertor())
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/v1/queues", queues),
-        Route("/api/v1/queues/{queue:path}/pause", api_pause, methods=["POST"]),
-        Route("/api/v1/queues/{queue:path}/resume", api_resume, methods=["POST"]),
-        Route("/queues/{queue:path}/pause", page_pause, methods=["POST"]),
-        Route("/queues/{queue:path}/resume", page_resume, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/pause", api_pause, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/resume", api_resume, methods=["POST"]),
+        Route("/api/v1/queues/{queue:queue}/limits", api_limits, methods=["PUT", "PATCH"]),
+        Route("/queues/{queue:queue}/pause", page_pause, methods=["POST"]),
+        Route("/queues/{queue:queue}/limits", page_limits, methods=["POST"]),
+        Route("/queues/{queue:queue}/resume", page_resume, methods=["POST"]),
     ]
 
 
@@ -161,3 +182,78 @@ async def page_pause(request: Request) -> Response:
 
 async def page_resume(request: Request) -> Response:
     return await _page(request, paused=False)
+
+
+# ---------------------------------------------------------------- limits
+
+
+def _limits(given: dict[str, Any], *, replace: bool) -> dict[str, Any]:
+    """The limits of a request, checked (400 naming the field otherwise). `replace` (PUT, the
+    form): a limit not given is removed; otherwise (PATCH) it is left as it is."""
+    unknown = [name for name in given if name not in LIMIT_NAMES]
+    if unknown:
+        raise BadRequest(f"unknown field {params.shown(unknown[0])}: the limits are {', '.join(LIMIT_NAMES)}")
+    if not given and not replace:
+        raise BadRequest(f"give at least one of {', '.join(LIMIT_NAMES)} (null: no limit)")
+    try:
+        checked = {name: parse_setting(name, value) for name, value in given.items()}
+    except FlowControlError as exc:
+        raise BadRequest(str(exc)) from None
+    return (dict.fromkeys(LIMIT_NAMES) if replace else {}) | checked
+
+
+def _form_limit(text: str) -> object:
+    """A form field: empty or `none` is no limit, digits a number; anything else is checked
+    (and refused) as the text it is."""
+    value = text.strip()
+    if not value or value.lower() == NO_LIMIT:
+        return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 20 else value
+
+
+async def _set_limits(request: Request, *, source: str) -> FlowChange:
+    board, user = api._board(request)
+    params.single_values(request.query_params.multi_items(), ())
+    name = queue_name(request)
+    api.require_action(board, user)
+    if source == "api":
+        check_api_post(request, user.via)
+        given = _limits(await api.json_body(request, required=True), replace=request.method == "PUT")
+    else:
+        form = await read_form(request)
+        check_form(request, form)
+        fields = {key: _form_limit(str(form.get(key, ""))) for key in LIMIT_NAMES}
+        given = _limits(fields, replace=True)
+    actor = Actor(user.name, user.role, source)
+
+    def act(admin: Admin) -> FlowChange | str:
+        try:
+            return admin.set_limits(name, given, actor)
+        except FlowControlError as exc:
+            return str(exc)
+
+    change = await board.db.run(act)
+    if isinstance(change, str):
+        raise BadRequest(change)
+    return change
+
+
+async def api_limits(request: Request) -> Response:
+    """PUT sets all three limits (a missing one: no limit); PATCH only those given."""
+    change = await _set_limits(request, source="api")
+    board, _ = api._board(request)
+    flows = await board.db.run(lambda admin: [f for f in admin.queue_flow() if f.queue == change.queue])
+    return JSONResponse(
+        {
+            "queue": change.queue,
+            "action": change.action,
+            "created": change.created,
+            "audit_id": change.audit_id,
+            **flow_json(flows[0] if flows else None),
+        }
+    )
+
+
+async def page_limits(request: Request) -> Response:
+    await _set_limits(request, source="dashboard")
+    return RedirectResponse("/?notice=limits", 303)

@@ -138,7 +138,7 @@ def check_api_post(request: Request, via: str) -> None:
 
 
 MAX_FORM = 16 * 1024
-FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", CSRF_FIELD)
+FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", "concurrency", "rate", "key_concurrency", CSRF_FIELD)
 """The fields a dashboard form may carry (each at most once)."""
 
 

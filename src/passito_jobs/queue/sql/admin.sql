@@ -280,3 +280,11 @@ FROM passito_jobs.audit_log
 WHERE job_ids @> ARRAY[%(job)s::bigint]
 ORDER BY id DESC
 LIMIT %(limit)s
+
+-- name: limits_logged
+-- The audit row of a change of a queue's limits, in the transaction that made it
+-- (FlowControl.set_limits); `filter` names the queue and the limits given (null: none).
+INSERT INTO passito_jobs.audit_log (actor, role, action, source, job_ids, changed_ids, filter)
+VALUES (%(actor)s, %(role)s, 'limit', %(source)s, '{}', '{}',
+        jsonb_build_object('queue', %(queue)s::text) || %(limits)s::jsonb)
+RETURNING id

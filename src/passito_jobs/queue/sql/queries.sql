@@ -255,11 +255,14 @@ completed AS (
     WHERE state = 'completed' AND finished_at >= now() - make_interval(secs => %(window)s)
     GROUP BY queue
 ),
--- Flow control (docs/flow-control.md): the queues paused or limited, and the ready jobs they
--- hold back. A paused queue's waiting jobs are waiting on purpose: they are not stale.
+-- Flow control (docs/flow-control.md): the queues paused or limited, their limits, and the
+-- ready jobs they hold back. A paused queue's waiting jobs are waiting on purpose: not stale.
 flow AS (
-    SELECT queue, paused, held_back FROM passito_jobs.queue_flow()
-    WHERE paused OR held_back > 0
+    SELECT queue, paused, held_back, concurrency, key_concurrency,
+           (rate_limit / extract(epoch FROM rate_period))::double precision AS rate_per_second
+    FROM passito_jobs.queue_flow()
+    WHERE paused OR held_back > 0 OR concurrency IS NOT NULL OR rate_limit IS NOT NULL
+       OR key_concurrency IS NOT NULL
 )
 SELECT queue,
        coalesce(b.blocked, 0) AS blocked,
@@ -273,7 +276,10 @@ SELECT queue,
        coalesce(c.completed_recently, 0) AS completed_recently,
        coalesce(f.failed_recently, 0) AS failed_recently,
        coalesce(l.paused, false) AS paused,
-       coalesce(l.held_back, 0) AS held_back
+       coalesce(l.held_back, 0) AS held_back,
+       l.concurrency,
+       l.rate_per_second,
+       l.key_concurrency
 FROM pending p
 FULL JOIN blocked b USING (queue)
 FULL JOIN processing r USING (queue)
