@@ -68,6 +68,7 @@ class _NotKubernetes(http.server.BaseHTTPRequestHandler):
         else:
             status, body = 404, b"404 page not found\n"
         self.send_response(status)
+        self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
