@@ -253,6 +253,11 @@ class Store(ScheduleStore):
         return list(self._value("cancel", {"ids": list(ids)}) or [])
 
     @translated
+    def cancel_unfinished_tagged(self, tag: str) -> list[int]:
+        """Cancel every blocked, pending or processing job carrying `tag`; their ids."""
+        return list(self._value("cancel_unfinished_tagged", {"tag": tag}) or [])
+
+    @translated
     def finished_among(self, ids: Sequence[int]) -> tuple[int, int]:
         """(finished, failed) among the jobs `ids` (a dispatched batch)."""
         with self.conn.cursor(row_factory=dict_row) as cur:

@@ -69,6 +69,14 @@ SELECT passito_jobs.cancel(%(ids)s::bigint[])
 -- name: retry
 SELECT passito_jobs.retry(%(ids)s::bigint[])
 
+-- name: cancel_unfinished_tagged
+-- Cancels the blocked, pending and processing jobs that carry a tag (found through
+-- jobs_tags_idx); returns their ids.
+SELECT passito_jobs.cancel(ARRAY(
+    SELECT id FROM passito_jobs.jobs
+    WHERE tags @> ARRAY[%(tag)s::text] AND state IN ('blocked', 'pending', 'processing')
+))
+
 -- name: failed_ids
 SELECT id FROM passito_jobs.jobs
 WHERE state = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s)
