@@ -19,6 +19,7 @@ from passito_jobs.queue.admin import Actor, Admin, FlowChange
 from passito_jobs.queue.errors import FlowControlError
 from passito_jobs.queue.models import QueueFlow
 from passito_jobs.web import api, params, views
+from passito_jobs.web.board import board_and_user
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
 
@@ -54,7 +55,7 @@ def flow_json(flow: QueueFlow | None) -> dict[str, Any]:
 
 
 async def queues(request: Request) -> Response:
-    board, _ = api._board(request)
+    board, _ = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     timeout = board.web.query_timeout
 
@@ -105,7 +106,7 @@ def queue_name(request: Request) -> str:
 
 
 async def _change(request: Request, *, paused: bool, source: str) -> FlowChange:
-    board, user = api._board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     name = queue_name(request)
     api.require_action(board, user)
