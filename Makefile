@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-dev
 DEMO_JOBS ?= 200
 DEMO_WORKERS ?= 4
 UNTIL_DRAINED ?=
+CLEAR ?=
 PYTEST_ARGS ?=
 OUTPASS_BENCH_ARGS ?=
 WEB_BENCH_ARGS ?=
@@ -46,8 +47,8 @@ $(CHECKOV_STAMP):
 
 checkov: $(CHECKOV_STAMP) ## install checkov into .venv-checkov (once) for the chart's security scan test
 
-run: $(STAMP) ## run locally: embedded Postgres, workers, demo workload (DEMO_JOBS=200 UNTIL_DRAINED=1)
-	$(BIN)/passito-jobs demo --jobs $(DEMO_JOBS) --workers $(DEMO_WORKERS) $(if $(UNTIL_DRAINED),--until-drained)
+run: $(STAMP) ## run locally: embedded Postgres, workers, demo workload (DEMO_JOBS=200 UNTIL_DRAINED=1 CLEAR=1)
+	$(BIN)/passito-jobs demo --jobs $(DEMO_JOBS) --workers $(DEMO_WORKERS) $(if $(UNTIL_DRAINED),--until-drained) $(if $(CLEAR),--clear-leftovers)
 
 test: lint typecheck ## the whole suite: ruff, import contracts, mypy --strict, pytest
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -5,6 +5,8 @@ supervisor (workers scaled to the queue), dispatches generated sample outpasses 
 outpass flow (QR code -> PDF -> email, plus parent approval for some) and prints progress.
 `--jobs N` (`make run DEMO_JOBS=N`) is the number of sample outpasses; each is 3 or 4 jobs.
 Ctrl-C stops everything gracefully; `--until-drained` exits once the demo jobs are done.
+Every demo job carries the tag `demo`: `--clear-leftovers` (`make run CLEAR=1`) cancels the
+unfinished ones an interrupted run left, unless another demo run shares the database.
 
 Emails always go to the file backend (`.eml` files in PASSITO_STORAGE_DIR/outbox/), whatever
 PASSITO_SMTP_HOST says: the sample addresses are fake. Without PASSITO_SECRET_KEY the demo
@@ -35,6 +37,7 @@ from passito_jobs.supervisor.local import LocalSupervisor
 from passito_jobs.supervisor.policy import ScalingPolicy
 
 PROGRESS_EVERY = 2.0
+DEMO_TAG = "demo"
 
 
 FIRST_NAMES = ("Aanya", "Arjun", "Diya", "Ishaan", "Kavya", "Rohan", "Saanvi", "Vihaan", "Meera", "Kabir")
@@ -138,7 +141,9 @@ def _leave(local: LocalDatabase | None) -> None:
         print(f"Embedded PostgreSQL left running: {others} other demo run(s) use it", flush=True)
 
 
-def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int) -> int:
+def run_demo(
+    settings: Settings, *, jobs: int, until_drained: bool, workers: int, clear_leftovers: bool = False
+) -> int:
     print(
         "passito-jobs demo: the queue, local workers with autoscaling, and a demo workload",
         flush=True,
@@ -158,18 +163,53 @@ def run_demo(settings: Settings, *, jobs: int, until_drained: bool, workers: int
         url, local = _database(settings)
         if run.stop.is_set():
             return 130
-        return _run_with_database(
-            settings, run, url, outpass, jobs=jobs, until_drained=until_drained, workers=workers
-        )
+        store = Store(connect(url, timeout=settings.database.connect_timeout))
+        try:
+            for migration in store.migrate():
+                print(f"Applied migration {migration.version:04d}_{migration.name}", flush=True)
+            _leftovers(store, local, clear=clear_leftovers)
+            return _run_with_database(
+                settings, run, store, url, outpass, jobs=jobs, until_drained=until_drained, workers=workers
+            )
+        finally:
+            store.conn.close()
     finally:
         _leave(local)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
+def _leftovers(store: Store, local: LocalDatabase | None, *, clear: bool) -> None:
+    """Say what unfinished jobs the queue already holds; with `clear`, first cancel the demo's
+    (tag `demo`) unless another demo run shares this database (they may be its jobs)."""
+    if clear:
+        others = local.other_runs(os.getpid()) if local is not None else 0
+        if others:
+            print(
+                f"Not clearing leftovers: {others} other demo run(s) use this database and the "
+                "unfinished demo jobs may be theirs",
+                flush=True,
+            )
+        else:
+            cancelled = store.cancel_unfinished_tagged(DEMO_TAG)
+            print(
+                f"Cleared leftovers: cancelled {len(cancelled)} unfinished demo job(s) of an earlier run",
+                flush=True,
+            )
+    leftovers = store.unfinished()
+    if leftovers:
+        print(
+            f"{leftovers} unfinished jobs are already in the queue (left by an earlier run, or another "
+            "run's): the workers run them too; this run counts only its own"
+            + ("" if clear else " (--clear-leftovers, make run CLEAR=1: cancel the demo's first)"),
+            flush=True,
+        )
+
+
 def _run_with_database(
     settings: Settings,
     run: _Run,
+    store: Store,
     url: str,
     outpass: OutpassSettings,
     *,
@@ -177,16 +217,6 @@ def _run_with_database(
     until_drained: bool,
     workers: int,
 ) -> int:
-    store = Store(connect(url, timeout=settings.database.connect_timeout))
-    for migration in store.migrate():
-        print(f"Applied migration {migration.version:04d}_{migration.name}", flush=True)
-    leftovers = store.unfinished()
-    if leftovers:
-        print(
-            f"{leftovers} unfinished jobs are already in the queue (left by an earlier run, or another "
-            "run's): the workers run them too; this run counts only its own",
-            flush=True,
-        )
     policy = ScalingPolicy(
         min_replicas=1,
         max_replicas=workers,
@@ -211,12 +241,11 @@ def _run_with_database(
     finally:
         supervisor_stop.set()
         thread.join()
-        store.conn.close()
 
 
 def _dispatch_and_watch(store: Store, run: _Run, storage: Path, *, jobs: int, until_drained: bool) -> int:
     outpasses = sample_outpasses(jobs, random.Random(7))  # noqa: S311 - not crypto
-    flows = dispatch_outpass_flows(outpasses, conn=store.conn)
+    flows = dispatch_outpass_flows(outpasses, conn=store.conn, tags=[DEMO_TAG])
     ids = sorted(job_id for flow in flows for job_id in flow.job_ids)
     approvals = sum(1 for flow in flows if flow.parent_approval is not None)
     print(

@@ -176,22 +176,33 @@ class LocalDatabase:
         live runs still use it)."""
         with self._lock():
             (self._users() / str(user)).unlink(missing_ok=True)
-            others = []
-            for entry in self._users().glob("[0-9]*"):
-                if _alive(int(entry.name)):
-                    others.append(entry)
-                else:
-                    entry.unlink()  # a run that was killed before it could leave
+            others = self._live_runs()
             marker = self._users() / STARTED_BY_A_RUN
             if others or not marker.exists():
                 return False, len(others)
             marker.unlink()
             return self._stop(), 0
 
+    def other_runs(self, user: int) -> int:
+        """How many live runs other than `user` share the server."""
+        with self._lock():
+            return sum(1 for entry in self._live_runs() if entry.name != str(user))
+
     # --- internals
 
     def _users(self) -> Path:
         return self.root / "runs"
+
+    def _live_runs(self) -> list[Path]:
+        """The entries of the runs still alive; those of runs killed before they could leave
+        are removed."""
+        live = []
+        for entry in self._users().glob("[0-9]*"):
+            if _alive(int(entry.name)):
+                live.append(entry)
+            else:
+                entry.unlink()
+        return live
 
     def _start(self) -> str:
         port = self.running_port()

@@ -69,11 +69,32 @@ def _unchanged(text: str) -> str:
     return text
 
 
-class TextFormatter(logging.Formatter):
-    def __init__(self, role: str, instance: str, redact: Redact | None = None) -> None:
+class _Formatter(logging.Formatter):
+    """A traceback in a third-party library's line (kopf's "Resource observer has failed",
+    aiohttp's) is one `Type: message` unless `tracebacks` (PASSITO_LOG_LEVEL=DEBUG): those
+    are the library's retries and failures, told in its message, not bugs of ours."""
+
+    def __init__(self, redact: Redact | None, tracebacks: bool) -> None:
         super().__init__()
-        self.prefix = f"[{role} {instance}]"
         self.redact = redact or _unchanged
+        self.tracebacks = tracebacks
+
+    def exception_text(self, record: logging.LogRecord) -> str | None:
+        if not record.exc_info:
+            return None
+        if self.tracebacks or record.name.split(".")[0] == "passito_jobs":
+            return self.formatException(record.exc_info)
+        exc = record.exc_info[1]
+        one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return None if str(exc) and str(exc) in record.getMessage() else one_line
+
+
+class TextFormatter(_Formatter):
+    def __init__(
+        self, role: str, instance: str, redact: Redact | None = None, *, tracebacks: bool = False
+    ) -> None:
+        super().__init__(redact, tracebacks)
+        self.prefix = f"[{role} {instance}]"
 
     def format(self, record: logging.LogRecord) -> str:
         tag = getattr(record, "tag", None) or record.levelname
@@ -81,21 +102,23 @@ class TextFormatter(logging.Formatter):
         fields = _fields(record)
         if fields:
             line += " " + " ".join(f"{key}={_value(value)}" for key, value in fields.items())
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        exception = self.exception_text(record)
+        if exception is not None:
+            line += ("\n" if "\n" in exception else ": ") + exception
         return self.redact(line)
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_Formatter):
     """One JSON object per line. A worker's lines carry its `worker_id`; other processes name
     themselves as `instance` (both are `<name>:<pid>`)."""
 
-    def __init__(self, role: str, instance: str, redact: Redact | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, role: str, instance: str, redact: Redact | None = None, *, tracebacks: bool = False
+    ) -> None:
+        super().__init__(redact, tracebacks)
         self.role = role
         self.instance_key = "worker_id" if role == "Worker" else "instance"
         self.instance = instance
-        self.redact = redact or _unchanged
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -108,8 +131,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_fields(record),
         }
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        exception = self.exception_text(record)
+        if exception is not None:
+            data["exception"] = exception
         data = {key: self.redact(value) if isinstance(value, str) else value for key, value in data.items()}
         return json.dumps(data, default=lambda value: self.redact(str(value)))
 
@@ -144,7 +168,7 @@ def setup(
     """Send passito_jobs' logs to stderr with the given prefix; idempotent."""
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter if fmt == "json" else TextFormatter
-    handler.setFormatter(formatter(role, instance, redact))
+    handler.setFormatter(formatter(role, instance, redact, tracebacks=level.upper() == "DEBUG"))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_passito", False):

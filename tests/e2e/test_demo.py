@@ -171,3 +171,44 @@ def test_two_runs_at_once_share_the_database_and_count_their_own_jobs(
     assert "Embedded PostgreSQL stopped" in first_text
     assert "Traceback" not in first_text + text
     wait_for(lambda: no_process_uses(local_data_dir), timeout=60, message="no process of either run left")
+
+
+@pytest.mark.slow
+def test_the_next_run_clears_an_interrupted_runs_leftovers_when_asked(
+    tmp_path: Path, local_data_dir: Path
+) -> None:
+    """`make run CLEAR=1` after a run stopped at once: the leftovers are cancelled (the line says
+    how many), not drained first, and the new run's own jobs complete."""
+    log = tmp_path / "interrupted.log"
+    proc = start_demo(local_data_dir, log, "--jobs", "400")
+    try:
+        wait_for(lambda: "[DONE] Completed Job #" in log.read_text(), timeout=180, message="jobs running")
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_for(lambda: "Stopping: the workers finish" in log.read_text(), message="the first stop")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-m", "passito_jobs", "demo", "--jobs", "5", "--until-drained", "--clear-leftovers"],
+        env=demo_env(local_data_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cleared = re.search(
+        r"^Cleared leftovers: cancelled (\d+) unfinished demo job\(s\) of an earlier run$",
+        done.stdout,
+        re.MULTILINE,
+    )
+    assert cleared, done.stdout[-3000:]
+    assert int(cleared.group(1)) > 0
+    assert "unfinished jobs are already in the queue" not in done.stdout  # nothing left to drain
+    dispatched = re.search(r"Dispatched 5 sample outpasses: (\d+) jobs", done.stdout)
+    assert dispatched, done.stdout
+    assert f"Demo: {dispatched.group(1)}/{dispatched.group(1)} jobs done (0 failed)" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    wait_for(lambda: no_process_uses(local_data_dir), timeout=60, message="no process of the run left")

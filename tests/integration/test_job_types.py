@@ -18,8 +18,12 @@ from tests.helpers import WorkerProcess, count_states, run_cli, run_main, wait_f
 Conn = psycopg.Connection[Any]
 
 
-def register(conn: Conn, worker_id: str, *types: str) -> None:
-    conn.execute("SELECT passito_jobs.register_job_types(%s, %s)", (worker_id, list(types)))
+def register(conn: Conn, worker_id: str, *types: str, queues: list[str] | None = None) -> None:
+    """As a worker registers; without `queues` as a worker older than 0011 did (every queue)."""
+    if queues is None:
+        conn.execute("SELECT passito_jobs.register_job_types(%s, %s)", (worker_id, list(types)))
+    else:
+        conn.execute("SELECT passito_jobs.register_job_types(%s, %s, %s)", (worker_id, list(types), queues))
 
 
 def test_a_worker_registers_the_job_types_it_runs(
@@ -104,9 +108,52 @@ def test_health_lists_ready_jobs_whose_type_no_live_worker_runs(conn: Conn, cli_
     dispatch("Typo", delay=3600, conn=conn)  # not ready: not listed
 
     text = run_cli(["health"], cli_env)
-    assert "Ready jobs whose type no live worker runs: SendEmail (2), Typo (1)" in text.stdout
+    assert (
+        "Ready jobs whose type no live worker runs on their queue: "
+        "SendEmail (2 in default), Typo (1 in default)" in text.stdout
+    )
     report = json.loads(run_cli(["health", "--json"], cli_env).stdout)
     assert report["unserved_ready_jobs"] == {"SendEmail": 2, "Typo": 1}
+
+
+def test_a_ready_job_on_a_queue_no_live_worker_of_its_type_serves_is_unserved(
+    conn: Conn, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A real worker taking jobs from `mail` and `reports` only records those queues with its
+    types; the health report then counts a job of its type in `default` as unserved, and a
+    worker registered for every queue (or for that queue) serves it."""
+    worker = WorkerProcess({**cli_env, "PASSITO_QUEUES": "reports,mail"}, tmp_path / "worker.log")
+    try:
+        wait_for(
+            lambda: conn.execute(
+                "SELECT DISTINCT queues FROM passito_jobs.worker_job_types WHERE type = 'Sleep'"
+            ).fetchall(),
+            timeout=120,
+            message="the worker's job types",
+        )
+        assert conn.execute("SELECT DISTINCT queues FROM passito_jobs.worker_job_types").fetchall() == [
+            (["mail", "reports"],)
+        ]
+        conn.execute("SELECT passito_jobs.pause_queue('mail')")  # the jobs stay ready
+        for queue in ("mail", "default", "default", "bulk"):
+            dispatch("Sleep", queue=queue, conn=conn)
+        text = run_cli(["health"], cli_env).stdout
+        assert (
+            "Ready jobs whose type no live worker runs on their queue: Sleep (1 in bulk, 2 in default)"
+            in text
+        )
+        report = json.loads(run_cli(["health", "--json"], cli_env).stdout)
+        assert report["unserved_ready_jobs"] == {"Sleep": 3}
+        assert report["unserved_ready_jobs_by_queue"] == {"Sleep": {"bulk": 1, "default": 2}}
+
+        register(conn, "other:1", "Sleep", queues=["bulk"])
+        report = json.loads(run_cli(["health", "--json"], cli_env).stdout)
+        assert report["unserved_ready_jobs_by_queue"] == {"Sleep": {"default": 2}}
+        register(conn, "old:2", "Sleep")  # no queues: every queue
+        report = json.loads(run_cli(["health", "--json"], cli_env).stdout)
+        assert report["unserved_ready_jobs_by_queue"] == {}
+    finally:
+        assert worker.stop() == 0
 
 
 def test_register_refuses_bad_names(conn: Conn) -> None:
@@ -114,3 +161,7 @@ def test_register_refuses_bad_names(conn: Conn) -> None:
         register(conn, "w:1", "x" * 129)
     with pytest.raises(psycopg.errors.CheckViolation):
         register(conn, "w:1", "")
+    with pytest.raises(psycopg.errors.CheckViolation, match="queue must not contain control characters"):
+        register(conn, "w:1", "Noop", queues=["a\nb"])
+    register(conn, "w:1", "Noop", queues=[])  # empty: every queue, as PASSITO_QUEUES=""
+    assert conn.execute("SELECT queues FROM passito_jobs.worker_job_types").fetchall() == [(None,)]

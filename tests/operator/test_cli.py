@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,106 @@ def test_operator_with_an_unreachable_api_server_is_one_line_and_exit_2(cli_env:
         f"passito-jobs: error: cannot reach the Kubernetes API at https://127.0.0.1:{closed} within 3s "
         "(PASSITO_CONNECT_TIMEOUT): Connection refused"
     ]
+
+
+class _NotKubernetes(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP server: 404 for everything, or (`half`) an APIVersions at /api and 404 for
+    the rest, so the operator starts and kopf's discovery of /apis then fails."""
+
+    half = False
+
+    def do_GET(self) -> None:
+        if self.half and self.path.split("?")[0] == "/api":
+            status, body = 200, json.dumps({"kind": "APIVersions", "versions": ["v1"]}).encode()
+        else:
+            status, body = 404, b"404 page not found\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _HalfKubernetes(_NotKubernetes):
+    half = True
+
+
+@contextlib.contextmanager
+def _loopback_server(kind: str) -> Iterator[str]:
+    """The URL of a loopback server of `kind`: not-kubernetes, half-kubernetes, refusing (nothing
+    listens) or silent (accepts the connection, never answers)."""
+    if kind == "refusing":
+        yield f"http://127.0.0.1:{free_port()}"
+        return
+    if kind == "silent":
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        return
+    handler = _HalfKubernetes if kind == "half-kubernetes" else _NotKubernetes
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "default"}}],
+        "current-context": "c",
+    }
+    path.write_text(json.dumps(config))  # YAML is a superset of JSON
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        (
+            "not-kubernetes",
+            "the server at {url} is not a Kubernetes API: GET /api answered HTTP 404 (404 page not found)",
+        ),
+        (
+            "refusing",
+            "cannot reach the Kubernetes API at {url} within 2s (PASSITO_CONNECT_TIMEOUT): "
+            "Connection refused",
+        ),
+        ("silent", "cannot reach the Kubernetes API at {url} within 2s (PASSITO_CONNECT_TIMEOUT): timed out"),
+        ("half-kubernetes", "the operator stopped: a Kubernetes API request failed: 404 page not found"),
+    ],
+)
+def test_operator_against_a_kubeconfig_server_that_is_not_kubernetes_exits_2_in_one_line(
+    cli_env: dict[str, str], tmp_path: Path, kind: str, error: str
+) -> None:
+    """A real kubeconfig pointing at a real loopback server that is not a Kubernetes API: one
+    line, exit 2, no traceback on either stream (kopf's own log lines included)."""
+    env = {k: v for k, v in cli_env.items() if k != "PASSITO_KUBE_SERVER"}
+    env.update({"PASSITO_CONNECT_TIMEOUT": "2", "PASSITO_OPERATOR_METRICS_PORT": "0", "HOME": str(tmp_path)})
+    with _loopback_server(kind) as url:
+        env["KUBECONFIG"] = str(_kubeconfig(tmp_path / "kubeconfig", url))
+        started = time.monotonic()
+        result = run_cli(["operator", "--liveness-port", "0"], env)
+        elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert result.stderr.strip().splitlines()[-1] == f"passito-jobs: error: {error.format(url=url)}"
+    if kind == "silent":
+        assert elapsed >= 2  # it waited for the connect timeout
+    else:
+        assert result.stderr.count("\n") < 10, output  # kopf's one-line failure, no retry storm
 
 
 @pytest.mark.parametrize(

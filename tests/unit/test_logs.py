@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from passito_jobs.logs import JsonFormatter, TextFormatter
 
@@ -86,3 +87,28 @@ def test_a_line_logged_inside_a_span_carries_its_trace_id() -> None:
     assert data["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     outside = json.loads(JsonFormatter("Worker", "pod-1:42").format(record("idle")))
     assert "trace_id" not in outside
+
+
+def _failed(name: str, message: str) -> logging.LogRecord:
+    try:
+        raise ConnectionError("404 page not found")
+    except ConnectionError:
+        info = sys.exc_info()
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, message, (), info)
+
+
+def test_a_third_party_traceback_is_one_line_unless_debug() -> None:
+    """kopf's "Resource observer has failed" is one line; our own errors keep their traceback,
+    and PASSITO_LOG_LEVEL=DEBUG (tracebacks=True) shows everyone's."""
+    quiet = TextFormatter("Operator", "op:1")
+    line = quiet.format(_failed("kopf.objects", "Resource observer has failed: 404 page not found"))
+    assert line == "[Operator op:1][ERROR] Resource observer has failed: 404 page not found"
+    line = quiet.format(_failed("asyncio", "Task exception was never retrieved"))
+    assert (
+        line
+        == "[Operator op:1][ERROR] Task exception was never retrieved: ConnectionError: 404 page not found"
+    )
+    assert "Traceback" in quiet.format(_failed("passito_jobs.worker", "Unexpected error"))
+    assert "Traceback" in TextFormatter("Operator", "op:1", tracebacks=True).format(_failed("kopf", "failed"))
+    data = json.loads(JsonFormatter("Operator", "op:1").format(_failed("aiohttp.client", "failed")))
+    assert data["exception"] == "ConnectionError: 404 page not found"

@@ -24,10 +24,22 @@ def add_commands(sub: Any) -> None:
         "--workers", type=int_between(1, MAX_WORKERS), default=4, help="most worker processes (default 4)"
     )
     p.add_argument("--until-drained", action="store_true", help="exit 0 once every demo job is done")
+    p.add_argument(
+        "--clear-leftovers",
+        action="store_true",
+        help="first cancel the unfinished demo jobs an interrupted run left (tag 'demo'), "
+        "unless another demo run shares the database",
+    )
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.demo import run_demo  # noqa: PLC0415 - Passito's sample workload
 
-    return run_demo(settings, jobs=args.jobs, until_drained=args.until_drained, workers=args.workers)
+    return run_demo(
+        settings,
+        jobs=args.jobs,
+        until_drained=args.until_drained,
+        workers=args.workers,
+        clear_leftovers=args.clear_leftovers,
+    )

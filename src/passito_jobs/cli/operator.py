@@ -54,6 +54,6 @@ def cmd_operator(args: argparse.Namespace, settings: Settings) -> int:
     config = OperatorConfig(settings.operator, settings.database)
     try:
         check_cluster(settings.operator.kube_server, settings.database.connect_timeout)
+        return run_operator(config)
     except ClusterUnavailableError as exc:
         raise CommandError(str(exc), code=2) from None
-    return run_operator(config)

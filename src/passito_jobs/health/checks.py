@@ -70,8 +70,9 @@ class HealthReport:
     """What `--rescue` did: jobs back to pending, and jobs failed on their last attempt."""
     blocked_orphans: dict[str, int] = field(default_factory=dict)
     """Blocked jobs with a failed or cancelled parent, by queue: they can never run."""
-    unserved: dict[str, int] = field(default_factory=dict)
-    """Ready jobs whose type no live worker runs (the job-type registry), by type."""
+    unserved: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Ready jobs whose type no live worker runs on their queue (the job-type registry), by
+    type, then by queue."""
 
     @property
     def healthy(self) -> bool:

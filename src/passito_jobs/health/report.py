@@ -57,8 +57,11 @@ def render_text(report: HealthReport) -> str:
         # Flow control (docs/flow-control.md): shown only when a queue is paused or limited.
         lines.append(f"{'Held Back:':<17}{totals.held_back} (paused queues: {', '.join(paused) or 'none'})")
     if report.unserved:
-        shown = ", ".join(f"{printable(name, 128)} ({jobs})" for name, jobs in report.unserved.items())
-        lines.append(f"Ready jobs whose type no live worker runs: {shown}")
+        shown = ", ".join(
+            f"{printable(name, 128)} ({', '.join(f'{n} in {printable(q, 128)}' for q, n in queues.items())})"
+            for name, queues in report.unserved.items()
+        )
+        lines.append(f"Ready jobs whose type no live worker runs on their queue: {shown}")
     lines.append("")
     if report.healthy:
         lines.append(HEALTHY)
@@ -120,7 +123,8 @@ def to_json(report: HealthReport) -> dict[str, Any]:
             "total": sum(report.blocked_orphans.values()),
             "queues": dict(report.blocked_orphans),
         },
-        "unserved_ready_jobs": dict(report.unserved),
+        "unserved_ready_jobs": {name: sum(queues.values()) for name, queues in report.unserved.items()},
+        "unserved_ready_jobs_by_queue": {name: dict(queues) for name, queues in report.unserved.items()},
     }
     if report.rescued is not None:
         data["rescued"] = {"pending": report.rescued.rescued, "failed": report.rescued.failed}

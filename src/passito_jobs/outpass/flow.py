@@ -72,12 +72,16 @@ def dispatch_outpass_flow(outpass: Outpass | Mapping[str, Any], *, conn: Conn | 
 
 
 def dispatch_outpass_flows(
-    outpasses: Iterable[Outpass | Mapping[str, Any]], *, conn: Conn | None = None
+    outpasses: Iterable[Outpass | Mapping[str, Any]],
+    *,
+    conn: Conn | None = None,
+    tags: Sequence[str] = (),
 ) -> list[OutpassFlow]:
     """`dispatch_outpass_flow` for many outpasses, in one transaction and three round trips.
 
     Every outpass (an `Outpass` too) is validated before anything is dispatched; the error
-    names the outpass's position and the field.
+    names the outpass's position and the field. `tags` go on every job, after the flow's own
+    (the demo tags its jobs `demo`).
     """
     checked: list[Outpass] = []
     for index, item in enumerate(outpasses):
@@ -89,17 +93,17 @@ def dispatch_outpass_flows(
     if not checked:
         return []
     if conn is not None:
-        return _dispatch(checked, conn)
+        return _dispatch(checked, conn, tuple(tags))
     database = DatabaseSettings.from_env()
     if not database.url:
         raise ConfigError("PASSITO_DATABASE_URL is not set: set it, or pass conn= to dispatch_outpass_flow")
     with connect(database.url, timeout=database.connect_timeout, prepare=database.prepare) as own:
-        return _dispatch(checked, own)
+        return _dispatch(checked, own, tuple(tags))
 
 
-def _dispatch(outpasses: Sequence[Outpass], conn: Conn) -> list[OutpassFlow]:
+def _dispatch(outpasses: Sequence[Outpass], conn: Conn, extra_tags: tuple[str, ...]) -> list[OutpassFlow]:
     payloads = [outpass.to_payload() for outpass in outpasses]
-    tags = [flow_tags(outpass) for outpass in outpasses]
+    tags = [flow_tags(outpass) + extra_tags for outpass in outpasses]
     asking = [i for i, outpass in enumerate(outpasses) if outpass.needs_parent_approval]
     # Same rule as dispatch_many: join the caller's transaction, or make one in autocommit
     # (psycopg's transaction() on a non-autocommit connection would commit the caller's work).

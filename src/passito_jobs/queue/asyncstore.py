@@ -96,11 +96,15 @@ class AsyncStore:
         row = await self._one("heartbeat", params)
         return set(row[0]) if row else set()
 
-    async def register_job_types(self, types: Sequence[str]) -> None:
-        """Record that this worker runs `types` now (the job-type registry)."""
-        await self._one(
-            "register_job_types", {"worker_id": self.worker_id, "types": list(types)}, fetch=False
-        )
+    async def register_job_types(self, types: Sequence[str], queues: Sequence[str] | None = None) -> None:
+        """Record that this worker runs `types` now, taking jobs from `queues` (None or empty:
+        every queue): the job-type registry."""
+        params = {
+            "worker_id": self.worker_id,
+            "types": list(types),
+            "queues": list(queues) if queues else None,
+        }
+        await self._one("register_job_types", params, fetch=False)
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
         """When the next delayed job is due, in seconds since the epoch (may be infinite)."""

@@ -283,6 +283,11 @@ class Store(ScheduleStore):
         return list(self._value("cancel", {"ids": list(ids)}) or [])
 
     @translated
+    def cancel_unfinished_tagged(self, tag: str) -> list[int]:
+        """Cancel every blocked, pending or processing job carrying `tag`; their ids."""
+        return list(self._value("cancel_unfinished_tagged", {"tag": tag}) or [])
+
+    @translated
     def finished_among(self, ids: Sequence[int]) -> tuple[int, int]:
         """(finished, failed) among the jobs `ids` (a dispatched batch)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
@@ -296,12 +301,16 @@ class Store(ScheduleStore):
         return [str(name) for name in self._column("known_job_types", {})]
 
     @translated
-    def unserved_ready_jobs(self, *, live_within: float, timeout: float) -> dict[str, int]:
-        """Ready jobs whose type no worker registered within `live_within` seconds, by type."""
+    def unserved_ready_jobs(self, *, live_within: float, timeout: float) -> dict[str, dict[str, int]]:
+        """Ready jobs whose type no worker registered for their queue within `live_within`
+        seconds: by type, then by queue."""
         with self.conn.transaction():
             self._statement_timeout(timeout)
             rows = self.conn.execute(query("unserved_ready_jobs"), {"live_within": live_within}).fetchall()
-        return {str(type_): int(jobs) for type_, jobs in rows}
+        unserved: dict[str, dict[str, int]] = {}
+        for type_, queue, jobs in rows:
+            unserved.setdefault(str(type_), {})[str(queue)] = int(jobs)
+        return unserved
 
     @translated
     def unfinished(self) -> int:  # blocked, pending or processing, in every queue

@@ -3,14 +3,20 @@ write a WorkerAutoscaler's status.
 
 kopf does the watching and posts the Events; it offers no public client for other objects, so
 this is a small aiohttp client over the same credentials kopf logs in with (`operator.login`).
-Patches are JSON merge patches, like `kubectl patch --type merge`.
+Patches are JSON merge patches, like `kubectl patch --type merge`. `check_cluster` asks the
+API server for `GET /api` before kopf starts, so a missing or wrong cluster is one line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
-import socket
+import logging
+import ssl
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +24,8 @@ import aiohttp
 import kopf
 
 from passito_jobs.settings import format_duration
+
+log = logging.getLogger("passito_jobs.operator")
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -109,14 +117,14 @@ class KubeApi:
 
 
 def _status_message(text: str) -> str:
-    """The `message` of a Kubernetes Status object, or the start of the body."""
+    """The `message` of a Kubernetes Status object, or the start of the body, on one line."""
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:200]
+        data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])[:200]
-    return text[:200]
+        text = data["message"]
+    return " ".join(text.split())[:200]
 
 
 def connection_info(kube_server: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
@@ -132,8 +140,10 @@ class ClusterUnavailableError(Exception):
 
 def check_cluster(kube_server: str | None, timeout: float) -> None:
     """Outside a pod, stop before kopf starts (and retries with tracebacks) when there is no
-    Kubernetes API: no credentials at all, or a server that does not accept a connection within
-    the connect timeout. In a pod (a service account) the operator waits for its API server."""
+    Kubernetes API: no credentials at all, a server that does not answer within the connect
+    timeout, one that fails the TLS check or refuses the credentials, or a server that answers
+    but is not Kubernetes (its `GET /api` is not an APIVersions object). In a pod (a service
+    account) the operator waits for its API server."""
     kopf_settings = kopf.OperatorSettings()
     info = connection_info(kube_server, kopf_settings)
     if info is None:
@@ -145,12 +155,69 @@ def check_cluster(kube_server: str | None, timeout: float) -> None:
     url = urllib.parse.urlsplit(info.server)
     if in_pod or not url.hostname:
         return
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    server = f"{url.scheme}://{url.netloc}"
+    status, body = _get_api(info, timeout, server)
+    answer = f"HTTP {status}" + (f" ({message})" if (message := _status_message(body)) else "")
+    if status in (401, 403):
         raise ClusterUnavailableError(
-            f"cannot reach the Kubernetes API at {url.scheme}://{url.netloc} "
-            f"within {format_duration(timeout)} (PASSITO_CONNECT_TIMEOUT): {reason}"
+            f"the Kubernetes API at {server} refused the operator's credentials: GET /api answered {answer}"
+        )
+    if status != 200 or _kind(body) != "APIVersions":
+        raise ClusterUnavailableError(
+            f"the server at {server} is not a Kubernetes API: GET /api answered {answer}"
+        )
+
+
+def _get_api(info: kopf.ConnectionInfo, timeout: float, server: str) -> tuple[int, str]:
+    """`GET /api` with the operator's credentials: the HTTP status and the start of the body."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=info.as_ssl_context())]
+    if not info.trust_env:  # as kopf's own session: no proxy from the environment
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(  # noqa: S310 - the scheme is the kubeconfig's http(s)
+        info.server.rstrip("/") + "/api",
+        headers={**info.as_http_headers(), "Accept": "application/json"},
+    )
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.read(_BODY_LIMIT).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(_BODY_LIMIT).decode("utf-8", "replace")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, ssl.SSLError):
+            detail = getattr(reason, "verify_message", None) or reason.reason or str(reason)
+            raise ClusterUnavailableError(
+                f"the Kubernetes API at {server} failed the TLS check: {detail}"
+            ) from None
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        raise ClusterUnavailableError(
+            f"cannot reach the Kubernetes API at {server} "
+            f"within {format_duration(timeout)} (PASSITO_CONNECT_TIMEOUT): {text}"
         ) from None
+
+
+_BODY_LIMIT = 64 * 1024
+
+
+def _kind(body: str) -> object:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
+
+
+def is_api_failure(exc: BaseException | None) -> bool:
+    """An error kopf or aiohttp raised about the API (kopf's own error classes are private)."""
+    return exc is not None and type(exc).__module__.split(".")[0] in {"kopf", "aiohttp"}
+
+
+def quiet_api_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """kopf's discovery runs requests side by side and, when one fails, leaves the others'
+    errors unretrieved: asyncio would print each at exit ("Task exception was never
+    retrieved"). The failure that stopped the operator is reported once, by `operator.run_operator`."""
+    if is_api_failure(context.get("exception")):
+        log.debug("%s: %s", context.get("message"), context.get("exception"))
+        return
+    loop.default_exception_handler(context)

@@ -35,7 +35,14 @@ from passito_jobs.supervisor.autoscaler import (
     polling_interval,
     reconcile,
 )
-from passito_jobs.supervisor.kube import KubeApi, KubeApiError, connection_info
+from passito_jobs.supervisor.kube import (
+    ClusterUnavailableError,
+    KubeApi,
+    KubeApiError,
+    connection_info,
+    is_api_failure,
+    quiet_api_failures,
+)
 from passito_jobs.supervisor.load import LoadReader, LoadUnavailableError
 from passito_jobs.supervisor.policy import Direction
 from passito_jobs.supervisor.settings import OperatorSettings
@@ -355,13 +362,32 @@ class Poller:
 
 
 def run_operator(config: OperatorConfig) -> int:
-    """Run until SIGTERM or SIGINT (kopf handles both and stops gracefully); exit code 0."""
+    """Run until SIGTERM or SIGINT (kopf handles both and stops gracefully); exit code 0.
+
+    kopf retries failed API requests, then gives up by raising its own (private) error or
+    aiohttp's: that is a ClusterUnavailableError, one line. Anything else is a bug and keeps
+    its traceback.
+    """
+    try:
+        with contextlib.suppress(asyncio.CancelledError):  # as kopf.run
+            asyncio.run(_operate(config))
+    except Exception as exc:
+        if not is_api_failure(exc):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise ClusterUnavailableError(
+            f"the operator stopped: a Kubernetes API request failed: {message}"
+        ) from None
+    return 0
+
+
+async def _operate(config: OperatorConfig) -> None:
+    asyncio.get_running_loop().set_exception_handler(quiet_api_failures)
     port = config.operator.liveness_port
-    kopf.run(
+    await kopf.operator(
         standalone=True,
         clusterwide=not config.operator.namespaces,
         namespaces=config.operator.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,
         memo=kopf.Memo(passito_config=config),
     )
-    return 0

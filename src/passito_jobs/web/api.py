@@ -30,23 +30,18 @@ from passito_jobs.queue.admin import (
 )
 from passito_jobs.queue.models import JobState
 from passito_jobs.web import openapi, params, views
+from passito_jobs.web.board import board_and_user
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post
 
 if TYPE_CHECKING:
-    from passito_jobs.web.app import Dashboard
     from passito_jobs.web.auth import User
+    from passito_jobs.web.board import Dashboard
 
 MAX_BODY = 64 * 1024
 ACTION_STATES = {"retry": RETRYABLE, "cancel": CANCELLABLE}
 BULK_ACTIONS = tuple(ACTION_STATES)
 ACTION_RULES = {"retry": "failed or cancelled", "cancel": "blocked, pending or processing"}
-
-
-def _board(request: Request) -> tuple[Dashboard, User]:
-    from passito_jobs.web.app import dashboard, user_of  # noqa: PLC0415 - app imports this module
-
-    return dashboard(request), user_of(request)
 
 
 def routes() -> list[BaseRoute]:
@@ -89,7 +84,7 @@ def page_json(page: JobPage, limit: int) -> dict[str, Any]:
 
 
 async def jobs(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     values = _query(request, (*params.FILTER_KEYS, "cursor", "limit"))
     where, before, limit = list_request(values)
     page = await board.db.run(lambda admin: admin.list_jobs(where, before=before, limit=limit))
@@ -97,7 +92,7 @@ async def jobs(request: Request) -> Response:
 
 
 async def job(request: Request) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     if request.path_params["id"] in BULK_ACTIONS:  # /api/v1/jobs/retry is POST only
         raise HTTPException(405, headers={"Allow": "POST"})
     _query(request, ())
@@ -181,7 +176,7 @@ def single_action(admin: Admin, action: str, job_id: int, actor: Actor) -> dict[
 
 
 async def _single(request: Request, action: str) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     _query(request, ())
     job_id = params.job_id(request.path_params["id"])
     require_action(board, user)
@@ -240,7 +235,7 @@ BULK_KEYS = ("filter", "dry_run", "max")
 
 
 async def _bulk(request: Request, action: str) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     _query(request, ())
     require_action(board, user)
     check_api_post(request, user.via)
@@ -277,7 +272,7 @@ async def bulk_cancel(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     _query(request, ())
     seen = await board.db.run(lambda admin: admin.workers())
     return JSONResponse(
@@ -286,7 +281,7 @@ async def workers(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     _query(request, ())
     timeout = board.web.query_timeout
 
@@ -300,7 +295,7 @@ async def health(request: Request) -> Response:
 
 
 async def audit(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     values = _query(request, ("cursor", "limit"))
     before = params.decode_cursor(values["cursor"]) if values.get("cursor") else None
     limit = params.limit(values)

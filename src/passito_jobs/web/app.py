@@ -10,12 +10,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
@@ -27,62 +25,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from passito_jobs.health.checks import Thresholds
-from passito_jobs.queue.admin import Admin
 from passito_jobs.queue.limits import printable
 from passito_jobs.settings import ConfigError
 from passito_jobs.web import api, filters, pages, queues, schedules
-from passito_jobs.web.auth import Authenticator, AuthError, User
+from passito_jobs.web.auth import Authenticator, AuthError
+from passito_jobs.web.board import Dashboard, dashboard
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import SecurityHeaders
 from passito_jobs.web.settings import WebSettings, is_loopback
 from passito_jobs.web.sse import Notifier
-from passito_jobs.web.views import Masker
 
 log = logging.getLogger("passito_jobs.web")
 HERE = Path(__file__).parent
 PUBLIC = ("/healthz", "/readyz", "/static/")
-T = TypeVar("T")
-
-
-@dataclass
-class Dashboard:
-    """What every request handler needs, kept in `app.state.dashboard`."""
-
-    web: WebSettings
-    db: Database
-    auth: Authenticator
-    notifier: Notifier
-    templates: jinja2.Environment
-    thresholds: Thresholds
-    _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
-
-    async def cached(self, key: str, ttl: float, action: Callable[[Admin], T]) -> T:
-        """`action`'s result, computed at most once per `ttl` seconds (charts over a day)."""
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < ttl:
-            value: T = hit[1]
-            return value
-        value = await self.db.run(action)
-        self._cache[key] = (now, value)
-        return value
-
-    def masker(self, user: User) -> Masker:
-        return Masker(frozenset(self.web.mask_fields), enabled=not user.is_admin)
-
-    def can_act(self, user: User) -> bool:
-        return user.is_admin and not self.web.read_only
-
-
-def dashboard(request: Request) -> Dashboard:
-    found: Dashboard = request.app.state.dashboard
-    return found
-
-
-def user_of(request: Request) -> User:
-    found: User = request.scope["state"]["user"]
-    return found
 
 
 class Guard:

@@ -17,9 +17,9 @@ from passito_jobs.web.openapi_queues import (
     FLOW_CHANGE,
     LIMITS_CHANGE,
     QUEUE_FLOW,
-    SCHEDULE_CHANGE,
     flow_action,
     limits_action,
+    schedule_schemas,
 )
 from passito_jobs.web.params import MAX_LIMIT
 
@@ -214,7 +214,6 @@ def _queue_schemas() -> dict[str, Any]:
             | QUEUE_FLOW
         ),
         "FlowChange": FLOW_CHANGE,
-        "ScheduleChange": SCHEDULE_CHANGE,
         "LimitsChange": LIMITS_CHANGE,
         "Queues": _obj(
             {"window_seconds": {"type": "number"}, "queues": {"type": "array", "items": _ref("Queue")}}
@@ -231,25 +230,6 @@ def _queue_schemas() -> dict[str, Any]:
                 "heartbeat_age_seconds": {"type": ["number", "null"]},
             }
         ),
-        "Schedule": _obj(
-            {
-                "name": {"type": "string"},
-                "type": {"type": "string"},
-                "queue": {"type": "string"},
-                "cron": {"type": ["string", "null"]},
-                "every": {"type": ["number", "null"]},
-                "timezone": {"type": "string"},
-                "catch_up": {"type": "string", "enum": ["latest", "none", "all"]},
-                "paused": {"type": "boolean"},
-                "stale": {"type": "boolean"},
-                "state": {"type": "string", "enum": ["active", "paused", "stale"]},
-                "last_slot": TIME,
-                "last_job_id": {"type": ["integer", "null"]},
-                "next_slot": TIME,
-                "checked_at": TIME,
-            }
-        ),
-        "Schedules": _obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
         "Workers": _obj(
             {"source": {"type": "string"}, "workers": {"type": "array", "items": _ref("Worker")}}
         ),
@@ -267,7 +247,7 @@ def _queue_schemas() -> dict[str, Any]:
                 "blocked_orphans": {"type": "object"},
             },
         },
-    }
+    } | schedule_schemas(TIME)
 
 
 def _action_schemas() -> dict[str, Any]:

@@ -136,3 +136,40 @@ def limits_action(errors: dict[str, Any]) -> dict[str, Any]:
             {**LIMITS_BODY, "minProperties": 1},
         ),
     }
+
+
+def schedule_schemas(time: dict[str, Any]) -> dict[str, Any]:
+    """The schedules' schemas: each schedule as GET /api/v1/schedules lists it, and the answer of
+    its pause and resume actions; `time` is the document's timestamp schema."""
+    schedule = {
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "queue": {"type": "string"},
+        "cron": {"type": ["string", "null"]},
+        "every": {"type": ["number", "null"]},
+        "timezone": {"type": "string"},
+        "catch_up": {"type": "string", "enum": ["latest", "none", "all"]},
+        "paused": {"type": "boolean"},
+        "stale": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["active", "paused", "stale"]},
+        "last_slot": time,
+        "last_job_id": {"type": ["integer", "null"]},
+        "next_slot": time,
+        "checked_at": time,
+    }
+    listed = {"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}
+    return {
+        "Schedule": {
+            "type": "object",
+            "properties": schedule,
+            "required": list(schedule),
+            "additionalProperties": False,
+        },
+        "Schedules": {
+            "type": "object",
+            "properties": listed,
+            "required": ["schedules"],
+            "additionalProperties": False,
+        },
+        "ScheduleChange": SCHEDULE_CHANGE,
+    }

@@ -25,13 +25,14 @@ from passito_jobs.health.report import HealthCheckError, run_checks
 from passito_jobs.queue.admin import MAX_BULK, MAX_FLOW, Actor, Admin, JobFilter
 from passito_jobs.queue.models import Job, JobState, QueueFlow
 from passito_jobs.web import api, drawing, params, sse, views
+from passito_jobs.web.board import board_and_user
 from passito_jobs.web.db import DatabaseError
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import CSRF_FIELD, check_form, csrf_token, read_form, set_csrf_cookie
 
 if TYPE_CHECKING:
-    from passito_jobs.web.app import Dashboard
     from passito_jobs.web.auth import User
+    from passito_jobs.web.board import Dashboard
 
 SHOWN_JSON = 20_000
 """Characters of a payload, result or progress shown on the job page; "show all" downloads it."""
@@ -48,12 +49,6 @@ NOTICES = {
     "limits": "Queue limits saved: every worker obeys them at its next claim.",
 }
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-
-
-def _board(request: Request) -> tuple[Dashboard, User]:
-    from passito_jobs.web.app import dashboard, user_of  # noqa: PLC0415 - app imports this module
-
-    return dashboard(request), user_of(request)
 
 
 def routes() -> list[BaseRoute]:
@@ -133,13 +128,13 @@ async def overview_data(board: Dashboard) -> OverviewData:
 
 async def overview(request: Request) -> Response:
     params.single_values(request.query_params.multi_items(), ("notice",))
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     return render(request, "overview.html", data=await overview_data(board), notice=notice(request))
 
 
 async def overview_fragment(request: Request) -> Response:
     params.single_values(request.query_params.multi_items(), ())
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     return render(request, "_overview.html", data=await overview_data(board))
 
 
@@ -147,7 +142,7 @@ async def overview_fragment(request: Request) -> Response:
 
 
 async def jobs(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     values = params.single_values(
         request.query_params.multi_items(), (*params.FILTER_KEYS, "cursor", "limit", "notice", "count")
     )
@@ -183,7 +178,7 @@ def _bulk_actions(where: JobFilter) -> list[str]:
 async def bulk(request: Request) -> Response:
     """Step 1 (no `confirm`): a page that shows how many jobs the action would change. Step 2:
     the action, then back to the list."""
-    board, user = _board(request)
+    board, user = board_and_user(request)
     form = await read_form(request)
     check_form(request, form)
     api.require_action(board, user)
@@ -263,14 +258,14 @@ async def job_view(board: Dashboard, user: User, job_id: int) -> JobView:
 
 
 async def job(request: Request) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ("notice", "count"))
     view = await job_view(board, user, params.job_id(request.path_params["id"]))
     return render(request, "job.html", view=view, notice=notice(request))
 
 
 async def job_fragment(request: Request) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     view = await job_view(board, user, params.job_id(request.path_params["id"]))
     return render(request, "_job.html", view=view)
@@ -278,7 +273,7 @@ async def job_fragment(request: Request) -> Response:
 
 async def job_json(request: Request) -> Response:
     """The job as the API gives it, as a download (the "show all" of a long payload)."""
-    board, user = _board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     job_id = params.job_id(request.path_params["id"])
 
@@ -296,7 +291,7 @@ async def job_json(request: Request) -> Response:
 
 
 async def _single(request: Request, action: str) -> Response:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     job_id = params.job_id(request.path_params["id"])
     form = await read_form(request)
     check_form(request, form)
@@ -319,14 +314,14 @@ async def cancel(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     seen = await board.db.run(lambda admin: admin.workers())
     return render(request, "workers.html", workers=seen, stuck_after=board.thresholds.stuck_after)
 
 
 async def audit(request: Request) -> Response:
-    board, _ = _board(request)
+    board, _ = board_and_user(request)
     values = params.single_values(request.query_params.multi_items(), ("cursor", "limit"))
     before = params.decode_cursor(values["cursor"]) if values.get("cursor") else None
     limit = params.limit(values)
@@ -342,7 +337,7 @@ async def audit(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     """Server-sent events for `topic=overview` or `topic=job:ID`: the live fragment's HTML."""
-    board, user = _board(request)
+    board, user = board_and_user(request)
     values = params.single_values(request.query_params.multi_items(), ("topic",))
     topic = values.get("topic", "")
     fragment: Callable[[], Awaitable[str]]
@@ -379,7 +374,7 @@ async def events(request: Request) -> Response:
 
 
 def _fragment(request: Request, template: str, **context: Any) -> str:
-    board, user = _board(request)
+    board, user = board_and_user(request)
     return board.templates.get_template(template).render(
         user=user,
         can_act=board.can_act(user),

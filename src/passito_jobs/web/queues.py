@@ -22,6 +22,7 @@ from passito_jobs.queue.errors import FlowControlError
 from passito_jobs.queue.flow import LIMIT_NAMES, NO_LIMIT, parse_setting
 from passito_jobs.queue.models import FlowChange, QueueFlow
 from passito_jobs.web import api, params, views
+from passito_jobs.web.board import board_and_user
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
 
@@ -75,7 +76,7 @@ def flow_json(flow: QueueFlow | None) -> dict[str, Any]:
 
 
 async def queues(request: Request) -> Response:
-    board, _ = api._board(request)
+    board, _ = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     timeout = board.web.query_timeout
 
@@ -126,7 +127,7 @@ def queue_name(request: Request) -> str:
 
 
 async def _change(request: Request, *, paused: bool, source: str) -> FlowChange:
-    board, user = api._board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     name = queue_name(request)
     api.require_action(board, user)
@@ -212,7 +213,7 @@ def _form_limit(text: str) -> object:
 
 
 async def _set_limits(request: Request, *, source: str) -> FlowChange:
-    board, user = api._board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     name = queue_name(request)
     api.require_action(board, user)
@@ -241,7 +242,7 @@ async def _set_limits(request: Request, *, source: str) -> FlowChange:
 async def api_limits(request: Request) -> Response:
     """PUT sets all three limits (a missing one: no limit); PATCH only those given."""
     change = await _set_limits(request, source="api")
-    board, _ = api._board(request)
+    board, _ = board_and_user(request)
     flows = await board.db.run(lambda admin: [f for f in admin.queue_flow() if f.queue == change.queue])
     return JSONResponse(
         {

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from passito_jobs.queue import limits
 from passito_jobs.queue.admin import Actor, Admin
 from passito_jobs.web import api, pages, params, views
+from passito_jobs.web.board import board_and_user
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
 
@@ -31,14 +32,14 @@ def routes() -> list[BaseRoute]:
 
 
 async def api_list(request: Request) -> Response:
-    board, _ = api._board(request)
+    board, _ = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     rows = await board.db.run(lambda admin: admin.store.list_schedules())
     return JSONResponse({"schedules": [views.schedule(row) for row in rows]})
 
 
 async def page(request: Request) -> Response:
-    board, _ = api._board(request)
+    board, _ = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ("notice",))
     rows = await board.db.run(lambda admin: admin.store.list_schedules())
     return pages.render(request, "schedules.html", schedules=rows, notice=pages.notice(request))
@@ -56,7 +57,7 @@ def schedule_name(request: Request) -> str:
 
 async def _change(request: Request, *, paused: bool, source: str) -> tuple[str, int]:
     """Pause or resume the schedule of the path; its name and the audit row's id."""
-    board, user = api._board(request)
+    board, user = board_and_user(request)
     params.single_values(request.query_params.multi_items(), ())
     name = schedule_name(request)
     api.require_action(board, user)

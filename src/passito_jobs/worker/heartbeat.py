@@ -52,10 +52,12 @@ class Heartbeat:
         worker_id: str,
         attempts: Attempts,
         job_types: Sequence[str] = (),
+        queues: Sequence[str] = (),
         on_round: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.job_types = list(job_types)
+        self.queues = list(queues)  # empty: every queue
         self.handle = handle
         self.worker_id = worker_id
         self.attempts = attempts
@@ -101,11 +103,11 @@ class Heartbeat:
             return await store.heartbeat_json([(i, a, None) for i, a, _ in held])
 
     async def register(self) -> None:
-        """Tell the job-type registry which types this worker runs (each round: a worker is
-        "live" for a type while its row is recent)."""
+        """Tell the job-type registry which types this worker runs, on which queues (each
+        round: a worker is "live" for a type while its row is recent)."""
         if self.job_types:
             store = AsyncStore(await self.handle.connection(), self.worker_id)
-            await store.register_job_types(self.job_types)
+            await store.register_job_types(self.job_types, self.queues)
 
     async def run(self) -> None:
         try:

@@ -119,6 +119,7 @@ class Worker:
             worker_id=self.worker_id,
             attempts=self.attempts,
             job_types=registry.names(),
+            queues=settings.queues,
             on_round=lambda: self._supervisor.ok("heartbeat"),
         )
         self._side_services(maintenance, database_url, connect_timeout, listen)

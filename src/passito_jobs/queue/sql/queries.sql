@@ -71,6 +71,14 @@ SELECT passito_jobs.cancel(%(ids)s::bigint[])
 -- name: retry
 SELECT passito_jobs.retry(%(ids)s::bigint[])
 
+-- name: cancel_unfinished_tagged
+-- Cancels the blocked, pending and processing jobs that carry a tag (found through
+-- jobs_tags_idx); returns their ids.
+SELECT passito_jobs.cancel(ARRAY(
+    SELECT id FROM passito_jobs.jobs
+    WHERE tags @> ARRAY[%(tag)s::text] AND state IN ('blocked', 'pending', 'processing')
+))
+
 -- name: failed_ids
 SELECT id FROM passito_jobs.jobs
 WHERE state = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s)
@@ -385,20 +393,21 @@ SELECT state::text AS state, result, last_error FROM passito_jobs.job_result(%(i
 LISTEN passito_jobs_finished
 
 -- name: register_job_types
-SELECT passito_jobs.register_job_types(%(worker_id)s, %(types)s::text[])
+SELECT passito_jobs.register_job_types(%(worker_id)s, %(types)s::text[], %(queues)s::text[])
 
 -- name: known_job_types
 -- Every job type a worker ever ran.
 SELECT type FROM passito_jobs.job_types ORDER BY type
 
 -- name: unserved_ready_jobs
--- Ready jobs whose type no live worker runs (none registered it within `live_within` seconds),
--- by type.
-SELECT j.type, count(*) AS jobs
+-- Ready jobs whose type no live worker runs on their queue (no worker registered the type,
+-- for that queue or for every queue, within `live_within` seconds), by type and queue.
+SELECT j.type, j.queue, count(*) AS jobs
 FROM passito_jobs.jobs j
 WHERE j.state = 'pending' AND j.run_at <= now()
   AND NOT EXISTS (
       SELECT 1 FROM passito_jobs.worker_job_types w
-      WHERE w.type = j.type AND w.last_seen >= now() - make_interval(secs => %(live_within)s))
-GROUP BY j.type
-ORDER BY j.type
+      WHERE w.type = j.type AND w.last_seen >= now() - make_interval(secs => %(live_within)s)
+        AND (w.queues IS NULL OR j.queue = ANY(w.queues)))
+GROUP BY j.type, j.queue
+ORDER BY j.type, j.queue

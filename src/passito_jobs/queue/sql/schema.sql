@@ -911,23 +911,34 @@ CREATE FUNCTION passito_jobs.rate_problem(rate_limit integer, rate_period interv
     END;
 $$;
 
-CREATE FUNCTION passito_jobs.register_job_types(worker_id text, types text[]) RETURNS void
+CREATE FUNCTION passito_jobs.register_job_types(worker_id text, types text[], queues text[] DEFAULT NULL::text[]) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
     one text;
+    problem text;
+    served text[];
 BEGIN
     FOREACH one IN ARRAY coalesce(register_job_types.types, '{}') LOOP
         IF one IS NULL OR length(one) NOT BETWEEN 1 AND 128 THEN
             RAISE EXCEPTION 'job type must be 1 to 128 characters' USING ERRCODE = 'check_violation';
         END IF;
     END LOOP;
+    FOREACH one IN ARRAY coalesce(register_job_types.queues, '{}') LOOP
+        problem := passito_jobs.name_problem('queue', one);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
+        END IF;
+    END LOOP;
+    IF cardinality(register_job_types.queues) > 0 THEN
+        served := ARRAY(SELECT DISTINCT q FROM unnest(register_job_types.queues) q ORDER BY q);
+    END IF;
     INSERT INTO passito_jobs.job_types AS t (type)
     SELECT DISTINCT u FROM unnest(register_job_types.types) u
     ON CONFLICT (type) DO UPDATE SET last_seen = now() WHERE t.last_seen < now();
-    INSERT INTO passito_jobs.worker_job_types AS w (type, worker_id)
-    SELECT DISTINCT u, register_job_types.worker_id FROM unnest(register_job_types.types) u
-    ON CONFLICT ON CONSTRAINT worker_job_types_pkey DO UPDATE SET last_seen = now();
+    INSERT INTO passito_jobs.worker_job_types AS w (type, worker_id, queues)
+    SELECT DISTINCT u, register_job_types.worker_id, served FROM unnest(register_job_types.types) u
+    ON CONFLICT ON CONSTRAINT worker_job_types_pkey DO UPDATE SET last_seen = now(), queues = EXCLUDED.queues;
     DELETE FROM passito_jobs.worker_job_types WHERE last_seen < now() - interval '1 day';
 END;
 $$;
@@ -1408,7 +1419,8 @@ CREATE TABLE passito_jobs.schedules (
 CREATE TABLE passito_jobs.worker_job_types (
     type text NOT NULL,
     worker_id text NOT NULL,
-    last_seen timestamp with time zone DEFAULT now() NOT NULL
+    last_seen timestamp with time zone DEFAULT now() NOT NULL,
+    queues text[]
 );
 
 ALTER TABLE ONLY passito_jobs.audit_log
