@@ -9,6 +9,7 @@ transaction. Limits follow the rules of `passito-jobs queues set` (queue.flow.pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -22,7 +23,7 @@ from passito_jobs.queue.errors import FlowControlError
 from passito_jobs.queue.flow import LIMIT_NAMES, NO_LIMIT, parse_setting
 from passito_jobs.queue.models import FlowChange, QueueFlow
 from passito_jobs.web import api, params, views
-from passito_jobs.web.board import board_and_user
+from passito_jobs.web.board import Dashboard, board_and_user
 from passito_jobs.web.params import BadRequest
 from passito_jobs.web.security import check_api_post, check_form, read_form
 
@@ -138,17 +139,22 @@ async def _change(request: Request, *, paused: bool, source: str) -> FlowChange:
     else:
         check_form(request, await read_form(request))
     actor = Actor(user.name, user.role, source)
+    return await _flow_change(board, lambda admin: admin.set_paused(name, paused=paused, actor=actor))
+
+
+async def _flow_change(board: Dashboard, change: Callable[[Admin], FlowChange]) -> FlowChange:
+    """Run `change` on the dashboard's connection; a value the rules refuse is a 400."""
 
     def act(admin: Admin) -> FlowChange | str:
         try:
-            return admin.set_paused(name, paused=paused, actor=actor)
+            return change(admin)
         except FlowControlError as exc:
             return str(exc)
 
-    change = await board.db.run(act)
-    if isinstance(change, str):
-        raise BadRequest(change)
-    return change
+    result = await board.db.run(act)
+    if isinstance(result, str):
+        raise BadRequest(result)
+    return result
 
 
 async def _api(request: Request, *, paused: bool) -> Response:
@@ -226,17 +232,7 @@ async def _set_limits(request: Request, *, source: str) -> FlowChange:
         fields = {key: _form_limit(str(form.get(key, ""))) for key in LIMIT_NAMES}
         given = _limits(fields, replace=True)
     actor = Actor(user.name, user.role, source)
-
-    def act(admin: Admin) -> FlowChange | str:
-        try:
-            return admin.set_limits(name, given, actor)
-        except FlowControlError as exc:
-            return str(exc)
-
-    change = await board.db.run(act)
-    if isinstance(change, str):
-        raise BadRequest(change)
-    return change
+    return await _flow_change(board, lambda admin: admin.set_limits(name, given, actor))
 
 
 async def api_limits(request: Request) -> Response:
