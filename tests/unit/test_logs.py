@@ -6,6 +6,9 @@ import json
 import logging
 import sys
 
+import pytest
+
+from passito_jobs import logs
 from passito_jobs.logs import JsonFormatter, TextFormatter
 
 
@@ -112,3 +115,34 @@ def test_a_third_party_traceback_is_one_line_unless_debug() -> None:
     assert "Traceback" in TextFormatter("Operator", "op:1", tracebacks=True).format(_failed("kopf", "failed"))
     data = json.loads(JsonFormatter("Operator", "op:1").format(_failed("aiohttp.client", "failed")))
     assert data["exception"] == "ConnectionError: 404 page not found"
+
+
+def test_weasyprints_per_font_notice_without_the_subsetter_is_dropped_and_its_other_warnings_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without libharfbuzz-subset0 WeasyPrint warns once per font of every PDF (a demo printed
+    thousands of them); that one message is dropped, by logger and text, nothing else."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        logs.setup(role="Worker", instance="host:1")
+        logs.setup(role="Worker", instance="host:1")  # idempotent: one filter
+        weasyprint = logging.getLogger("weasyprint")
+        weasyprint.warning(
+            'Using fontTools instead of HarfBuzz-Subset for font "%s". This will be unsupported',
+            "DejaVu Sans",
+        )
+        weasyprint.warning("Ignored `color: nope` at 1:1, invalid value.")
+        logging.getLogger("passito_jobs.worker").warning("Using fontTools instead of HarfBuzz-Subset: ours")
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert 'for font "DejaVu Sans"' not in err
+    assert "Ignored `color: nope` at 1:1, invalid value." in err
+    assert "HarfBuzz-Subset: ours" in err
+    assert (
+        sum(isinstance(f, type(logs._SUBSETTER_NOTICE)) for f in logging.getLogger("weasyprint").filters) == 1
+    )
