@@ -219,10 +219,11 @@ DECLARE
 BEGIN
     WITH updated AS (
         UPDATE passito_jobs.jobs j
-        SET state = 'completed', finished_at = now(), result = r.result, heartbeat_at = NULL
-        FROM unnest(complete.ids, complete.attempts, complete.results) AS r(id, attempt, result)
-        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = complete.worker
-          AND j.attempts = r.attempt
+        SET state = 'completed', finished_at = now(), heartbeat_at = NULL,
+            result = complete.results[array_position(complete.ids, j.id)]
+        WHERE j.id = ANY(complete.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+          AND j.worker_id = complete.worker
+          AND j.attempts = complete.attempts[array_position(complete.ids, j.id)]
         RETURNING j.id, j.has_dependents
     )
     SELECT count(*), array_agg(u.id) FILTER (WHERE u.has_dependents)
@@ -329,16 +330,19 @@ DECLARE
 BEGIN
     WITH updated AS (
         UPDATE passito_jobs.jobs j
-        SET state = CASE WHEN r.retry_in IS NOT NULL AND j.attempts < j.max_attempts
+        SET state = CASE WHEN fail.retry_in[array_position(fail.ids, j.id)] IS NOT NULL
+                              AND j.attempts < j.max_attempts
                          THEN 'pending'::passito_jobs.job_state ELSE 'failed'::passito_jobs.job_state END,
-            run_at = CASE WHEN r.retry_in IS NOT NULL AND j.attempts < j.max_attempts
-                          THEN now() + make_interval(secs => r.retry_in) ELSE j.run_at END,
-            finished_at = CASE WHEN r.retry_in IS NOT NULL AND j.attempts < j.max_attempts
+            run_at = CASE WHEN fail.retry_in[array_position(fail.ids, j.id)] IS NOT NULL
+                               AND j.attempts < j.max_attempts
+                          THEN now() + make_interval(secs => fail.retry_in[array_position(fail.ids, j.id)])
+                          ELSE j.run_at END,
+            finished_at = CASE WHEN fail.retry_in[array_position(fail.ids, j.id)] IS NOT NULL
+                                    AND j.attempts < j.max_attempts
                                THEN NULL ELSE now() END,
-            last_error = r.error, heartbeat_at = NULL
-        FROM unnest(fail.ids, fail.attempts, fail.errors, fail.retry_in) AS r(id, attempt, error, retry_in)
-        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = fail.worker
-          AND j.attempts = r.attempt
+            last_error = fail.errors[array_position(fail.ids, j.id)], heartbeat_at = NULL
+        WHERE j.id = ANY(fail.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+          AND j.worker_id = fail.worker AND j.attempts = fail.attempts[array_position(fail.ids, j.id)]
         RETURNING j.id, j.state, j.has_dependents
     )
     SELECT array_agg(u.id) FILTER (WHERE u.state = 'failed'),
@@ -425,10 +429,11 @@ CREATE FUNCTION passito_jobs.heartbeat(worker text, ids bigint[], attempts integ
     AS $$
     WITH updated AS (
         UPDATE passito_jobs.jobs j
-        SET heartbeat_at = now(), progress = coalesce(r.progress, j.progress)
-        FROM unnest(heartbeat.ids, heartbeat.attempts, heartbeat.progress) AS r(id, attempt, progress)
-        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = heartbeat.worker
-          AND j.attempts = r.attempt
+        SET heartbeat_at = now(),
+            progress = coalesce(heartbeat.progress[array_position(heartbeat.ids, j.id)], j.progress)
+        WHERE j.id = ANY(heartbeat.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+          AND j.worker_id = heartbeat.worker
+          AND j.attempts = heartbeat.attempts[array_position(heartbeat.ids, j.id)]
         RETURNING j.id
     )
     SELECT coalesce(array_agg(u.id), '{}') FROM updated u;
@@ -955,9 +960,9 @@ BEGIN
         UPDATE passito_jobs.jobs j
         SET state = 'pending', attempts = j.attempts - 1, run_at = now(), heartbeat_at = NULL,
             worker_id = NULL, claimed_at = NULL
-        FROM unnest(release.ids, release.attempts) AS r(id, attempt)
-        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = release.worker
-          AND j.attempts = r.attempt
+        WHERE j.id = ANY(release.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+          AND j.worker_id = release.worker
+          AND j.attempts = release.attempts[array_position(release.ids, j.id)]
         RETURNING j.queue
     )
     SELECT count(*), array_agg(DISTINCT u.queue) INTO released, woken FROM updated u;
@@ -1213,12 +1218,13 @@ BEGIN
     WITH updated AS (
         UPDATE passito_jobs.jobs j
         SET state = 'pending', attempts = j.attempts - 1, snoozes = j.snoozes + 1,
-            run_at = now() + make_interval(secs => least(greatest(coalesce(r.delay, 0), 0), 3153600000)),
+            run_at = now() + make_interval(secs => least(greatest(
+                coalesce(snooze.delays[array_position(snooze.ids, j.id)], 0), 0), 3153600000)),
             heartbeat_at = NULL, worker_id = NULL, claimed_at = NULL
-        FROM unnest(snooze.ids, snooze.attempts, snooze.delays, snooze.max_snoozes)
-             AS r(id, attempt, delay, max_snoozes)
-        WHERE j.id = r.id AND j.state = 'processing' AND j.worker_id = snooze.worker
-          AND j.attempts = r.attempt AND j.snoozes < r.max_snoozes
+        WHERE j.id = ANY(snooze.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+          AND j.worker_id = snooze.worker
+          AND j.attempts = snooze.attempts[array_position(snooze.ids, j.id)]
+          AND j.snoozes < snooze.max_snoozes[array_position(snooze.ids, j.id)]
         RETURNING j.queue, j.run_at
     )
     SELECT array_agg(DISTINCT u.queue) FILTER (WHERE u.run_at <= now()) INTO woken FROM updated u;
@@ -1229,8 +1235,8 @@ BEGIN
            array_agg(format('snoozed %s times, the most its job type allows (max_snoozes)', j.snoozes)) AS errors
     INTO over
     FROM passito_jobs.jobs j
-    JOIN unnest(snooze.ids, snooze.attempts) AS r(id, attempt) ON j.id = r.id
-    WHERE j.state = 'processing' AND j.worker_id = snooze.worker AND j.attempts = r.attempt;
+    WHERE j.id = ANY(snooze.ids) AND j.state IS NOT DISTINCT FROM 'processing'
+      AND j.worker_id = snooze.worker AND j.attempts = snooze.attempts[array_position(snooze.ids, j.id)];
     IF over.ids IS NOT NULL THEN
         dead := passito_jobs.fail(snooze.worker, over.ids, over.attempts, over.errors,
                                   array_fill(NULL::double precision, ARRAY[cardinality(over.ids)]));
