@@ -172,6 +172,31 @@ def test_dispatch_wakes_listeners_only_on_commit(database_url: str) -> None:
     assert [n.payload for n in got] == ["emails"]
 
 
+def test_the_fast_path_writes_the_row_the_general_path_writes(conn: Conn) -> None:
+    """A job without unique_key and parents takes dispatch's fast path (migration 0013); one with
+    a unique_key the general path: their rows differ only in id, key and times."""
+    args = {"queue": "emails", "priority": 3, "max_attempts": 5, "tags": ["a"], "metadata": {"m": 1}}
+    fast = dispatch("Noop", {"n": 1}, concurrency_key="hostel", **args, conn=conn)
+    general = dispatch("Noop", {"n": 1}, concurrency_key="hostel", unique_key="k", **args, conn=conn)
+    skip = {"id", "unique_key", "created_at", "run_at"}
+    rows = conn.execute(
+        "SELECT to_jsonb(j) FROM passito_jobs.jobs j WHERE id = ANY(%s) ORDER BY id", ([fast, general],)
+    ).fetchall()
+    fast_row, general_row = ({k: v for k, v in row[0].items() if k not in skip} for row in rows)
+    assert fast_row == general_row
+    assert (fast_row["state"], fast_row["depends_on"], fast_row["waiting_on"]) == ("pending", [], 0)
+
+
+def test_a_delayed_dispatch_wakes_no_one(database_url: str, conn: Conn) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN passito_jobs")
+        dispatch("Noop", queue="later", delay=3600, conn=conn)
+        dispatch("Noop", queue="now", conn=conn)
+        got = list(listener.notifies(timeout=5, stop_after=1))
+        got += list(listener.notifies(timeout=0.2))
+    assert [n.payload for n in got] == ["now"]
+
+
 def test_default_connection_follows_the_database_url(
     monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:

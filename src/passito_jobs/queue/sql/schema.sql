@@ -261,6 +261,22 @@ BEGIN
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
+    IF dispatch.unique_key IS NULL AND coalesce(cardinality(dispatch.depends_on), 0) = 0 THEN
+        -- Most jobs: no key to dedupe on, no parents. One plain insert; the columns left out
+        -- take the defaults the general path below would write (pending, no parents).
+        INSERT INTO passito_jobs.jobs AS j
+            (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata)
+        VALUES
+            (dispatch.queue, dispatch.job_type, dispatch.payload, coalesce(dispatch.priority, 0),
+             coalesce(dispatch.run_at, now()), dispatch.max_attempts, dispatch.concurrency_key,
+             nullif(dispatch.tags, '{}'), nullif(dispatch.metadata, '{}'::jsonb))
+        RETURNING j.id INTO new_id;
+        IF coalesce(dispatch.run_at, now()) <= now() THEN
+            -- The queue's name is at most 128 characters (checked above): a valid NOTIFY payload.
+            PERFORM pg_notify('passito_jobs', dispatch.queue);
+        END IF;
+        RETURN new_id;
+    END IF;
     parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
     IF dispatch.unique_for IS NOT NULL THEN
         -- 0x70617373 ("pass"): the namespace of these locks; the key's hash picks the lock.
