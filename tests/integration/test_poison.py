@@ -9,6 +9,7 @@ poisoned job from the rescue (the first was killed while it held it) keeps worki
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -339,6 +340,16 @@ def test_a_huge_retry_delay_is_clamped(conn: Conn, database_url: str, tmp_path: 
 # ---------------------------------------------------------------- the poison goes to the next worker
 
 
+def writers_of(log: Path) -> list[int]:
+    """The processes whose standard output is `log`."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/1"):
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(fd)) == log:
+                found.append(int(fd.parts[2]))
+    return found
+
+
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_rescued_poison_does_not_stop_the_next_worker(
     isolation: str, conn: Conn, database_url: str, tmp_path: Path
@@ -359,6 +370,12 @@ def test_a_rescued_poison_does_not_stop_the_next_worker(
         message="the first worker to hold every poisoned job",
     )
     first.kill()
+    # A handler that never returns, in a child process, must not outlive its SIGKILLed worker.
+    wait_for(
+        lambda: not writers_of(tmp_path / "first.log"),
+        timeout=30,
+        message="every process of the SIGKILLed worker (its children's output goes to its log) to end",
+    )
     second = WorkerProcess(env, tmp_path / "second.log", "--concurrency", "4")
     try:
         normal = normal_jobs(conn, "rescue")

@@ -366,9 +366,22 @@ def _find_handler(name: str, module: str | None, qualname: str | None) -> Any:
 
 def _die_with_parent() -> None:
     """Linux: the child is killed when its parent (the fork server, which exits with the
-    worker) dies, so a SIGKILLed worker leaves no child running a handler."""
+    worker) dies, so a SIGKILLed worker leaves no child running a handler.
+
+    The fork server exits when the last copy of its "alive" pipe's write end closes. The worker
+    holds one, and the fork server hands every child another (so that the child could start
+    processes of its own): a child whose handler never returns kept the fork server, and so
+    itself, alive after the worker was SIGKILLed. The child starts no processes through the
+    worker's fork server: it closes its copy."""
     if not sys.platform.startswith("linux"):
         return
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver  # noqa: PLC0415 - only in the child
+
+        server: Any = forkserver._forkserver  # multiprocessing's own, private: read above
+        if server._forkserver_alive_fd is not None:
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_alive_fd = None
     with contextlib.suppress(Exception):
         import ctypes  # noqa: PLC0415 - Linux only
 
