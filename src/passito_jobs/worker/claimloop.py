@@ -103,6 +103,10 @@ class ClaimLoop:
                 if want and len(jobs) == want:
                     continue  # a full batch: more may be ready
                 if want and not self.stopping:
+                    if jobs:
+                        # Let the jobs just started reach their handlers before the lookup
+                        # below takes its round trip: an idle worker's pickup is this path.
+                        await asyncio.sleep(0)
                     # Short of a full batch: the queue ran dry, or a rate paces it; either
                     # way wake when the next job is due, not a poll later.
                     await self._schedule_next_poll(paced_only=bool(jobs))
