@@ -172,19 +172,38 @@ def test_dispatch_wakes_listeners_only_on_commit(database_url: str) -> None:
     assert [n.payload for n in got] == ["emails"]
 
 
-def test_the_fast_path_writes_the_row_the_general_path_writes(conn: Conn) -> None:
-    """A job without unique_key and parents takes dispatch's fast path (migration 0013); one with
-    a unique_key the general path: their rows differ only in id, key and times."""
+def test_the_three_ways_in_write_the_same_row(conn: Conn) -> None:
+    """A plain job dispatched from Python is one INSERT (queries.sql, insert_job); from SQL it
+    takes the dispatch function's fast path (migration 0013); a job with a unique_key takes the
+    function's general path. The three rows differ only in id, key and times."""
     args = {"queue": "emails", "priority": 3, "max_attempts": 5, "tags": ["a"], "metadata": {"m": 1}}
-    fast = dispatch("Noop", {"n": 1}, concurrency_key="hostel", **args, conn=conn)
+    python = dispatch("Noop", {"n": 1}, concurrency_key="hostel", **args, conn=conn)
+    row = conn.execute(
+        "SELECT passito_jobs.dispatch(job_type => 'Noop', payload => '{\"n\": 1}', queue => 'emails',"
+        " priority => 3, max_attempts => 5, concurrency_key => 'hostel', tags => ARRAY['a'],"
+        " metadata => '{\"m\": 1}')"
+    ).fetchone()
+    assert row is not None
     general = dispatch("Noop", {"n": 1}, concurrency_key="hostel", unique_key="k", **args, conn=conn)
     skip = {"id", "unique_key", "created_at", "run_at"}
     rows = conn.execute(
-        "SELECT to_jsonb(j) FROM passito_jobs.jobs j WHERE id = ANY(%s) ORDER BY id", ([fast, general],)
+        "SELECT to_jsonb(j) FROM passito_jobs.jobs j WHERE id = ANY(%s) ORDER BY id",
+        ([python, row[0], general],),
     ).fetchall()
-    fast_row, general_row = ({k: v for k, v in row[0].items() if k not in skip} for row in rows)
-    assert fast_row == general_row
-    assert (fast_row["state"], fast_row["depends_on"], fast_row["waiting_on"]) == ("pending", [], 0)
+    python_row, sql_row, general_row = ({k: v for k, v in r[0].items() if k not in skip} for r in rows)
+    assert python_row == sql_row == general_row
+    assert (python_row["state"], python_row["depends_on"], python_row["waiting_on"]) == ("pending", [], 0)
+
+
+def test_a_plain_dispatch_with_no_labels_stores_none(conn: Conn) -> None:
+    """Empty tags and metadata are stored as NULL on every path, as the function stores them."""
+    python = dispatch("Noop", tags=[], metadata={}, conn=conn)
+    row = conn.execute("SELECT passito_jobs.dispatch('Noop', tags => '{}', metadata => '{}')").fetchone()
+    assert row is not None
+    stored = conn.execute(
+        "SELECT tags, metadata FROM passito_jobs.jobs WHERE id = ANY(%s)", ([python, row[0]],)
+    ).fetchall()
+    assert stored == [(None, None), (None, None)]
 
 
 def test_a_delayed_dispatch_wakes_no_one(database_url: str, conn: Conn) -> None:

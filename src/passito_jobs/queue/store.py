@@ -102,7 +102,10 @@ class Store(ScheduleStore):
         if payload_json is None:
             payload_json = encode_payload(request.payload, self.max_payload_bytes)
         try:
-            row = self.conn.execute(query("dispatch"), _dispatch_params(request, payload_json)).fetchone()
+            # A plain job (most jobs) is one INSERT; parents and unique keys need the function.
+            plain = not request.depends_on and request.unique_key is None
+            sql = query("insert_job" if plain else "dispatch")
+            row = self.conn.execute(sql, _dispatch_params(request, payload_json)).fetchone()
         except _REFUSED as exc:
             raise _invalid_job(exc) from None
         assert row is not None
