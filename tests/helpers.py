@@ -148,6 +148,18 @@ def count_states(conn: psycopg.Connection[Any]) -> dict[str, int]:
     }
 
 
+def processes(matching: Callable[[Path], bool]) -> list[int]:
+    """The ids of the running processes whose /proc folder `matching` accepts; a process that
+    ends meanwhile, or whose files are not ours to read (OSError), does not match."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if matching(proc):
+                    found.append(int(proc.name))
+    return found
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import processes, wait_for
 
 
 def demo_env(data_dir: Path) -> dict[str, str]:
@@ -25,19 +25,15 @@ def demo_env(data_dir: Path) -> dict[str, str]:
 def no_process_uses(data_dir: Path) -> bool:
     """True when neither the embedded server of `data_dir` nor a worker connected to it runs."""
     port = (data_dir / "pgdata.port").read_text().strip()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().decode(errors="replace")
-        except OSError:
-            continue  # gone, or not ours to read
+
+    def uses(proc: Path) -> bool:
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         if str(data_dir) in cmdline:
-            return False  # the PostgreSQL server of this data directory
-        if "passito_jobs worker" in cmdline and f"127.0.0.1:{port}/" in environ:
-            return False  # a worker of this demo
-    return True
+            return True  # the PostgreSQL server of this data directory
+        environ = (proc / "environ").read_bytes().decode(errors="replace")
+        return "passito_jobs worker" in cmdline and f"127.0.0.1:{port}/" in environ  # a worker of this demo
+
+    return not processes(uses)
 
 
 @pytest.mark.slow

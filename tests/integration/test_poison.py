@@ -9,7 +9,6 @@ poisoned job from the rescue (the first was killed while it held it) keeps worki
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from passito_jobs import JobRequest, dispatch, dispatch_many
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.queue.backoff import MAX_RETRY_DELAY
 from tests.conftest import TEST_SECRET_KEY, drop_database, fresh_database
-from tests.helpers import WorkerProcess, job_state, wait_for
+from tests.helpers import WorkerProcess, job_state, processes, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -342,12 +341,7 @@ def test_a_huge_retry_delay_is_clamped(conn: Conn, database_url: str, tmp_path: 
 
 def writers_of(log: Path) -> list[int]:
     """The processes whose standard output is `log`."""
-    found = []
-    for fd in Path("/proc").glob("[0-9]*/fd/1"):
-        with contextlib.suppress(OSError):
-            if Path(os.readlink(fd)) == log:
-                found.append(int(fd.parts[2]))
-    return found
+    return processes(lambda proc: Path(os.readlink(proc / "fd" / "1")) == log)
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
