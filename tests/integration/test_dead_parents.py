@@ -51,10 +51,24 @@ def test_jobs_retry_refuses_naming_the_parent(conn: Conn, cli_env: dict[str, str
     assert done.returncode == 2
     assert done.stdout.strip() == f"requeued 1 job(s): #{other}"
     assert done.stderr.strip() == (
-        f"job #{child} not retried: its parent job #{parent} is cancelled, so it could never run "
-        f"(retry both: passito-jobs jobs retry {parent} {child})"
+        f"passito-jobs: error: job #{child} not retried: its parent job #{parent} is cancelled, so it "
+        f"could never run (retry both: passito-jobs jobs retry {parent} {child})"
     )
     assert job_state(conn, child) == "failed"
+
+
+def test_a_refused_retry_ends_with_its_error_line(conn: Conn, cli_in_process: dict[str, str]) -> None:
+    """Found by test_cli_hostile: `jobs retry 9 26 9` with #9 missing and #26 refused printed the
+    refusal before the missing job's line, so exit 2 ended without an error line."""
+    parent, child = failed_chain(conn)
+    missing = child + 1000
+    code, _, err = run_main(["jobs", "retry", str(missing), str(child), str(missing)])
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"job #{missing} not retried: no such job",
+        f"passito-jobs: error: job #{child} not retried: its parent job #{parent} is cancelled, so it "
+        f"could never run (retry both: passito-jobs jobs retry {parent} {child})",
+    ]
 
 
 def test_retry_all_failed_by_type_refuses_children_of_failed_parents(

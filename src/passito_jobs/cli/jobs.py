@@ -200,29 +200,30 @@ def _report_unmatched(
     dead_parents: dict[int, tuple[int, str]] | None = None,
 ) -> int:
     """Say why each job asked for was not changed; the exit code: 2 when a job was refused
-    (it has a failed or cancelled parent), 1 when one was not in a state that allows it."""
+    (it has a failed or cancelled parent: an error line, after the others), 1 when one was not
+    in a state that allows it."""
     skipped = list(dict.fromkeys(i for i in asked if i not in set(done)))
     if not skipped:
         return 0
-    code = 1
     dead = dead_parents or {}
     known = store.existing_ids(skipped)
+    refused = []
     for job in skipped:
         if job in dead:
             parent, state = dead[job]
-            print(
-                f"job #{job} not {verb}: its parent job #{parent} is {state}, so it could never run "
-                f"(retry both: {PROG} jobs retry {parent} {job})",
-                file=sys.stderr,
+            refused.append(
+                f"{PROG}: error: job #{job} not {verb}: its parent job #{parent} is {state}, so it "
+                f"could never run (retry both: {PROG} jobs retry {parent} {job})"
             )
-            code = 2
         elif job in known:
             found = store.get_job(job)
             state = found.state.value if found else "gone"
             print(f"job #{job} not {verb}: it is {state} (only {states} jobs can be {verb})", file=sys.stderr)
         else:
             print(f"job #{job} not {verb}: no such job", file=sys.stderr)
-    return code
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 2 if refused else 1
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
