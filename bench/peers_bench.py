@@ -88,7 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=_positive, default=2, help="worker processes per system (2)")
     parser.add_argument("--batch-size", type=_positive, default=200, help="jobs per claim (200)")
     parser.add_argument(
-        "--concurrency", type=_positive, default=200, help="passito-jobs: jobs in flight (200)"
+        "--concurrency",
+        type=_positive,
+        default=400,
+        help="passito-jobs: jobs in flight (400: two batches, so that a claim can be in flight while "
+        "the last batch runs, as PgQueuer's unlimited max_concurrent_tasks lets it)",
     )
     parser.add_argument("--raw-connections", type=_positive, default=8, help="raw-SQL ceiling: processes (8)")
     parser.add_argument(
