@@ -102,9 +102,7 @@ class Store(ScheduleStore):
         if payload_json is None:
             payload_json = encode_payload(request.payload, self.max_payload_bytes)
         try:
-            # A plain job (most jobs) is one INSERT; parents and unique keys need the function.
-            plain = not request.depends_on and request.unique_key is None
-            sql = query("insert_job" if plain else "dispatch")
+            sql = query("insert_job" if _plain(request) else "dispatch")
             row = self.conn.execute(sql, _dispatch_params(request, payload_json)).fetchone()
         except _REFUSED as exc:
             raise _invalid_job(exc) from None
@@ -148,7 +146,7 @@ class Store(ScheduleStore):
         """
         conn = self.conn
         payload = self._payloads(requests, payload_jsons, max_payload_bytes or self.max_payload_bytes)
-        plain = [i for i, r in enumerate(requests) if not r.depends_on and r.unique_key is None]
+        plain = [i for i, r in enumerate(requests) if _plain(r)]
         ids: dict[int, int] = {}
         # In autocommit, make the batch atomic; otherwise it joins the caller's transaction
         # (psycopg's transaction() would commit it on exit).
@@ -410,6 +408,12 @@ def _payload_param(text: str) -> Jsonb:
 
 def _as_is(text: Any) -> str:
     return str(text)
+
+
+def _plain(request: JobRequest) -> bool:
+    """A job without parents or unique key (most jobs): written directly, by an INSERT or a COPY;
+    the others go through the dispatch function, which locks parents and deduplicates keys."""
+    return not request.depends_on and request.unique_key is None
 
 
 def _dispatch_params(request: JobRequest, payload_json: str) -> dict[str, Any]:
