@@ -68,6 +68,48 @@ def test_claim_counts_an_attempt_and_filters_queues(conn: Conn, database_url: st
     assert row == ("processing", "w1", True)
 
 
+def test_an_idle_claim_does_not_wait_for_the_wal_flush_but_outcomes_do(conn: Conn, database_url: str) -> None:
+    """A claim on its own (an idle worker's pickup) commits without waiting for the WAL to reach
+    the disk: a crash can only undo the lease, and the job runs again. Outcomes, and a claim
+    sent with them, wait for it: a job reported completed stays completed. Counted as the WAL
+    writes of the worker's own backend (pg_stat_get_backend_io, PostgreSQL 18); the test server
+    runs with synchronous_commit off, so the worker's session turns it on, as a production
+    server has it."""
+    for i in range(3):
+        dispatch("Noop", {"i": i}, conn=conn)
+
+    async def go() -> list[int]:
+        async with await connect_async(database_url) as aconn:
+            await aconn.execute("SET synchronous_commit = on")
+            pid = aconn.info.backend_pid
+            store = AsyncStore(aconn, "w1")
+
+            async def wal_writes() -> int:
+                await aconn.execute("SELECT pg_stat_force_next_flush()")  # flushed before it answers
+                row = conn.execute(
+                    "SELECT sum(writes)::int FROM pg_stat_get_backend_io(%s) WHERE object = 'wal'", (pid,)
+                ).fetchone()
+                assert row is not None
+                return int(row[0] or 0)
+
+            counts = [await wal_writes()]
+            [first] = await store.settle_and_claim([], [], None, 1)
+            counts.append(await wal_writes())
+            [second] = await store.settle_and_claim([(first.id, first.attempt, None)], [], None, 1)
+            counts.append(await wal_writes())
+            await store.settle_and_claim([(second.id, second.attempt, None)], [], None, 0)
+            counts.append(await wal_writes())
+            setting = await (await aconn.execute("SHOW synchronous_commit")).fetchone()
+            assert setting == ("on",)  # the claim turned it off for its own transaction only
+            return counts
+
+    counts = asyncio.run(go())
+    steps = [after - before for before, after in zip(counts, counts[1:], strict=False)]
+    assert steps[0] == 0, "the claim alone waited for the WAL flush"
+    assert steps[1] >= 1, "a completion sent with a claim did not wait for the WAL flush"
+    assert steps[2] >= 1, "a completion on its own did not wait for the WAL flush"
+
+
 def test_concurrent_claimers_never_share_a_job(conn: Conn, database_url: str, store: Store) -> None:
     store.dispatch_many([store_request(i) for i in range(600)])
     results: list[list[int]] = []

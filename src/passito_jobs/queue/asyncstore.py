@@ -33,6 +33,7 @@ class AsyncStore:
         self.conn = conn
         self.worker_id = worker_id
         self._claim = query("claim")
+        self._claim_alone = query("claim_alone")
         self._complete = query("complete")
         self._fail = query("fail")
 
@@ -54,8 +55,9 @@ class AsyncStore:
                 if batch <= 0:
                     return []
                 # A claim alone (an idle worker woken by a notification) is one statement: a
-                # pipeline around it would only add the work of its Sync to the pickup.
-                await cur.execute(self._claim, params)
+                # pipeline around it would only add the work of its Sync to the pickup. Its
+                # commit does not wait for the WAL flush (queries.sql, claim_alone).
+                await cur.execute(self._claim_alone, params)
                 return await cur.fetchall()
             async with conn.pipeline():
                 if completed:
