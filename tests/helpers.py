@@ -141,6 +141,24 @@ def job_state(conn: psycopg.Connection[Any], job_id: int) -> str:
     return str(row[0])
 
 
+async def wal_writes(
+    conn: psycopg.AsyncConnection[Any], observer: psycopg.Connection[Any]
+) -> tuple[int, int]:
+    """The WAL writes of `conn`'s own backend so far, and how many times it wrote because the
+    WAL buffers were full (PostgreSQL 18's per-backend statistics), read through `observer`. A
+    commit that waits for the WAL flush writes at least once itself; one that does not, never,
+    unless the buffers were full."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed before it answers
+    row = observer.execute(
+        "SELECT (SELECT coalesce(sum(writes), 0)::int FROM pg_stat_get_backend_io(%(pid)s)"
+        "        WHERE object = 'wal'),"
+        "       (SELECT wal_buffers_full::int FROM pg_stat_get_backend_wal(%(pid)s))",
+        {"pid": conn.info.backend_pid},
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)
+
+
 def count_states(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {
         row[0]: row[1]

@@ -10,6 +10,7 @@ attempts run twice.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import threading
@@ -22,11 +23,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from passito_jobs.queue.connection import connect
+from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.connection import connect, connect_async
 from passito_jobs.queue.errors import QueueError
-from passito_jobs.queue.models import JobRequest
+from passito_jobs.queue.models import ClaimedJob, JobRequest
 from passito_jobs.queue.store import Store, StoreHandle
-from tests.helpers import TESTS, WorkerProcess, free_port, http_get, wait_for
+from tests.helpers import TESTS, WorkerProcess, free_port, http_get, wait_for, wal_writes
 from tests.pgservers import PgServer, scratch_dir
 
 pytestmark = pytest.mark.slow
@@ -207,6 +209,29 @@ def test_workers_ride_through_a_failover(
     assert present <= set(runs), "a job completed that no worker ran"
     if sync:
         assert lost == set(), f"synchronous replication lost committed dispatches: {sorted(lost)}"
+
+
+def test_with_a_synchronous_standby_an_idle_claim_waits_for_it(servers: tuple[PgServer, PgServer]) -> None:
+    """Without synchronous standbys an idle worker's claim commits without waiting for the WAL
+    flush (test_queue_rules); with one named, the claim keeps the session's setting, so a claim
+    that returned is on the standby and a failover cannot undo it (docs/operations.md). The
+    claim's own WAL writes on the primary (pg_stat_get_backend_io) show which it did."""
+    primary, _ = servers
+    _replication(primary, sync=True)
+    url = primary.url("queue")
+
+    async def claim_alone() -> tuple[list[ClaimedJob], int, int]:
+        with connect(url) as observer:
+            Store(observer).dispatch(JobRequest("Noop"))
+            async with await connect_async(url) as aconn:
+                writes, full = await wal_writes(aconn, observer)
+                jobs = await AsyncStore(aconn, "w1").settle_and_claim([], [], None, 1)
+                writes_after, full_after = await wal_writes(aconn, observer)
+                return jobs, writes_after - writes, full_after - full
+
+    jobs, writes, _ = asyncio.run(claim_alone())
+    assert len(jobs) == 1
+    assert writes >= 1, "with a synchronous standby named, the idle claim did not wait for the WAL flush"
 
 
 def test_connections_give_up_on_a_vanished_host_within_a_minute(database_url: str) -> None:

@@ -16,7 +16,7 @@ from passito_jobs.queue.connection import connect_async
 from passito_jobs.queue.maintenance import Maintenance, MaintenanceConfig
 from passito_jobs.queue.models import ClaimedJob, JobState
 from passito_jobs.queue.store import Store
-from tests.helpers import job_state
+from tests.helpers import job_state, wal_writes
 
 Conn = psycopg.Connection[Any]
 
@@ -83,36 +83,22 @@ def test_an_idle_claim_does_not_wait_for_the_wal_flush_but_outcomes_do(conn: Con
     async def go() -> tuple[list[int], list[int]]:
         async with await connect_async(database_url) as aconn:
             await aconn.execute("SET synchronous_commit = on")
-            pid = aconn.info.backend_pid
             store = AsyncStore(aconn, "w1")
-
-            async def wal_counts() -> tuple[int, int]:
-                """The backend's WAL writes, and the times it wrote because the buffers were full."""
-                await aconn.execute("SELECT pg_stat_force_next_flush()")  # flushed before it answers
-                row = conn.execute(
-                    "SELECT (SELECT coalesce(sum(writes), 0)::int FROM pg_stat_get_backend_io(%(pid)s)"
-                    "        WHERE object = 'wal'),"
-                    "       (SELECT wal_buffers_full::int FROM pg_stat_get_backend_wal(%(pid)s))",
-                    {"pid": pid},
-                ).fetchone()
-                assert row is not None
-                return int(row[0]), int(row[1] or 0)
-
             claim_alone: list[int] = []
             held = []
             for _ in range(3):
-                writes, full = await wal_counts()
+                writes, full = await wal_writes(aconn, conn)
                 held += await store.settle_and_claim([], [], None, 1)
-                writes_after, full_after = await wal_counts()
+                writes_after, full_after = await wal_writes(aconn, conn)
                 if full_after == full:
                     claim_alone.append(writes_after - writes)
                     break
             with_outcomes = []
             for then_claim in (1, 0):  # complete the job last claimed; with a claim, then alone
                 job = held[-1]
-                writes, _ = await wal_counts()
+                writes, _ = await wal_writes(aconn, conn)
                 held += await store.settle_and_claim([(job.id, job.attempt, None)], [], None, then_claim)
-                with_outcomes.append((await wal_counts())[0] - writes)
+                with_outcomes.append((await wal_writes(aconn, conn))[0] - writes)
             assert job_state(conn, held[-1].id) == "completed"
             setting = await (await aconn.execute("SHOW synchronous_commit")).fetchone()
             assert setting == ("on",)  # the claim turned it off for its own transaction only

@@ -55,17 +55,20 @@ SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attemp
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 
 -- name: claim_alone
--- `claim` on its own (an idle worker woken by a notification, or polling), committed without
--- waiting for the WAL flush (synchronous_commit off for this transaction: the one-time filter
--- runs once, before the claim). A claim is a lease: if the server crashes before the flush, the
--- job is pending again and runs again, as any job whose worker lost the database does, and the
--- worker that held it stops it at its next heartbeat. The flush takes about 0.5 ms here
--- (fdatasync), a third of a pickup. Outcomes are never sent with it: `claim` rides in their
--- transaction, so completions and failures stay durable.
+-- `claim` on its own (an idle worker woken by a notification, or polling). On a server without
+-- synchronous standbys its commit does not wait for the WAL flush (synchronous_commit off for
+-- this transaction; the one-time filter runs once, before the claim): the flush, about 0.5 ms
+-- here, is a third of a pickup. A claim is a lease: if the server crashes before the flush, the
+-- job is pending again and runs again, and the worker that held it stops it at its next
+-- heartbeat, as after any lost lease. With synchronous standbys named the session's setting
+-- stands, so a claim that returned is on a standby and survives a failover
+-- (docs/operations.md). Outcomes are never sent with it: `claim` rides in their transaction,
+-- so completions and failures stay durable.
 SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
        metadata::text AS metadata, parents::text AS parents
 FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
-WHERE (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
+WHERE (SELECT CASE WHEN current_setting('synchronous_standby_names') = ''
+                   THEN set_config('synchronous_commit', 'off', true) ELSE '' END) IS NOT NULL
 
 -- name: complete
 -- The id and attempt lists go in binary (%b): 4x cheaper for psycopg to encode than text, the
