@@ -250,6 +250,11 @@ def insert_legacy_rows(conn: Conn) -> dict[str, int]:
             "VALUES ('Noop', ('{\"a\": ' || repeat('[', 2000) || repeat(']', 2000) || '}')::jsonb)"
         ),
         "a million attempts": "INSERT INTO passito_jobs.jobs (type, max_attempts) VALUES ('Noop', 1000000)",
+        # Not only legacy: passito_jobs.dispatch takes any number jsonb holds, and jsonb writes
+        # 1e5000 out as 5,001 digits, past the 4,300 Python converts.
+        "a 5,001-digit number": (
+            "INSERT INTO passito_jobs.jobs (type, payload) VALUES ('Noop', '{\"x\": 1e5000, \"y\": 1}')"
+        ),
     }
     return {name: conn.execute(f"{sql} RETURNING id").fetchone()[0] for name, sql in rows.items()}  # type: ignore[index]
 
@@ -275,6 +280,7 @@ def test_rows_outside_the_limits_are_read_by_the_cli_and_health(
     assert jobs[ids["year 20000"]]["run_at"] == "infinity"
     assert jobs[ids["minus infinity"]]["run_at"] == "-infinity"
     assert UNREADABLE_JSON_KEY in jobs[ids["2,000 levels deep"]]["payload"]
+    assert "integer string conversion" in jobs[ids["a 5,001-digit number"]]["payload"][UNREADABLE_JSON_KEY]
     for job_id in ids.values():
         code, out, err = run_main(["jobs", "show", str(job_id)])
         assert (code, err) == (0, ""), job_id
@@ -338,6 +344,9 @@ def test_rows_outside_the_limits_are_claimed_and_rescued_by_workers(conn: Conn, 
     unreadable = by_id[ids["2,000 levels deep"]].unreadable  # the worker fails that job with this
     assert unreadable is not None
     assert "nested too deeply" in unreadable
+    huge = by_id[ids["a 5,001-digit number"]].unreadable
+    assert huge is not None
+    assert "integer string conversion" in huge
     assert {ids["long queue"], ids["control characters"], ids["minus infinity"]} <= set(by_id)
     assert ids["infinite run_at"] not in by_id
 

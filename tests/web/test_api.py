@@ -401,3 +401,28 @@ def test_schedules_are_listed_with_their_state(client: TestClient, conn: psycopg
         "Europe/Berlin",
     )
     assert client.get("/api/v1/schedules?x=1").status_code == 400
+
+
+def test_a_payload_with_a_number_python_cannot_read_is_shown_and_the_job_cancelled(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    """The dispatch function takes any number jsonb holds; jsonb writes 1e5000 out as 5,001 digits,
+    past the 4,300 Python converts. The job must still show, and be cancelled."""
+    row = conn.execute("SELECT passito_jobs.dispatch('Noop', '{\"x\": 1e5000, \"y\": 1}')").fetchone()
+    assert row is not None
+    job_id = int(row[0])
+    response = client.get(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    assert "integer string conversion" in response.json()["payload"]["unreadable"]
+    listed = client.get("/api/v1/jobs?state=pending")
+    assert listed.status_code == 200, listed.text
+    page = client.get(f"/jobs/{job_id}")
+    assert page.status_code == 200
+    assert "integer string conversion" in page.text
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=JSON, content=b"")
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "cancelled"
+    stored = conn.execute(
+        "SELECT length(payload->>'x') FROM passito_jobs.jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert stored == (5001,)  # the stored payload is unchanged

@@ -36,6 +36,7 @@ from passito_jobs.queue.errors import (
     InvalidJobError,
     JobDataError,
     QueueError,
+    first_line,
     translate,
 )
 from passito_jobs.queue.models import FAR_FUTURE, FAR_PAST, UNREADABLE_JSON_KEY
@@ -132,12 +133,16 @@ class _FarTimestamptzBinaryLoader(TimestamptzBinaryLoader):
 
 
 def _load_json(data: str | bytes) -> Any:
-    """json.loads, except that JSON nested deeper than Python's decoder goes (stored before the
-    nesting limit) reads as {"unreadable": "..."} rather than raising RecursionError."""
+    """json.loads, except that JSON Python cannot read reads as {"unreadable": "..."} rather than
+    raising: nested deeper than Python's decoder goes (stored before the nesting limit), or with
+    an integer longer than Python converts (sys.get_int_max_str_digits(); jsonb keeps any number,
+    and writes 1e5000 out as 5,001 digits)."""
     try:
         return json.loads(data)
     except RecursionError:
         return {UNREADABLE_JSON_KEY: f"JSON of {len(data)} bytes, nested too deeply for Python to read"}
+    except ValueError as exc:  # the server's JSON is valid: this is an integer too long to convert
+        return {UNREADABLE_JSON_KEY: f"JSON of {len(data)} bytes that Python cannot read: {first_line(exc)}"}
 
 
 def read_any_row(context: AdaptContext) -> None:
