@@ -23,6 +23,7 @@ from tests.web.test_auth import (
     basic,
     bearer,
     csrf_of,
+    forged,
     tokens_file,
     users_file,
 )
@@ -160,8 +161,8 @@ def test_the_overview_pauses_and_resumes_with_a_csrf_checked_form(
     page = client.get("/")
     assert 'action="/queues/emails/pause"' in page.text
     token = csrf_of(page.text)
-    forged = client.post("/queues/emails/pause", data={"csrf": "x" + token[1:]}, headers=FORM)
-    assert forged.status_code == 403
+    refused = client.post("/queues/emails/pause", data={"csrf": forged(token)}, headers=FORM)
+    assert refused.status_code == 403
     cross = client.post(
         "/queues/emails/pause", data={"csrf": token}, headers={**FORM, "Sec-Fetch-Site": "cross-site"}
     )
@@ -328,8 +329,8 @@ def test_the_overview_sets_limits_with_a_csrf_checked_form(
     assert 'action="/queues/emails/limits"' in page.text
     token = csrf_of(page.text)
     fields = {"concurrency": "3", "rate": "50/1s", "key_concurrency": ""}
-    forged = client.post("/queues/emails/limits", data={**fields, "csrf": "x" + token[1:]}, headers=FORM)
-    assert forged.status_code == 403
+    refused = client.post("/queues/emails/limits", data={**fields, "csrf": forged(token)}, headers=FORM)
+    assert refused.status_code == 403
     bad = client.post(
         "/queues/emails/limits", data={**fields, "concurrency": "0", "csrf": token}, headers=FORM
     )

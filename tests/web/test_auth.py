@@ -167,6 +167,11 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+def forged(token: str) -> str:
+    """`token` with its first character changed (to one it surely is not)."""
+    return ("y" if token[0] == "x" else "x") + token[1:]
+
+
 def test_forms_need_the_csrf_token_and_the_same_site(
     client: TestClient, student_job: int, conn: psycopg.Connection[Any]
 ) -> None:
