@@ -109,6 +109,27 @@ def test_viewers_see_personal_fields_masked(
     assert admin["masked"] is False
 
 
+def test_viewers_see_only_the_kind_of_error_in_the_jobs_list(
+    make_app: Callable[..., TestClient], tokens_file: Path, student_job: int, conn: psycopg.Connection[Any]
+) -> None:
+    """A list row has no payload to find the masked values in: the error could quote any of them."""
+    insert_job(conn, state="failed", last_error="could not send to asha.rao@example.org")
+    client = make_app(auth=("token",), tokens_files=(tokens_file,))
+    listed = client.get("/api/v1/jobs?state=failed", headers=bearer(VIEWER_TOKEN)).json()["jobs"]
+    assert [job["error"] for job in listed] == ["•••", "SMTPRecipientsRefused: •••"]
+    page = client.get("/jobs?state=failed", headers=bearer(VIEWER_TOKEN))
+    assert page.status_code == 200
+    assert "asha.rao@example.org" not in page.text
+    assert "SMTPRecipientsRefused: •••" in page.text
+    admin = client.get("/api/v1/jobs?state=failed", headers=bearer(ADMIN_TOKEN)).json()["jobs"]
+    assert [job["error"] for job in admin] == [
+        "could not send to asha.rao@example.org",
+        "SMTPRecipientsRefused: asha.rao@example.org was refused",
+    ]
+    admin_page = client.get("/jobs?state=failed", headers=bearer(ADMIN_TOKEN)).text
+    assert "asha.rao@example.org was refused" in admin_page
+
+
 def test_basic_authentication(make_app: Callable[..., TestClient], users_file: Path) -> None:
     client = make_app(auth=("basic",), users_file=users_file)
     challenge = client.get("/")

@@ -74,9 +74,9 @@ def list_request(values: dict[str, str], *, empty_is_any: bool = False) -> tuple
     return where, before, params.limit(values)
 
 
-def page_json(page: JobPage, limit: int) -> dict[str, Any]:
+def page_json(page: JobPage, limit: int, masker: views.Masker) -> dict[str, Any]:
     return {
-        "jobs": [views.job_summary(j) for j in page.jobs],
+        "jobs": [views.job_summary(j, masker) for j in page.jobs],
         "limit": limit,
         "next": None if page.next_before is None else params.encode_cursor(page.next_before),
         "searched_to": page.searched_to,
@@ -84,11 +84,11 @@ def page_json(page: JobPage, limit: int) -> dict[str, Any]:
 
 
 async def jobs(request: Request) -> Response:
-    board, _ = board_and_user(request)
+    board, user = board_and_user(request)
     values = _query(request, (*params.FILTER_KEYS, "cursor", "limit"))
     where, before, limit = list_request(values)
     page = await board.db.run(lambda admin: admin.list_jobs(where, before=before, limit=limit))
-    return JSONResponse(page_json(page, limit))
+    return JSONResponse(page_json(page, limit, board.masker(user)))
 
 
 async def job(request: Request) -> Response:

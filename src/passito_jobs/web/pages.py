@@ -142,7 +142,7 @@ async def overview_fragment(request: Request) -> Response:
 
 
 async def jobs(request: Request) -> Response:
-    board, _ = board_and_user(request)
+    board, user = board_and_user(request)
     values = params.single_values(
         request.query_params.multi_items(), (*params.FILTER_KEYS, "cursor", "limit", "notice", "count")
     )
@@ -165,6 +165,7 @@ async def jobs(request: Request) -> Response:
         first_page=before is None,
         actions=_bulk_actions(where),
         notice=notice(request),
+        masker=board.masker(user),
     )
 
 

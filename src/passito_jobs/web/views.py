@@ -8,6 +8,7 @@ error text (an SMTP server's refusal quotes the address it refused).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -20,6 +21,8 @@ MASK = "•••"
 MAX_DEPTH = 200
 """Deeper values (rows stored before the nesting limit) are shown as MASK_DEEP."""
 MASK_DEEP = "… (nested too deeply to show)"
+_ERROR_KIND = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
+"""An exception's (dotted) name: what a viewer sees of an error in the jobs list."""
 MIN_SCRUBBED = 3
 """Masked values shorter than this are not searched for in error text (it would garble it)."""
 
@@ -78,6 +81,22 @@ class Masker:
                 stack.extend((item, depth + 1) for item in data)
         return sorted((s for s in found if len(s) >= MIN_SCRUBBED), key=len, reverse=True)
 
+    def error_line(self, error_head: str | None) -> str | None:
+        """The first line of a job's error, as a row of the jobs list shows it. A row carries no
+        payload to find the masked values in, so a viewer sees only the kind of error (an
+        exception's name before the colon) and MASK for the rest; the job's page shows the text
+        with the masked values blotted out."""
+        lines = (error_head or "").strip().splitlines()
+        if not lines:
+            return None
+        line = lines[0]
+        if not self.enabled or not self.fields:
+            return line
+        kind, colon, _ = line.partition(":")
+        if colon and _ERROR_KIND.fullmatch(kind):
+            return f"{kind}: {MASK}"
+        return MASK
+
     def text(self, text: str | None, secrets: Iterable[str]) -> str | None:
         if text is None:
             return None
@@ -103,8 +122,7 @@ def json_safe(data: Any) -> Any:
     return data
 
 
-def job_summary(job: JobSummary) -> dict[str, Any]:
-    error = (job.error_head or "").strip().splitlines()
+def job_summary(job: JobSummary, masker: Masker) -> dict[str, Any]:
     return {
         "id": job.id,
         "queue": job.queue,
@@ -118,7 +136,7 @@ def job_summary(job: JobSummary) -> dict[str, Any]:
         "started_at": when(job.started_at),
         "finished_at": when(job.finished_at),
         "worker_id": job.worker_id,
-        "error": error[0] if error else None,
+        "error": masker.error_line(job.error_head),
     }
 
 
