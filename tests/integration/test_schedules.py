@@ -4,6 +4,7 @@ handovers, the catch-up rules, the schedules table and `passito-jobs schedules`.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +232,27 @@ def test_paused_schedules_are_not_dispatched_and_removed_ones_are_stale(
     shown = run_cli(["schedules", "list", "--json"], cli_env)
     assert '"last_job_id"' in shown.stdout
     assert '"state": "active"' in shown.stdout
+
+
+def test_a_period_edited_to_nan_or_infinity_is_listed_as_json(
+    conn: Conn, store: Store, cli_env: dict[str, str]
+) -> None:
+    """`every > 0` lets NaN and infinity through in PostgreSQL; a row edited by hand must not
+    make `schedules list --json` print what is not JSON."""
+    store.sync_schedules([Schedule(name, "Noop", every=60) for name in ("nan", "inf", "ok")])
+    conn.execute("UPDATE passito_jobs.schedules SET every = 'NaN' WHERE name = 'nan'")
+    conn.execute("UPDATE passito_jobs.schedules SET every = 'Infinity' WHERE name = 'inf'")
+    shown = run_cli(["schedules", "list", "--json"], cli_env)
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["name"]: row for row in json.loads(shown.stdout, parse_constant=_not_json)}
+    assert (rows["nan"]["every"], rows["inf"]["every"], rows["ok"]["every"]) == (None, None, 60.0)
+    listed = run_cli(["schedules", "list"], cli_env)
+    assert listed.returncode == 0, listed.stderr
+    assert "nan" not in listed.stdout.replace("nan ", "", 1)  # only the name, no period of NaN
+
+
+def _not_json(name: str) -> None:
+    raise AssertionError(f"printed {name}, which is not JSON")
 
 
 @pytest.mark.parametrize(

@@ -404,8 +404,11 @@ FROM unnest(%(names)s::text[], %(next_slots)s::timestamptz[]) AS n(name, next_sl
 WHERE s.name = n.name AND NOT s.paused
 
 -- name: list_schedules
-SELECT name, type, queue, cron, every, timezone, catch_up, paused, stale, last_slot, last_job_id,
-       next_slot, checked_at
+-- Workers write `every` from their checked definitions; one edited by hand to NaN or infinity
+-- (which a check such as `every > 0` would let through) reads as NULL, so the list stays JSON.
+SELECT name, type, queue, cron,
+       CASE WHEN every IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE every END AS every,
+       timezone, catch_up, paused, stale, last_slot, last_job_id, next_slot, checked_at
 FROM passito_jobs.schedules ORDER BY name
 
 -- name: pause_schedule
