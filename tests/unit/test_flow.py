@@ -44,7 +44,7 @@ def test_rates_read_as_written() -> None:
         (10**30, f"concurrency must be at most 1000000, got {10**30}"),
         (True, "concurrency must be a whole number, got bool"),
         (float("nan"), "concurrency must be a whole number, got float"),
-        ("3", "concurrency must be a whole number, got str"),
+        ("3", "concurrency must be a whole number, got '3'"),
     ],
 )
 def test_limits_are_whole_numbers_from_1_to_a_million(value: object, message: str) -> None:

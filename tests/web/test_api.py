@@ -340,10 +340,16 @@ HOSTILE_POSTS: list[tuple[str, Any, int, str]] = [
     ("/api/v1/jobs/cancel", b'{"max": 1e400}', 400, "max must be"),
     ("/api/v1/jobs/1/retry", b'{"force": true}', 400, "unknown field"),
     (f"/api/v1/jobs/{MAX_JOB_ID + 1}/cancel", b"{}", 400, "job id must be"),
+    # the last of two would win silently, and run what was meant as a dry run
+    ("/api/v1/jobs/retry", b'{"dry_run": true, "dry_run": false}', 400, "'dry_run' is given more than once"),
+    ("/api/v1/jobs/retry", b'{"filter": {"state": "failed", "state": "cancelled"}}', 400, "more than once"),
+    ("/api/v1/jobs/cancel", b'{"filter": {"state": null}}', 400, "state must be a string, got null"),
+    ("/api/v1/jobs/retry", b"[" * 30_000 + b"]" * 30_000, 400, "nested too deeply"),
+    ("/api/v1/jobs/retry", b'{"max": ' + b"9" * 5000 + b"}", 400, "a number of more than 4300 digits"),
 ]
 
 
-@pytest.mark.parametrize("case", HOSTILE_POSTS, ids=[f"{c[0]} {c[1][:30]!r}" for c in HOSTILE_POSTS])
+@pytest.mark.parametrize("case", HOSTILE_POSTS, ids=[f"{c[0]} {c[1][:40]!r}" for c in HOSTILE_POSTS])
 def test_hostile_actions_get_a_4xx_and_change_nothing(
     client: TestClient, conn: psycopg.Connection[Any], jobs: dict[str, int], case: tuple[str, bytes, int, str]
 ) -> None:
@@ -430,3 +436,9 @@ def test_a_payload_with_a_number_python_cannot_read_is_shown_and_the_job_cancell
         "SELECT length(payload->>'x') FROM passito_jobs.jobs WHERE id = %s", (job_id,)
     ).fetchone()
     assert stored == (5001,)  # the stored payload is unchanged
+
+
+def test_a_control_character_in_a_message_is_escaped_once(client: TestClient) -> None:
+    response = client.get("/api/v1/jobs?state=a%00b")
+    assert response.status_code == 400
+    assert "got 'a\\x00b'" in response.json()["error"]["message"]  # a backslash, x, 0, 0

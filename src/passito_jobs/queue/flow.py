@@ -76,13 +76,23 @@ def check_limit(what: str, value: object) -> int | None:
     """A concurrency or key concurrency: a whole number from 1 to 1,000,000, or None (no limit)."""
     if value is None:
         return None
+    if isinstance(value, str):  # a form's field, or a string in JSON
+        raise FlowControlError(f"{what} must be a whole number, got '{printable(value.strip(), 40)}'")
     if not isinstance(value, int) or isinstance(value, bool):
         raise FlowControlError(f"{what} must be a whole number, got {type(value).__name__}")
     if value < 1:
-        raise FlowControlError(f"{what} must be at least 1, got {value}")
+        raise FlowControlError(f"{what} must be at least 1, got {_number(value)}")
     if value > MAX_QUEUE_LIMIT:
-        raise FlowControlError(f"{what} must be at most {MAX_QUEUE_LIMIT}, got {value}")
+        raise FlowControlError(f"{what} must be at most {MAX_QUEUE_LIMIT}, got {_number(value)}")
     return value
+
+
+def _number(value: int) -> str:
+    """A number quoted in a message: in full when short, by its size when not."""
+    if abs(value) < 10**40:
+        return str(value)
+    digits = round(value.bit_length() * 0.30103)  # str() of a long number is slow, and refused past 4,300
+    return f"{'minus ' if value < 0 else ''}a number of about {digits} digits"
 
 
 def check_rate(rate: Rate | None) -> Rate | None:

@@ -9,6 +9,7 @@ answer); no input gives a 500.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,23 @@ def require_action(board: Dashboard, user: User) -> None:
         raise BadRequest(f"{user.name} is a viewer: only admins can retry, cancel, pause or resume", 403)
 
 
+class _RepeatedField(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are all different: with `{"dry_run": true, "dry_run": false}`
+    the last would win silently, and run a bulk action the caller meant as a dry run."""
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in found:
+            raise _RepeatedField(name)
+        found[name] = value
+    return found
+
+
 async def json_body(request: Request, *, required: bool) -> dict[str, Any]:
     raw = b""
     async for chunk in request.stream():
@@ -127,9 +145,17 @@ async def json_body(request: Request, *, required: bool) -> dict[str, Any]:
             raise BadRequest("the request needs a JSON object as its body")
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = json.loads(raw, object_pairs_hook=_object)
+    except _RepeatedField as exc:
+        raise BadRequest(f"the field {params.shown(exc.name)} is given more than once") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to read") from None
+    except json.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
+    except ValueError:  # valid JSON, with an integer longer than Python converts
+        raise BadRequest(
+            f"the request body holds a number of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
     return body

@@ -36,8 +36,9 @@ class BadRequest(Exception):
 
 
 def shown(value: object, width: int = 40) -> str:
-    """A value quoted in a message: printable and short."""
-    return repr(limits.printable(str(value), width))
+    """A value quoted in a message: printable (control characters as escapes, written once)
+    and short."""
+    return f"'{limits.printable(str(value), width)}'"
 
 
 def single_values(items: Iterable[tuple[str, str]], allowed: Iterable[str]) -> dict[str, str]:
@@ -132,6 +133,8 @@ def job_filter(values: Mapping[str, Any], *, empty_is_any: bool = True) -> JobFi
     """The job filter of a list or bulk action. An empty value means "any" in a form (the
     dashboard's "any" choice); the API refuses it (leave the parameter out instead)."""
     for key, value in values.items():
+        if key in FILTER_KEYS and value is None and not empty_is_any:
+            raise BadRequest(f"{key} must be a string, got null (leave it out to match any)")
         if key in FILTER_KEYS and value is not None and not isinstance(value, str):
             raise BadRequest(f"{key} must be a string, got {type(value).__name__}")
         if key in FILTER_KEYS and value == "" and not empty_is_any:
