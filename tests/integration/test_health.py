@@ -160,6 +160,13 @@ def test_failure_rate_over_the_window_per_queue(conn: Conn, cli_env: dict[str, s
             "cannot connect to the database at 127.0.0.1:9/none",
         ),
         ([], {"PASSITO_HEALTH_WINDOW": "0"}, "PASSITO_HEALTH_WINDOW must be positive"),
+        # a running job's heartbeat is up to the interval old: it would be returned and run twice
+        (
+            ["--rescue", "--stuck-after", "1s"],
+            {},
+            "--stuck-after must be longer than PASSITO_HEARTBEAT_INTERVAL",
+        ),
+        (["--stuck-after", "5s"], {"PASSITO_HEARTBEAT_INTERVAL": "5s"}, "--stuck-after must be longer than"),
     ],
 )
 def test_bad_input_and_an_unreachable_database_exit_2_with_one_line(

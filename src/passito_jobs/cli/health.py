@@ -11,6 +11,7 @@ from passito_jobs.cli.options import (
     DeprecatedFlag,
     Flag,
     add_flags,
+    apply_flags,
     database_url,
     duration,
     given_flags,
@@ -111,6 +112,9 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.health.checks import Thresholds  # noqa: PLC0415
     from passito_jobs.health.report import HealthCheckError, render_text, run_checks, to_json  # noqa: PLC0415
 
+    # The flags meet the same rules as the variables: --stuck-after no longer than the workers'
+    # heartbeat interval would call (and with --rescue, return) jobs stuck that are running.
+    settings = apply_flags(args, settings)
     given = given_flags(args)
     values = {
         name: given.get(group, {}).get(field, getattr(getattr(settings, group), field))
