@@ -396,5 +396,10 @@ def read_secret_file(variable: str, path: str, field: str = "") -> str:
         raise ConfigError(f"{variable}: {where} is not UTF-8 text", field=field) from None
     for newline in ("\r\n", "\n"):
         if text.endswith(newline):
-            return text[: -len(newline)]
+            text = text[: -len(newline)]
+            break
+    if not text:
+        # An empty Secret mounted by mistake must not read as "unset": for the database URL
+        # that would send every command to the embedded PostgreSQL instead.
+        raise ConfigError(f"{variable}: {where} is empty (a secret file holds the value)", field=field)
     return text

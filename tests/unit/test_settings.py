@@ -71,8 +71,11 @@ def test_an_empty_file_variable_is_as_if_unset(tmp_path: Path) -> None:
         (lambda tmp: secret_file(tmp, b"\xff\xfe" + KEY.encode()), "is not UTF-8 text"),
         (lambda tmp: secret_file(tmp, KEY.encode() * 3000), "is larger than 64 KiB"),
         (lambda tmp: str(tmp) + "/a\x00b", "not a valid path"),
+        (lambda tmp: secret_file(tmp, b""), "is empty"),
+        (lambda tmp: secret_file(tmp, b"\n"), "is empty"),
+        (lambda tmp: "/dev/null", "is empty"),
     ],
-    ids=["missing", "directory", "not-utf8", "huge", "nul-in-path"],
+    ids=["missing", "directory", "not-utf8", "huge", "nul-in-path", "empty", "a-newline", "dev-null"],
 )
 def test_an_unreadable_file_is_one_line_naming_the_path_never_the_content(
     tmp_path: Path, make: object, reason: str

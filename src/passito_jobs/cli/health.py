@@ -112,9 +112,6 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     from passito_jobs.health.checks import Thresholds  # noqa: PLC0415
     from passito_jobs.health.report import HealthCheckError, render_text, run_checks, to_json  # noqa: PLC0415
 
-    # The flags meet the same rules as the variables: --stuck-after no longer than the workers'
-    # heartbeat interval would call (and with --rescue, return) jobs stuck that are running.
-    settings = apply_flags(args, settings)
     given = given_flags(args)
     values = {
         name: given.get(group, {}).get(field, getattr(getattr(settings, group), field))
@@ -128,6 +125,9 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(
             exc.render(lambda name: spell(_THRESHOLDS.get(name, (group, name))[1])), code=2
         ) from None
+    # The flags meet the rules between settings too: a --stuck-after no longer than the workers'
+    # heartbeat interval would call running jobs stuck (and --rescue would run them twice).
+    settings = apply_flags(args, settings)
     try:
         with open_store(settings) as store:
             report = run_checks(
