@@ -32,7 +32,7 @@ from passito_jobs.web.auth import Authenticator, AuthError
 from passito_jobs.web.board import Dashboard, dashboard
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.security import SecurityHeaders
+from passito_jobs.web.security import SecurityHeaders, check_url
 from passito_jobs.web.settings import WebSettings, is_loopback
 from passito_jobs.web.sse import Notifier
 
@@ -67,6 +67,24 @@ class Guard:
             except AuthError as exc:
                 headers = {"WWW-Authenticate": exc.challenge} if exc.challenge else {}
                 response = error_response(request, exc.status, exc.message, headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class StrictUrl:
+    """Refuses (400) a path or query that is not UTF-8 once percent-decoded, before any route
+    sees the U+FFFD that Starlette would put in its place (security.check_url)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                check_url(scope)
+            except BadRequest as exc:
+                response = error_response(Request(scope), exc.status, exc.message)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -190,6 +208,7 @@ def create_app(
     app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)
     app.state.dashboard = board
     app.add_middleware(Guard, auth=board.auth)
+    app.add_middleware(StrictUrl)
     app.add_middleware(SecurityHeaders)
     return app
 

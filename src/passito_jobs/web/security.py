@@ -6,6 +6,10 @@ Secure behind TLS, so a sibling domain cannot plant one. Every state-changing re
 browser must also not come from another site (Sec-Fetch-Site, else Origin). API requests with a
 bearer token carry no ambient credential and need neither; other API requests must send JSON,
 which a cross-site form cannot. `read_form` reads a dashboard form (url-encoded, bounded, each field once).
+
+Percent-encoded bytes that are not UTF-8 (`%ff`, an overlong `%C0%AF`, a surrogate's `%ED%A0%80`)
+are refused, in the path and the query (`check_url`, before any route) and in a form: Starlette
+and uvicorn would decode them to U+FFFD, a different name than the one sent.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -138,6 +142,7 @@ def check_api_post(request: Request, via: str) -> None:
 
 
 MAX_FORM = 16 * 1024
+MAX_FORM_FIELDS = 50
 FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", "concurrency", "rate", "key_concurrency", CSRF_FIELD)
 """The fields a dashboard form may carry (each at most once)."""
 
@@ -152,8 +157,37 @@ async def read_form(request: Request) -> dict[str, str]:
         body += chunk
         if len(body) > MAX_FORM:
             raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
+    return params.single_values(url_pairs(body, "form field", most=MAX_FORM_FIELDS), FORM_KEYS)
+
+
+def url_pairs(raw: bytes, what: str, *, most: int | None = None) -> list[tuple[str, str]]:
+    """The `name=value` pairs of a query string or a url-encoded form, as `parse_qsl` reads them
+    (`+` is a space, a name without `=` has an empty value), but each name and value must be
+    UTF-8 once percent-decoded: 400 "... is not valid UTF-8" rather than U+FFFD in its place."""
+    pieces = [piece for piece in raw.split(b"&") if piece]
+    if most is not None and len(pieces) > most:
+        raise BadRequest(f"too many {what}s (at most {most})")
+    pairs = []
+    for piece in pieces:
+        name, _, value = piece.partition(b"=")
+        decoded = _utf8(name, f"a {what} name")
+        pairs.append((decoded, _utf8(value, f"{what} {params.shown(decoded)}")))
+    return pairs
+
+
+def _utf8(raw: bytes, what: str) -> str:
     try:
-        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the form is not valid url-encoded UTF-8") from None
-    return params.single_values(fields, FORM_KEYS)
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not valid UTF-8") from None
+
+
+def check_url(scope: Scope) -> None:
+    """The path (percent-decoded) and every query parameter are UTF-8 (BadRequest otherwise)."""
+    raw_path = scope.get("raw_path")
+    if raw_path is not None:
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the path is not valid UTF-8") from None
+    url_pairs(scope.get("query_string", b""), "query parameter")

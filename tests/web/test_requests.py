@@ -1,0 +1,91 @@
+"""What every request goes through before its page or API call: the URL and a form must be
+UTF-8 (never silently read with U+FFFD in place of the bytes sent), and the query of a form's
+POST is checked like any other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from tests.web.conftest import insert_job
+from tests.web.test_api_queues import audit, flows
+from tests.web.test_auth import SAME_SITE, csrf_of
+
+JSON = {"Content-Type": "application/json"}
+FORM = {**SAME_SITE, "Content-Type": "application/x-www-form-urlencoded"}
+NOT_UTF8 = ("%ff", "%C0%AF", "%ed%a0%80")  # a stray byte, an overlong "/", a lone surrogate
+
+
+@pytest.mark.parametrize("name", NOT_UTF8)
+def test_a_queue_name_that_is_not_utf8_is_refused_and_creates_nothing(
+    client: TestClient, conn: psycopg.Connection[Any], name: str
+) -> None:
+    token = csrf_of(client.get("/jobs").text)
+    for method, path, headers, body in [
+        ("POST", f"/api/v1/queues/{name}/pause", JSON, b""),
+        ("POST", f"/api/v1/queues/{name}/resume", JSON, b""),
+        ("PATCH", f"/api/v1/queues/{name}/limits", JSON, b'{"concurrency": 1}'),
+        ("POST", f"/queues/{name}/pause", FORM, f"csrf={token}".encode()),
+        ("POST", f"/schedules/{name}/pause", FORM, f"csrf={token}".encode()),
+    ]:
+        response = client.request(method, path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert "the path is not valid UTF-8" in response.text, path
+        if path.startswith("/api/"):
+            assert response.json()["error"]["message"] == "the path is not valid UTF-8"
+        else:
+            assert '<p class="notice error">' in response.text
+    assert (flows(conn), audit(conn)) == ({}, [])
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("queue=%ff", "query parameter 'queue' is not valid UTF-8"),
+        ("tag=%C0%AF", "query parameter 'tag' is not valid UTF-8"),
+        ("type=%ED%A0%80", "query parameter 'type' is not valid UTF-8"),
+        ("state=failed&queue=a%ffb", "query parameter 'queue' is not valid UTF-8"),
+        ("%ff=1", "a query parameter name is not valid UTF-8"),
+    ],
+)
+def test_a_query_that_is_not_utf8_is_refused(client: TestClient, query: str, message: str) -> None:
+    api = client.get(f"/api/v1/jobs?{query}")
+    assert api.status_code == 400, api.text
+    assert api.json()["error"]["message"] == message
+    page = client.get(f"/jobs?{query}")
+    assert page.status_code == 400
+    assert message.replace("'", "&#39;") in page.text
+
+
+def test_valid_utf8_is_read_as_sent(client: TestClient, conn: psycopg.Connection[Any]) -> None:
+    job = insert_job(conn, state="failed", queue="é-queue")
+    listed = client.get("/api/v1/jobs?queue=%C3%A9-queue").json()["jobs"]
+    assert [j["id"] for j in listed] == [job]
+    assert client.post("/api/v1/queues/%C3%A9-queue/pause", headers=JSON).json()["queue"] == "é-queue"
+
+
+def test_a_form_field_that_is_not_utf8_is_refused(client: TestClient, conn: psycopg.Connection[Any]) -> None:
+    job = insert_job(conn, state="failed")
+    token = csrf_of(client.get("/jobs").text)
+    for body, message in [
+        (f"csrf={token}&action=%ff", "form field &#39;action&#39; is not valid UTF-8"),
+        (f"csrf={token}&action=retry&queue=%C0%AF", "form field &#39;queue&#39; is not valid UTF-8"),
+        (f"csrf={token}&action=retry&%ed%a0%80=x", "a form field name is not valid UTF-8"),
+    ]:
+        response = client.post("/jobs/bulk", content=body.encode(), headers=FORM)
+        assert response.status_code == 400, body
+        assert message in response.text, response.text
+    assert conn.execute("SELECT state::text FROM passito_jobs.jobs WHERE id = %s", (job,)).fetchone() == (
+        "failed",
+    )
+
+
+def test_a_form_with_too_many_fields_says_so(client: TestClient) -> None:
+    token = csrf_of(client.get("/jobs").text)
+    body = f"csrf={token}&action=retry&" + "&".join(f"f{i}=x" for i in range(60))
+    response = client.post("/jobs/bulk", content=body.encode(), headers=FORM)
+    assert response.status_code == 400
+    assert "too many form fields (at most 50)" in response.text
