@@ -1,9 +1,11 @@
 """What every request goes through before its page or API call: the URL and a form must be
-UTF-8 (never silently read with U+FFFD in place of the bytes sent), and the query of a form's
-POST is checked like any other."""
+UTF-8 (never silently read with U+FFFD in place of the bytes sent), the Host must be this machine
+when there is no authentication, and the query of a form's POST is checked like any other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -12,7 +14,7 @@ from starlette.testclient import TestClient
 
 from tests.web.conftest import insert_job
 from tests.web.test_api_queues import audit, flows
-from tests.web.test_auth import SAME_SITE, csrf_of
+from tests.web.test_auth import ADMIN_TOKEN, SAME_SITE, bearer, csrf_of, sha
 
 JSON = {"Content-Type": "application/json"}
 FORM = {**SAME_SITE, "Content-Type": "application/x-www-form-urlencoded"}
@@ -89,3 +91,33 @@ def test_a_form_with_too_many_fields_says_so(client: TestClient) -> None:
     response = client.post("/jobs/bulk", content=body.encode(), headers=FORM)
     assert response.status_code == 400
     assert "too many form fields (at most 50)" in response.text
+
+
+def test_without_authentication_only_requests_for_this_machine_are_answered(
+    make_app: Callable[..., TestClient], conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """DNS rebinding: attacker.example first resolves to the attacker, then to 127.0.0.1; its
+    page's requests are then same-origin to the browser, but keep their Host."""
+    client = make_app()
+    rebound = {
+        "Host": "attacker.example:18081",
+        "Origin": "http://attacker.example:18081",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    refused = client.post("/api/v1/queues/slow/pause", headers={**rebound, **JSON})
+    assert refused.status_code == 421, refused.text
+    message = refused.json()["error"]["message"]
+    assert "answers only requests for localhost, 127.0.0.1 or [::1]" in message
+    assert "'attacker.example:18081'" in message
+    page = client.get("/", headers={"Host": "attacker.example:18081"})
+    assert page.status_code == 421
+    assert '<p class="notice error">' in page.text
+    assert client.get("/api/v1/jobs", headers={"Host": "127.0.0.1.nip.io"}).status_code == 421
+    assert (flows(conn), audit(conn)) == ({}, [])
+    for host in ("localhost:8080", "LOCALHOST", "127.0.0.1", "127.1.2.3:9", "[::1]:8080"):
+        assert client.get("/api/v1/jobs", headers={"Host": host}).status_code == 200, host
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ci:admin:{sha(ADMIN_TOKEN)}\n")
+    authenticated = make_app(auth=("token",), tokens_files=(tokens,))
+    named = authenticated.get("/api/v1/jobs", headers={"Host": "jobs.example.org", **bearer(ADMIN_TOKEN)})
+    assert named.status_code == 200, named.text

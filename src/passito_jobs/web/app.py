@@ -32,7 +32,7 @@ from passito_jobs.web.auth import Authenticator, AuthError
 from passito_jobs.web.board import Dashboard, dashboard
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.security import SecurityHeaders, check_url
+from passito_jobs.web.security import SecurityHeaders, check_loopback_host, check_url
 from passito_jobs.web.settings import WebSettings, is_loopback
 from passito_jobs.web.sse import Notifier
 
@@ -72,17 +72,20 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-class StrictUrl:
-    """Refuses (400) a path or query that is not UTF-8 once percent-decoded, before any route
-    sees the U+FFFD that Starlette would put in its place (security.check_url)."""
+class Precheck:
+    """Refuses a request before any route sees it: `check(scope)` raises BadRequest. Used for a
+    path or query that is not UTF-8 once percent-decoded (security.check_url: Starlette would
+    put U+FFFD in its place) and, without authentication, a Host that is not this machine
+    (security.check_loopback_host)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, check: Callable[[Scope], None]) -> None:
         self.app = app
+        self.check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                check_url(scope)
+                self.check(scope)
             except BadRequest as exc:
                 response = error_response(Request(scope), exc.status, exc.message)
                 await response(scope, receive, send)
@@ -208,7 +211,9 @@ def create_app(
     app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)
     app.state.dashboard = board
     app.add_middleware(Guard, auth=board.auth)
-    app.add_middleware(StrictUrl)
+    app.add_middleware(Precheck, check=check_url)
+    if not web.auth:
+        app.add_middleware(Precheck, check=check_loopback_host)
     app.add_middleware(SecurityHeaders)
     return app
 

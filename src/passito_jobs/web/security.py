@@ -15,6 +15,8 @@ and uvicorn would decode them to U+FFFD, a different name than the one sent.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 import secrets
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -180,6 +182,38 @@ def _utf8(raw: bytes, what: str) -> str:
         return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"{what} is not valid UTF-8") from None
+
+
+_HOST = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::[0-9]{1,5})?")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: localhost, 127.0.0.0/8 or [::1], any port."""
+    found = _HOST.fullmatch(host)
+    if not found:
+        return False
+    name = found.group(1).lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback and name.startswith("[") == (address.version == 6)
+
+
+def check_loopback_host(scope: Scope) -> None:
+    """Without authentication (loopback only), a request must be addressed to this machine by
+    name: a page whose DNS name the attacker re-points at 127.0.0.1 (DNS rebinding) sends its
+    own name as Host, and is refused (421)."""
+    for name, value in scope.get("headers", []):
+        if name == b"host" and not is_loopback_host(host := value.decode("latin-1")):
+            raise BadRequest(
+                f"this dashboard has no authentication, so it answers only requests for localhost, "
+                f"127.0.0.1 or [::1], not Host {params.shown(host, 60)} (set PASSITO_WEB_AUTH to serve "
+                "it under another name)",
+                421,
+            )
 
 
 def check_url(scope: Scope) -> None:
