@@ -121,3 +121,35 @@ def test_without_authentication_only_requests_for_this_machine_are_answered(
     authenticated = make_app(auth=("token",), tokens_files=(tokens,))
     named = authenticated.get("/api/v1/jobs", headers={"Host": "jobs.example.org", **bearer(ADMIN_TOKEN)})
     assert named.status_code == 200, named.text
+
+
+def test_a_form_post_refuses_an_unknown_query_parameter(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    """A filter in the query of a bulk action is not the form's filter: refused, not dropped
+    (the bulk action would otherwise apply to every job)."""
+    failed = insert_job(conn, state="failed", queue="emails")
+    other = insert_job(conn, state="failed", queue="reports")
+    token = csrf_of(client.get("/jobs").text)
+    for path, body in [
+        ("/jobs/bulk?queue=emails", f"csrf={token}&action=retry&confirm=yes"),
+        ("/jobs/bulk?state=failed", f"csrf={token}&action=retry"),
+        (f"/jobs/{failed}/retry?x=%00", f"csrf={token}"),
+        (f"/jobs/{failed}/cancel?notice=retried", f"csrf={token}"),
+    ]:
+        response = client.post(path, content=body.encode(), headers=FORM, follow_redirects=False)
+        assert response.status_code == 400, (path, response.text)
+        assert "unknown parameter" in response.text, path
+        assert '<p class="notice error">' in response.text
+    states = conn.execute("SELECT state::text FROM passito_jobs.jobs WHERE id IN (%s, %s)", (failed, other))
+    assert [row[0] for row in states] == ["failed", "failed"]
+    assert audit(conn) == []
+
+
+def test_the_bulk_action_is_post_only(client: TestClient) -> None:
+    for method in ("GET", "HEAD"):
+        response = client.request(method, "/jobs/bulk")
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "POST"
+    assert "method not allowed" in client.get("/jobs/bulk").text
+    assert client.get("/jobs/bulks").status_code == 400  # any other word is a bad job id
