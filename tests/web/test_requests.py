@@ -153,3 +153,10 @@ def test_the_bulk_action_is_post_only(client: TestClient) -> None:
         assert response.headers["allow"] == "POST"
     assert "method not allowed" in client.get("/jobs/bulk").text
     assert client.get("/jobs/bulks").status_code == 400  # any other word is a bad job id
+
+
+def test_a_schedule_name_with_a_line_break_is_a_400_with_the_reason(client: TestClient) -> None:
+    token = csrf_of(client.get("/jobs").text)
+    page = client.post("/schedules/a%0Ab/pause", content=f"csrf={token}".encode(), headers=FORM)
+    assert page.status_code == 400
+    assert "schedule name must not contain control characters" in page.text
