@@ -160,3 +160,12 @@ def test_a_schedule_name_with_a_line_break_is_a_400_with_the_reason(client: Test
     page = client.post("/schedules/a%0Ab/pause", content=f"csrf={token}".encode(), headers=FORM)
     assert page.status_code == 400
     assert "schedule name must not contain control characters" in page.text
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_clients_host(client: TestClient) -> None:
+    for path in ("/jobs/", "/api/v1/jobs/", "/workers/", "/queues/emails/pause/"):
+        response = client.get(path, headers={"Host": "localhost:8080"}, follow_redirects=False)
+        assert response.status_code == 404, path
+        assert "location" not in response.headers
+    assert client.get("/api/v1/jobs/").json()["error"]["message"] == "no such page"
+    assert client.get("/").status_code == 200

@@ -209,6 +209,9 @@ def create_app(
         Exception: _unexpected,
     }
     app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)
+    # No redirect of /jobs/ to /jobs: Starlette builds it absolute, from the client's Host and
+    # always http (a 307 to http://<any Host>/...); a path with a slash too many is a 404.
+    app.router.redirect_slashes = False
     app.state.dashboard = board
     app.add_middleware(Guard, auth=board.auth)
     app.add_middleware(Precheck, check=check_url)
