@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from tests.web.conftest import insert_job
+from tests.web.conftest import insert_job, make_client
 from tests.web.test_api_queues import audit, flows
 from tests.web.test_auth import ADMIN_TOKEN, SAME_SITE, bearer, csrf_of, sha
 
@@ -169,3 +169,15 @@ def test_a_trailing_slash_is_not_redirected_to_the_clients_host(client: TestClie
         assert "location" not in response.headers
     assert client.get("/api/v1/jobs/").json()["error"]["message"] == "no such page"
     assert client.get("/").status_code == 200
+
+
+def test_readyz_does_not_tell_where_the_database_is(caplog: pytest.LogCaptureFixture) -> None:
+    """The probe needs no credentials: the address and the error are for the server's log."""
+    url = "postgresql://passito:s3cret-pass@127.0.0.1:1/nosuchdb"
+    with make_client(url) as client, caplog.at_level("WARNING"):
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.text == "database unavailable\n"
+    logged = [r.getMessage() for r in caplog.records if r.name == "passito_jobs.web"]
+    assert any("127.0.0.1:1/nosuchdb" in line for line in logged), logged
+    assert not any("s3cret-pass" in line for line in logged)

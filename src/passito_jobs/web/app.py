@@ -148,10 +148,13 @@ def routes() -> list[BaseRoute]:
 
 
 async def _ready(request: Request) -> Response:
+    """The readiness probe, open to anyone: it says only whether the database answers; why not
+    (which host, port and database, the driver's error) goes to the server's log."""
     try:
         await dashboard(request).db.run(lambda admin: admin.job_states([]))
     except DatabaseError as exc:
-        return PlainTextResponse(f"database unavailable: {exc}\n", 503)
+        log.warning("not ready: %s", exc)
+        return PlainTextResponse("database unavailable\n", 503)
     return PlainTextResponse("ok\n")
 
 
