@@ -181,3 +181,33 @@ def test_readyz_does_not_tell_where_the_database_is(caplog: pytest.LogCaptureFix
     logged = [r.getMessage() for r in caplog.records if r.name == "passito_jobs.web"]
     assert any("127.0.0.1:1/nosuchdb" in line for line in logged), logged
     assert not any("s3cret-pass" in line for line in logged)
+
+
+def test_a_csrf_token_the_server_did_not_issue_is_refused(
+    make_app: Callable[..., TestClient], conn: psycopg.Connection[Any]
+) -> None:
+    """Double submit alone trusts any cookie: one planted by someone else (a sibling site over
+    plain HTTP) with the same value in the form would pass. The token must be signed here."""
+    job = insert_job(conn, state="failed")
+    client = make_app()
+    forged = "A" * 43
+    for token in ("x", forged, f"{forged}.{'B' * 43}"):
+        client.cookies.set("passito_csrf", token)
+        response = client.post(f"/jobs/{job}/retry", data={"csrf": token}, headers=FORM)
+        assert response.status_code == 403, (token, response.text)
+        assert "reload the page" in response.text
+    other = make_app()  # another process (or the same after a restart): another key
+    issued_there = csrf_of(other.get("/jobs").text)
+    client.cookies.set("passito_csrf", issued_there)
+    refused = client.post(f"/jobs/{job}/retry", data={"csrf": issued_there}, headers=FORM)
+    assert refused.status_code == 403
+    assert conn.execute("SELECT state::text FROM passito_jobs.jobs").fetchone() == ("failed",)
+    page = client.get(f"/jobs/{job}")  # reloading the page renews the cookie
+    token = csrf_of(page.text)
+    assert token != issued_there
+    assert page.headers["set-cookie"].startswith(f"passito_csrf={token};")
+    done = client.post(f"/jobs/{job}/retry", data={"csrf": token}, headers=FORM, follow_redirects=False)
+    assert done.status_code == 303, done.text
+    again = client.get(f"/jobs/{job}")  # a cookie this process issued is kept
+    assert csrf_of(again.text) == token
+    assert "set-cookie" not in again.headers

@@ -1,7 +1,9 @@
 """Response headers, HTTPS detection behind a proxy, and cross-site request forgery checks.
 
-CSRF: the dashboard's forms carry a token equal to a random cookie (double submit). The cookie is
-HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
+CSRF: the dashboard's forms carry a token equal to a cookie (double submit), and the token is one
+this process issued: a random nonce and its HMAC under a key made at start (`Dashboard.csrf_key`),
+so a cookie planted by someone else (`passito_csrf=x` with a field `csrf=x`) is refused. The cookie
+is HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
 Secure behind TLS, so a sibling domain cannot plant one. Every state-changing request from a
 browser must also not come from another site (Sec-Fetch-Site, else Origin). API requests with a
 bearer token carry no ambient credential and need neither; other API requests must send JSON,
@@ -14,6 +16,7 @@ and uvicorn would decode them to U+FFFD, a different name than the one sent.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 import re
@@ -26,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from passito_jobs.web import params
+from passito_jobs.web.board import dashboard
 from passito_jobs.web.params import BadRequest
 
 CSP = (
@@ -80,12 +84,30 @@ def cookie_name(request: Request) -> str:
     return "__Host-passito_csrf" if is_https(request.scope) else "passito_csrf"
 
 
+def _signature(key: bytes, nonce: str) -> str:
+    digest = hmac.new(key, nonce.encode("ascii"), "sha256").digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def issued(request: Request, token: str) -> bool:
+    """Whether this process issued `token` (`nonce.signature`, the signature its HMAC)."""
+    nonce, dot, signature = token.partition(".")
+    if not dot or len(nonce) != 43 or not nonce.isascii():
+        return False
+    expected = _signature(dashboard(request).csrf_key, nonce)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
 def csrf_token(request: Request) -> str:
-    """This browser's token (from its cookie, or a new one that `set_csrf_cookie` will send)."""
+    """This browser's token: its cookie's if this process issued it, or a new one that
+    `set_csrf_cookie` will send (after a restart, the next page a browser loads renews it)."""
     token = request.cookies.get(cookie_name(request), "")
-    if len(token) != 43 or not token.replace("-", "").replace("_", "").isalnum():
-        token = getattr(request.state, "new_csrf", "") or secrets.token_urlsafe(32)
-        request.state.new_csrf = token
+    if not issued(request, token):
+        token = getattr(request.state, "new_csrf", "")
+        if not token:
+            nonce = secrets.token_urlsafe(32)
+            token = f"{nonce}.{_signature(dashboard(request).csrf_key, nonce)}"
+            request.state.new_csrf = token
     return token
 
 
@@ -128,7 +150,11 @@ def check_form(request: Request, form: Any) -> None:
     check_same_site(request)
     cookie = request.cookies.get(cookie_name(request), "")
     given = form.get(CSRF_FIELD, "")
-    if not cookie or not isinstance(given, str) or not hmac.compare_digest(cookie.encode(), given.encode()):
+    if (
+        not isinstance(given, str)
+        or not hmac.compare_digest(cookie.encode("utf-8", "replace"), given.encode("utf-8", "replace"))
+        or not issued(request, given)
+    ):
         raise BadRequest("the form has expired or came from another site: reload the page and try again", 403)
 
 
