@@ -157,6 +157,8 @@ HOSTILE = [
     ("/api/v1/schedules/%20%20/pause", b"", 400, "schedule name must be a non-empty string"),
     ("/api/v1/schedules/a%00b/pause", b"", 400, "must not contain NUL"),
     ("/api/v1/schedules/a%01b/resume", b"", 400, "must not contain control characters"),
+    ("/api/v1/schedules/a%0Ab/pause", b"", 400, "must not contain control characters"),
+    ("/api/v1/schedules/a%0Db/resume", b"", 400, "must not contain control characters"),
     ("/api/v1/schedules/" + "s" * 129 + "/pause", b"", 400, "at most 128 characters"),
     ("/api/v1/schedules/nightly/pause", b'{"all": true}', 400, "takes an empty object"),
     ("/api/v1/schedules/nightly/pause", b"[", 400, "not valid JSON"),

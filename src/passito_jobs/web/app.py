@@ -32,7 +32,7 @@ from passito_jobs.web.auth import Authenticator, AuthError
 from passito_jobs.web.board import Dashboard, dashboard
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.security import SecurityHeaders
+from passito_jobs.web.security import SecurityHeaders, check_loopback_host, check_url
 from passito_jobs.web.settings import WebSettings, is_loopback
 from passito_jobs.web.sse import Notifier
 
@@ -67,6 +67,27 @@ class Guard:
             except AuthError as exc:
                 headers = {"WWW-Authenticate": exc.challenge} if exc.challenge else {}
                 response = error_response(request, exc.status, exc.message, headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class Precheck:
+    """Refuses a request before any route sees it: `check(scope)` raises BadRequest. Used for a
+    path or query that is not UTF-8 once percent-decoded (security.check_url: Starlette would
+    put U+FFFD in its place) and, without authentication, a Host that is not this machine
+    (security.check_loopback_host)."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[Scope], None]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                self.check(scope)
+            except BadRequest as exc:
+                response = error_response(Request(scope), exc.status, exc.message)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -127,10 +148,13 @@ def routes() -> list[BaseRoute]:
 
 
 async def _ready(request: Request) -> Response:
+    """The readiness probe, open to anyone: it says only whether the database answers; why not
+    (which host, port and database, the driver's error) goes to the server's log."""
     try:
         await dashboard(request).db.run(lambda admin: admin.job_states([]))
     except DatabaseError as exc:
-        return PlainTextResponse(f"database unavailable: {exc}\n", 503)
+        log.warning("not ready: %s", exc)
+        return PlainTextResponse("database unavailable\n", 503)
     return PlainTextResponse("ok\n")
 
 
@@ -188,8 +212,14 @@ def create_app(
         Exception: _unexpected,
     }
     app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)
+    # No redirect of /jobs/ to /jobs: Starlette builds it absolute, from the client's Host and
+    # always http (a 307 to http://<any Host>/...); a path with a slash too many is a 404.
+    app.router.redirect_slashes = False
     app.state.dashboard = board
     app.add_middleware(Guard, auth=board.auth)
+    app.add_middleware(Precheck, check=check_url)
+    if not web.auth:
+        app.add_middleware(Precheck, check=check_loopback_host)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -6,6 +6,7 @@ it without importing each other.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class Dashboard:
     notifier: Notifier
     templates: jinja2.Environment
     thresholds: Thresholds
+    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    """Signs the CSRF tokens this process issues (security.csrf_token); new at every start."""
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     async def cached(self, key: str, ttl: float, action: Callable[[Admin], T]) -> T:

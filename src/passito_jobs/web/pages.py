@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from markupsafe import escape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -180,6 +181,7 @@ async def bulk(request: Request) -> Response:
     """Step 1 (no `confirm`): a page that shows how many jobs the action would change. Step 2:
     the action, then back to the list."""
     board, user = board_and_user(request)
+    params.single_values(request.query_params.multi_items(), ())  # the filter is in the form
     form = await read_form(request)
     check_form(request, form)
     api.require_action(board, user)
@@ -260,6 +262,8 @@ async def job_view(board: Dashboard, user: User, job_id: int) -> JobView:
 
 async def job(request: Request) -> Response:
     board, user = board_and_user(request)
+    if request.path_params["id"] == "bulk":  # /jobs/bulk is POST only
+        raise HTTPException(405, headers={"Allow": "POST"})
     params.single_values(request.query_params.multi_items(), ("notice", "count"))
     view = await job_view(board, user, params.job_id(request.path_params["id"]))
     return render(request, "job.html", view=view, notice=notice(request))
@@ -293,6 +297,7 @@ async def job_json(request: Request) -> Response:
 
 async def _single(request: Request, action: str) -> Response:
     board, user = board_and_user(request)
+    params.single_values(request.query_params.multi_items(), ())
     job_id = params.job_id(request.path_params["id"])
     form = await read_form(request)
     check_form(request, form)

@@ -8,6 +8,7 @@ CSRF-checked form from the page or a JSON (or bearer-token) call to the API, the
 
 from __future__ import annotations
 
+from starlette.convertors import register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -17,17 +18,22 @@ from passito_jobs.queue.admin import Actor, Admin
 from passito_jobs.web import api, pages, params, views
 from passito_jobs.web.board import board_and_user
 from passito_jobs.web.params import BadRequest
+from passito_jobs.web.queues import QueueConvertor
 from passito_jobs.web.security import check_api_post, check_form, read_form
+
+# A schedule name in a path: any text, line breaks too, so that schedule_name() refuses a bad
+# one with a 400 and its reason (Starlette's `path` stops at a line break: a 404).
+register_url_convertor("schedule", QueueConvertor())
 
 
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/v1/schedules", api_list),
-        Route("/api/v1/schedules/{name:path}/pause", api_pause, methods=["POST"]),
-        Route("/api/v1/schedules/{name:path}/resume", api_resume, methods=["POST"]),
+        Route("/api/v1/schedules/{name:schedule}/pause", api_pause, methods=["POST"]),
+        Route("/api/v1/schedules/{name:schedule}/resume", api_resume, methods=["POST"]),
         Route("/schedules", page),
-        Route("/schedules/{name:path}/pause", page_pause, methods=["POST"]),
-        Route("/schedules/{name:path}/resume", page_resume, methods=["POST"]),
+        Route("/schedules/{name:schedule}/pause", page_pause, methods=["POST"]),
+        Route("/schedules/{name:schedule}/resume", page_resume, methods=["POST"]),
     ]
 
 

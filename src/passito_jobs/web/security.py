@@ -1,25 +1,35 @@
 """Response headers, HTTPS detection behind a proxy, and cross-site request forgery checks.
 
-CSRF: the dashboard's forms carry a token equal to a random cookie (double submit). The cookie is
-HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
+CSRF: the dashboard's forms carry a token equal to a cookie (double submit), and the token is one
+this process issued: a random nonce and its HMAC under a key made at start (`Dashboard.csrf_key`),
+so a cookie planted by someone else (`passito_csrf=x` with a field `csrf=x`) is refused. The cookie
+is HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
 Secure behind TLS, so a sibling domain cannot plant one. Every state-changing request from a
 browser must also not come from another site (Sec-Fetch-Site, else Origin). API requests with a
 bearer token carry no ambient credential and need neither; other API requests must send JSON,
 which a cross-site form cannot. `read_form` reads a dashboard form (url-encoded, bounded, each field once).
+
+Percent-encoded bytes that are not UTF-8 (`%ff`, an overlong `%C0%AF`, a surrogate's `%ED%A0%80`)
+are refused, in the path and the query (`check_url`, before any route) and in a form: Starlette
+and uvicorn would decode them to U+FFFD, a different name than the one sent.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import ipaddress
+import re
 import secrets
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from passito_jobs.web import params
+from passito_jobs.web.board import dashboard
 from passito_jobs.web.params import BadRequest
 
 CSP = (
@@ -74,12 +84,30 @@ def cookie_name(request: Request) -> str:
     return "__Host-passito_csrf" if is_https(request.scope) else "passito_csrf"
 
 
+def _signature(key: bytes, nonce: str) -> str:
+    digest = hmac.new(key, nonce.encode("ascii"), "sha256").digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def issued(request: Request, token: str) -> bool:
+    """Whether this process issued `token` (`nonce.signature`, the signature its HMAC)."""
+    nonce, dot, signature = token.partition(".")
+    if not dot or len(nonce) != 43 or not nonce.isascii():
+        return False
+    expected = _signature(dashboard(request).csrf_key, nonce)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
 def csrf_token(request: Request) -> str:
-    """This browser's token (from its cookie, or a new one that `set_csrf_cookie` will send)."""
+    """This browser's token: its cookie's if this process issued it, or a new one that
+    `set_csrf_cookie` will send (after a restart, the next page a browser loads renews it)."""
     token = request.cookies.get(cookie_name(request), "")
-    if len(token) != 43 or not token.replace("-", "").replace("_", "").isalnum():
-        token = getattr(request.state, "new_csrf", "") or secrets.token_urlsafe(32)
-        request.state.new_csrf = token
+    if not issued(request, token):
+        token = getattr(request.state, "new_csrf", "")
+        if not token:
+            nonce = secrets.token_urlsafe(32)
+            token = f"{nonce}.{_signature(dashboard(request).csrf_key, nonce)}"
+            request.state.new_csrf = token
     return token
 
 
@@ -122,7 +150,11 @@ def check_form(request: Request, form: Any) -> None:
     check_same_site(request)
     cookie = request.cookies.get(cookie_name(request), "")
     given = form.get(CSRF_FIELD, "")
-    if not cookie or not isinstance(given, str) or not hmac.compare_digest(cookie.encode(), given.encode()):
+    if (
+        not isinstance(given, str)
+        or not hmac.compare_digest(cookie.encode("utf-8", "replace"), given.encode("utf-8", "replace"))
+        or not issued(request, given)
+    ):
         raise BadRequest("the form has expired or came from another site: reload the page and try again", 403)
 
 
@@ -138,6 +170,7 @@ def check_api_post(request: Request, via: str) -> None:
 
 
 MAX_FORM = 16 * 1024
+MAX_FORM_FIELDS = 50
 FORM_KEYS = (*params.FILTER_KEYS, "action", "confirm", "concurrency", "rate", "key_concurrency", CSRF_FIELD)
 """The fields a dashboard form may carry (each at most once)."""
 
@@ -152,8 +185,69 @@ async def read_form(request: Request) -> dict[str, str]:
         body += chunk
         if len(body) > MAX_FORM:
             raise BadRequest(f"the form is larger than {MAX_FORM} bytes", 413)
+    return params.single_values(url_pairs(body, "form field", most=MAX_FORM_FIELDS), FORM_KEYS)
+
+
+def url_pairs(raw: bytes, what: str, *, most: int | None = None) -> list[tuple[str, str]]:
+    """The `name=value` pairs of a query string or a url-encoded form, as `parse_qsl` reads them
+    (`+` is a space, a name without `=` has an empty value), but each name and value must be
+    UTF-8 once percent-decoded: 400 "... is not valid UTF-8" rather than U+FFFD in its place."""
+    pieces = [piece for piece in raw.split(b"&") if piece]
+    if most is not None and len(pieces) > most:
+        raise BadRequest(f"too many {what}s (at most {most})")
+    pairs = []
+    for piece in pieces:
+        name, _, value = piece.partition(b"=")
+        decoded = _utf8(name, f"a {what} name")
+        pairs.append((decoded, _utf8(value, f"{what} {params.shown(decoded)}")))
+    return pairs
+
+
+def _utf8(raw: bytes, what: str) -> str:
     try:
-        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the form is not valid url-encoded UTF-8") from None
-    return params.single_values(fields, FORM_KEYS)
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not valid UTF-8") from None
+
+
+_HOST = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::[0-9]{1,5})?")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: localhost, 127.0.0.0/8 or [::1], any port."""
+    found = _HOST.fullmatch(host)
+    if not found:
+        return False
+    name = found.group(1).lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback and name.startswith("[") == (address.version == 6)
+
+
+def check_loopback_host(scope: Scope) -> None:
+    """Without authentication (loopback only), a request must be addressed to this machine by
+    name: a page whose DNS name the attacker re-points at 127.0.0.1 (DNS rebinding) sends its
+    own name as Host, and is refused (421)."""
+    for name, value in scope.get("headers", []):
+        if name == b"host" and not is_loopback_host(host := value.decode("latin-1")):
+            raise BadRequest(
+                f"this dashboard has no authentication, so it answers only requests for localhost, "
+                f"127.0.0.1 or [::1], not Host {params.shown(host, 60)} (set PASSITO_WEB_AUTH to serve "
+                "it under another name)",
+                421,
+            )
+
+
+def check_url(scope: Scope) -> None:
+    """The path (percent-decoded) and every query parameter are UTF-8 (BadRequest otherwise)."""
+    raw_path = scope.get("raw_path")
+    if raw_path is not None:
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the path is not valid UTF-8") from None
+    url_pairs(scope.get("query_string", b""), "query parameter")

@@ -4,7 +4,7 @@
 dashboard's secrets are files, as Kubernetes mounts them: the users file (argon2 hashes) and the
 tokens files (SHA-256 digests of bearer tokens); a setting holds only their paths, and no log
 line or message ever shows what they hold. There is no session secret to configure: the CSRF
-token is a random cookie (double submit) and the cache of verified passwords is keyed per process.
+token (double submit) is signed, and the cache of verified passwords keyed, per process.
 """
 
 from __future__ import annotations
