@@ -162,6 +162,12 @@ def test_environment_is_parsed() -> None:
             {"PASSITO_MAINTENANCE_LEASE_TTL": "10s"},
             "PASSITO_MAINTENANCE_LEASE_TTL must be longer than PASSITO_MAINTENANCE_INTERVAL",
         ),
+        # the name starts every log line: a line break in it would forge log lines
+        (
+            {"PASSITO_WORKER_NAME": "evil\n[Worker fake:1][ERROR] forged"},
+            "PASSITO_WORKER_NAME must not contain control characters",
+        ),
+        ({"PASSITO_WORKER_NAME": "w" * 129}, "PASSITO_WORKER_NAME must be at most 128 characters"),
         (
             {"PASSITO_MAINTENANCE_LEASE_TTL": "-1"},
             "PASSITO_MAINTENANCE_LEASE_TTL must be a duration like 30 \\(seconds\\), 10s, 5m, 1h, got '-1'",

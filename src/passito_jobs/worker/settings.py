@@ -40,6 +40,19 @@ def _queue_names(queues: tuple[str, ...]) -> str | None:
     return None
 
 
+def _worker_name(name: str) -> str | None:
+    """The name starts every log line and worker id: a line break in it could forge log lines."""
+    if not name:
+        return None  # the host name
+    if len(name) > limits.MAX_NAME_LENGTH:
+        return f"must be at most {limits.MAX_NAME_LENGTH} characters"
+    try:
+        limits.check_name("worker name", name)
+    except InvalidJobError as exc:
+        return str(exc).removeprefix("worker name ")
+    return None
+
+
 @dataclass(frozen=True)
 class WorkerSettings(SettingsGroup):
     """How one worker process claims and runs jobs."""
@@ -167,8 +180,10 @@ class WorkerSettings(SettingsGroup):
         "PASSITO_WORKER_NAME",
         "",
         "The worker name: the first part of worker ids (`<worker name>:<pid>`) and log lines; "
-        "defaults to the host name (the pod name in Kubernetes).",
+        "defaults to the host name (the pod name in Kubernetes). At most 128 characters, no "
+        "control characters.",
         parse=str.strip,
+        check=_worker_name,
     )
 
     def checks(self) -> list[tuple[bool, str, str]]:
