@@ -394,12 +394,7 @@ def read_secret_file(variable: str, path: str, field: str = "") -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{variable}: {where} is not UTF-8 text", field=field) from None
-    for newline in ("\r\n", "\n"):
-        if text.endswith(newline):
-            text = text[: -len(newline)]
-            break
-    if not text:
-        # An empty Secret mounted by mistake must not read as "unset": for the database URL
-        # that would send every command to the embedded PostgreSQL instead.
+    text = text.removesuffix("\r\n") if text.endswith("\r\n") else text.removesuffix("\n")
+    if not text:  # not "unset": an empty database URL would mean the embedded PostgreSQL
         raise ConfigError(f"{variable}: {where} is empty (a secret file holds the value)", field=field)
     return text

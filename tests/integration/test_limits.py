@@ -227,6 +227,27 @@ def test_python_and_sql_measure_a_payload_alike(conn: Conn, payload: dict[str, A
     assert row == (len(text.encode()), True, False)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(), max_size=6))
+def test_python_and_sql_measure_numbers_alike(conn: Conn, numbers: list[float | int]) -> None:
+    """jsonb writes a number without an exponent (Python's 1e+308 is 309 digits there) and a
+    zero without its sign: the size Python checks is the database's, so a payload of exponents
+    cannot pass Python's limit 50 times over."""
+    payload = {"n": numbers}
+    text = limits.encode_payload(payload)
+    stored = conn.execute("SELECT octet_length(%s::jsonb::text)", (text,)).fetchone()
+    assert stored is not None
+    limits.encode_json(payload, what="payload", max_bytes=stored[0])
+    with pytest.raises(limits.UnstorableValueError, match=f"got {stored[0]}$"):
+        limits.encode_json(payload, what="payload", max_bytes=stored[0] - 1)
+
+
+def test_a_payload_of_exponents_is_held_to_the_databases_size(conn: Conn) -> None:
+    with pytest.raises(InvalidJobError, match="payload must be at most 1048576 bytes of JSON text, got 6220"):
+        dispatch("Noop", {"a": [1e308] * 20_000}, conn=conn)
+    assert count_states(conn) == {}
+
+
 # ---------------------------------------------------------------- rows outside the limits
 
 

@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from passito_jobs.queue.errors import InvalidJobError, clean_text, safe_str
@@ -307,6 +308,8 @@ def encode_json(
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError as exc:
             raise error(_explain(value, what, exc)) from None
+    if max_bytes is not None and ("e+" in text or "e-" in text or "-0.0" in text):
+        size += _numeric_growth(value)
     if max_bytes is not None and size > max_bytes:
         raise error(f"{what} must be at most {max_bytes} bytes of JSON text, got {size}")
     # json writes NUL as the escape \u0000, which jsonb refuses; the substring test is fast, the
@@ -323,6 +326,28 @@ def encode_json(
     ):
         raise error(_too_deep(what, max_nesting))
     return text
+
+
+def _numeric_growth(value: Any) -> int:
+    """How many more bytes jsonb's text has than Python's JSON: jsonb keeps a number as a
+    numeric, written without an exponent (Python's 1e+308 is 309 digits there) and without the
+    sign of a zero, so the size checked here is the one the database checks."""
+    growth = 0
+    stack = [value]
+    visited = 0
+    while stack and visited < _MAX_NODES:
+        node = stack.pop()
+        visited += 1
+        if isinstance(node, float):
+            text = repr(node)
+            if "e" in text or (node == 0 and text.startswith("-")):
+                stored = format(Decimal(text), "f").removeprefix("-" if node == 0 else "")
+                growth += len(stored) - len(text)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return growth
 
 
 def _too_deep(what: str, max_nesting: int | None) -> str:
