@@ -1,17 +1,16 @@
 """The settings machinery: fields declared once, read from the environment, checked by field.
 
-A settings group is a frozen dataclass deriving from `SettingsGroup`, declared next to what it
-configures (`worker/settings.py`, `outpass/settings.py`, ...); `config.py` composes them. Each
-field is declared once with `setting(env, default, doc, parse=..., check=...)`: its environment
-variable, default, one-line doc (docs/configuration.md is generated from it), parser and check
-(worker/settings.py is a full example).
+A settings group is a frozen dataclass deriving from `SettingsGroup`, declared next to what it configures
+(`worker/settings.py`, `outpass/settings.py`, ...); `config.py` composes them. Each field is declared once
+with `setting(env, default, doc, parse=..., check=...)`: its environment variable, default, one-line doc
+(docs/configuration.md is generated from it), parser and check (worker/settings.py is a full example).
 
-Errors name the field, not a spelling of it: `FieldError` (and `ConfigError`, one for settings)
-carries a message in which `{field_name}` stands for a field; each front end renders it with its
-own spelling (the environment variable, a command-line flag, a CRD field). A secret setting
-(`secret=True`) never shows in a repr or a message, and also accepts `<NAME>_FILE`: the path of a
-file holding the value (one trailing newline stripped), as Kubernetes mounts secrets. An old
-name of a setting (`deprecated_env=`) is still read, with a warning in `SettingsGroup.warnings`.
+Errors name the field, not a spelling of it: `FieldError` (and `ConfigError`, one for settings) carries a
+message in which `{field_name}` stands for a field; each front end renders it with its own spelling (the
+environment variable, a command-line flag, a CRD field). A secret setting (`secret=True`) never shows in a
+repr or a message, and also accepts `<NAME>_FILE`: the path of a file holding the value (one trailing
+newline stripped), as Kubernetes mounts secrets. An old name of a setting (`deprecated_env=`) is still
+read, with a warning in `SettingsGroup.warnings`.
 
 This module imports nothing of passito_jobs: every layer may use it.
 """
@@ -190,6 +189,9 @@ def between(low: float, high: float, message: str = "") -> Check:
         return f"must be at most {_number(high)}"
 
     return check
+
+
+loop_interval = between(0.01, MAX_DURATION, "must be at least 10ms (how often a loop runs)")  # else it spins
 
 
 def _number(value: float) -> str:
@@ -385,11 +387,8 @@ def read_secret_file(variable: str, path: str, field: str = "") -> str:
     except ValueError:  # a NUL character in the path
         raise ConfigError(f"{variable}: cannot read {where}: not a valid path", field=field) from None
     if len(data) > MAX_SECRET_FILE_BYTES:
-        raise ConfigError(
-            f"{variable}: {where} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB "
-            "(a secret file holds one value)",
-            field=field,
-        )
+        too_big = f"is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB (a secret file holds one value)"
+        raise ConfigError(f"{variable}: {where} {too_big}", field=field)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

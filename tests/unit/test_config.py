@@ -168,6 +168,11 @@ def test_environment_is_parsed() -> None:
             "PASSITO_WORKER_NAME must not contain control characters",
         ),
         ({"PASSITO_WORKER_NAME": "w" * 129}, "PASSITO_WORKER_NAME must be at most 128 characters"),
+        # a loop that runs every 100 nanoseconds spins a core
+        ({"PASSITO_POLL_INTERVAL": "0.0001ms"}, "PASSITO_POLL_INTERVAL must be at least 10ms"),
+        ({"PASSITO_HEARTBEAT_INTERVAL": "1ms"}, "PASSITO_HEARTBEAT_INTERVAL must be at least 10ms"),
+        ({"PASSITO_MAINTENANCE_INTERVAL": "0.001"}, "PASSITO_MAINTENANCE_INTERVAL must be at least 10ms"),
+        ({"PASSITO_CHECK_INTERVAL": "5ms"}, "PASSITO_CHECK_INTERVAL must be at least 10ms"),
         (
             {"PASSITO_MAINTENANCE_LEASE_TTL": "-1"},
             "PASSITO_MAINTENANCE_LEASE_TTL must be a duration like 30 \\(seconds\\), 10s, 5m, 1h, got '-1'",

@@ -9,6 +9,7 @@ from passito_jobs.settings import (
     MAX_WORKERS,
     SettingsGroup,
     between,
+    loop_interval,
     not_negative,
     parse_duration,
     parse_float,
@@ -60,7 +61,7 @@ class LocalSupervisorSettings(SettingsGroup):
         10.0,
         "Seconds between the local supervisor's load checks.",
         parse=parse_duration,
-        check=positive,
+        check=loop_interval,
     )
     cooldown: float = setting(
         "PASSITO_COOLDOWN",

@@ -14,6 +14,7 @@ from passito_jobs.settings import (
     MAX_WORKERS,
     SettingsGroup,
     between,
+    loop_interval,
     not_negative,
     one_of,
     parse_bool,
@@ -93,14 +94,14 @@ class WorkerSettings(SettingsGroup):
         "Seconds between polls when no notification arrives (LISTEN/NOTIFY wakes workers "
         "at once; polling is the guarantee).",
         parse=parse_duration,
-        check=positive,
+        check=loop_interval,
     )
     heartbeat_interval: float = setting(
         "PASSITO_HEARTBEAT_INTERVAL",
         10.0,
         "Seconds between heartbeats of in-flight jobs.",
         parse=parse_duration,
-        check=positive,
+        check=loop_interval,
     )
     shutdown_timeout: float = setting(
         "PASSITO_SHUTDOWN_TIMEOUT",
@@ -221,7 +222,7 @@ class MaintenanceSettings(SettingsGroup):
         maintenance.INTERVAL,
         "Seconds between maintenance runs (rescue, prune) by the lease holder.",
         parse=parse_duration,
-        check=positive,
+        check=loop_interval,
     )
     lease_ttl: float = setting(
         "PASSITO_MAINTENANCE_LEASE_TTL",
