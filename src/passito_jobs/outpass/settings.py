@@ -34,15 +34,29 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 
 
 def _secret_key(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        return "is only whitespace: a key must be random"
     if value is None or len(value) >= MIN_SECRET_KEY_LENGTH:
         return None
     return f"is too short: {len(value)} characters, at least {MIN_SECRET_KEY_LENGTH}"
 
 
 def _public_url(value: str) -> str | None:
-    if value.startswith(("http://", "https://")) and "?" not in value and "#" not in value:
+    if (
+        value.startswith(("http://", "https://"))
+        and "?" not in value
+        and "#" not in value
+        and value.isprintable()  # it goes into emails' links: no line break, no control character
+        and " " not in value
+    ):
         return None
-    return "must be an http:// or https:// URL without query or fragment"
+    return "must be an http:// or https:// URL without query, fragment, spaces or control characters"
+
+
+def _host(value: str | None) -> str | None:
+    if value is None or (value.isprintable() and " " not in value):
+        return None
+    return "must be a host name (no spaces or control characters)"
 
 
 def _mailbox(value: str) -> str | None:
@@ -119,6 +133,7 @@ class EmailSettings(SettingsGroup):
         None,
         "SMTP server. Unset: emails are written as .eml files under PASSITO_STORAGE_DIR/outbox/.",
         parse=parse_optional_stripped,
+        check=_host,
     )
     port: int = setting(
         "PASSITO_SMTP_PORT",
