@@ -236,15 +236,25 @@ def test_without_opentelemetry_in_use_nothing_of_it_is_loaded() -> None:
 
 
 def test_a_dead_collector_does_not_hold_a_stopping_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
     import time
 
     from passito_jobs.queue.models import ClaimedJob
-    from tests.helpers import free_port
+    from tests.helpers import free_port, wait_for
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    # The exporter retries for this long (10 s by default) with jitter from the global `random`,
+    # in a thread the test must not leave behind: a later test's hypothesis draws would see the
+    # global random state change under them and fail.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
     tracing = Tracing.from_env("w:1")
     assert tracing is not None
     Tracing.end(tracing.start(ClaimedJob(1, "default", "Noop", {}, 0, 1, 3, 0.0)), "completed")
     started = time.monotonic()
     tracing.shutdown(timeout=0.5)
     assert time.monotonic() - started < 3  # the exporter alone retries for seconds
+    wait_for(
+        lambda: not any(t.name == "otel-shutdown" for t in threading.enumerate()),
+        timeout=60,
+        message="the export in the background gave up",
+    )
