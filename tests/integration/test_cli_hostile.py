@@ -440,3 +440,37 @@ def test_no_setting_makes_a_command_print_a_traceback(
         code, _, err = run_main(["jobs", "list", "--limit", "1"])
     assert code in {0, 2}, (name, value, err)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args", [["db", "url"], ["db", "start"], ["db", "stop"], ["jobs", "list"], ["migrate"]]
+)
+@pytest.mark.parametrize(
+    ("data_dir", "reason"),
+    [
+        ("a regular file", "it, or a folder above it, is not a directory"),
+        ("a folder under a regular file", "it, or a folder above it, is not a directory"),
+        ("/proc/x", "No such file or directory"),
+        ("/tmp/" + "d" * 5000, "File name too long"),
+    ],
+)
+def test_a_data_dir_that_cannot_be_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], data_dir: str, reason: str
+) -> None:
+    """Without PASSITO_DATABASE_URL, a PASSITO_DATA_DIR the system refuses is one line naming it."""
+    (tmp_path / "file").write_text("")
+    path = {"a regular file": tmp_path / "file", "a folder under a regular file": tmp_path / "file" / "x"}
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_DATA_DIR", str(path.get(data_dir, data_dir)))
+    code, out, err = run_main(args)
+    if args == ["db", "url"] and data_dir == "/proc/x":  # no server there, which is true
+        assert (code, err) == (
+            1,
+            "passito-jobs: error: the embedded PostgreSQL is not running (start it: passito-jobs db start)\n",
+        )
+        return
+    line = one_line_exit_2(code, err)
+    assert "PASSITO_DATA_DIR '" in line
+    assert line.endswith(f"cannot be used: {reason}")
+    assert out == ""
