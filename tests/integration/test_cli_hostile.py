@@ -124,6 +124,47 @@ def test_bad_outpass_files(
     assert message in one_line_exit_2(code, err)
 
 
+MAX_OUTPASS_INPUT = 16 * 1024 * 1024
+
+
+def test_outpass_input_larger_than_the_limit(cli_in_process: dict[str, str], tmp_path: Path) -> None:
+    """A file or standard input is read up to 16 MiB; beyond is refused, not read without end."""
+    exactly = tmp_path / "exactly.json"
+    exactly.write_bytes(b"[" + b" " * (MAX_OUTPASS_INPUT - 2) + b"]")
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(exactly)])
+    assert "no outpasses in the input (an empty JSON array)" in one_line_exit_2(code, err)
+    larger = tmp_path / "larger.json"
+    larger.write_bytes(b"[" + b" " * (MAX_OUTPASS_INPUT - 1) + b"]")
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(larger)])
+    assert one_line_exit_2(code, err).endswith(
+        f"{larger} is larger than 16777216 bytes (16 MiB): split the outpasses into several runs"
+    )
+    code, _, err = run_main(["outpass", "dispatch", "--json", "-"], stdin=" " * (MAX_OUTPASS_INPUT + 1))
+    assert "error: standard input is larger than 16777216 bytes" in one_line_exit_2(code, err)
+
+
+def test_outpass_input_without_end(cli_env: dict[str, str]) -> None:
+    for args, stdin in ((["--json", "/dev/zero"], subprocess.DEVNULL), (["--json", "-"], None)):
+        with open("/dev/zero", "rb") as zeros:
+            done = subprocess.run(
+                [sys.executable, "-m", "passito_jobs", "outpass", "dispatch", *args],
+                env=cli_env,
+                stdin=zeros if stdin is None else stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert "is larger than 16777216 bytes" in one_line_exit_2(done.returncode, done.stderr)
+
+
+def test_outpass_input_with_an_empty_path(cli_in_process: dict[str, str]) -> None:
+    code, _, err = run_main(["outpass", "dispatch", "--json", ""])
+    assert one_line_exit_2(code, err).endswith(
+        "error: --json: the path is empty (give a file, or - for standard input)"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

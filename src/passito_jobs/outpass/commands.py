@@ -19,6 +19,11 @@ from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import Job, JobState
 from passito_jobs.queue.store import Store
 
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+"""The most `outpass dispatch --json` reads: tens of thousands of outpasses (one is at most a
+few KiB), dispatched in one transaction. Beyond it the input is refused rather than read
+without end (`--json /dev/zero`)."""
+
 
 def add_command(sub: Any, name: str) -> None:
     """Add the command `name` (one of cli.PLUGIN_COMMANDS) to the subparsers `sub`."""
@@ -36,7 +41,10 @@ def _add_outpass(sub: Any) -> None:
         "--json",
         required=True,
         metavar="FILE",
-        help="a JSON outpass object or an array of them (docs/jobs.md); - reads standard input",
+        help=(
+            "a JSON outpass object or an array of them (docs/jobs.md), at most "
+            f"{MAX_INPUT_BYTES // (1024 * 1024)} MiB; - reads standard input"
+        ),
     )
     p.set_defaults(func=cmd_outpass_dispatch)
 
@@ -94,18 +102,28 @@ def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _read_json_input(source: str) -> Any:
-    where = "standard input" if source == "-" else printable(source)
+    if not source:  # Path("") is the current directory
+        raise CommandError("--json: the path is empty (give a file, or - for standard input)", code=2)
+    where = "standard input" if source == "-" else printable(source, 200)
+    limit = MAX_INPUT_BYTES + 1  # one byte more tells a file of exactly the limit from a larger one
     try:
         if source != "-":
-            data = Path(source).read_bytes()
+            with Path(source).open("rb") as file:
+                data = file.read(limit)
         elif hasattr(sys.stdin, "buffer"):
-            data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read(limit)
         else:  # a text stream put in place of standard input
-            data = sys.stdin.read().encode("utf-8", "surrogateescape")
+            data = sys.stdin.read(limit).encode("utf-8", "surrogateescape")
     except OSError as exc:
         raise CommandError(f"cannot read {where}: {exc.strerror or exc}", code=2) from None
     except ValueError as exc:  # a path with a NUL byte
         raise CommandError(f"cannot read {where}: {exc}", code=2) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise CommandError(
+            f"{where} is larger than {MAX_INPUT_BYTES} bytes ({MAX_INPUT_BYTES // (1024 * 1024)} MiB): "
+            "split the outpasses into several runs",
+            code=2,
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
