@@ -190,6 +190,57 @@ def test_settings_out_of_range(
     assert message in one_line_exit_2(code, err)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nan", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got 'nan'"),
+        ("1.5", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got '1.5'"),
+        ("", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got ''"),
+        ("-1", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got -1)"),
+        ("0", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got 0)"),
+        ("36501", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got 36501)"),
+    ],
+)
+@pytest.mark.parametrize("flag", [[], ["--retention-days", "7"]])
+@pytest.mark.usefixtures("cli_in_process")
+def test_cleanup_refuses_a_bad_retention_setting(
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    message: str,
+    flag: list[str],
+) -> None:
+    monkeypatch.setenv("PASSITO_FILE_RETENTION_DAYS", value)
+    code, out, err = run_main(["cleanup-expired-files", *flag])
+    assert one_line_exit_2(code, err).endswith(f"error: {message}")
+    assert (out, count_states(conn)) == ("", {})
+
+
+@pytest.mark.parametrize(
+    ("value", "flag", "payload"),
+    [
+        (None, [], {"dry_run": False}),  # the worker's setting decides
+        (" 7 ", [], {"dry_run": False, "retention_days": 7}),
+        ("7", ["--retention-days", "9", "--dry-run"], {"dry_run": True, "retention_days": 9}),
+    ],
+)
+@pytest.mark.usefixtures("cli_in_process")
+def test_cleanup_sends_the_retention_it_is_given(
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    flag: list[str],
+    payload: dict[str, Any],
+) -> None:
+    """PASSITO_FILE_RETENTION_DAYS set for the command (a CronJob's) is the sweep's retention."""
+    if value is not None:
+        monkeypatch.setenv("PASSITO_FILE_RETENTION_DAYS", value)
+    code, out, err = run_main(["cleanup-expired-files", *flag])
+    assert code == 0, err
+    row = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (int(out),)).fetchone()
+    assert row == (payload,)
+
+
 def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
     """A few runs through the installed command: undecodable argument bytes, a huge id, a
     setting out of range, a NaN payload."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,10 @@ def _add_cleanup(sub: Any) -> None:
         type=int_between(1, MAX_FILE_RETENTION_DAYS),
         default=None,
         metavar="DAYS",
-        help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
+        help=(
+            "delete files older than this (default: PASSITO_FILE_RETENTION_DAYS when it is set for "
+            "this command, else the worker's PASSITO_FILE_RETENTION_DAYS, 30 unless set)"
+        ),
     )
     p.add_argument(
         "--replace",
@@ -173,10 +177,22 @@ def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _retention_days(args: argparse.Namespace) -> int | None:
+    """--retention-days, else PASSITO_FILE_RETENTION_DAYS when this command's environment sets
+    it; None: the worker's setting decides. The variable, when set, is checked by the worker's
+    rules even under the flag (a bad value is a ConfigError, exit 2), as every setting is."""
+    variable = OutpassSettings.env_name("file_retention_days")
+    given = None
+    if variable in os.environ:
+        given = OutpassSettings.from_env({variable: os.environ[variable]}).file_retention_days
+    return given if args.retention_days is None else int(args.retention_days)
+
+
 def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> int:
     payload: dict[str, Any] = {"dry_run": args.dry_run}
-    if args.retention_days is not None:
-        payload["retention_days"] = args.retention_days
+    retention_days = _retention_days(args)
+    if retention_days is not None:
+        payload["retention_days"] = retention_days
     with connection(settings) as conn, conn.transaction():
         # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
         job = _dispatch_sweep(conn, payload)
