@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 
 from passito_jobs.cli.options import apply_flags
 from passito_jobs.config import ConfigError, Settings, describe
+from passito_jobs.outpass.tokens import PURPOSE_APPROVAL, sign_token
+from tests.conftest import TEST_SECRET_KEY
 from tests.helpers import count_states, run_main
 
 Conn = psycopg.Connection[Any]
@@ -239,6 +242,34 @@ def test_cleanup_sends_the_retention_it_is_given(
     assert code == 0, err
     row = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (int(out),)).fetchone()
     assert row == (payload,)
+
+
+@pytest.mark.parametrize(
+    ("outpass_id", "code", "says"),
+    [
+        ("\ud800", 1, "error: invalid token: malformed token (the outpass id is not valid Unicode text)\n"),
+        ("42\n\x1b[31mFORGED", 0, "approve outpass 42\\n\\x1b[31mFORGED (valid until "),
+        ("\u202e24", 0, "approve outpass \\u202e24 (valid until "),
+    ],
+)
+def test_approval_verify_prints_a_signed_outpass_id_safely(
+    monkeypatch: pytest.MonkeyPatch, outpass_id: str, code: int, says: str
+) -> None:
+    """A token signed with the key (the public development key, say) may carry any outpass id."""
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_SECRET_KEY", TEST_SECRET_KEY)
+    token = sign_token(
+        TEST_SECRET_KEY.encode(),
+        purpose=PURPOSE_APPROVAL,
+        outpass_id=outpass_id,
+        decision="approve",
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    done, out, err = run_main(["approval", "verify", token])
+    assert done == code, err
+    assert says in (out if code == 0 else err)
+    assert len((out + err).splitlines()) == 1
 
 
 def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
