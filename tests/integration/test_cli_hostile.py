@@ -67,6 +67,18 @@ BAD_DISPATCH = {
         "argument --unique-key: unique_key must be at most 512 characters, got 1001",
     ),
     "queue with a newline": (["--queue", "a\nb"], "argument --queue: queue must not contain control"),
+    "a key twice": (
+        ["--payload", '{"a": 1, "a": 2}'],
+        "argument --payload: the key 'a' is given more than once",
+    ),
+    "a nested key twice": (
+        ["--payload", '{"a": [{"b": 1, "b\\u0000": 0, "b": 2}]}'],
+        "argument --payload: the key 'b' is given more than once",
+    ),
+    "a metadata key twice": (
+        ["--metadata", '{"a\\n": 1, "a\\n": 1}'],
+        "argument --metadata: the key 'a\\n' is given more than once",
+    ),
 }
 
 
@@ -99,6 +111,14 @@ BAD_COMMANDS = {
     "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number"),
     "web host": (["web", "--host", "\udcff"], "argument --host: '\\udcff' is not valid UTF-8 text"),
     "web host blank": (["web", "--host", " "], "--host must not be empty"),
+    "queue settings key twice": (
+        ["migrate", "--queue-settings", '{"q": {"paused": true}, "q": {"paused": false}}'],
+        "argument --queue-settings: the key 'q' is given more than once",
+    ),
+    "queue setting twice": (
+        ["migrate", "--queue-settings", '{"q": {"paused": true, "paused": false}}'],
+        "argument --queue-settings: the key 'paused' is given more than once",
+    ),
 }
 
 
@@ -116,6 +136,10 @@ def test_bad_arguments_of_other_commands(
         (b'{"outpass_id": "\xff\xfe"}', "is not UTF-8 text (byte 16 cannot be decoded)"),
         (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply to be an outpass"),
         (b'{"x": 1' + b"0" * 5000 + b"}", "is not valid JSON"),
+        (
+            b'[{"outpass_id": 1, "outpass_id": 2}]',
+            "outpasses.json: the key 'outpass_id' is given more than once",
+        ),
     ],
 )
 def test_bad_outpass_files(

@@ -148,9 +148,34 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object names a key twice: json.loads would keep the last value without a word."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key '{printable(brief(key))}' is given more than once")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise RepeatedKeyError(key)
+        found[key] = value
+    return found
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads, refusing an object that gives a key twice (RepeatedKeyError, a ValueError):
+    `{"dry_run": true, "dry_run": false}` must not quietly become a real run."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def _parsed_object(text: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = load_json(text)
+    except RepeatedKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     except ValueError as exc:  # a number of more than 4,300 digits

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from passito_jobs.cli.options import CommandError, open_store, print_json
+from passito_jobs.cli.options import CommandError, RepeatedKeyError, load_json, open_store, print_json
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import FlowControlError, InvalidJobError
@@ -100,7 +100,9 @@ def queue_settings(text: str) -> dict[str, dict[str, Any]]:
     checked and becomes the keyword of FlowControl (null or "none": no limit); one not given is
     left as it is. Bad input: one line naming the queue and the setting."""
     try:
-        value = json.loads(text)
+        value = load_json(text)
+    except RepeatedKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "too large or too deep"
         raise argparse.ArgumentTypeError(f"not valid JSON ({problem})") from None
