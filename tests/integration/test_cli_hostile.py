@@ -108,7 +108,15 @@ BAD_COMMANDS = {
     ),
     "health": (["health", "--window", "9" * 400], "argument --window: "),
     "cleanup": (["cleanup-expired-files", "--retention-days", "99999999"], "argument --retention-days"),
-    "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number"),
+    "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number (0 to 65535) (see"),
+    "health serve port": (
+        ["health", "serve", "--port", "-1"],
+        "argument --port: -1 is not a port number (0 to 65535) (see",
+    ),
+    "worker metrics port": (
+        ["worker", "--metrics-port", "9" * 50],
+        "argument --metrics-port: 9999999999999999999999999999999999999... is not a port number (0 to 65535)",
+    ),
     "web host": (["web", "--host", "\udcff"], "argument --host: '\\udcff' is not valid UTF-8 text"),
     "web host blank": (["web", "--host", " "], "--host must not be empty"),
     "queue settings key twice": (

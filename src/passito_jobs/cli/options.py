@@ -137,9 +137,11 @@ def utf8_text(text: str) -> str:
 
 
 def port(text: str) -> int:
+    """A TCP port or 0, which each flag's help explains (web and health serve pick a free port,
+    the worker and the operator serve nothing): the message says only the range."""
     value = whole_number(text)
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 disables)")
+        raise argparse.ArgumentTypeError(f"{brief(value)} is not a port number (0 to 65535)")
     return value
 
 
