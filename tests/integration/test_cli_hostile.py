@@ -629,3 +629,25 @@ def test_a_data_dir_that_cannot_be_one(
     assert "PASSITO_DATA_DIR '" in line
     assert line.endswith(f"cannot be used: {reason}")
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("none,basic", "PASSITO_WEB_AUTH: none cannot be combined with other modes (basic, header or token)"),
+        (
+            "token, None",
+            "PASSITO_WEB_AUTH: none cannot be combined with other modes (basic, header or token)",
+        ),
+        (
+            "basic,bogus",
+            "PASSITO_WEB_AUTH: 'bogus' is not an authentication mode (none, basic, header or token)",
+        ),
+    ],
+)
+def test_web_auth_none_with_other_modes(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_WEB_AUTH", value)
+    code, _, err = run_main(["web"])
+    assert one_line_exit_2(code, err).endswith(f"error: {message}")
