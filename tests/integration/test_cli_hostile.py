@@ -304,12 +304,70 @@ def test_approval_verify_prints_a_signed_outpass_id_safely(
     assert len((out + err).splitlines()) == 1
 
 
+UNDECODABLE = {
+    "type": (["dispatch", "\udcff"], "argument TYPE: '\\udcff' is not valid UTF-8 text"),
+    "queue": (
+        ["dispatch", "Noop", "--queue", "caf\udce9"],
+        "argument --queue: 'caf\\udce9' is not valid UTF-8",
+    ),
+    "unique key": (["dispatch", "Noop", "--unique-key", "\udcff"], "argument --unique-key: '\\udcff' is not"),
+    "concurrency key": (
+        ["dispatch", "Noop", "--concurrency-key", "\udcff"],
+        "argument --concurrency-key: '\\udcff' is not valid UTF-8 text",
+    ),
+    "payload": (
+        ["dispatch", "Noop", "--payload", '{"\udcff": 1}'],
+        """argument --payload: '{"\\udcff": 1}' is not valid UTF-8 text""",
+    ),
+    "metadata": (
+        ["dispatch", "Noop", "--metadata", '{"a": "\udcff"}'],
+        """argument --metadata: '{"a": "\\udcff"}' is not valid UTF-8 text""",
+    ),
+    "queues pause": (["queues", "pause", "\udcff"], "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
+    "queues resume": (["queues", "resume", "\udcff"], "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
+    "queues set": (["queues", "set", "\udcff", "--rate", "1/1s"], "argument QUEUE: '\\udcff' is not valid"),
+    "queue settings": (
+        ["migrate", "--queue-settings", '{"\udcff": {}}'],
+        """argument --queue-settings: '{"\\udcff": {}}' is not valid UTF-8 text""",
+    ),
+    "worker queues": (
+        ["worker", "--queues", "a,\udcff"],
+        "argument --queues: 'a,\\udcff' is not valid UTF-8",
+    ),
+    # A "\ud800" escape in JSON is a lone surrogate, and is said to be one.
+    "escaped in a payload": (
+        ["dispatch", "Noop", "--payload", '{"\\ud800": 1}'],
+        "argument --payload: payload must be valid Unicode text (it holds an unpaired surrogate)",
+    ),
+    "escaped in queue settings": (
+        ["migrate", "--queue-settings", '{"\\ud800": {}}'],
+        "argument --queue-settings: queue must be valid Unicode text (it holds an unpaired surrogate)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_argument_bytes_that_are_not_utf8(
+    conn: Conn, cli_in_process: dict[str, str], args: list[str], message: str
+) -> None:
+    """Python keeps undecodable argument bytes as surrogates: they are not UTF-8, as `jobs list` says."""
+    code, out, err = run_main(args)
+    assert message in one_line_exit_2(code, err)
+    assert (out, count_states(conn)) == ("", {})
+
+
 def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
     """A few runs through the installed command: undecodable argument bytes, a huge id, a
     setting out of range, a NaN payload."""
     command = [os.fsencode(sys.executable), b"-m", b"passito_jobs"]
     runs = [
-        ([b"dispatch", b"Noop", b"--queue", b"caf\xe9"], {}, "queue must be valid Unicode text"),
+        (
+            [b"dispatch", b"Noop", b"--queue", b"caf\xe9"],
+            {},
+            "argument --queue: 'caf\\udce9' is not valid UTF-8",
+        ),
+        ([b"dispatch", b"\xff"], {}, "argument TYPE: '\\udcff' is not valid UTF-8 text"),
+        ([b"queues", b"pause", b"\xff"], {}, "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
         ([b"jobs", b"list", b"--type", b"\xff"], {}, "argument --type: '\\udcff' is not valid UTF-8 text"),
         ([b"jobs", b"show", TOO_BIG_ID.encode()], {}, "job ids are at most"),
         ([b"jobs", b"prune"], {"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "must be at most 2147483647"),

@@ -147,7 +147,7 @@ def port(text: str) -> int:
 
 def names(text: str) -> tuple[str, ...]:
     """`a, b,` -> ('a', 'b')."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+    return tuple(item.strip() for item in utf8_text(text).split(",") if item.strip())
 
 
 class RepeatedKeyError(ValueError):
@@ -174,6 +174,9 @@ def load_json(text: str | bytes) -> Any:
 
 
 def _parsed_object(text: str, what: str) -> dict[str, Any]:
+    # Bytes of the argument that are not UTF-8, unlike a "\\ud800" escape in the JSON (a lone
+    # surrogate, which the payload rules name).
+    utf8_text(text)
     try:
         value = load_json(text)
     except RepeatedKeyError as exc:
