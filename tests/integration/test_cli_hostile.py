@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from passito_jobs.cli.options import apply_flags
 from passito_jobs.config import ConfigError, Settings, describe
@@ -709,3 +710,23 @@ def test_web_auth_none_with_other_modes(monkeypatch: pytest.MonkeyPatch, value: 
     monkeypatch.setenv("PASSITO_WEB_AUTH", value)
     code, _, err = run_main(["web"])
     assert one_line_exit_2(code, err).endswith(f"error: {message}")
+
+
+def test_a_database_name_with_a_line_break_is_one_line(
+    cli_in_process: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = conninfo_to_dict(cli_in_process["PASSITO_DATABASE_URL"])
+    monkeypatch.setenv("PASSITO_DATABASE_URL", make_conninfo(**{**params, "dbname": "passito\n\x1b[31m"}))
+    code, _, err = run_main(["jobs", "list"])
+    line = one_line_exit_2(code, err)
+    assert "/passito\\n\\x1b[31m: " in line
+    assert line.endswith('database "passito\\n\\x1b[31m" does not exist')
+    code, _, err = run_main(["db", "url"])
+    assert code == 0
+    assert err.count("\n") == 1
+    assert err.endswith("/passito\\n\\x1b[31m); the embedded PostgreSQL is not used\n")
+
+
+def test_web_host_with_a_line_break_is_one_line(cli_in_process: dict[str, str]) -> None:
+    code, _, err = run_main(["web", "--host", "a\nb"])
+    assert "the dashboard would listen on a\\nb without authentication" in one_line_exit_2(code, err)
