@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 
+from passito_jobs.queue.limits import printable
 from passito_jobs.settings import SettingsGroup, setting
 
 log = logging.getLogger("passito_jobs.localdb")
@@ -121,7 +122,11 @@ class LocalDatabase:
     """One embedded PostgreSQL data directory and the server running on it."""
 
     def __init__(self, data_dir: Path, *, fsync: bool = True, max_connections: int = 200) -> None:
-        self.root = data_dir.resolve()
+        self.given = data_dir
+        try:
+            self.root = data_dir.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise self._unusable(exc) from None
         self.pgdata = self.root / "pgdata"
         self.fsync = fsync
         self.max_connections = max_connections
@@ -138,6 +143,10 @@ class LocalDatabase:
         try:
             lines = pid_file.read_text().splitlines()
         except (FileNotFoundError, PermissionError):
+            return None
+        except OSError as exc:  # PASSITO_DATA_DIR is a file, or a path too long
+            raise self._unusable(exc) from None
+        except UnicodeDecodeError:
             return None
         if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
             return None
@@ -218,15 +227,34 @@ class LocalDatabase:
         self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
         return True
 
+    def _unusable(self, exc: BaseException) -> LocalDatabaseError:
+        """The one line for a data directory the operating system refuses (a regular file, a
+        path under /proc or /sys, a name too long): it names PASSITO_DATA_DIR and why."""
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            reason = "it, or a folder above it, is not a directory"
+        elif isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+        else:
+            reason = "a symbolic link loop"
+        return LocalDatabaseError(
+            f"PASSITO_DATA_DIR '{printable(str(self.given), 120)}' cannot be used: {reason}"
+        )
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".pgdata.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Hold the data directory's lock (creating the directory); an OSError of the file
+        system, here or while locked, is reported as a PASSITO_DATA_DIR that cannot be used
+        (`_run` reports the server's programs failing on their own)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".pgdata.lock", "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise self._unusable(exc) from None
 
     def _run(self, argv: list[str]) -> str:
         command = [str(binaries() / argv[0]), *argv[1:]]
@@ -255,6 +283,8 @@ class LocalDatabase:
                 f"{argv[0]} failed: {detail[-1] if detail else exc}"
                 f" (server log: {self.pgdata / 'server.log'})"
             ) from None
+        except OSError as exc:  # the program is missing or cannot run: not the data directory's fault
+            raise LocalDatabaseError(f"cannot run {command[0]}: {exc.strerror or exc}") from None
         return str(done.stdout)
 
     def _initdb(self) -> None:

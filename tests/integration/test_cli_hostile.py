@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from passito_jobs.cli.options import apply_flags
 from passito_jobs.config import ConfigError, Settings, describe
+from passito_jobs.outpass.tokens import PURPOSE_APPROVAL, sign_token
+from tests.conftest import TEST_SECRET_KEY
 from tests.helpers import count_states, run_main
 
 Conn = psycopg.Connection[Any]
@@ -64,6 +68,18 @@ BAD_DISPATCH = {
         "argument --unique-key: unique_key must be at most 512 characters, got 1001",
     ),
     "queue with a newline": (["--queue", "a\nb"], "argument --queue: queue must not contain control"),
+    "a key twice": (
+        ["--payload", '{"a": 1, "a": 2}'],
+        "argument --payload: the key 'a' is given more than once",
+    ),
+    "a nested key twice": (
+        ["--payload", '{"a": [{"b": 1, "b\\u0000": 0, "b": 2}]}'],
+        "argument --payload: the key 'b' is given more than once",
+    ),
+    "a metadata key twice": (
+        ["--metadata", '{"a\\n": 1, "a\\n": 1}'],
+        "argument --metadata: the key 'a\\n' is given more than once",
+    ),
 }
 
 
@@ -93,9 +109,25 @@ BAD_COMMANDS = {
     ),
     "health": (["health", "--window", "9" * 400], "argument --window: "),
     "cleanup": (["cleanup-expired-files", "--retention-days", "99999999"], "argument --retention-days"),
-    "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number"),
+    "web port": (["web", "--port", "70000"], "argument --port: 70000 is not a port number (0 to 65535) (see"),
+    "health serve port": (
+        ["health", "serve", "--port", "-1"],
+        "argument --port: -1 is not a port number (0 to 65535) (see",
+    ),
+    "worker metrics port": (
+        ["worker", "--metrics-port", "9" * 50],
+        "argument --metrics-port: 9999999999999999999999999999999999999... is not a port number (0 to 65535)",
+    ),
     "web host": (["web", "--host", "\udcff"], "argument --host: '\\udcff' is not valid UTF-8 text"),
     "web host blank": (["web", "--host", " "], "--host must not be empty"),
+    "queue settings key twice": (
+        ["migrate", "--queue-settings", '{"q": {"paused": true}, "q": {"paused": false}}'],
+        "argument --queue-settings: the key 'q' is given more than once",
+    ),
+    "queue setting twice": (
+        ["migrate", "--queue-settings", '{"q": {"paused": true, "paused": false}}'],
+        "argument --queue-settings: the key 'paused' is given more than once",
+    ),
 }
 
 
@@ -113,6 +145,10 @@ def test_bad_arguments_of_other_commands(
         (b'{"outpass_id": "\xff\xfe"}', "is not UTF-8 text (byte 16 cannot be decoded)"),
         (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply to be an outpass"),
         (b'{"x": 1' + b"0" * 5000 + b"}", "is not valid JSON"),
+        (
+            b'[{"outpass_id": 1, "outpass_id": 2}]',
+            "outpasses.json: the key 'outpass_id' is given more than once",
+        ),
     ],
 )
 def test_bad_outpass_files(
@@ -122,6 +158,47 @@ def test_bad_outpass_files(
     source.write_bytes(content)
     code, _, err = run_main(["outpass", "dispatch", "--json", str(source)])
     assert message in one_line_exit_2(code, err)
+
+
+MAX_OUTPASS_INPUT = 16 * 1024 * 1024
+
+
+def test_outpass_input_larger_than_the_limit(cli_in_process: dict[str, str], tmp_path: Path) -> None:
+    """A file or standard input is read up to 16 MiB; beyond is refused, not read without end."""
+    exactly = tmp_path / "exactly.json"
+    exactly.write_bytes(b"[" + b" " * (MAX_OUTPASS_INPUT - 2) + b"]")
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(exactly)])
+    assert "no outpasses in the input (an empty JSON array)" in one_line_exit_2(code, err)
+    larger = tmp_path / "larger.json"
+    larger.write_bytes(b"[" + b" " * (MAX_OUTPASS_INPUT - 1) + b"]")
+    code, _, err = run_main(["outpass", "dispatch", "--json", str(larger)])
+    assert one_line_exit_2(code, err).endswith(
+        f"{larger} is larger than 16777216 bytes (16 MiB): split the outpasses into several runs"
+    )
+    code, _, err = run_main(["outpass", "dispatch", "--json", "-"], stdin=" " * (MAX_OUTPASS_INPUT + 1))
+    assert "error: standard input is larger than 16777216 bytes" in one_line_exit_2(code, err)
+
+
+def test_outpass_input_without_end(cli_env: dict[str, str]) -> None:
+    for args, stdin in ((["--json", "/dev/zero"], subprocess.DEVNULL), (["--json", "-"], None)):
+        with open("/dev/zero", "rb") as zeros:
+            done = subprocess.run(
+                [sys.executable, "-m", "passito_jobs", "outpass", "dispatch", *args],
+                env=cli_env,
+                stdin=zeros if stdin is None else stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert "is larger than 16777216 bytes" in one_line_exit_2(done.returncode, done.stderr)
+
+
+def test_outpass_input_with_an_empty_path(cli_in_process: dict[str, str]) -> None:
+    code, _, err = run_main(["outpass", "dispatch", "--json", ""])
+    assert one_line_exit_2(code, err).endswith(
+        "error: --json: the path is empty (give a file, or - for standard input)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,12 +226,149 @@ def test_settings_out_of_range(
     assert message in one_line_exit_2(code, err)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nan", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got 'nan'"),
+        ("1.5", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got '1.5'"),
+        ("", "PASSITO_FILE_RETENTION_DAYS must be a whole number, got ''"),
+        ("-1", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got -1)"),
+        ("0", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got 0)"),
+        ("36501", "PASSITO_FILE_RETENTION_DAYS must be at least 1 and at most 36500 (got 36501)"),
+    ],
+)
+@pytest.mark.parametrize("flag", [[], ["--retention-days", "7"]])
+@pytest.mark.usefixtures("cli_in_process")
+def test_cleanup_refuses_a_bad_retention_setting(
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    message: str,
+    flag: list[str],
+) -> None:
+    monkeypatch.setenv("PASSITO_FILE_RETENTION_DAYS", value)
+    code, out, err = run_main(["cleanup-expired-files", *flag])
+    assert one_line_exit_2(code, err).endswith(f"error: {message}")
+    assert (out, count_states(conn)) == ("", {})
+
+
+@pytest.mark.parametrize(
+    ("value", "flag", "payload"),
+    [
+        (None, [], {"dry_run": False}),  # the worker's setting decides
+        (" 7 ", [], {"dry_run": False, "retention_days": 7}),
+        ("7", ["--retention-days", "9", "--dry-run"], {"dry_run": True, "retention_days": 9}),
+    ],
+)
+@pytest.mark.usefixtures("cli_in_process")
+def test_cleanup_sends_the_retention_it_is_given(
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    flag: list[str],
+    payload: dict[str, Any],
+) -> None:
+    """PASSITO_FILE_RETENTION_DAYS set for the command (a CronJob's) is the sweep's retention."""
+    if value is not None:
+        monkeypatch.setenv("PASSITO_FILE_RETENTION_DAYS", value)
+    code, out, err = run_main(["cleanup-expired-files", *flag])
+    assert code == 0, err
+    row = conn.execute("SELECT payload FROM passito_jobs.jobs WHERE id = %s", (int(out),)).fetchone()
+    assert row == (payload,)
+
+
+@pytest.mark.parametrize(
+    ("outpass_id", "code", "says"),
+    [
+        ("\ud800", 1, "error: invalid token: malformed token (the outpass id is not valid Unicode text)\n"),
+        ("42\n\x1b[31mFORGED", 0, "approve outpass 42\\n\\x1b[31mFORGED (valid until "),
+        ("\u202e24", 0, "approve outpass \\u202e24 (valid until "),
+    ],
+)
+def test_approval_verify_prints_a_signed_outpass_id_safely(
+    monkeypatch: pytest.MonkeyPatch, outpass_id: str, code: int, says: str
+) -> None:
+    """A token signed with the key (the public development key, say) may carry any outpass id."""
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_SECRET_KEY", TEST_SECRET_KEY)
+    token = sign_token(
+        TEST_SECRET_KEY.encode(),
+        purpose=PURPOSE_APPROVAL,
+        outpass_id=outpass_id,
+        decision="approve",
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    done, out, err = run_main(["approval", "verify", token])
+    assert done == code, err
+    assert says in (out if code == 0 else err)
+    assert len((out + err).splitlines()) == 1
+
+
+UNDECODABLE = {
+    "type": (["dispatch", "\udcff"], "argument TYPE: '\\udcff' is not valid UTF-8 text"),
+    "queue": (
+        ["dispatch", "Noop", "--queue", "caf\udce9"],
+        "argument --queue: 'caf\\udce9' is not valid UTF-8",
+    ),
+    "unique key": (["dispatch", "Noop", "--unique-key", "\udcff"], "argument --unique-key: '\\udcff' is not"),
+    "concurrency key": (
+        ["dispatch", "Noop", "--concurrency-key", "\udcff"],
+        "argument --concurrency-key: '\\udcff' is not valid UTF-8 text",
+    ),
+    "payload": (
+        ["dispatch", "Noop", "--payload", '{"\udcff": 1}'],
+        """argument --payload: '{"\\udcff": 1}' is not valid UTF-8 text""",
+    ),
+    "metadata": (
+        ["dispatch", "Noop", "--metadata", '{"a": "\udcff"}'],
+        """argument --metadata: '{"a": "\\udcff"}' is not valid UTF-8 text""",
+    ),
+    "queues pause": (["queues", "pause", "\udcff"], "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
+    "queues resume": (["queues", "resume", "\udcff"], "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
+    "queues set": (["queues", "set", "\udcff", "--rate", "1/1s"], "argument QUEUE: '\\udcff' is not valid"),
+    "queue settings": (
+        ["migrate", "--queue-settings", '{"\udcff": {}}'],
+        """argument --queue-settings: '{"\\udcff": {}}' is not valid UTF-8 text""",
+    ),
+    "worker queues": (
+        ["worker", "--queues", "a,\udcff"],
+        "argument --queues: 'a,\\udcff' is not valid UTF-8",
+    ),
+    # A "\ud800" escape in JSON is a lone surrogate, and is said to be one.
+    "escaped in a payload": (
+        ["dispatch", "Noop", "--payload", '{"\\ud800": 1}'],
+        "argument --payload: payload must be valid Unicode text (it holds an unpaired surrogate)",
+    ),
+    "escaped in queue settings": (
+        ["migrate", "--queue-settings", '{"\\ud800": {}}'],
+        "argument --queue-settings: queue must be valid Unicode text (it holds an unpaired surrogate)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_argument_bytes_that_are_not_utf8(
+    conn: Conn, cli_in_process: dict[str, str], args: list[str], message: str
+) -> None:
+    """Python keeps undecodable argument bytes as surrogates: they are not UTF-8, as `jobs list` says."""
+    code, out, err = run_main(args)
+    assert message in one_line_exit_2(code, err)
+    assert (out, count_states(conn)) == ("", {})
+
+
 def test_the_real_entry_point(cli_env: dict[str, str], conn: Conn) -> None:
     """A few runs through the installed command: undecodable argument bytes, a huge id, a
     setting out of range, a NaN payload."""
     command = [os.fsencode(sys.executable), b"-m", b"passito_jobs"]
     runs = [
-        ([b"dispatch", b"Noop", b"--queue", b"caf\xe9"], {}, "queue must be valid Unicode text"),
+        (
+            [b"dispatch", b"Noop", b"--queue", b"caf\xe9"],
+            {},
+            "argument --queue: 'caf\\udce9' is not valid UTF-8",
+        ),
+        ([b"dispatch", b"\xff"], {}, "argument TYPE: '\\udcff' is not valid UTF-8 text"),
+        ([b"queues", b"pause", b"\xff"], {}, "argument QUEUE: '\\udcff' is not valid UTF-8 text"),
         ([b"jobs", b"list", b"--type", b"\xff"], {}, "argument --type: '\\udcff' is not valid UTF-8 text"),
         ([b"jobs", b"show", TOO_BIG_ID.encode()], {}, "job ids are at most"),
         ([b"jobs", b"prune"], {"PASSITO_PRUNE_BATCH_SIZE": "3000000000"}, "must be at most 2147483647"),
@@ -440,3 +654,79 @@ def test_no_setting_makes_a_command_print_a_traceback(
         code, _, err = run_main(["jobs", "list", "--limit", "1"])
     assert code in {0, 2}, (name, value, err)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args", [["db", "url"], ["db", "start"], ["db", "stop"], ["jobs", "list"], ["migrate"]]
+)
+@pytest.mark.parametrize(
+    ("data_dir", "reason"),
+    [
+        ("a regular file", "it, or a folder above it, is not a directory"),
+        ("a folder under a regular file", "it, or a folder above it, is not a directory"),
+        ("/proc/x", "No such file or directory"),
+        ("/tmp/" + "d" * 5000, "File name too long"),
+    ],
+)
+def test_a_data_dir_that_cannot_be_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], data_dir: str, reason: str
+) -> None:
+    """Without PASSITO_DATABASE_URL, a PASSITO_DATA_DIR the system refuses is one line naming it."""
+    (tmp_path / "file").write_text("")
+    path = {"a regular file": tmp_path / "file", "a folder under a regular file": tmp_path / "file" / "x"}
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_DATA_DIR", str(path.get(data_dir, data_dir)))
+    code, out, err = run_main(args)
+    if args == ["db", "url"] and data_dir == "/proc/x":  # no server there, which is true
+        assert (code, err) == (
+            1,
+            "passito-jobs: error: the embedded PostgreSQL is not running (start it: passito-jobs db start)\n",
+        )
+        return
+    line = one_line_exit_2(code, err)
+    assert "PASSITO_DATA_DIR '" in line
+    assert line.endswith(f"cannot be used: {reason}")
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("none,basic", "PASSITO_WEB_AUTH: none cannot be combined with other modes (basic, header or token)"),
+        (
+            "token, None",
+            "PASSITO_WEB_AUTH: none cannot be combined with other modes (basic, header or token)",
+        ),
+        (
+            "basic,bogus",
+            "PASSITO_WEB_AUTH: 'bogus' is not an authentication mode (none, basic, header or token)",
+        ),
+    ],
+)
+def test_web_auth_none_with_other_modes(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
+    for name in [k for k in os.environ if k.startswith("PASSITO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASSITO_WEB_AUTH", value)
+    code, _, err = run_main(["web"])
+    assert one_line_exit_2(code, err).endswith(f"error: {message}")
+
+
+def test_a_database_name_with_a_line_break_is_one_line(
+    cli_in_process: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = conninfo_to_dict(cli_in_process["PASSITO_DATABASE_URL"])
+    monkeypatch.setenv("PASSITO_DATABASE_URL", make_conninfo(**{**params, "dbname": "passito\n\x1b[31m"}))
+    code, _, err = run_main(["jobs", "list"])
+    line = one_line_exit_2(code, err)
+    assert "/passito\\n\\x1b[31m: " in line
+    assert line.endswith('database "passito\\n\\x1b[31m" does not exist')
+    code, _, err = run_main(["db", "url"])
+    assert code == 0
+    assert err.count("\n") == 1
+    assert err.endswith("/passito\\n\\x1b[31m); the embedded PostgreSQL is not used\n")
+
+
+def test_web_host_with_a_line_break_is_one_line(cli_in_process: dict[str, str]) -> None:
+    code, _, err = run_main(["web", "--host", "a\nb"])
+    assert "the dashboard would listen on a\\nb without authentication" in one_line_exit_2(code, err)

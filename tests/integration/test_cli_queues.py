@@ -115,7 +115,7 @@ def test_bad_limits_are_one_line_and_exit_2(
         ("q" * 100_000, "argument QUEUE: queue must be at most 128 characters, got 100000"),
         ("", "argument QUEUE: queue must be a non-empty string"),
         ("a\x07b", "argument QUEUE: queue must not contain control characters"),
-        ("\ud800", "argument QUEUE: queue must be valid Unicode text"),
+        ("\udcff", "argument QUEUE: '\\udcff' is not valid UTF-8 text"),  # the argument's bytes
     ],
 )
 @pytest.mark.parametrize("action", ["pause", "resume", "set"])

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from passito_jobs.config import ConfigError, Settings
 from passito_jobs.logs import JsonFormatter, TextFormatter
-from passito_jobs.queue.conninfo import Redactor, describe_target, mask, parse, redact
+from passito_jobs.queue.conninfo import Redactor, describe_target, mask, parse, redact, redacted_line
 from passito_jobs.queue.errors import InvalidDatabaseUrlError
 
 SECRET = "s3cr3t-pw"
@@ -101,6 +101,17 @@ def test_describe_target_names_the_server_without_credentials() -> None:
     assert describe_target("host=a,b,c port=1,2 dbname=q") == "a:1,b:2,c:5432/q"
     # libpq takes the first @ as the end of userinfo; the rest of the password must not show as host.
     assert describe_target("postgresql://app:p@ss-w0rd@db/passito") == "***@db:5432/passito"
+
+
+def test_a_target_with_a_line_break_is_described_on_one_line() -> None:
+    assert describe_target("postgresql://app@db/passito%0A") == "db:5432/passito\\n"
+    assert describe_target("host='a\nb' dbname='x\x1b[31m'") == "a\\nb:5432/x\\x1b[31m"
+
+
+def test_an_error_quoting_a_name_with_a_line_break_stays_whole_on_one_line() -> None:
+    url = f"postgresql://app:{SECRET}@127.0.0.1:5432/passito%0A"
+    error = Exception('connection failed: FATAL:  database "passito\n" does not exist')
+    assert redacted_line(error, url) == 'connection failed: FATAL:  database "passito\\n" does not exist'
 
 
 def test_the_setting_is_checked_once_with_the_password_masked() -> None:

@@ -39,6 +39,17 @@ def test_a_valid_token_gives_back_its_claims() -> None:
     assert claims.expires_at == LATER
 
 
+def test_an_outpass_id_that_is_not_text_is_refused() -> None:
+    """A lone surrogate ("\\ud800" in the claims' JSON) can be signed, never printed or stored."""
+    token = sign_token(
+        KEY, purpose=PURPOSE_APPROVAL, outpass_id="\ud800", decision="approve", expires_at=LATER
+    )
+    with pytest.raises(
+        InvalidTokenError, match=r"^malformed token \(the outpass id is not valid Unicode text\)$"
+    ):
+        verify_token(token, KEY, purpose=PURPOSE_APPROVAL, now=NOW)
+
+
 def test_tokens_are_url_safe() -> None:
     token = approve_token()
     assert all(c.isalnum() or c in "-_." for c in token)

@@ -148,7 +148,8 @@ def stop_on_signals(first: Callable[[int], None], second: Callable[[int], None] 
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    # printable: the one line stays one line whatever value it quotes (`web --host $'a\nb'`).
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
     sys.exit(code)
 
 

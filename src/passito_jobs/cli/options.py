@@ -137,20 +137,50 @@ def utf8_text(text: str) -> str:
 
 
 def port(text: str) -> int:
+    """A TCP port or 0, which each flag's help explains (web and health serve pick a free port,
+    the worker and the operator serve nothing): the message says only the range."""
     value = whole_number(text)
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 disables)")
+        raise argparse.ArgumentTypeError(f"{brief(value)} is not a port number (0 to 65535)")
     return value
 
 
 def names(text: str) -> tuple[str, ...]:
     """`a, b,` -> ('a', 'b')."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+    return tuple(item.strip() for item in utf8_text(text).split(",") if item.strip())
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object names a key twice: json.loads would keep the last value without a word."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key '{printable(brief(key))}' is given more than once")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise RepeatedKeyError(key)
+        found[key] = value
+    return found
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads, refusing an object that gives a key twice (RepeatedKeyError, a ValueError):
+    `{"dry_run": true, "dry_run": false}` must not quietly become a real run."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
 
 
 def _parsed_object(text: str, what: str) -> dict[str, Any]:
+    # Bytes of the argument that are not UTF-8, unlike a "\\ud800" escape in the JSON (a lone
+    # surrogate, which the payload rules name).
+    utf8_text(text)
     try:
-        value = json.loads(text)
+        value = load_json(text)
+    except RepeatedKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     except ValueError as exc:  # a number of more than 4,300 digits

@@ -63,7 +63,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("dispatch", help="dispatch one job and print its id")
-    p.add_argument("type", metavar="TYPE", help="job type, e.g. GenerateQrCode")
+    p.add_argument("type", metavar="TYPE", type=utf8_text, help="job type, e.g. GenerateQrCode")
     p.add_argument(
         "--payload",
         type=json_object,
@@ -71,7 +71,7 @@ def add_commands(sub: Any) -> None:
         metavar="JSON",
         help="the job's payload, a JSON object (default {})",
     )
-    p.add_argument("--queue", default="default", help="queue name (default: default)")
+    p.add_argument("--queue", type=utf8_text, default="default", help="queue name (default: default)")
     p.add_argument(
         "--priority",
         type=int_between(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
@@ -102,6 +102,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--unique-key",
+        type=utf8_text,
         default=None,
         metavar="KEY",
         help="while an unfinished job has this key, print its id instead (default: none)",
@@ -113,6 +114,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--concurrency-key",
+        type=utf8_text,
         default=None,
         metavar="KEY",
         help=(

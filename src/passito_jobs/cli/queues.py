@@ -11,7 +11,14 @@ import json
 import sys
 from typing import Any
 
-from passito_jobs.cli.options import CommandError, open_store, print_json
+from passito_jobs.cli.options import (
+    CommandError,
+    RepeatedKeyError,
+    load_json,
+    open_store,
+    print_json,
+    utf8_text,
+)
 from passito_jobs.config import Settings
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import FlowControlError, InvalidJobError
@@ -32,13 +39,13 @@ def add_commands(sub: Any) -> None:
     p = qsub.add_parser(
         "pause", help="claim nothing from QUEUE (dispatch still works; jobs in flight finish)"
     )
-    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
+    p.add_argument("queue", metavar="QUEUE", type=queue_argument, help="the queue's name")
     p.set_defaults(func=cmd_pause)
     p = qsub.add_parser("resume", help="claim from QUEUE again (its workers wake at once)")
-    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
+    p.add_argument("queue", metavar="QUEUE", type=queue_argument, help="the queue's name")
     p.set_defaults(func=cmd_resume)
     p = qsub.add_parser("set", help="set QUEUE's limits for the whole fleet (`none` removes one)")
-    p.add_argument("queue", metavar="QUEUE", type=queue_name, help="the queue's name")
+    p.add_argument("queue", metavar="QUEUE", type=queue_argument, help="the queue's name")
     p.add_argument(
         "--concurrency",
         type=limit("concurrency"),
@@ -70,6 +77,12 @@ def queue_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def queue_argument(text: str) -> str:
+    """A queue named on the command line: bytes that are not UTF-8 are said to be so (Python
+    keeps them as surrogates, which the queue rules would call unpaired)."""
+    return queue_name(utf8_text(text))
+
+
 def limit(what: str) -> Any:
     def parse(text: str) -> int | None:
         if text.strip().lower() == NO_LIMIT:
@@ -99,8 +112,11 @@ def queue_settings(text: str) -> dict[str, dict[str, Any]]:
     false, "concurrency": 4, "rate": "50/1s", "key_concurrency": null}}`. A setting given is
     checked and becomes the keyword of FlowControl (null or "none": no limit); one not given is
     left as it is. Bad input: one line naming the queue and the setting."""
+    utf8_text(text)  # its bytes; a "\\ud800" escape in it is a lone surrogate, said so below
     try:
-        value = json.loads(text)
+        value = load_json(text)
+    except RepeatedKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "too large or too deep"
         raise argparse.ArgumentTypeError(f"not valid JSON ({problem})") from None

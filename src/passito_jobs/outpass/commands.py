@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from passito_jobs.cli.options import CommandError, connection, int_between
+from passito_jobs.cli.options import CommandError, RepeatedKeyError, connection, int_between, load_json
 from passito_jobs.config import Settings
 from passito_jobs.outpass.settings import MAX_FILE_RETENTION_DAYS, OutpassSettings
 from passito_jobs.queue.dispatch import dispatch
@@ -18,6 +19,11 @@ from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
 from passito_jobs.queue.models import Job, JobState
 from passito_jobs.queue.store import Store
+
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+"""The most `outpass dispatch --json` reads: tens of thousands of outpasses (one is at most a
+few KiB), dispatched in one transaction. Beyond it the input is refused rather than read
+without end (`--json /dev/zero`)."""
 
 
 def add_command(sub: Any, name: str) -> None:
@@ -36,7 +42,10 @@ def _add_outpass(sub: Any) -> None:
         "--json",
         required=True,
         metavar="FILE",
-        help="a JSON outpass object or an array of them (docs/jobs.md); - reads standard input",
+        help=(
+            "a JSON outpass object or an array of them (docs/jobs.md), at most "
+            f"{MAX_INPUT_BYTES // (1024 * 1024)} MiB; - reads standard input"
+        ),
     )
     p.set_defaults(func=cmd_outpass_dispatch)
 
@@ -66,7 +75,10 @@ def _add_cleanup(sub: Any) -> None:
         type=int_between(1, MAX_FILE_RETENTION_DAYS),
         default=None,
         metavar="DAYS",
-        help="delete files older than this (PASSITO_FILE_RETENTION_DAYS, default 30)",
+        help=(
+            "delete files older than this (default: PASSITO_FILE_RETENTION_DAYS when it is set for "
+            "this command, else the worker's PASSITO_FILE_RETENTION_DAYS, 30 unless set)"
+        ),
     )
     p.add_argument(
         "--replace",
@@ -89,23 +101,35 @@ def cmd_approval_verify(args: argparse.Namespace, settings: Settings) -> int:
         claims = verify_token(args.token, key, purpose=PURPOSE_APPROVAL, decision=args.decision)
     except InvalidTokenError as exc:
         raise CommandError(f"invalid token: {exc}") from None
-    print(f"{claims.decision} outpass {claims.outpass_id} (valid until {claims.expires_at.isoformat()})")
+    # printable: a token signed with the development key may carry any text as the outpass id.
+    shown = printable(claims.outpass_id)
+    print(f"{claims.decision} outpass {shown} (valid until {claims.expires_at.isoformat()})")
     return 0
 
 
 def _read_json_input(source: str) -> Any:
-    where = "standard input" if source == "-" else printable(source)
+    if not source:  # Path("") is the current directory
+        raise CommandError("--json: the path is empty (give a file, or - for standard input)", code=2)
+    where = "standard input" if source == "-" else printable(source, 200)
+    limit = MAX_INPUT_BYTES + 1  # one byte more tells a file of exactly the limit from a larger one
     try:
         if source != "-":
-            data = Path(source).read_bytes()
+            with Path(source).open("rb") as file:
+                data = file.read(limit)
         elif hasattr(sys.stdin, "buffer"):
-            data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read(limit)
         else:  # a text stream put in place of standard input
-            data = sys.stdin.read().encode("utf-8", "surrogateescape")
+            data = sys.stdin.read(limit).encode("utf-8", "surrogateescape")
     except OSError as exc:
         raise CommandError(f"cannot read {where}: {exc.strerror or exc}", code=2) from None
     except ValueError as exc:  # a path with a NUL byte
         raise CommandError(f"cannot read {where}: {exc}", code=2) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise CommandError(
+            f"{where} is larger than {MAX_INPUT_BYTES} bytes ({MAX_INPUT_BYTES // (1024 * 1024)} MiB): "
+            "split the outpasses into several runs",
+            code=2,
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -113,7 +137,9 @@ def _read_json_input(source: str) -> Any:
             f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)", code=2
         ) from None
     try:
-        return json.loads(text)
+        return load_json(text)
+    except RepeatedKeyError as exc:
+        raise CommandError(f"{where}: {exc}", code=2) from None
     except json.JSONDecodeError as exc:
         raise CommandError(
             f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", code=2
@@ -155,10 +181,22 @@ def cmd_outpass_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _retention_days(args: argparse.Namespace) -> int | None:
+    """--retention-days, else PASSITO_FILE_RETENTION_DAYS when this command's environment sets
+    it; None: the worker's setting decides. The variable, when set, is checked by the worker's
+    rules even under the flag (a bad value is a ConfigError, exit 2), as every setting is."""
+    variable = OutpassSettings.env_name("file_retention_days")
+    given = None
+    if variable in os.environ:
+        given = OutpassSettings.from_env({variable: os.environ[variable]}).file_retention_days
+    return given if args.retention_days is None else int(args.retention_days)
+
+
 def cmd_cleanup_expired_files(args: argparse.Namespace, settings: Settings) -> int:
     payload: dict[str, Any] = {"dry_run": args.dry_run}
-    if args.retention_days is not None:
-        payload["retention_days"] = args.retention_days
+    retention_days = _retention_days(args)
+    if retention_days is not None:
+        payload["retention_days"] = retention_days
     with connection(settings) as conn, conn.transaction():
         # One sweep at a time: while one is unfinished, a second CronJob run gets its id.
         job = _dispatch_sweep(conn, payload)

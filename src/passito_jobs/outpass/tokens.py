@@ -35,6 +35,7 @@ PURPOSES = (PURPOSE_VERIFY, PURPOSE_APPROVAL)
 DECISIONS = ("approve", "deny")
 MAX_TOKEN_LENGTH = 512
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ALPHABET_RULE = "{what} may hold only the base64url characters A-Z a-z 0-9 - _, without padding"
 
 DEV_SECRET = b"passito-jobs INSECURE development key: anyone can forge tokens signed with it"
@@ -175,6 +176,8 @@ def _claims(body: str) -> TokenClaims:
         or data["d"] not in (None, *DECISIONS)
     ):
         raise InvalidTokenError("malformed token (unexpected claims)")
+    if _SURROGATE.search(data["o"]):  # "\ud800" in the JSON: no text can be printed or stored
+        raise InvalidTokenError("malformed token (the outpass id is not valid Unicode text)")
     try:
         expires_at = datetime.fromtimestamp(data["e"], UTC)
     except (OverflowError, OSError, ValueError):

@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Conninfo
 
 from passito_jobs.queue.errors import InvalidDatabaseUrlError
+from passito_jobs.queue.limits import printable
 
 MASK = "***"
 MIN_FREE_TEXT_SECRET = 4
@@ -176,11 +177,31 @@ def redact(text: str, url: str | None) -> str:
     return text
 
 
+_QUOTED_FIELDS = ("host", "hostaddr", "port", "dbname", "user")
+"""What libpq quotes of the connection string in its errors: none of it is a secret."""
+
+
+def _escape_quoted_fields(text: str, url: str) -> str:
+    """`text` with each field of `url` that holds a line break or another control character
+    (a database name ending in a newline) escaped where it is quoted: the error stays whole
+    on one line instead of being cut in the middle of the name."""
+    try:
+        info = parse(url)
+    except InvalidDatabaseUrlError:
+        return text
+    for field in _QUOTED_FIELDS:
+        value = info.get(field) or ""
+        if value and printable(value) != value:
+            text = text.replace(value, printable(value))
+    return text
+
+
 def redacted_line(exc: BaseException, url: str) -> str:
     """The first non-empty line of an error, its secrets masked first (a cut could leave half a
     password behind): how an error that may quote the URL becomes one line."""
-    lines = [line.strip() for line in redact(str(exc), url).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    text = _escape_quoted_fields(redact(str(exc), url), url)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return printable(lines[0]) if lines else type(exc).__name__
 
 
 class Redactor:
@@ -247,4 +268,5 @@ def describe_target(url: str) -> str:
         port = mask_fragment((ports[index] if index < len(ports) else "") or "5432", url)
         targets.append(f"socket {host}:{port}" if host.startswith("/") else f"{host}:{port}")
     dbname = mask_fragment(info.get("dbname") or info.get("user") or "", url)
-    return f"{','.join(targets)}/{dbname}".rstrip("/")
+    # printable: a name with a newline or an escape sequence in it stays on one line.
+    return printable(f"{','.join(targets)}/{dbname}".rstrip("/"))

@@ -56,7 +56,11 @@ def parse_auth(text: str) -> tuple[str, ...]:
         return ()
     unknown = [mode for mode in modes if mode not in AUTH_MODES]
     if unknown:
-        raise ValueError(f"{unknown[0]!r} is not an authentication mode (none, basic, header or token)")
+        raise ValueError(
+            "none cannot be combined with other modes (basic, header or token)"
+            if "none" in unknown
+            else f"{unknown[0]!r} is not an authentication mode (none, basic, header or token)"
+        )
     return tuple(dict.fromkeys(modes))
 
 
