@@ -150,36 +150,13 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in utf8_text(text).split(",") if item.strip())
 
 
-class RepeatedKeyError(ValueError):
-    """A JSON object names a key twice: json.loads would keep the last value without a word."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"the key '{printable(brief(key))}' is given more than once")
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise RepeatedKeyError(key)
-        found[key] = value
-    return found
-
-
-def load_json(text: str | bytes) -> Any:
-    """json.loads, refusing an object that gives a key twice (RepeatedKeyError, a ValueError):
-    `{"dry_run": true, "dry_run": false}` must not quietly become a real run."""
-    return json.loads(text, object_pairs_hook=_unique_keys)
-
-
 def _parsed_object(text: str, what: str) -> dict[str, Any]:
     # Bytes of the argument that are not UTF-8, unlike a "\\ud800" escape in the JSON (a lone
     # surrogate, which the payload rules name).
     utf8_text(text)
     try:
-        value = load_json(text)
-    except RepeatedKeyError as exc:
+        value = limits.load_json(text)
+    except limits.RepeatedKeyError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None

@@ -13,8 +13,6 @@ from typing import Any
 
 from passito_jobs.cli.options import (
     CommandError,
-    RepeatedKeyError,
-    load_json,
     open_store,
     print_json,
     utf8_text,
@@ -114,8 +112,8 @@ def queue_settings(text: str) -> dict[str, dict[str, Any]]:
     left as it is. Bad input: one line naming the queue and the setting."""
     utf8_text(text)  # its bytes; a "\\ud800" escape in it is a lone surrogate, said so below
     try:
-        value = load_json(text)
-    except RepeatedKeyError as exc:
+        value = limits.load_json(text)
+    except limits.RepeatedKeyError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "too large or too deep"

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from passito_jobs.cli.options import CommandError, RepeatedKeyError, connection, int_between, load_json
+from passito_jobs.cli.options import CommandError, connection, int_between
 from passito_jobs.config import Settings
 from passito_jobs.outpass.settings import MAX_FILE_RETENTION_DAYS, OutpassSettings
+from passito_jobs.queue import limits
 from passito_jobs.queue.dispatch import dispatch
 from passito_jobs.queue.errors import InvalidJobError
 from passito_jobs.queue.limits import printable
@@ -137,8 +138,8 @@ def _read_json_input(source: str) -> Any:
             f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)", code=2
         ) from None
     try:
-        return load_json(text)
-    except RepeatedKeyError as exc:
+        return limits.load_json(text)
+    except limits.RepeatedKeyError as exc:
         raise CommandError(f"{where}: {exc}", code=2) from None
     except json.JSONDecodeError as exc:
         raise CommandError(

@@ -356,6 +356,30 @@ def _too_deep(what: str, max_nesting: int | None) -> str:
     return f"{what} must not be nested more than {max_nesting} levels deep"
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object names a key twice: json.loads would keep the last value without a word."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key '{printable(key, 40)}' is given more than once")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise RepeatedKeyError(key)
+        found[key] = value
+    return found
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads for JSON a person gives (the CLI, the admin API), refusing an object that gives
+    a key twice (RepeatedKeyError, a ValueError): `{"dry_run": true, "dry_run": false}` must not
+    quietly become a real run."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 # One encoder for every value: json.dumps with options builds a new one on each call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 _RULE_FINITE = "must not hold NaN or Infinity (JSON has no such numbers)"

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from passito_jobs.health.report import HealthCheckError, run_checks, to_json
+from passito_jobs.queue import limits
 from passito_jobs.queue.admin import (
     CANCELLABLE,
     MAX_IDS_SHOWN,
@@ -117,23 +118,6 @@ def require_action(board: Dashboard, user: User) -> None:
         raise BadRequest(f"{user.name} is a viewer: only admins can retry, cancel, pause or resume", 403)
 
 
-class _RepeatedField(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose names are all different: with `{"dry_run": true, "dry_run": false}`
-    the last would win silently, and run a bulk action the caller meant as a dry run."""
-    found: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in found:
-            raise _RepeatedField(name)
-        found[name] = value
-    return found
-
-
 async def json_body(request: Request, *, required: bool) -> dict[str, Any]:
     raw = b""
     async for chunk in request.stream():
@@ -145,9 +129,9 @@ async def json_body(request: Request, *, required: bool) -> dict[str, Any]:
             raise BadRequest("the request needs a JSON object as its body")
         return {}
     try:
-        body = json.loads(raw, object_pairs_hook=_object)
-    except _RepeatedField as exc:
-        raise BadRequest(f"the field {params.shown(exc.name)} is given more than once") from None
+        body = limits.load_json(raw)
+    except limits.RepeatedKeyError as exc:
+        raise BadRequest(str(exc)) from None
     except RecursionError:
         raise BadRequest("the request body is nested too deeply to read") from None
     except json.JSONDecodeError:
