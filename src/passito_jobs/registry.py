@@ -35,9 +35,11 @@ from datetime import timedelta
 from typing import Any, Protocol, Self, TypeVar, overload
 
 from passito_jobs.logs import job_fields
-from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from passito_jobs.queue.errors import safe_str
+from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_name, encode_json, printable
 from passito_jobs.queue.models import ParentOutcome
 from passito_jobs.queue.schedules import Schedule, ScheduleError
+from passito_jobs.settings import MAX_DURATION
 
 log = logging.getLogger("passito_jobs.job")
 _EVENT_LOCK = threading.Lock()
@@ -236,10 +238,26 @@ class Registry:
     ) -> JobType:
         if not name or not isinstance(name, str):
             raise ValueError("a job type needs a non-empty name")
+        # By dispatch's rules: the worker registers its types in the database with every
+        # heartbeat round, and a name the database refuses would fail those rounds.
+        check_name("job type", name)
+        if not callable(handler):
+            raise TypeError(f"job type {name!r}: the handler must be callable, not {type(handler).__name__}")
         if isolation not in ISOLATIONS:
-            raise ValueError(f"isolation of job type {name!r} must be 'process' or None, got {isolation!r}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout of job type {name!r} must be positive")
+            shown = printable(safe_str(isolation), 40)
+            raise ValueError(f"isolation of job type {name!r} must be 'process' or None, got {shown!r}")
+        if isolation == "process" and inspect.iscoroutinefunction(handler):
+            raise ValueError(f"isolation='process' runs sync handlers only; job type {name!r} is async")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= MAX_DURATION  # NaN fails this too
+        ):
+            raise ValueError(
+                f"timeout of job type {name!r} must be positive and at most 100 years (a number of seconds)"
+            )
+        if settings is not None and not callable(getattr(settings, "from_env", None)):
+            raise TypeError(f"settings of job type {name!r} must be a settings group (from_env())")
         if (
             isinstance(max_snoozes, bool)
             or not isinstance(max_snoozes, int)
@@ -328,6 +346,9 @@ def job_type(
     one (tests).
     """
     target = into if into is not None else registry
+
+    if name is not None and not callable(name) and not isinstance(name, str):
+        raise TypeError(f"a job type's name must be a string, got {type(name).__name__}")
 
     def decorate(handler: H) -> H:
         job_name = name if isinstance(name, str) else handler.__name__

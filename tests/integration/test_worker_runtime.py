@@ -4,6 +4,7 @@ attempt, the heartbeat, the listener's reconnect and the maintainer (worker/*.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -188,6 +189,51 @@ def test_the_heartbeat_marks_jobs_alive_and_stops_the_ones_it_lost(conn: Conn, d
     )
     assert row.fetchone() == ({"step": 3}, True)
     assert job_state(conn, cancelled) == "cancelled"
+
+
+def test_a_refused_job_type_registration_does_not_stop_the_heartbeats(
+    conn: Conn, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker registers its job types before each heartbeat round. When the database refuses
+    that (here a name with NUL, which the registry now refuses too), the jobs must still be
+    heart-beaten: without it they are rescued while they run, and run twice."""
+    caplog.set_level(logging.WARNING, logger="passito_jobs.worker")
+    job = dispatch("Sleeps", conn=conn)
+
+    async def scenario() -> int:
+        attempts = make_attempts(WorkerSettings(), job_types(), lambda: None)
+        await attempts.open()
+        for claimed in await claim(database_url, 1):
+            attempts.start(claimed)
+        conn.execute(
+            "UPDATE passito_jobs.jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job,)
+        )
+        rounds = [0]
+        heartbeat = Heartbeat(
+            HeartbeatConfig(interval=0.05),
+            handle=AsyncConnectionHandle(database_url),
+            worker_id=WORKER_ID,
+            attempts=attempts,
+            job_types=["Sleeps", "a\x00b"],
+            on_round=lambda: rounds.__setitem__(0, rounds[0] + 1),
+        )
+        task = asyncio.create_task(heartbeat.run())
+        await until(lambda: rounds[0] >= 3, what="three heartbeat rounds")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        attempts.release_all()
+        await until(lambda: not attempts.running, what="the attempt to be given back")
+        await attempts.close()
+        return rounds[0]
+
+    assert asyncio.run(scenario()) >= 3
+    beaten = conn.execute(
+        "SELECT heartbeat_at > now() - interval '1 minute' FROM passito_jobs.jobs WHERE id = %s", (job,)
+    ).fetchone()
+    assert beaten == (True,)
+    warnings = [r.getMessage() for r in caplog.records if "were not registered" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not every round
 
 
 def test_the_listener_reconnects_and_wakes_the_claim_loop_again(

@@ -51,6 +51,57 @@ def test_registry_records_sync_and_async_handlers() -> None:
             registry.register("Bad", sync, isolation=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "error", "message"),
+    [
+        # the worker registers its names in the database with each heartbeat round: a name the
+        # database refuses failed every round, and its running jobs were rescued and ran twice
+        ("a\x00b", {}, ValueError, "job type must not contain control characters"),
+        ("L" * 129, {}, ValueError, "job type must be at most 128 characters"),
+        ("S\ud800", {}, ValueError, "job type"),
+        ("T", {"timeout": float("nan")}, ValueError, "must be positive"),  # never fired
+        ("T", {"timeout": 10**5000}, ValueError, "must be positive"),  # crashed the claim loop
+        ("T", {"timeout": "5"}, ValueError, "must be positive"),
+        ("T", {"timeout": True}, ValueError, "must be positive"),
+        ("T", {"settings": 5}, TypeError, "must be a settings group"),
+    ],
+    ids=[
+        "nul",
+        "long",
+        "surrogate",
+        "nan-timeout",
+        "huge-timeout",
+        "text-timeout",
+        "bool-timeout",
+        "bad-settings",
+    ],
+)
+def test_a_job_type_the_worker_could_not_run_is_refused_when_registered(
+    name: str, options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    registry = Registry()
+    with pytest.raises(error, match=message):
+        job_type(name, into=registry, **options)(lambda ctx: None)  # type: ignore[call-overload]
+    assert registry.names() == []
+
+
+def test_a_job_type_needs_a_text_name_a_callable_and_process_isolation_a_sync_handler() -> None:
+    registry = Registry()
+
+    def send_mail(ctx: JobContext) -> None: ...
+
+    async def run(ctx: JobContext) -> None: ...
+
+    for name in (5, b"X"):
+        with pytest.raises(TypeError, match="name must be a string"):
+            job_type(name, into=registry)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="the handler must be callable"):
+        registry.register("X", 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="runs sync handlers only"):
+        job_type("A", isolation="process", into=registry)(run)
+    assert registry.names() == []
+
+
 def test_context_progress_is_handed_over_once() -> None:
     ctx = JobContext(1, "T", "default", {}, 1, 3, "w")
     assert ctx.take_progress() is None

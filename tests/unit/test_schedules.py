@@ -52,6 +52,10 @@ def test_cron_follows_its_time_zone_across_daylight_saving_time() -> None:
         ({"cron": "* * * * * *"}, "is not a cron expression"),
         ({"cron": "61 * * * *"}, "is not a cron expression"),
         ({"cron": "0 0 30 2 *"}, "cron '0 0 30 2 *' never matches a date"),
+        # croniter draws R anew for each next slot: a "daily" R R * * * ran 111 times in a day
+        ({"cron": "R R * * *"}, "uses R (a random time): not supported"),
+        ({"cron": "0 0 * * R"}, "uses R"),
+        ({"cron": "R(1-5) 0 * * *"}, "uses R"),
         ({"cron": "* * * * *\x00"}, "cron must be printable text"),
         ({"cron": "*" * 1000}, "cron must be printable text of at most 200 characters"),
         ({"every": "0s"}, "every must be at least 1s"),

@@ -16,6 +16,7 @@ CATCH_UP_LIMIT).
 from __future__ import annotations
 
 import math
+import re
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,9 @@ def _check_every(what: str, every: object) -> float | None:
     return seconds
 
 
+_RANDOM_FIELD = re.compile(r"(?<![A-Za-z])[Rr](?![A-Za-z])")
+
+
 def _check_cron(what: str, cron: object) -> None:
     if cron is None:
         return
@@ -186,6 +190,8 @@ def _check_cron(what: str, cron: object) -> None:
         raise ScheduleError(f"{what}: cron must be a non-empty string")
     if len(cron) > MAX_CRON_LENGTH or not cron.isprintable():
         raise ScheduleError(f"{what}: cron must be printable text of at most {MAX_CRON_LENGTH} characters")
+    if _RANDOM_FIELD.search(cron):  # croniter draws it anew for each next slot: many runs a day
+        raise ScheduleError(f"{what}: cron {printable(cron, 60)!r} uses R (a random time): not supported")
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ScheduleError(
             f"{what}: cron {printable(cron, 60)!r} is not a cron expression "

@@ -63,6 +63,7 @@ class Heartbeat:
         self.attempts = attempts
         self._on_round = on_round
         self._failing = False
+        self._register_refused = False  # the last registration was refused (warned once)
         self._now = asyncio.Event()  # beat_now() was called
 
     async def run_once(self) -> HeartbeatResult:
@@ -109,6 +110,21 @@ class Heartbeat:
             store = AsyncStore(await self.handle.connection(), self.worker_id)
             await store.register_job_types(self.job_types, self.queues)
 
+    async def _register_or_warn(self) -> None:
+        """`register`, except that a registration the database refuses (a statement error, not
+        a lost connection) is logged once and the round goes on: the heartbeats of running jobs
+        matter more, a job without them is rescued and runs twice."""
+        try:
+            await self.register()
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:
+            if not self._register_refused:
+                log.warning("The job types were not registered (heart-beating anyway): %s", first_line(exc))
+            self._register_refused = True
+        else:
+            self._register_refused = False
+
     async def run(self) -> None:
         try:
             first = True
@@ -117,7 +133,7 @@ class Heartbeat:
                     await self._pause()
                 first = False
                 try:
-                    await self.register()
+                    await self._register_or_warn()
                     await self.run_once()
                 except DatabaseUnavailableError as exc:
                     await self.handle.drop()
