@@ -3,6 +3,7 @@ isolation, outcomes the database refuses, supervised tasks and /healthz."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -304,3 +305,61 @@ def test_a_handler_that_blocks_the_event_loop_turns_healthz_red(conn: Conn, data
         assert problem.startswith("the event loop has not run for ")
         wait_for(lambda: job_state(conn, job_id) == "completed", message="the job to end")
         wait_for(lambda: running.worker.health_problem() is None, message="healthy again")
+
+
+# ---------------------------------------------------------------- failures that must not be lost
+
+
+class TracebackRaises(Exception):
+    """An exception whose traceback cannot even be read."""
+
+    @property  # type: ignore[override]
+    def __traceback__(self) -> Any:
+        raise RuntimeError("tb")
+
+
+def test_a_cancelled_error_or_an_unreadable_traceback_from_a_handler_fails_its_job_at_once(
+    conn: Conn, database_url: str
+) -> None:
+    """A handler that raises CancelledError itself (the worker did not cancel it), or an
+    exception whose traceback raises: an ordinary failure, recorded now, not at the rescue."""
+    registry = Registry()
+
+    async def raises_cancelled(ctx: JobContext) -> None:
+        raise asyncio.CancelledError("from inside")
+
+    async def awaits_a_cancelled_task(ctx: JobContext) -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(60))
+        inner.cancel()
+        await inner
+
+    def sync_raises_cancelled(ctx: JobContext) -> None:
+        raise asyncio.CancelledError
+
+    async def async_unreadable_traceback(ctx: JobContext) -> None:
+        raise TracebackRaises("async")
+
+    def sync_unreadable_traceback(ctx: JobContext) -> None:
+        raise TracebackRaises("sync")
+
+    handlers = {
+        "RaisesCancelled": (raises_cancelled, "CancelledError: from inside\n"),
+        "AwaitsACancelledTask": (awaits_a_cancelled_task, "CancelledError"),
+        "SyncRaisesCancelled": (sync_raises_cancelled, "CancelledError"),
+        "AsyncUnreadableTraceback": (async_unreadable_traceback, "TracebackRaises: async"),
+        "SyncUnreadableTraceback": (sync_unreadable_traceback, "TracebackRaises: sync"),
+    }
+    for name, (handler, _) in handlers.items():
+        registry.register(name, handler)
+    registry.register("Echo", lambda ctx: ctx.payload)
+    with InProcessWorker(database_url, registry=registry, concurrency=4, heartbeat_interval=0.1) as running:
+        ids = {dispatch(name, max_attempts=1, conn=conn): name for name in handlers}
+        wait_for(lambda: all_done(conn, list(ids), "failed"), timeout=10, message="every job to fail")
+        for job_id, name in ids.items():
+            error = row(conn, job_id, "last_error")[0]
+            assert error.startswith(handlers[name][1]), (name, error)
+            assert len(error) <= 4000
+        later = dispatch("Echo", {"later": True}, conn=conn)
+        wait_for(lambda: job_state(conn, later) == "completed", message="a job after them")
+        assert running.worker.health_problem() is None
+

@@ -132,6 +132,20 @@ def test_failures_of_hostile_exceptions_are_described() -> None:
     assert text.startswith("Unprintable: <Unprintable whose str() failed>\nTraceback")
     assert safe_str(Unprintable()) == "<Unprintable whose str() failed>"
     assert describe(ValueError("bad\x00")) == "ValueError: bad\\x00"
+
+    class TracebackRaises(Exception):
+        @property  # type: ignore[override]
+        def __traceback__(self) -> Any:
+            raise RuntimeError("tb")
+
+    try:
+        raise TracebackRaises("hostile")
+    except TracebackRaises as exc:
+        try:
+            text = format_error(exc)
+        except RuntimeError:  # (not raised: pytest cannot even report this one)
+            text = "format_error raised"
+    assert text == "TracebackRaises: hostile"
     made = AttemptTimeoutError("attempt exceeded the 1s timeout of job type X")
     assert format_error(made) == "AttemptTimeoutError: attempt exceeded the 1s timeout of job type X"
 

@@ -187,10 +187,14 @@ class Attempts:
                 value = await self._begin(attempt)
                 # A child process sends its result already encoded (and checked).
                 result = value if attempt.in_child else self._encode(value)
-            except asyncio.CancelledError:
-                if not attempt.cancelled_at:
-                    raise  # not the worker's doing (the loop is shutting down)
-                cancelled = True
+            except asyncio.CancelledError as exc:
+                if attempt.cancelled_at:
+                    cancelled = True  # the worker stopped it
+                else:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # not the worker's doing (the loop is shutting down)
+                    error = exc  # the handler raised it itself: an ordinary failure
             except OutcomeRefusedError as exc:
                 # Made here, not raised: the worker's own traceback would say nothing.
                 error = PermanentError(str(exc))
@@ -315,7 +319,10 @@ class Attempts:
         self.outcomes.failed.append((job.id, job.attempt, format_error(exc), retry_in))
         what = describe(exc)
         if attempt.span is not None:
-            Tracing.failed(attempt.span, exc, what)
+            try:
+                Tracing.failed(attempt.span, exc, what)
+            except Exception:  # a hostile exception (its traceback raises) is recorded anyway
+                log.debug("Could not record the exception of Job #%d on its span", job.id)
         elapsed = _ms(time.perf_counter() - attempt.started)
         extra = {"tag": "FAIL", **attempt.log_extra}
         if retry_in is not None:
