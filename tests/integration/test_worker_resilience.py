@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -362,4 +363,41 @@ def test_a_cancelled_error_or_an_unreadable_traceback_from_a_handler_fails_its_j
         later = dispatch("Echo", {"later": True}, conn=conn)
         wait_for(lambda: job_state(conn, later) == "completed", message="a job after them")
         assert running.worker.health_problem() is None
+
+
+def test_encoding_a_sync_handlers_result_does_not_block_the_worker_and_counts_in_its_timeout(
+    conn: Conn, database_url: str
+) -> None:
+    """A result whose encoding takes long (a dict subclass whose items() blocks) is encoded in
+    the handler's thread: other jobs run meanwhile, and the job type's timeout applies."""
+    encoding = threading.Event()
+    release = threading.Event()
+
+    class SlowItems(dict[str, Any]):
+        def items(self) -> Any:
+            encoding.set()
+            release.wait(30)
+            return super().items()
+
+    def slow_result(ctx: JobContext) -> dict[str, Any]:
+        return SlowItems(done=True)
+
+    registry = Registry()
+    registry.register("SlowResult", slow_result, timeout=1.0)
+    registry.register("Echo", lambda ctx: ctx.payload)
+    try:
+        with InProcessWorker(
+            database_url, registry=registry, concurrency=4, heartbeat_interval=0.1
+        ) as running:
+            slow = dispatch("SlowResult", max_attempts=1, conn=conn)
+            wait_for(encoding.is_set, message="the result's encoding to start")
+            others = [dispatch("Echo", {"n": n}, conn=conn) for n in range(5)]
+            wait_for(lambda: all_done(conn, others), timeout=5, message="other jobs while a result encodes")
+            wait_for(lambda: job_state(conn, slow) == "failed", timeout=10, message="the timeout")
+            assert row(conn, slow, "last_error")[0] == (
+                "AttemptTimeoutError: attempt exceeded the 1s timeout of job type SlowResult"
+            )
+            assert running.worker.health_problem() is None
+    finally:
+        release.set()
 
