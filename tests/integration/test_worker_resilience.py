@@ -401,3 +401,39 @@ def test_encoding_a_sync_handlers_result_does_not_block_the_worker_and_counts_in
     finally:
         release.set()
 
+
+def test_progress_json_the_database_cannot_store_fails_its_own_job_not_the_others_progress(
+    conn: Conn, database_url: str
+) -> None:
+    release = threading.Event()
+
+    def bad_progress_json(ctx: JobContext) -> None:
+        while not release.wait(0.02):
+            ctx.set_progress_json("{not json")
+
+    def good_progress(ctx: JobContext) -> str:
+        step = 0
+        while not release.wait(0.02):
+            step += 1
+            ctx.set_progress({"step": step})
+        return "done"
+
+    registry = Registry()
+    registry.register("BadProgressJson", bad_progress_json)
+    registry.register("GoodProgress", good_progress)
+    try:
+        with InProcessWorker(database_url, registry=registry, concurrency=4, heartbeat_interval=0.1):
+            bad = dispatch("BadProgressJson", max_attempts=1, conn=conn)
+            good = dispatch("GoodProgress", max_attempts=1, conn=conn)
+            wait_for(
+                lambda: row(conn, good, "progress")[0] is not None,
+                timeout=5,
+                message="the good job's progress next to a job whose progress is not JSON",
+            )
+            wait_for(lambda: job_state(conn, bad) == "failed", timeout=5, message="the bad job to fail")
+            error = row(conn, bad, "last_error")[0]
+            assert error.startswith("UnstorableValueError: progress is not JSON text: "), error
+            release.set()
+            wait_for(lambda: job_state(conn, good) == "completed", message="the good job to end")
+    finally:
+        release.set()
