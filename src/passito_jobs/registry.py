@@ -1,3 +1,4 @@
+# Longer than 400 lines: a handler's whole API in one public module, with the checks of job_type.
 """Job types by name: the handlers a worker runs, and what a handler is given.
 
 Register a job type in your own module and load it in the worker with `--import` or
@@ -36,7 +37,14 @@ from typing import Any, Protocol, Self, TypeVar, overload
 
 from passito_jobs.logs import job_fields
 from passito_jobs.queue.errors import safe_str
-from passito_jobs.queue.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_name, encode_json, printable
+from passito_jobs.queue.limits import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    UnstorableValueError,
+    check_name,
+    encode_json,
+    load_json,
+    printable,
+)
 from passito_jobs.queue.models import ParentOutcome
 from passito_jobs.queue.schedules import Schedule, ScheduleError
 from passito_jobs.settings import MAX_DURATION
@@ -155,10 +163,26 @@ class JobContext:
         """
         text = encode_json(progress, what="progress", max_bytes=self.max_bytes)
         self._progress = progress
-        self.set_progress_json(text)
+        self._keep_progress_json(text)
 
     def set_progress_json(self, text: str) -> None:
-        """Record progress already encoded as JSON (the worker's child processes send it so)."""
+        """Record progress already encoded as JSON (the worker's child processes send it so).
+
+        Text that is not JSON (or names a key twice), or JSON the database cannot store by the
+        rules of `set_progress`, raises UnstorableValueError (a ValueError) here: it would make
+        the database refuse the heartbeat that carries the progress of other jobs too.
+        """
+        if not isinstance(text, str):
+            raise UnstorableValueError(f"progress must be JSON text (a str), got {type(text).__name__}")
+        try:
+            value = load_json(text)
+        except RecursionError:
+            raise UnstorableValueError("progress is not JSON text: it is nested too deeply") from None
+        except ValueError as exc:
+            raise UnstorableValueError(f"progress is not JSON text: {printable(str(exc), 200)}") from None
+        self.set_progress(value)
+
+    def _keep_progress_json(self, text: str) -> None:
         self._progress_json = text
         self._progress_dirty = True
         if self.on_progress is not None:

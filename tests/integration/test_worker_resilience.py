@@ -3,9 +3,11 @@ isolation, outcomes the database refuses, supervised tasks and /healthz."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -304,3 +306,134 @@ def test_a_handler_that_blocks_the_event_loop_turns_healthz_red(conn: Conn, data
         assert problem.startswith("the event loop has not run for ")
         wait_for(lambda: job_state(conn, job_id) == "completed", message="the job to end")
         wait_for(lambda: running.worker.health_problem() is None, message="healthy again")
+
+
+# ---------------------------------------------------------------- failures that must not be lost
+
+
+class TracebackRaises(Exception):
+    """An exception whose traceback cannot even be read."""
+
+    @property  # type: ignore[override]
+    def __traceback__(self) -> Any:
+        raise RuntimeError("tb")
+
+
+def test_a_cancelled_error_or_an_unreadable_traceback_from_a_handler_fails_its_job_at_once(
+    conn: Conn, database_url: str
+) -> None:
+    """A handler that raises CancelledError itself (the worker did not cancel it), or an
+    exception whose traceback raises: an ordinary failure, recorded now, not at the rescue."""
+    registry = Registry()
+
+    async def raises_cancelled(ctx: JobContext) -> None:
+        raise asyncio.CancelledError("from inside")
+
+    async def awaits_a_cancelled_task(ctx: JobContext) -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(60))
+        inner.cancel()
+        await inner
+
+    def sync_raises_cancelled(ctx: JobContext) -> None:
+        raise asyncio.CancelledError
+
+    async def async_unreadable_traceback(ctx: JobContext) -> None:
+        raise TracebackRaises("async")
+
+    def sync_unreadable_traceback(ctx: JobContext) -> None:
+        raise TracebackRaises("sync")
+
+    handlers = {
+        "RaisesCancelled": (raises_cancelled, "CancelledError: from inside\n"),
+        "AwaitsACancelledTask": (awaits_a_cancelled_task, "CancelledError"),
+        "SyncRaisesCancelled": (sync_raises_cancelled, "CancelledError"),
+        "AsyncUnreadableTraceback": (async_unreadable_traceback, "TracebackRaises: async"),
+        "SyncUnreadableTraceback": (sync_unreadable_traceback, "TracebackRaises: sync"),
+    }
+    for name, (handler, _) in handlers.items():
+        registry.register(name, handler)
+    registry.register("Echo", lambda ctx: ctx.payload)
+    with InProcessWorker(database_url, registry=registry, concurrency=4, heartbeat_interval=0.1) as running:
+        ids = {dispatch(name, max_attempts=1, conn=conn): name for name in handlers}
+        wait_for(lambda: all_done(conn, list(ids), "failed"), timeout=10, message="every job to fail")
+        for job_id, name in ids.items():
+            error = row(conn, job_id, "last_error")[0]
+            assert error.startswith(handlers[name][1]), (name, error)
+            assert len(error) <= 4000
+        later = dispatch("Echo", {"later": True}, conn=conn)
+        wait_for(lambda: job_state(conn, later) == "completed", message="a job after them")
+        assert running.worker.health_problem() is None
+
+
+def test_encoding_a_sync_handlers_result_does_not_block_the_worker_and_counts_in_its_timeout(
+    conn: Conn, database_url: str
+) -> None:
+    """A result whose encoding takes long (a dict subclass whose items() blocks) is encoded in
+    the handler's thread: other jobs run meanwhile, and the job type's timeout applies."""
+    encoding = threading.Event()
+    release = threading.Event()
+
+    class SlowItems(dict[str, Any]):
+        def items(self) -> Any:
+            encoding.set()
+            release.wait(30)
+            return super().items()
+
+    def slow_result(ctx: JobContext) -> dict[str, Any]:
+        return SlowItems(done=True)
+
+    registry = Registry()
+    registry.register("SlowResult", slow_result, timeout=1.0)
+    registry.register("Echo", lambda ctx: ctx.payload)
+    try:
+        with InProcessWorker(
+            database_url, registry=registry, concurrency=4, heartbeat_interval=0.1
+        ) as running:
+            slow = dispatch("SlowResult", max_attempts=1, conn=conn)
+            wait_for(encoding.is_set, message="the result's encoding to start")
+            others = [dispatch("Echo", {"n": n}, conn=conn) for n in range(5)]
+            wait_for(lambda: all_done(conn, others), timeout=5, message="other jobs while a result encodes")
+            wait_for(lambda: job_state(conn, slow) == "failed", timeout=10, message="the timeout")
+            assert row(conn, slow, "last_error")[0] == (
+                "AttemptTimeoutError: attempt exceeded the 1s timeout of job type SlowResult"
+            )
+            assert running.worker.health_problem() is None
+    finally:
+        release.set()
+
+
+def test_progress_json_the_database_cannot_store_fails_its_own_job_not_the_others_progress(
+    conn: Conn, database_url: str
+) -> None:
+    release = threading.Event()
+
+    def bad_progress_json(ctx: JobContext) -> None:
+        while not release.wait(0.02):
+            ctx.set_progress_json("{not json")
+
+    def good_progress(ctx: JobContext) -> str:
+        step = 0
+        while not release.wait(0.02):
+            step += 1
+            ctx.set_progress({"step": step})
+        return "done"
+
+    registry = Registry()
+    registry.register("BadProgressJson", bad_progress_json)
+    registry.register("GoodProgress", good_progress)
+    try:
+        with InProcessWorker(database_url, registry=registry, concurrency=4, heartbeat_interval=0.1):
+            bad = dispatch("BadProgressJson", max_attempts=1, conn=conn)
+            good = dispatch("GoodProgress", max_attempts=1, conn=conn)
+            wait_for(
+                lambda: row(conn, good, "progress")[0] is not None,
+                timeout=5,
+                message="the good job's progress next to a job whose progress is not JSON",
+            )
+            wait_for(lambda: job_state(conn, bad) == "failed", timeout=5, message="the bad job to fail")
+            error = row(conn, bad, "last_error")[0]
+            assert error.startswith("UnstorableValueError: progress is not JSON text: "), error
+            release.set()
+            wait_for(lambda: job_state(conn, good) == "completed", message="the good job to end")
+    finally:
+        release.set()

@@ -114,6 +114,31 @@ def test_set_progress_refuses_at_once_and_keeps_the_last_good_value() -> None:
         ctx.set_progress("x" * 20)
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", r"^progress is not JSON text: Expecting property name"),
+        ('{"a": 1, "a": 2}', r"^progress is not JSON text: the key 'a' is given more than once$"),
+        ("[NaN]", r"^progress must not hold NaN or Infinity .*: NaN at progress\[0\]$"),
+        ('"\\u0000"', r"^progress must not hold the NUL character"),
+        ('"\\ud800"', r"^progress must be valid Unicode text"),
+        ('"' + "x" * 20 + '"', r"^progress must be at most 10 bytes of JSON text, got 22$"),
+        ("[" * 5000 + "]" * 5000, r"^progress is not JSON text: it is nested too deeply$"),
+        (b"{}", r"^progress must be JSON text \(a str\), got bytes$"),
+    ],
+)
+def test_set_progress_json_refuses_text_the_database_would_refuse(text: Any, problem: str) -> None:
+    ctx = JobContext(1, "T", "default", {}, 1, 3, "w")
+    ctx.set_progress_json('{"ok": 1}')
+    ctx.max_bytes = 10
+    with pytest.raises(UnstorableValueError, match=problem):
+        ctx.set_progress_json(text)
+    ctx.max_bytes = 1000
+    assert ctx.take_progress_json() == '{"ok": 1}'
+    ctx.set_progress_json(' [1, {"b": "\u00e9"}] ')
+    assert ctx.take_progress_json() == '[1, {"b": "é"}]'
+
+
 def test_error_text_is_cleaned_and_bounded() -> None:
     assert clean_text("a\x00b\ud800c", 100) == "a\\x00b\\ud800c"
     assert clean_text("x" * 50, 10) == "xxxxxxx..."
@@ -132,6 +157,20 @@ def test_failures_of_hostile_exceptions_are_described() -> None:
     assert text.startswith("Unprintable: <Unprintable whose str() failed>\nTraceback")
     assert safe_str(Unprintable()) == "<Unprintable whose str() failed>"
     assert describe(ValueError("bad\x00")) == "ValueError: bad\\x00"
+
+    class TracebackRaises(Exception):
+        @property  # type: ignore[override]
+        def __traceback__(self) -> Any:
+            raise RuntimeError("tb")
+
+    try:
+        raise TracebackRaises("hostile")
+    except TracebackRaises as exc:
+        try:
+            text = format_error(exc)
+        except RuntimeError:  # (not raised: pytest cannot even report this one)
+            text = "format_error raised"
+    assert text == "TracebackRaises: hostile"
     made = AttemptTimeoutError("attempt exceeded the 1s timeout of job type X")
     assert format_error(made) == "AttemptTimeoutError: attempt exceeded the 1s timeout of job type X"
 

@@ -10,10 +10,11 @@
                                                                     └▶ ABANDONED after CANCEL_GRACE
 
 `Attempts` runs them: sync handlers in a thread pool (or child processes: isolation.py), async
-handlers on the event loop; each result is encoded (limits.encode_json) before it is buffered
-in `outcomes`, which the claim loop sends with its next round trip. A timed-out attempt is
-recorded as failed (`AttemptTimeoutError`), one that ignores cancellation is ABANDONED: its
-slot is free, its late result discarded, and it is counted until its handler really ends.
+handlers on the event loop; each result is encoded (limits.encode_json: a sync handler's in
+its own thread or process, off the loop) before it is buffered in `outcomes`, which the claim
+loop sends with its next round trip. A timed-out attempt is recorded as failed
+(`AttemptTimeoutError`), one that ignores cancellation is ABANDONED: its slot is free, its late
+result discarded, and it is counted until its handler really ends.
 
 Stopping an attempt cancels an async handler's task and kills a child process at once. A sync
 handler on a thread cannot be stopped: it sees `ctx.cancelled`; at a timeout or shutdown it is
@@ -185,12 +186,16 @@ class Attempts:
         try:
             try:
                 value = await self._begin(attempt)
-                # A child process sends its result already encoded (and checked).
-                result = value if attempt.in_child else self._encode(value)
-            except asyncio.CancelledError:
-                if not attempt.cancelled_at:
-                    raise  # not the worker's doing (the loop is shutting down)
-                cancelled = True
+                # A sync handler's thread (or child process) encoded its result already.
+                result = value if attempt.in_thread else self._encode(value)
+            except asyncio.CancelledError as exc:
+                if attempt.cancelled_at:
+                    cancelled = True  # the worker stopped it
+                else:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # not the worker's doing (the loop is shutting down)
+                    error = exc  # the handler raised it itself: an ordinary failure
             except OutcomeRefusedError as exc:
                 # Made here, not raised: the worker's own traceback would say nothing.
                 error = PermanentError(str(exc))
@@ -226,11 +231,17 @@ class Attempts:
             )
         elif attempt.span is not None:  # the thread runs in the attempt's trace context
             attempt.future = self._threads.submit(
-                contextvars.copy_context().run, job_type.handler, attempt.ctx
+                contextvars.copy_context().run, self._run_sync, job_type.handler, attempt.ctx
             )
         else:
-            attempt.future = self._threads.submit(job_type.handler, attempt.ctx)
+            attempt.future = self._threads.submit(self._run_sync, job_type.handler, attempt.ctx)
         return asyncio.wrap_future(attempt.future)
+
+    def _run_sync(self, handler: Callable[[JobContext], Any], ctx: JobContext) -> str | None:
+        """In the handler's thread: run it and encode its result there, so that a slow encode
+        (a huge value, a container whose methods block) holds this thread, not the event loop,
+        and the job type's timeout covers it."""
+        return self._encode(handler(ctx))
 
     def _encode(self, value: Any) -> str | None:
         """A result as JSON text the database takes; OutcomeRefusedError says why not."""
@@ -315,7 +326,10 @@ class Attempts:
         self.outcomes.failed.append((job.id, job.attempt, format_error(exc), retry_in))
         what = describe(exc)
         if attempt.span is not None:
-            Tracing.failed(attempt.span, exc, what)
+            try:
+                Tracing.failed(attempt.span, exc, what)
+            except Exception:  # a hostile exception (its traceback raises) is recorded anyway
+                log.debug("Could not record the exception of Job #%d on its span", job.id)
         elapsed = _ms(time.perf_counter() - attempt.started)
         extra = {"tag": "FAIL", **attempt.log_extra}
         if retry_in is not None:

@@ -56,11 +56,11 @@ def format_error(exc: BaseException) -> str:
         return clean_text(exc.formatted, ERROR_MAX_CHARS)
     message = safe_str(exc)
     head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if exc.__traceback__ is None:
-        return clean_text(head, ERROR_MAX_CHARS)
-    try:
+    try:  # a hostile exception's __traceback__ may be a property that raises
+        if exc.__traceback__ is None:
+            return clean_text(head, ERROR_MAX_CHARS)
         lines = traceback.format_exception(exc)
     except Exception:  # a hostile exception can break the formatting too
         lines = []
     tail = "".join(lines[-ERROR_TAIL_LINES:]).rstrip()
-    return clean_text(f"{head}\n{tail}", ERROR_MAX_CHARS)
+    return clean_text(f"{head}\n{tail}" if tail else head, ERROR_MAX_CHARS)
