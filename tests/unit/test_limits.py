@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -84,7 +84,7 @@ def test_numbers() -> None:
         "depends_on must hold job ids (positive integers), got 9223372036854775808"
     )
     assert refused(limits.check_job_id, "depends_on", None).endswith("got null")
-    assert refused(limits.check_job_id, "depends_on", 10**100).endswith("...")  # shown briefly
+    assert refused(limits.check_job_id, "depends_on", 10**100).endswith("got a number of about 100 digits")
     assert refused(limits.check_claim_batch, 10_001) == "batch must be between 1 and 10000, got 10001"
 
 
@@ -184,3 +184,69 @@ def test_printable_escapes_what_a_terminal_would_act_on() -> None:
     assert limits.printable("a\nb\x1b[31mc\u202ed\x9b") == "a\\nb\\x1b[31mc\\u202ed\\x9b"
     assert limits.printable("x\udcff") == "x\\udcff"
     assert limits.printable("q" * 300, 10) == "qqqqqqqqq…"
+
+
+class Hostile:
+    """A value whose str() and repr() raise: messages must not."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    __repr__ = __str__
+
+
+class HostileInt(int):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    __repr__ = __str__
+    __format__ = __str__  # type: ignore[assignment]
+
+
+class HostileZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("no offset for you")
+
+
+HUGE = 10**5000  # str() refuses it (past 4,300 digits)
+
+
+def test_numbers_too_long_to_print_are_shown_by_their_size() -> None:
+    assert limits.number(HUGE) == "a number of about 5000 digits"
+    assert limits.number(-HUGE) == "minus a number of about 5000 digits"
+    assert limits.number(10**39) == str(10**39)
+    assert limits.number(1e300) == "1e+300"
+    assert refused(limits.check_priority, HUGE) == (
+        "priority must be a whole number from -2147483648 to 2147483647, got a number of about 5000 digits"
+    )
+    assert refused(limits.check_max_attempts, HUGE) == (
+        "max_attempts must be at most 1000, got a number of about 5000 digits"
+    )
+    assert refused(limits.check_max_attempts, -HUGE).endswith("got minus a number of about 5000 digits")
+    assert refused(limits.check_job_id, "depends_on", HUGE).endswith("got a number of about 5000 digits")
+    assert refused(limits.check_unique_options, "k", HUGE, "keep") == (
+        "unique_for must be at most 36500d (100 years), got a number of about 5000 digits seconds"
+    )
+    assert refused(limits.check_delay, HUGE, NOW) == (
+        "delay must not reach past 9999-12-31 (UTC), got a number of about 5000 digits seconds"
+    )
+    assert refused(limits.check_delay, -HUGE, NOW).startswith("delay must not be negative, got minus")
+
+
+def test_values_whose_str_raises_are_named_by_their_type() -> None:
+    assert refused(limits.check_priority, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_max_attempts, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert (
+        refused(limits.check_max_attempts, HostileInt(5000)) == "max_attempts must be at most 1000, got 5000"
+    )
+    assert refused(limits.check_job_id, "depends_on", Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_delay, Hostile(), NOW) == (
+        "delay must be a number of seconds, got <Hostile whose repr() failed>"
+    )
+    assert refused(limits.check_unique_options, "k", None, Hostile()).endswith(
+        "got <Hostile whose str() failed>"
+    )
+    assert refused(limits.check_depends_on_mode, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_run_at, datetime(2030, 1, 1, tzinfo=HostileZone())) == (
+        "run_at's time zone could not be read: RuntimeError: no offset for you"
+    )

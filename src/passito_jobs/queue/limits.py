@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from passito_jobs.queue.errors import InvalidJobError, clean_text, safe_str
+from passito_jobs.queue.errors import InvalidJobError, clean_text, first_line, safe_str
 
 MAX_NAME_LENGTH = 128
 """Longest job type or queue name, in characters (a queue name is a NOTIFY payload and an index key)."""
@@ -118,9 +118,20 @@ def check_unique_options(unique_key: str | None, unique_for: object, unique_mode
         raise _fail("unique_mode 'replace' needs a unique_key")
 
 
-def _number(value: float) -> str:
-    """A number as a message shows it: 1e+300 for a float, the digits of an int (briefly)."""
-    return _shown(value) if isinstance(value, int) else f"{value:g}"
+def number(value: float) -> str:
+    """A number as a message shows it: 1e+300 for a float, the digits of an int, or its size
+    when it is long (`a number of about 5000 digits`: str() of a long int is slow, and refused
+    past 4,300 digits). Never calls the value's own __str__ or __format__ (a subclass may raise)."""
+    if isinstance(value, int):
+        whole = int.__int__(value)  # a plain int: a subclass's methods are not called
+        if -(10**40) < whole < 10**40:
+            return int.__repr__(whole)
+        digits = round(whole.bit_length() * 0.30103)
+        return f"{'minus ' if whole < 0 else ''}a number of about {digits} digits"
+    return float.__format__(float(value), "g")
+
+
+_number = number
 
 
 def check_depends_on_mode(value: object) -> str:
@@ -190,9 +201,9 @@ def check_max_attempts(value: object) -> int:
         raise _fail(f"max_attempts must be a whole number, got {_shown(value)}")
     assert isinstance(value, int)
     if value < 1:
-        raise _fail(f"max_attempts must be at least 1, got {value}")
+        raise _fail(f"max_attempts must be at least 1, got {number(value)}")
     if value > MAX_ATTEMPTS:
-        raise _fail(f"max_attempts must be at most {MAX_ATTEMPTS}, got {value}")
+        raise _fail(f"max_attempts must be at most {MAX_ATTEMPTS}, got {number(value)}")
     return value
 
 
@@ -216,12 +227,20 @@ def check_job_id(what: str, value: object) -> int:
 
 
 def check_run_at(value: object) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise _fail("run_at must be a timezone-aware datetime")
+    try:  # the tzinfo is the caller's: its utcoffset() may raise anything
+        offset = value.utcoffset()
+    except Exception as exc:
+        raise _fail(unreadable("run_at's time zone", exc)) from None
+    if offset is None:
         raise _fail("run_at must be a timezone-aware datetime")
     try:
         utc = value.astimezone(UTC)
     except OverflowError:  # 9999-12-31 23:00 at UTC-5 is past year 9999 in UTC
         raise _fail(f"run_at must be {RUN_AT_RANGE}, got {value.isoformat()}") from None
+    except Exception as exc:
+        raise _fail(unreadable("run_at's time zone", exc)) from None
     if utc < EARLIEST_RUN_AT:
         raise _fail(f"run_at must be {RUN_AT_RANGE}, got {utc.year:04d}-{utc:%m-%d %H:%M:%S} UTC")
     return value
@@ -229,12 +248,16 @@ def check_run_at(value: object) -> datetime:
 
 def check_delay(value: object, now: datetime) -> float:
     """A delay in seconds from `now`: finite, not negative, landing no later than 9999-12-31."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise _fail(f"delay must be a number of seconds, got {value!r}")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or (isinstance(value, float) and not math.isfinite(value))  # an int is finite, if huge
+    ):
+        raise _fail(f"delay must be a number of seconds, got {shown(value, quoted=True)}")
     if value < 0:
-        raise _fail(f"delay must not be negative, got {value:g}")
+        raise _fail(f"delay must not be negative, got {number(value)}")
     if value > (LATEST_RUN_AT - now).total_seconds():
-        raise _fail(f"delay must not reach past 9999-12-31 (UTC), got {value:g} seconds")
+        raise _fail(f"delay must not reach past 9999-12-31 (UTC), got {number(value)} seconds")
     return float(value)
 
 
@@ -511,12 +534,32 @@ def nesting_depth(value: object, stop_after: int = MAX_NESTING) -> int:
     return deepest
 
 
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: JSON spelling for None and text, briefly."""
+def shown(value: object, *, quoted: bool = False) -> str:
+    """A refused value as a message shows it: JSON spelling for None and text, a long number by
+    its size, briefly; `quoted`: repr() rather than str() for other values. A value whose
+    __str__ or __repr__ raises is named by its type."""
     if value is None:
         return "null"
-    text = repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return number(value)
+    text = safe_repr(value) if quoted or isinstance(value, str) else safe_str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_shown = shown
+
+
+def safe_repr(value: object) -> str:
+    """repr(value), or a placeholder when its __repr__ raises."""
+    try:
+        return repr(value)
+    except Exception:  # anything may come out of user code
+        return f"<{type(value).__name__} whose repr() failed>"
+
+
+def unreadable(what: str, exc: BaseException) -> str:
+    """The message for a value whose own methods raised while it was read (a hostile mapping)."""
+    return f"{what} could not be read: {type(exc).__name__}: {first_line(exc, sqlstate=False)}"
 
 
 def printable(text: str, limit: int | None = None) -> str:
