@@ -168,6 +168,15 @@ def encode_metadata(value: object) -> str | None:
         return None
     if not isinstance(value, Mapping):
         raise _fail(f"metadata must be a JSON object, got {json_type(value)}")
+    try:  # a Mapping of the caller's: its own methods may raise anything
+        return _encode_metadata(value)
+    except InvalidJobError:
+        raise
+    except Exception as exc:
+        raise _fail(unreadable("metadata", exc)) from None
+
+
+def _encode_metadata(value: Mapping[str, Any]) -> str | None:
     if not value:
         return None
     text = encode_json(
@@ -325,6 +334,26 @@ def encode_json(
         raise error(_too_deep(what, max_nesting)) from None
     except Exception as exc:  # a container's own methods may raise anything
         raise error(_explain(value, what, exc)) from None
+    try:  # the checks below walk the value again: a container's methods may raise this time
+        _check_text(value, text, what, max_bytes=max_bytes, max_nesting=max_nesting, error=error)
+    except error:
+        raise
+    except Exception as exc:
+        raise error(unreadable(what, exc)) from None
+    return text
+
+
+def _check_text(
+    value: Any,
+    text: str,
+    what: str,
+    *,
+    max_bytes: int | None,
+    max_nesting: int | None,
+    error: type[Exception],
+) -> None:
+    """The rules `encode_json` checks on the JSON text of `value` (and on `value` when the text
+    hints at a problem)."""
     size = len(text)  # ASCII, the usual case: one byte per character, no surrogate possible
     if not text.isascii():
         try:
@@ -339,6 +368,13 @@ def encode_json(
     # regex exact (an escaped backslash followed by "u0000" is text, not NUL).
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise error(_explain(value, what, None) or f"{what} {_RULE_NUL}")
+    # A key that is not text (1, True, None) is written as text ("1", "true", "null"), and may
+    # then be the same as another key of its object: jsonb would keep only the last. Only a key
+    # written so hints at it; the usual value, with text keys only, is not walked.
+    if _NON_TEXT_KEY.search(text):
+        collision = _key_collision(value, what)
+        if collision is not None:
+            raise error(f"{what} {_RULE_SAME_KEY}: {collision}")
     # Cheap bounds first: nesting deeper than the limit takes more brackets (and twice as many
     # characters) than that.
     if (
@@ -348,7 +384,6 @@ def encode_json(
         and nesting_depth(value, max_nesting) > max_nesting
     ):
         raise error(_too_deep(what, max_nesting))
-    return text
 
 
 def _numeric_growth(value: Any) -> int:
@@ -411,6 +446,10 @@ _RULE_UNICODE = "must be valid Unicode text (it holds an unpaired surrogate)"
 _RULE_TYPE = "must hold only JSON values (dicts, lists, strings, numbers, booleans and None)"
 _RULE_KEY = "must hold only JSON values (object keys are strings)"
 _RULE_WRITE = "cannot be written as JSON"
+_RULE_SAME_KEY = "must not hold two keys that are the same once written as JSON text"
+# How the encoder writes a key that is not a string (a number, true, false, null), right after
+# the `{` or `, ` before it: inside a string value the quote would be escaped.
+_NON_TEXT_KEY = re.compile(r'(?:\{|, )"(?:-?[0-9][0-9.eE+-]*|true|false|null)": ')
 _MAX_NODES = 1_000_000  # bound the search for what is wrong in a huge value
 _MAX_KEY_REPR = 40
 _MAX_PATH = 200
@@ -445,6 +484,30 @@ def _find_problem(value: Any, root: str) -> tuple[str, str] | None:
                 if found is not None:
                     return found[0], f"{found[1]} {_short(path)}"
     return None
+
+
+def _key_collision(value: Any, root: str) -> str | None:
+    """Where two keys of one object are written the same (`1 and '1' as keys at payload`)."""
+    for node, path in _walk(value, root):
+        if isinstance(node, dict) and not all(type(key) is str for key in node):
+            written: dict[str, Any] = {}
+            for key in list(node):
+                text = _written_key(key)
+                if text in written:
+                    return f"{_key_repr(written[text])} and {_key_repr(key)} as keys at {_short(path)}"
+                written[text] = key
+    return None
+
+
+def _written_key(key: Any) -> str:
+    """A key as the json module writes it."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is True or key is False or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return float.__repr__(key)
 
 
 def _walk(value: Any, root: str) -> Iterator[tuple[Any, str]]:
