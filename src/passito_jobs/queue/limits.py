@@ -39,6 +39,8 @@ MAX_NESTING = 100
 """Deepest nesting of a payload: values inside more than this many objects or arrays are refused
 (Python's JSON decoder, which loads the payload in the worker, stops near 1,000)."""
 MAX_ATTEMPTS = 1000
+MAX_PARENTS = 100_000
+"""Most parent job ids on one job (`depends_on`); Python reads no more than one past it."""
 MAX_TAGS = 20
 """Most tags on one job (`dispatch(..., tags=[...])`, `--tag`)."""
 MAX_TAG_LENGTH = 100
