@@ -130,6 +130,23 @@ def test_dispatch_many_names_the_bad_item(conn: Conn) -> None:
     assert count_states(conn) == {}
 
 
+def test_a_job_request_takes_a_timedelta_as_dispatch_does(conn: Conn, store: Store) -> None:
+    ids = dispatch_many(
+        [JobRequest("Noop", delay=timedelta(minutes=1)), {"type": "Noop", "delay": timedelta(minutes=1)}],  # type: ignore[arg-type]
+        conn=conn,
+    )
+    for job_id in ids:
+        job = store.get_job(job_id)
+        assert job is not None
+        assert job.created_at + timedelta(seconds=55) < job.run_at < job.created_at + timedelta(seconds=65)
+
+
+def test_dispatch_many_refuses_items_that_are_not_jobs_and_writes_nothing(conn: Conn) -> None:
+    with pytest.raises(InvalidJobError, match=r"^job 1: must be a JobRequest or a mapping, got int$"):
+        dispatch_many([JobRequest("Noop"), 5], conn=conn)  # type: ignore[list-item]
+    assert count_states(conn) == {}
+
+
 def test_dispatch_many_rejects_unknown_parents_atomically(conn: Conn) -> None:
     with pytest.raises(InvalidJobError, match="unknown parent"):
         dispatch_many([JobRequest("Noop"), JobRequest("Noop", depends_on=(999999,))], conn=conn)

@@ -432,7 +432,7 @@ BAD_PYTHON: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "huge int": (
         {"unique_key": "k", "unique_for": 10**400},
-        "unique_for must be at most 36500d (100 years), got 1000",
+        "unique_for must be at most 36500d (100 years), got a number of about 400 digits seconds",
     ),
     "text": ({"unique_key": "k", "unique_for": "5m"}, "unique_for must be a duration in seconds, got string"),
     "bool": (

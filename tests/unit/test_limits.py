@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -84,7 +84,7 @@ def test_numbers() -> None:
         "depends_on must hold job ids (positive integers), got 9223372036854775808"
     )
     assert refused(limits.check_job_id, "depends_on", None).endswith("got null")
-    assert refused(limits.check_job_id, "depends_on", 10**100).endswith("...")  # shown briefly
+    assert refused(limits.check_job_id, "depends_on", 10**100).endswith("got a number of about 100 digits")
     assert refused(limits.check_claim_batch, 10_001) == "batch must be between 1 and 10000, got 10001"
 
 
@@ -184,3 +184,140 @@ def test_printable_escapes_what_a_terminal_would_act_on() -> None:
     assert limits.printable("a\nb\x1b[31mc\u202ed\x9b") == "a\\nb\\x1b[31mc\\u202ed\\x9b"
     assert limits.printable("x\udcff") == "x\\udcff"
     assert limits.printable("q" * 300, 10) == "qqqqqqqqq…"
+
+
+class Hostile:
+    """A value whose str() and repr() raise: messages must not."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    __repr__ = __str__
+
+
+class HostileInt(int):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    __repr__ = __str__
+    __format__ = __str__  # type: ignore[assignment]
+
+
+class HostileZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("no offset for you")
+
+
+HUGE = 10**5000  # str() refuses it (past 4,300 digits)
+
+
+def test_numbers_too_long_to_print_are_shown_by_their_size() -> None:
+    assert limits.number(HUGE) == "a number of about 5000 digits"
+    assert limits.number(-HUGE) == "minus a number of about 5000 digits"
+    assert limits.number(10**39) == str(10**39)
+    assert limits.number(1e300) == "1e+300"
+    assert refused(limits.check_priority, HUGE) == (
+        "priority must be a whole number from -2147483648 to 2147483647, got a number of about 5000 digits"
+    )
+    assert refused(limits.check_max_attempts, HUGE) == (
+        "max_attempts must be at most 1000, got a number of about 5000 digits"
+    )
+    assert refused(limits.check_max_attempts, -HUGE).endswith("got minus a number of about 5000 digits")
+    assert refused(limits.check_job_id, "depends_on", HUGE).endswith("got a number of about 5000 digits")
+    assert refused(limits.check_unique_options, "k", HUGE, "keep") == (
+        "unique_for must be at most 36500d (100 years), got a number of about 5000 digits seconds"
+    )
+    assert refused(limits.check_delay, HUGE, NOW) == (
+        "delay must not reach past 9999-12-31 (UTC), got a number of about 5000 digits seconds"
+    )
+    assert refused(limits.check_delay, -HUGE, NOW).startswith("delay must not be negative, got minus")
+
+
+def test_values_whose_str_raises_are_named_by_their_type() -> None:
+    assert refused(limits.check_priority, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_max_attempts, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert (
+        refused(limits.check_max_attempts, HostileInt(5000)) == "max_attempts must be at most 1000, got 5000"
+    )
+    assert refused(limits.check_job_id, "depends_on", Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_delay, Hostile(), NOW) == (
+        "delay must be a number of seconds, got <Hostile whose repr() failed>"
+    )
+    assert refused(limits.check_unique_options, "k", None, Hostile()).endswith(
+        "got <Hostile whose str() failed>"
+    )
+    assert refused(limits.check_depends_on_mode, Hostile()).endswith("got <Hostile whose str() failed>")
+    assert refused(limits.check_run_at, datetime(2030, 1, 1, tzinfo=HostileZone())) == (
+        "run_at's time zone could not be read: RuntimeError: no offset for you"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({1: "a", "1": "b"}, "1 and '1' as keys at payload"),
+        ({True: 1, "true": 2}, "True and 'true' as keys at payload"),
+        ({"x": [{"null": 1, None: 2}]}, "'null' and None as keys at payload['x'][0]"),
+        ({"x": {1.5: 1, "1.5": 2}}, "1.5 and '1.5' as keys at payload['x']"),
+        ({"a": 1, -7: 2, "-7": 3}, "-7 and '-7' as keys at payload"),
+    ],
+)
+def test_keys_that_are_the_same_once_written_are_refused(value: dict[Any, Any], message: str) -> None:
+    """json writes 1 and "1" both as "1": jsonb would keep one value, and lose the other."""
+    rule = "payload must not hold two keys that are the same once written as JSON text: "
+    assert refused(limits.encode_payload, value) == rule + message
+    assert refused(limits.encode_metadata, value).startswith("metadata must not hold two keys")
+    with pytest.raises(limits.UnstorableValueError, match=r"^result must not hold two keys"):
+        limits.encode_json({"r": value}, what="result")
+
+
+def test_keys_that_only_look_alike_are_fine() -> None:
+    assert (
+        limits.encode_payload({1: "a", "2": "b", None: 1, False: 2})
+        == '{"1": "a", "2": "b", "null": 1, "false": 2}'
+    )
+    assert limits.encode_payload({"a": '{"1": 2}', "1": 3}) == '{"a": "{\\"1\\": 2}", "1": 3}'
+
+
+json_keys = st.text(alphabet="1tn", max_size=2) | st.integers(-2, 12) | st.booleans() | st.none()
+
+
+@given(st.dictionaries(json_keys, st.integers(), max_size=6))
+def test_a_payload_with_keys_of_any_kind_loses_none_of_them(payload: dict[Any, int]) -> None:
+    reason = ""
+    try:
+        text = limits.encode_payload(payload)
+    except InvalidJobError as exc:
+        reason = str(exc)
+    if reason:
+        assert reason.startswith("payload must not hold two keys that are the same once written as JSON text")
+    else:
+        assert len(json.loads(text)) == len(payload)
+
+
+class HostileDict(dict[str, Any]):
+    """A mapping whose methods raise, but for those the JSON encoder uses."""
+
+    def values(self) -> Any:
+        raise RuntimeError("no values for you")
+
+    def get(self, *args: Any) -> Any:
+        raise RuntimeError("no get for you")
+
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("no in for you")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len for you")
+
+
+def test_a_mapping_whose_methods_raise_is_refused_with_its_name() -> None:
+    deep_and_hostile = {"a": HostileDict({"b": [[[1]]] * 100})}  # long enough for the nesting walk
+    assert refused(limits.encode_payload, deep_and_hostile) == (
+        "payload could not be read: RuntimeError: no values for you"
+    )
+    assert refused(limits.encode_metadata, HostileDict({"a": 1})) == (
+        "metadata could not be read: RuntimeError: no len for you"
+    )
+    with pytest.raises(limits.UnstorableValueError, match=r"^result could not be read: RuntimeError"):
+        limits.encode_json(deep_and_hostile, what="result", max_nesting=100)

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
+import psycopg
+
 from passito_jobs.queue import limits
 from passito_jobs.queue.connection import Conn, ConnectionHandle
 from passito_jobs.queue.errors import DatabaseUnavailableError, InvalidJobError
@@ -47,7 +49,7 @@ defaults = DispatchDefaults()
 
 def validate(request: JobRequest) -> JobRequest:
     """Check one request; raise InvalidJobError naming the bad argument (limits.py's rules)."""
-    _checked(request, max_payload_bytes())
+    _checked(_normalized(request), max_payload_bytes())
     return request
 
 
@@ -67,14 +69,15 @@ def _check_fields(request: JobRequest) -> None:
     limits.check_max_attempts(request.max_attempts)
     parents = request.depends_on
     if type(parents) is not tuple or parents:  # the usual job has none: nothing to look at
-        if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
-            raise InvalidJobError("depends_on must be a list of job ids")
+        parents = _id_tuple(parents)
+        if len(parents) > limits.MAX_PARENTS:
+            raise InvalidJobError(f"depends_on must hold at most {limits.MAX_PARENTS} job ids, got more")
         for parent in parents:
             limits.check_job_id("depends_on", parent)
     limits.check_unique_key(request.unique_key)
-    if request.unique_for is not None or request.unique_mode != "keep":
+    if request.unique_for is not None or not _is(request.unique_mode, "keep"):
         limits.check_unique_options(request.unique_key, request.unique_for, request.unique_mode)
-    if request.depends_on_mode != "completed":
+    if not _is(request.depends_on_mode, "completed"):
         limits.check_depends_on_mode(request.depends_on_mode)
     if request.concurrency_key is not None:
         limits.check_name("concurrency_key", request.concurrency_key)
@@ -82,6 +85,11 @@ def _check_fields(request: JobRequest) -> None:
         limits.check_tags(request.tags)
     if request.metadata is not None:
         limits.encode_metadata(request.metadata)
+
+
+def _is(value: object, text: str) -> bool:
+    """`value == text` for a plain string, without calling a caller's object's __eq__."""
+    return type(value) is str and value == text
 
 
 def _checked(request: JobRequest, max_bytes: int) -> str:
@@ -96,7 +104,10 @@ def _traced(metadata: Mapping[str, Any] | None, context: dict[str, str] | None) 
         return metadata  # nothing to add, or metadata that fails its check anyway
     if metadata is None:
         return context
-    return metadata if "traceparent" in metadata else {**context, **metadata}
+    try:
+        return metadata if "traceparent" in metadata else {**context, **metadata}
+    except Exception as exc:  # a Mapping of the caller's may raise anything
+        raise InvalidJobError(limits.unreadable("metadata", exc)) from None
 
 
 def max_payload_bytes() -> int:
@@ -111,11 +122,24 @@ _shared = ConnectionHandle(lambda: defaults.connect())  # noqa: PLW0108 - read a
 def _with_store(conn: Conn | None, action: Callable[[Store], T]) -> T:
     if conn is None:
         return _shared.run(lambda shared: action(Store(shared)))
+    if not isinstance(conn, psycopg.Connection):
+        raise TypeError(f"conn must be a psycopg connection (or None), got {type(conn).__name__}")
     return action(Store(conn))
 
 
 def _seconds(delay: float | timedelta | None) -> float | None:
     return delay.total_seconds() if isinstance(delay, timedelta) else delay
+
+
+def _normalized(request: JobRequest) -> JobRequest:
+    """A JobRequest as `dispatch` builds one: parents and tags read into tuples (of an endless
+    iterable, no more than one past the limit)."""
+    changes: dict[str, Any] = {}
+    if type(request.depends_on) is not tuple:
+        changes["depends_on"] = _id_tuple(request.depends_on)
+    if type(request.tags) is not tuple:
+        changes["tags"] = _tag_tuple(request.tags)
+    return replace(request, **changes) if changes else request
 
 
 def dispatch(
@@ -152,8 +176,6 @@ def dispatch(
     (up to 16 KiB), where the caller's trace context goes too. `conn`: dispatch inside your
     transaction.
     """
-    if isinstance(depends_on, str | bytes):
-        raise InvalidJobError("depends_on must be a list of job ids")
     request = JobRequest(
         type=type,
         payload=payload if payload is not None else {},
@@ -161,7 +183,7 @@ def dispatch(
         priority=priority,
         delay=_seconds(delay),
         run_at=run_at,
-        depends_on=tuple(depends_on),
+        depends_on=_id_tuple(depends_on),
         max_attempts=max_attempts,
         unique_key=unique_key,
         concurrency_key=concurrency_key,
@@ -185,7 +207,7 @@ def dispatch_many(
     Each item is a JobRequest or a mapping of `dispatch`'s arguments
     (`{"type": "Noop", "payload": {...}, "queue": "emails"}`).
     """
-    checked = _requests(requests)
+    checked = _requests(requests, "requests")
     if not checked:
         return []
     # The store checks the payloads: before writing anything in your transaction, or while it
@@ -194,14 +216,16 @@ def dispatch_many(
     return _with_store(conn, lambda store: store.dispatch_many(checked, max_payload_bytes=max_bytes))
 
 
-def _requests(items: Iterable[JobRequest | Mapping[str, Any]]) -> list[JobRequest]:
+def _requests(items: Iterable[JobRequest | Mapping[str, Any]], what: str) -> list[JobRequest]:
     """Requests for `dispatch_many`, with the caller's trace context, every field but the
-    payloads checked (`job N: ...` names a bad one)."""
+    payloads checked (`job N: ...` names a bad one; `what`: the argument that holds them)."""
+    if isinstance(items, str | bytes | Mapping | JobRequest) or not isinstance(items, Iterable):
+        raise InvalidJobError(f"{what} must be a list of JobRequests or mappings, got {type(items).__name__}")
     checked: list[JobRequest] = []
     context = defaults.trace_context()
     for index, item in enumerate(items):
         try:
-            request = item if isinstance(item, JobRequest) else _request_from_mapping(item)
+            request = _request(item, "a JobRequest or a mapping")
             if context is not None:
                 request = replace(request, metadata=_traced(request.metadata, context))
             _check_fields(request)
@@ -230,15 +254,14 @@ def dispatch_batch(
     Items are as for `dispatch_many`; `on_finish` is the finish job: a JobRequest, a mapping of
     `dispatch`'s arguments, or just a job type. Parents it names itself are kept.
     """
-    finish = JobRequest(on_finish) if isinstance(on_finish, str) else on_finish
     try:
-        if not isinstance(finish, JobRequest):
-            finish = _request_from_mapping(finish)
+        finish = JobRequest(on_finish) if isinstance(on_finish, str) else on_finish
+        finish = _request(finish, "a JobRequest, a mapping or a job type")
         finish = replace(finish, metadata=_traced(finish.metadata, defaults.trace_context()))
         finish_json = _checked(finish, max_bytes := max_payload_bytes())
     except InvalidJobError as exc:
         raise InvalidJobError(f"on_finish: {exc}") from None
-    batch = _requests(jobs)
+    batch = _requests(jobs, "jobs")
 
     def run(store: Store) -> Batch:
         atomic = store.conn.transaction() if store.conn.autocommit else contextlib.nullcontext()
@@ -251,23 +274,45 @@ def dispatch_batch(
     return _with_store(conn, run)
 
 
-def _request_from_mapping(item: Mapping[str, Any]) -> JobRequest:
-    fields = dict(item)
+def _request(item: object, expected: str) -> JobRequest:
+    """`item` (a JobRequest or a mapping of `dispatch`'s arguments) as a normalized JobRequest."""
+    if isinstance(item, JobRequest):
+        return _normalized(item)
+    if not isinstance(item, Mapping):
+        raise InvalidJobError(f"must be {expected}, got {type(item).__name__}")
+    try:
+        fields = dict(item)
+    except Exception as exc:  # a Mapping of the caller's may raise anything
+        raise InvalidJobError(limits.unreadable("the mapping", exc)) from None
+    return _request_from_mapping(fields)
+
+
+def _request_from_mapping(fields: dict[Any, Any]) -> JobRequest:
     unknown = set(fields) - set(JobRequest.__dataclass_fields__)
     if unknown:
-        raise InvalidJobError(f"unknown argument(s): {', '.join(sorted(unknown))}")
+        names = sorted(key if isinstance(key, str) else limits.shown(key, quoted=True) for key in unknown)
+        raise InvalidJobError(f"unknown argument(s): {', '.join(names)}")
     if "type" not in fields:
         raise InvalidJobError("job type is missing")
     fields["delay"] = _seconds(fields.get("delay"))
     fields["unique_for"] = _seconds(fields.get("unique_for"))
     if fields.get("payload") is None:
         fields["payload"] = {}
-    parents = fields.get("depends_on", ())
-    if isinstance(parents, str | bytes) or not isinstance(parents, Iterable):
-        raise InvalidJobError("depends_on must be a list of job ids")
-    fields["depends_on"] = tuple(parents)
+    fields["depends_on"] = _id_tuple(fields.get("depends_on", ()))
     fields["tags"] = _tag_tuple(fields.get("tags", ()))
     return JobRequest(**fields)
+
+
+def _id_tuple(parents: object) -> tuple[Any, ...]:
+    """Parent ids as a tuple; of an endless iterable, no more than one past the limit."""
+    if isinstance(parents, str | bytes | Mapping) or not isinstance(parents, Iterable):
+        raise InvalidJobError(f"depends_on must be a list of job ids, got {type(parents).__name__}")
+    if isinstance(parents, list | tuple):
+        return tuple(parents)
+    try:  # a generator or an iterable of the caller's may raise anything
+        return tuple(islice(parents, limits.MAX_PARENTS + 1))
+    except Exception as exc:
+        raise InvalidJobError(limits.unreadable("depends_on", exc)) from None
 
 
 def _tag_tuple(tags: object) -> tuple[Any, ...]:

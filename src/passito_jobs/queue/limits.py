@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from passito_jobs.queue.errors import InvalidJobError, clean_text, safe_str
+from passito_jobs.queue.errors import InvalidJobError, clean_text, first_line, safe_str
 
 MAX_NAME_LENGTH = 128
 """Longest job type or queue name, in characters (a queue name is a NOTIFY payload and an index key)."""
@@ -39,6 +39,8 @@ MAX_NESTING = 100
 """Deepest nesting of a payload: values inside more than this many objects or arrays are refused
 (Python's JSON decoder, which loads the payload in the worker, stops near 1,000)."""
 MAX_ATTEMPTS = 1000
+MAX_PARENTS = 100_000
+"""Most parent job ids on one job (`depends_on`); Python reads no more than one past it."""
 MAX_TAGS = 20
 """Most tags on one job (`dispatch(..., tags=[...])`, `--tag`)."""
 MAX_TAG_LENGTH = 100
@@ -118,9 +120,20 @@ def check_unique_options(unique_key: str | None, unique_for: object, unique_mode
         raise _fail("unique_mode 'replace' needs a unique_key")
 
 
-def _number(value: float) -> str:
-    """A number as a message shows it: 1e+300 for a float, the digits of an int (briefly)."""
-    return _shown(value) if isinstance(value, int) else f"{value:g}"
+def number(value: float) -> str:
+    """A number as a message shows it: 1e+300 for a float, the digits of an int, or its size
+    when it is long (`a number of about 5000 digits`: str() of a long int is slow, and refused
+    past 4,300 digits). Never calls the value's own __str__ or __format__ (a subclass may raise)."""
+    if isinstance(value, int):
+        whole = int.__int__(value)  # a plain int: a subclass's methods are not called
+        if -(10**40) < whole < 10**40:
+            return int.__repr__(whole)
+        digits = round(whole.bit_length() * 0.30103)
+        return f"{'minus ' if whole < 0 else ''}a number of about {digits} digits"
+    return float.__format__(float(value), "g")
+
+
+_number = number
 
 
 def check_depends_on_mode(value: object) -> str:
@@ -157,6 +170,15 @@ def encode_metadata(value: object) -> str | None:
         return None
     if not isinstance(value, Mapping):
         raise _fail(f"metadata must be a JSON object, got {json_type(value)}")
+    try:  # a Mapping of the caller's: its own methods may raise anything
+        return _encode_metadata(value)
+    except InvalidJobError:
+        raise
+    except Exception as exc:
+        raise _fail(unreadable("metadata", exc)) from None
+
+
+def _encode_metadata(value: Mapping[str, Any]) -> str | None:
     if not value:
         return None
     text = encode_json(
@@ -190,9 +212,9 @@ def check_max_attempts(value: object) -> int:
         raise _fail(f"max_attempts must be a whole number, got {_shown(value)}")
     assert isinstance(value, int)
     if value < 1:
-        raise _fail(f"max_attempts must be at least 1, got {value}")
+        raise _fail(f"max_attempts must be at least 1, got {number(value)}")
     if value > MAX_ATTEMPTS:
-        raise _fail(f"max_attempts must be at most {MAX_ATTEMPTS}, got {value}")
+        raise _fail(f"max_attempts must be at most {MAX_ATTEMPTS}, got {number(value)}")
     return value
 
 
@@ -216,12 +238,20 @@ def check_job_id(what: str, value: object) -> int:
 
 
 def check_run_at(value: object) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise _fail("run_at must be a timezone-aware datetime")
+    try:  # the tzinfo is the caller's: its utcoffset() may raise anything
+        offset = value.utcoffset()
+    except Exception as exc:
+        raise _fail(unreadable("run_at's time zone", exc)) from None
+    if offset is None:
         raise _fail("run_at must be a timezone-aware datetime")
     try:
         utc = value.astimezone(UTC)
     except OverflowError:  # 9999-12-31 23:00 at UTC-5 is past year 9999 in UTC
         raise _fail(f"run_at must be {RUN_AT_RANGE}, got {value.isoformat()}") from None
+    except Exception as exc:
+        raise _fail(unreadable("run_at's time zone", exc)) from None
     if utc < EARLIEST_RUN_AT:
         raise _fail(f"run_at must be {RUN_AT_RANGE}, got {utc.year:04d}-{utc:%m-%d %H:%M:%S} UTC")
     return value
@@ -229,12 +259,16 @@ def check_run_at(value: object) -> datetime:
 
 def check_delay(value: object, now: datetime) -> float:
     """A delay in seconds from `now`: finite, not negative, landing no later than 9999-12-31."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise _fail(f"delay must be a number of seconds, got {value!r}")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or (isinstance(value, float) and not math.isfinite(value))  # an int is finite, if huge
+    ):
+        raise _fail(f"delay must be a number of seconds, got {shown(value, quoted=True)}")
     if value < 0:
-        raise _fail(f"delay must not be negative, got {value:g}")
+        raise _fail(f"delay must not be negative, got {number(value)}")
     if value > (LATEST_RUN_AT - now).total_seconds():
-        raise _fail(f"delay must not reach past 9999-12-31 (UTC), got {value:g} seconds")
+        raise _fail(f"delay must not reach past 9999-12-31 (UTC), got {number(value)} seconds")
     return float(value)
 
 
@@ -302,6 +336,26 @@ def encode_json(
         raise error(_too_deep(what, max_nesting)) from None
     except Exception as exc:  # a container's own methods may raise anything
         raise error(_explain(value, what, exc)) from None
+    try:  # the checks below walk the value again: a container's methods may raise this time
+        _check_text(value, text, what, max_bytes=max_bytes, max_nesting=max_nesting, error=error)
+    except error:
+        raise
+    except Exception as exc:
+        raise error(unreadable(what, exc)) from None
+    return text
+
+
+def _check_text(
+    value: Any,
+    text: str,
+    what: str,
+    *,
+    max_bytes: int | None,
+    max_nesting: int | None,
+    error: type[Exception],
+) -> None:
+    """The rules `encode_json` checks on the JSON text of `value` (and on `value` when the text
+    hints at a problem)."""
     size = len(text)  # ASCII, the usual case: one byte per character, no surrogate possible
     if not text.isascii():
         try:
@@ -316,6 +370,13 @@ def encode_json(
     # regex exact (an escaped backslash followed by "u0000" is text, not NUL).
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise error(_explain(value, what, None) or f"{what} {_RULE_NUL}")
+    # A key that is not text (1, True, None) is written as text ("1", "true", "null"), and may
+    # then be the same as another key of its object: jsonb would keep only the last. Only a key
+    # written so hints at it; the usual value, with text keys only, is not walked.
+    if _NON_TEXT_KEY.search(text):
+        collision = _key_collision(value, what)
+        if collision is not None:
+            raise error(f"{what} {_RULE_SAME_KEY}: {collision}")
     # Cheap bounds first: nesting deeper than the limit takes more brackets (and twice as many
     # characters) than that.
     if (
@@ -325,7 +386,6 @@ def encode_json(
         and nesting_depth(value, max_nesting) > max_nesting
     ):
         raise error(_too_deep(what, max_nesting))
-    return text
 
 
 def _numeric_growth(value: Any) -> int:
@@ -388,6 +448,10 @@ _RULE_UNICODE = "must be valid Unicode text (it holds an unpaired surrogate)"
 _RULE_TYPE = "must hold only JSON values (dicts, lists, strings, numbers, booleans and None)"
 _RULE_KEY = "must hold only JSON values (object keys are strings)"
 _RULE_WRITE = "cannot be written as JSON"
+_RULE_SAME_KEY = "must not hold two keys that are the same once written as JSON text"
+# How the encoder writes a key that is not a string (a number, true, false, null), right after
+# the `{` or `, ` before it: inside a string value the quote would be escaped.
+_NON_TEXT_KEY = re.compile(r'(?:\{|, )"(?:-?[0-9][0-9.eE+-]*|true|false|null)": ')
 _MAX_NODES = 1_000_000  # bound the search for what is wrong in a huge value
 _MAX_KEY_REPR = 40
 _MAX_PATH = 200
@@ -422,6 +486,30 @@ def _find_problem(value: Any, root: str) -> tuple[str, str] | None:
                 if found is not None:
                     return found[0], f"{found[1]} {_short(path)}"
     return None
+
+
+def _key_collision(value: Any, root: str) -> str | None:
+    """Where two keys of one object are written the same (`1 and '1' as keys at payload`)."""
+    for node, path in _walk(value, root):
+        if isinstance(node, dict) and not all(type(key) is str for key in node):
+            written: dict[str, Any] = {}
+            for key in list(node):
+                text = _written_key(key)
+                if text in written:
+                    return f"{_key_repr(written[text])} and {_key_repr(key)} as keys at {_short(path)}"
+                written[text] = key
+    return None
+
+
+def _written_key(key: Any) -> str:
+    """A key as the json module writes it."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is True or key is False or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return float.__repr__(key)
 
 
 def _walk(value: Any, root: str) -> Iterator[tuple[Any, str]]:
@@ -511,12 +599,32 @@ def nesting_depth(value: object, stop_after: int = MAX_NESTING) -> int:
     return deepest
 
 
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: JSON spelling for None and text, briefly."""
+def shown(value: object, *, quoted: bool = False) -> str:
+    """A refused value as a message shows it: JSON spelling for None and text, a long number by
+    its size, briefly; `quoted`: repr() rather than str() for other values. A value whose
+    __str__ or __repr__ raises is named by its type."""
     if value is None:
         return "null"
-    text = repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return number(value)
+    text = safe_repr(value) if quoted or isinstance(value, str) else safe_str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_shown = shown
+
+
+def safe_repr(value: object) -> str:
+    """repr(value), or a placeholder when its __repr__ raises."""
+    try:
+        return repr(value)
+    except Exception:  # anything may come out of user code
+        return f"<{type(value).__name__} whose repr() failed>"
+
+
+def unreadable(what: str, exc: BaseException) -> str:
+    """The message for a value whose own methods raised while it was read (a hostile mapping)."""
+    return f"{what} could not be read: {type(exc).__name__}: {first_line(exc, sqlstate=False)}"
 
 
 def printable(text: str, limit: int | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -38,7 +38,8 @@ class JobState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One job to dispatch (the arguments of `dispatch`, for `dispatch_many`)."""
+    """One job to dispatch (the arguments of `dispatch`, for `dispatch_many`): `delay` and
+    `unique_for` in seconds or as a timedelta, as `dispatch` takes them."""
 
     type: str
     payload: Mapping[str, Any] = field(default_factory=dict)
@@ -55,6 +56,15 @@ class JobRequest:
     unique_for: float | None = None  # seconds
     unique_mode: str = "keep"
     depends_on_mode: str = "completed"
+
+    def __post_init__(self) -> None:
+        # A timedelta becomes its seconds, as `dispatch` takes it (frozen: set through object).
+        delay: object = self.delay
+        if isinstance(delay, timedelta):
+            object.__setattr__(self, "delay", delay.total_seconds())
+        unique_for: object = self.unique_for
+        if isinstance(unique_for, timedelta):
+            object.__setattr__(self, "unique_for", unique_for.total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,8 @@ def wait(
     """
     limits.check_job_id("job_id", job_id)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_TIMEOUT:
-        raise ValueError(f"timeout must be 0 to {MAX_TIMEOUT:.0f} seconds, got {timeout!r}")
+        shown = limits.shown(timeout, quoted=True)
+        raise ValueError(f"timeout must be 0 to {MAX_TIMEOUT:.0f} seconds, got {shown}")
     conn = (connect or dispatch.defaults.connect)()
     try:
         return _wait(conn, job_id, time.monotonic() + timeout, listen=listen)
