@@ -43,6 +43,7 @@ from passito_jobs.queue.limits import (
     check_name,
     encode_json,
     load_json,
+    number,
     printable,
 )
 from passito_jobs.queue.models import ParentOutcome
@@ -84,7 +85,8 @@ class Snooze(Exception):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"Snooze takes seconds (a number or a timedelta), got {type(seconds).__name__}")
         if not 0 <= value <= MAX_SNOOZE_SECONDS:  # NaN fails this too
-            raise ValueError(f"Snooze takes 0 to {MAX_SNOOZE_SECONDS:.0f} seconds (100 years), got {value!r}")
+            most = f"{MAX_SNOOZE_SECONDS:.0f} seconds (100 years)"
+            raise ValueError(f"Snooze takes 0 to {most}, got {number(value)}")
         super().__init__(float(value))
         self.seconds = float(value)
 

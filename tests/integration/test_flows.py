@@ -378,6 +378,18 @@ def test_dispatch_batch_is_one_transaction(conn: Conn) -> None:
     with pytest.raises(InvalidJobError, match="on_finish: unique_mode must be 'keep' or 'replace'"):
         dispatch_batch([{"type": "Noop"}], on_finish={"type": "Noop", "unique_mode": "x"}, conn=conn)
     assert count_states(conn) == {}
+    # A finish job with a unique key could come back as an existing job that does not wait for
+    # the batch (replace even moved its run_at to now and cleared its parents).
+    later = dispatch("Noop", unique_key="fin-r", delay=1000, conn=conn)
+    for mode in ("keep", "replace"):
+        finish_job = {"type": "Noop", "unique_key": "fin-r", "unique_mode": mode}
+        with pytest.raises(InvalidJobError, match="on_finish: unique_key is not allowed"):
+            dispatch_batch([{"type": "Noop"}], on_finish=finish_job, conn=conn)
+    assert count_states(conn) == {"pending": 1}
+    assert conn.execute(
+        "SELECT run_at > now() + interval '900 seconds' FROM passito_jobs.jobs WHERE id = %s", (later,)
+    ).fetchone() == (True,)
+    conn.execute("DELETE FROM passito_jobs.jobs")
     only = dispatch_batch([], on_finish="Noop", conn=conn)
     assert only.job_ids == []
     assert row(conn, only.on_finish) == "pending"

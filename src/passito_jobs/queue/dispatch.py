@@ -257,6 +257,10 @@ def dispatch_batch(
     try:
         finish = JobRequest(on_finish) if isinstance(on_finish, str) else on_finish
         finish = _request(finish, "a JobRequest, a mapping or a job type")
+        if finish.unique_key is not None:
+            # A job with that key already there would be returned instead, one that does not wait
+            # for the batch (or waits for another).
+            raise InvalidJobError("unique_key is not allowed: the finish job must be a new job")
         finish = replace(finish, metadata=_traced(finish.metadata, defaults.trace_context()))
         finish_json = _checked(finish, max_bytes := max_payload_bytes())
     except InvalidJobError as exc:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from passito_jobs.queue.errors import FlowControlError
-from passito_jobs.queue.limits import printable
+from passito_jobs.queue.limits import number, printable
 
 __all__ = [
     "UNCHANGED",
@@ -81,18 +81,10 @@ def check_limit(what: str, value: object) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise FlowControlError(f"{what} must be a whole number, got {type(value).__name__}")
     if value < 1:
-        raise FlowControlError(f"{what} must be at least 1, got {_number(value)}")
+        raise FlowControlError(f"{what} must be at least 1, got {number(value)}")
     if value > MAX_QUEUE_LIMIT:
-        raise FlowControlError(f"{what} must be at most {MAX_QUEUE_LIMIT}, got {_number(value)}")
+        raise FlowControlError(f"{what} must be at most {MAX_QUEUE_LIMIT}, got {number(value)}")
     return value
-
-
-def _number(value: int) -> str:
-    """A number quoted in a message: in full when short, by its size when not."""
-    if abs(value) < 10**40:
-        return str(value)
-    digits = round(value.bit_length() * 0.30103)  # str() of a long number is slow, and refused past 4,300
-    return f"{'minus ' if value < 0 else ''}a number of about {digits} digits"
 
 
 def check_rate(rate: Rate | None) -> Rate | None:
