@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,42 +13,9 @@ import pytest
 from passito_jobs import InvalidJobError, JobRequest, dispatch, dispatch_many
 from passito_jobs.queue.dispatch import dispatch_batch, validate
 from passito_jobs.queue.results import wait
+from tests.hostile import Hostile, HostileDict, HostileInt, HostileZone
 
 HUGE = 10**5000  # str() refuses it (past 4,300 digits)
-
-
-class Hostile:
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    __repr__ = __str__
-
-
-class HostileInt(int):
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    __repr__ = __str__
-    __format__ = __str__  # type: ignore[assignment]
-
-
-class HostileZone(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError("no offset for you")
-
-
-class HostileDict(dict[str, Any]):
-    def values(self) -> Any:
-        raise RuntimeError("no values for you")
-
-    def get(self, *args: Any) -> Any:
-        raise RuntimeError("no get for you")
-
-    def __contains__(self, key: object) -> bool:
-        raise RuntimeError("no in for you")
-
-    def __len__(self) -> int:
-        raise RuntimeError("no len for you")
 
 
 def refused(call: Callable[[], object]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from passito_jobs.queue import limits
 from passito_jobs.queue.errors import InvalidJobError
+from tests.hostile import Hostile, HostileDict, HostileInt, HostileZone
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -168,15 +169,19 @@ json_values = st.recursive(
 
 @given(st.dictionaries(st.text(), json_values, max_size=5))
 def test_a_payload_is_either_encoded_faithfully_or_refused_with_a_reason(payload: dict[str, Any]) -> None:
-    reason = ""
-    try:
-        text = limits.encode_payload(payload)
-    except InvalidJobError as exc:
-        reason = str(exc)
+    text, reason = encoded_or_refused(payload)
     if reason:
         assert reason.startswith("payload must")
     else:
         assert json.loads(text) == payload
+
+
+def encoded_or_refused(payload: Any) -> tuple[str, str]:
+    """(the JSON text, "") or ("", why it was refused)."""
+    try:
+        return limits.encode_payload(payload), ""
+    except InvalidJobError as exc:
+        return "", str(exc)
 
 
 def test_printable_escapes_what_a_terminal_would_act_on() -> None:
@@ -184,28 +189,6 @@ def test_printable_escapes_what_a_terminal_would_act_on() -> None:
     assert limits.printable("a\nb\x1b[31mc\u202ed\x9b") == "a\\nb\\x1b[31mc\\u202ed\\x9b"
     assert limits.printable("x\udcff") == "x\\udcff"
     assert limits.printable("q" * 300, 10) == "qqqqqqqqq…"
-
-
-class Hostile:
-    """A value whose str() and repr() raise: messages must not."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    __repr__ = __str__
-
-
-class HostileInt(int):
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    __repr__ = __str__
-    __format__ = __str__  # type: ignore[assignment]
-
-
-class HostileZone(tzinfo):
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        raise RuntimeError("no offset for you")
 
 
 HUGE = 10**5000  # str() refuses it (past 4,300 digits)
@@ -284,31 +267,11 @@ json_keys = st.text(alphabet="1tn", max_size=2) | st.integers(-2, 12) | st.boole
 
 @given(st.dictionaries(json_keys, st.integers(), max_size=6))
 def test_a_payload_with_keys_of_any_kind_loses_none_of_them(payload: dict[Any, int]) -> None:
-    reason = ""
-    try:
-        text = limits.encode_payload(payload)
-    except InvalidJobError as exc:
-        reason = str(exc)
+    text, reason = encoded_or_refused(payload)
     if reason:
         assert reason.startswith("payload must not hold two keys that are the same once written as JSON text")
     else:
         assert len(json.loads(text)) == len(payload)
-
-
-class HostileDict(dict[str, Any]):
-    """A mapping whose methods raise, but for those the JSON encoder uses."""
-
-    def values(self) -> Any:
-        raise RuntimeError("no values for you")
-
-    def get(self, *args: Any) -> Any:
-        raise RuntimeError("no get for you")
-
-    def __contains__(self, key: object) -> bool:
-        raise RuntimeError("no in for you")
-
-    def __len__(self) -> int:
-        raise RuntimeError("no len for you")
 
 
 def test_a_mapping_whose_methods_raise_is_refused_with_its_name() -> None:
