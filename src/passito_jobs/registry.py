@@ -262,10 +262,8 @@ class Registry:
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         isolation: str | None = None,
     ) -> JobType:
-        if not name or not isinstance(name, str):
-            raise ValueError("a job type needs a non-empty name")
-        # By dispatch's rules: the worker registers its types in the database with every
-        # heartbeat round, and a name the database refuses would fail those rounds.
+        # By dispatch's rules (non-blank text; ValueError otherwise): the worker registers its
+        # types in the database every heartbeat round, and a refused name would fail the rounds.
         check_name("job type", name)
         if not callable(handler):
             raise TypeError(f"job type {name!r}: the handler must be callable, not {type(handler).__name__}")

@@ -298,8 +298,6 @@ def _request_from_mapping(fields: dict[Any, Any]) -> JobRequest:
         raise InvalidJobError(f"unknown argument(s): {', '.join(names)}")
     if "type" not in fields:
         raise InvalidJobError("job type is missing")
-    fields["delay"] = _seconds(fields.get("delay"))
-    fields["unique_for"] = _seconds(fields.get("unique_for"))
     if fields.get("payload") is None:
         fields["payload"] = {}
     fields["depends_on"] = _id_tuple(fields.get("depends_on", ()))

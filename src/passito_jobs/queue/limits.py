@@ -109,13 +109,13 @@ def check_unique_options(unique_key: str | None, unique_for: object, unique_mode
         if not isinstance(unique_for, int | float) or isinstance(unique_for, bool):
             raise _fail(f"unique_for must be a duration in seconds, got {json_type(unique_for)}")
         if not unique_for > 0:  # NaN too
-            raise _fail(f"unique_for must be a positive duration, got {_number(unique_for)} seconds")
+            raise _fail(f"unique_for must be a positive duration, got {number(unique_for)} seconds")
         if unique_for > MAX_UNIQUE_FOR:
-            raise _fail(f"unique_for must be at most 36500d (100 years), got {_number(unique_for)} seconds")
+            raise _fail(f"unique_for must be at most 36500d (100 years), got {number(unique_for)} seconds")
         if unique_key is None:
             raise _fail("unique_for needs a unique_key")
     if not isinstance(unique_mode, str) or unique_mode not in UNIQUE_MODES:
-        raise _fail(f"unique_mode must be 'keep' or 'replace', got {_shown(unique_mode)}")
+        raise _fail(f"unique_mode must be 'keep' or 'replace', got {shown(unique_mode)}")
     if unique_mode == "replace" and unique_key is None:
         raise _fail("unique_mode 'replace' needs a unique_key")
 
@@ -133,12 +133,9 @@ def number(value: float) -> str:
     return float.__format__(float(value), "g")
 
 
-_number = number
-
-
 def check_depends_on_mode(value: object) -> str:
     if not isinstance(value, str) or value not in DEPENDS_ON_MODES:
-        raise _fail(f"depends_on_mode must be 'completed' or 'finished', got {_shown(value)}")
+        raise _fail(f"depends_on_mode must be 'completed' or 'finished', got {shown(value)}")
     return value
 
 
@@ -209,7 +206,7 @@ def check_max_attempts(value: object) -> int:
     if type(value) is int and 1 <= value <= MAX_ATTEMPTS:  # the usual case, quickly
         return value
     if not _is_whole_number(value):
-        raise _fail(f"max_attempts must be a whole number, got {_shown(value)}")
+        raise _fail(f"max_attempts must be a whole number, got {shown(value)}")
     assert isinstance(value, int)
     if value < 1:
         raise _fail(f"max_attempts must be at least 1, got {number(value)}")
@@ -223,7 +220,7 @@ def check_priority(value: object) -> int:
         return value
     if not _is_whole_number(value) or not MIN_PRIORITY <= value <= MAX_PRIORITY:  # type: ignore[operator]
         raise _fail(
-            f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {_shown(value)}"
+            f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {shown(value)}"
         )
     assert isinstance(value, int)
     return value
@@ -232,7 +229,7 @@ def check_priority(value: object) -> int:
 def check_job_id(what: str, value: object) -> int:
     """A job id: a whole number from 1 to 2^63 - 1 (PostgreSQL's bigint)."""
     if not _is_whole_number(value) or not 1 <= value <= MAX_JOB_ID:  # type: ignore[operator]
-        raise _fail(f"{what} must hold job ids (positive integers), got {_shown(value)}")
+        raise _fail(f"{what} must hold job ids (positive integers), got {shown(value)}")
     assert isinstance(value, int)
     return value
 
@@ -274,7 +271,7 @@ def check_delay(value: object, now: datetime) -> float:
 
 def check_claim_batch(value: object) -> int:
     if not _is_whole_number(value) or not 1 <= value <= MAX_CLAIM_BATCH:  # type: ignore[operator]
-        raise _fail(f"batch must be between 1 and {MAX_CLAIM_BATCH}, got {_shown(value)}")
+        raise _fail(f"batch must be between 1 and {MAX_CLAIM_BATCH}, got {shown(value)}")
     assert isinstance(value, int)
     return value
 
@@ -609,9 +606,6 @@ def shown(value: object, *, quoted: bool = False) -> str:
         return number(value)
     text = safe_repr(value) if quoted or isinstance(value, str) else safe_str(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-_shown = shown
 
 
 def safe_repr(value: object) -> str:

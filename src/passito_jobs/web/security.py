@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import re
 import secrets
 from typing import Any
@@ -31,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from passito_jobs.web import params
 from passito_jobs.web.board import dashboard
 from passito_jobs.web.params import BadRequest
+from passito_jobs.web.settings import is_loopback
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -219,13 +219,8 @@ def is_loopback_host(host: str) -> bool:
     if not found:
         return False
     name = found.group(1).lower()
-    if name == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return address.is_loopback and name.startswith("[") == (address.version == 6)
+    # An IPv6 address in a Host header is bracketed, an IPv4 one is not ([127.0.0.1] is no host).
+    return is_loopback(name) and name.startswith("[") == (":" in name)
 
 
 def check_loopback_host(scope: Scope) -> None:
