@@ -1,6 +1,8 @@
 """`AsyncStore`: the worker's hot path on one asynchronous connection (autocommit).
 
 `settle_and_claim` sends the buffered outcomes and the next claim in one pipelined round trip.
+`handed_job` reads a job a dispatch handed this worker on its own channel (handoff, migration
+0014).
 A database error leaves as the queue's own (errors.py): `ConnectionLostError` means reconnect
 and send the same again; anything else is a statement the database refused.
 """
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import RowMaker
 
 from passito_jobs.queue.backoff import clamp_delay
@@ -24,6 +27,8 @@ Completed = tuple[int, int, str | None]  # job id, attempt, result as JSON text 
 Failed = tuple[int, int, str, float | None]  # job id, attempt, error text, retry delay (None: final)
 Snoozed = tuple[int, int, float, int]  # job id, attempt, delay, the job type's max_snoozes
 Held = tuple[int, int, str | None]  # job id, attempt, progress as JSON text (None: unchanged)
+
+_BIGINT, _INT = 2**63 - 1, 2**31  # a handed job's numbers are the table's bigint and integers
 
 
 class AsyncStore:
@@ -45,13 +50,27 @@ class AsyncStore:
         batch: int,
         *,
         snoozed: Sequence[Snoozed] = (),
+        released: Sequence[tuple[int, int]] = (),
+        known: Sequence[int] = (),
+        handoff: tuple[str, int] | None = None,
     ) -> list[ClaimedJob]:
-        """Record finished attempts and claim up to `batch` new jobs, in one round trip."""
+        """Record finished attempts, give back `released` (id, attempt) jobs uncounted, and
+        claim up to `batch` new jobs, in one round trip. The jobs handed to this worker (handoff,
+        migration 0014) that are not in `known` (the ids it runs) come first, flagged `handed`;
+        with `handoff` (its channel and lock key), a claim that comes back short leaves the
+        free slots in waiting_workers."""
         conn = self.conn
-        params = {"worker_id": self.worker_id, "queues": list(queues) if queues else None, "batch": batch}
+        params = {
+            "worker_id": self.worker_id,
+            "queues": list(queues) if queues else None,
+            "batch": batch,
+            "channel": handoff[0] if handoff else None,
+            "lock_key": handoff[1] if handoff else None,
+            "known": list(known),
+        }
         try:
             cur = conn.cursor(row_factory=claimed_rows)  # raises on a closed connection
-            if not completed and not failed and not snoozed:
+            if not completed and not failed and not snoozed and not released:
                 if batch <= 0:
                     return []
                 # A claim alone (an idle worker woken by a notification) is one statement: a
@@ -66,6 +85,8 @@ class AsyncStore:
                     await conn.execute(self._fail, _failure_params(self.worker_id, failed))
                 if snoozed:
                     await conn.execute(query("snooze"), _snooze_params(self.worker_id, snoozed))
+                if released:
+                    await conn.execute(query("release"), _release_params(self.worker_id, released))
                 if batch <= 0:
                     return []
                 await cur.execute(self._claim, params)
@@ -77,8 +98,13 @@ class AsyncStore:
 
     async def release(self, held: Sequence[tuple[int, int]]) -> int:
         """Give jobs back without counting the attempt (shutdown); how many were released."""
-        params = {"worker_id": self.worker_id, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
-        row = await self._one("release", params)
+        row = await self._one("release", _release_params(self.worker_id, held))
+        return int(row[0]) if row else 0
+
+    async def stop_waiting(self, known: Sequence[int]) -> int:
+        """Take no more handed jobs; those handed and not in `known` go back to pending. How
+        many went back."""
+        row = await self._one("stop_waiting", {"worker_id": self.worker_id, "known": list(known)})
         return int(row[0]) if row else 0
 
     async def heartbeat(self, held: Sequence[tuple[int, int, Any]]) -> set[int]:
@@ -119,12 +145,25 @@ class AsyncStore:
         row = await self._one("next_paced_at", {"queues": list(queues) if queues else None})
         return None if row is None or row[0] is None else float(row[0])
 
-    async def listen(self, *, cancellations: bool = False) -> None:
+    async def listen(self, *, cancellations: bool = False, handoff: tuple[str, int] | None = None) -> bool:
         """LISTEN for ready jobs (channel `passito_jobs`, payload the queue) and, with
-        `cancellations`, for processing jobs cancelled (`passito_jobs_cancel`, payload the id)."""
+        `cancellations`, for processing jobs cancelled (`passito_jobs_cancel`, payload the id).
+        `handoff` (channel, lock key): also take the lock that lets dispatches hand this worker
+        jobs and LISTEN on its channel; whether that lock was taken."""
         await self._one("listen", None, fetch=False)
         if cancellations:
             await self._one("listen_cancel", None, fetch=False)
+        if handoff is None:
+            return False
+        channel, lock_key = handoff
+        row = await self._one("listen_handoff", {"lock_key": lock_key})
+        if not (row and row[0]):
+            return False
+        try:
+            await self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.conn) from exc
+        return True
 
     async def cancelled_among(self, ids: Sequence[int]) -> set[int]:
         """Which of `ids` are cancelled."""
@@ -162,18 +201,10 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
     )
     meta = at["metadata"]
     parents = at.get("parents")  # None: a query without the column (a test's own claim)
+    handed = at.get("handed")
 
     def make(row: Sequence[Any]) -> ClaimedJob:
-        unreadable = None
-        try:
-            decoded = json.loads(row[payload])
-        except RecursionError:
-            decoded, unreadable = (
-                {},
-                "payload is not readable: it is nested too deeply for Python's JSON parser",
-            )
-        except ValueError as exc:
-            decoded, unreadable = {}, f"payload is not readable: {exc}"
+        decoded, unreadable = _payload(row[payload])
         metadata = row[meta]
         outcomes: tuple[ParentOutcome, ...] = ()
         if parents is not None and row[parents] is not None:
@@ -193,9 +224,60 @@ def claimed_rows(cursor: Any) -> RowMaker[ClaimedJob]:
             unreadable,
             None if metadata is None else _metadata(metadata),
             outcomes,
+            handed is not None and bool(row[handed]),
         )
 
     return make
+
+
+def handed_job(message: str) -> ClaimedJob | int | None:
+    """A job a dispatch handed this worker, from its channel's message (insert_plain_job,
+    migration 0014): the job; its id alone when the job was too long for a notification (the
+    next claim returns it); None for a message that is not one (anyone may NOTIFY)."""
+    head, _, rest = message.partition("\n")
+    try:
+        fields = json.loads(head)
+    except (RecursionError, ValueError):
+        return None
+    if not isinstance(fields, list) or not all(type(f) in (int, str) for f in fields):
+        return None
+    if len(fields) == 1 and type(fields[0]) is int and 0 < fields[0] <= _BIGINT:
+        return fields[0]
+    if len(fields) != 6 or [type(f) for f in fields] != [int, str, str, int, int, int]:
+        return None
+    job_id, queue, type_, priority, attempt, max_attempts = fields
+    in_range = 0 < job_id <= _BIGINT and -_INT <= priority < _INT
+    if not (in_range and 0 < attempt < _INT and 0 < max_attempts < _INT):
+        return None
+    metadata, _, payload = rest.partition("\n")
+    decoded, unreadable = _payload(payload)
+    return ClaimedJob(
+        job_id,
+        queue,
+        type_,
+        decoded,
+        priority,
+        attempt,
+        max_attempts,
+        0.0,
+        unreadable,
+        None if metadata == "null" else _metadata(metadata),
+        handed=True,
+    )
+
+
+def _payload(text: str) -> tuple[dict[str, Any], str | None]:
+    """A payload's JSON text, decoded; or an empty one and why it could not be (the worker
+    fails that job with the reason)."""
+    try:
+        decoded = json.loads(text)
+    except RecursionError:
+        return {}, "payload is not readable: it is nested too deeply for Python's JSON parser"
+    except ValueError as exc:
+        return {}, f"payload is not readable: {exc}"
+    if not isinstance(decoded, dict):
+        return {}, "payload is not readable: it is not a JSON object"
+    return decoded, None
 
 
 def parent_outcomes(text: str) -> tuple[ParentOutcome, ...]:
@@ -220,6 +302,10 @@ def _metadata(text: str) -> dict[str, Any] | None:
     except (RecursionError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _release_params(worker_id: str, held: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    return {"worker_id": worker_id, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
 
 
 def _completion_params(worker_id: str, completed: Sequence[Completed]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class ClaimedJob:
     unreadable: str | None = None  # why the payload could not be decoded: the job fails with it
     metadata: JsonObject | None = None  # the job's metadata (its dispatcher's trace context), if any
     parents: tuple[ParentOutcome, ...] = ()  # a finished-mode child's parents, in id order
+    handed: bool = False  # handed to this worker by a dispatch (handoff), not claimed by it
 
 
 @dataclass(frozen=True)

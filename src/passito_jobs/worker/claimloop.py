@@ -8,6 +8,12 @@ apart: a lost connection reconnects and sends the same outcomes again; a stateme
 refused has the outcomes recorded one by one (outcomes.py), so the one refused fails its own
 job. On stop it claims nothing more, waits up to PASSITO_SHUTDOWN_TIMEOUT for the running
 attempts, gives the rest back, and returns.
+
+Handoff (migration 0014): while the listener holds its lock, a claim that comes back short
+leaves the free slots in waiting_workers, and a dispatch may then hand this worker a job on its
+own channel. `receive_handoff` starts it in a free slot, or gives it back in the next round
+when there is none; each claim also returns the handed jobs the worker has not seen (a
+notification lost with the listener's connection), and every handed attempt starts once.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
-from passito_jobs.queue.asyncstore import AsyncStore
+from passito_jobs.queue.asyncstore import AsyncStore, handed_job
 from passito_jobs.queue.connection import AsyncConnectionHandle
 from passito_jobs.queue.errors import DatabaseUnavailableError, first_line
 from passito_jobs.queue.models import ClaimedJob
@@ -30,6 +37,8 @@ from passito_jobs.worker.outcomes import Outcomes, settle_one_by_one
 from passito_jobs.worker.settings import WorkerSettings
 
 log = logging.getLogger("passito_jobs.worker")
+
+SEEN_HANDED = 4096  # handed attempts remembered, so that one arriving twice starts once
 
 
 class ClaimLoop:
@@ -44,7 +53,11 @@ class ClaimLoop:
         attempts: Attempts,
         metrics: WorkerMetrics,
         on_round: Callable[[], None] | None = None,
+        handoff: tuple[str, int] | None = None,
+        handing: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`handoff`: this worker's channel and lock key for handed jobs; `handing()`: whether
+        its listener holds the lock now (only then does a claim leave free slots to fill)."""
         self.settings = settings
         self.worker_id = worker_id
         self.handle = handle
@@ -60,6 +73,11 @@ class ClaimLoop:
         self._on_round = on_round
         self._store: AsyncStore | None = None
         self._next_run_at: float | None = None
+        self._handoff = handoff
+        self._handing = handing
+        self._seen_handed: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._give_back: list[tuple[int, int]] = []  # handed jobs with no free slot
+        self._waiting_stopped = handoff is None
 
     async def open(self) -> None:
         self._store = AsyncStore(await self.handle.connection(), self.worker_id)
@@ -78,28 +96,58 @@ class ClaimLoop:
         )
         self.wake.set()
 
+    def receive_handoff(self, message: str) -> None:
+        """A message on this worker's handoff channel (the listener passes it on)."""
+        job = handed_job(message)
+        if isinstance(job, ClaimedJob):
+            self._take_handed(job)
+        elif job is not None:
+            self.wake.set()  # too long to send: the next claim returns it
+
+    def _take_handed(self, job: ClaimedJob) -> None:
+        """Start a handed job in a free slot, once; without one, give it back next round."""
+        key = (job.id, job.attempt)
+        if key in self._seen_handed or job.id in self.attempts.running:
+            return
+        self._seen_handed[key] = None
+        if len(self._seen_handed) > SEEN_HANDED:
+            self._seen_handed.popitem(last=False)
+        if self.stopping or len(self.attempts) >= self.settings.concurrency:
+            self.metrics.handed_jobs.labels("returned").inc()
+            self._give_back.append(key)
+            self.wake.set()
+            return
+        self.metrics.handed_jobs.labels("started").inc()
+        self.attempts.start(job)
+
     async def run(self) -> None:
         wake, attempts = self.wake, self.attempts
         batch_size, concurrency = self.settings.batch_size, self.settings.concurrency
         while True:
             wake.clear()
+            if self.stopping and not self._waiting_stopped:
+                await self._stop_waiting()
             if self.stopping and attempts.running and time.monotonic() >= self.stop_deadline:
                 attempts.release_all()
             want = 0 if self.stopping else min(batch_size, concurrency - len(attempts))
-            outcomes = attempts.outcomes
-            if outcomes or want > 0:
-                attempts.outcomes = Outcomes()
+            outcomes, give_back = attempts.outcomes, self._give_back
+            if outcomes or give_back or want > 0:
+                attempts.outcomes, self._give_back = Outcomes(), []
                 try:
-                    jobs = await self._round_trip(outcomes, want)
+                    jobs = await self._round_trip(outcomes, want, give_back)
                 except Exception as exc:
                     attempts.outcomes.restore(outcomes)
+                    self._give_back[:0] = give_back
                     if not await self._recover(exc):
                         return  # stopping, and the database is gone
                     continue
                 if jobs:
                     self.metrics.claim_batch.observe(len(jobs))
                     for job in jobs:
-                        attempts.start(job)
+                        if job.handed:
+                            self._take_handed(job)
+                        else:
+                            attempts.start(job)
                 if want and len(jobs) == want:
                     continue  # a full batch: more may be ready
                 if want and not self.stopping:
@@ -115,15 +163,42 @@ class ClaimLoop:
                 return
             await self._sleep(self._wait_timeout(want))
 
-    async def _round_trip(self, outcomes: Outcomes, want: int) -> list[ClaimedJob]:
+    async def _round_trip(
+        self, outcomes: Outcomes, want: int, give_back: list[tuple[int, int]]
+    ) -> list[ClaimedJob]:
         assert self._store is not None
+        handoff = self._handoff if self._handoff is not None and self._handing() else None
         jobs = await self._store.settle_and_claim(
-            outcomes.completed, outcomes.failed, self.queues, want, snoozed=outcomes.snoozed
+            outcomes.completed,
+            outcomes.failed,
+            self.queues,
+            want,
+            snoozed=outcomes.snoozed,
+            released=give_back,
+            known=list(self.attempts.running),
+            handoff=handoff,
         )
         self.db_ok_at = self.claimed_at = time.monotonic()
         if self._on_round is not None:
             self._on_round()
         return jobs
+
+    async def _stop_waiting(self) -> None:
+        """Stopping: dispatches hand this worker nothing more, and the jobs handed to it that
+        it has not started go back to pending now, not after PASSITO_STUCK_AFTER."""
+        assert self._store is not None
+        self._waiting_stopped = True
+        try:
+            count = await self._store.stop_waiting(list(self.attempts.running))
+        except Exception as exc:
+            log.warning(
+                "Could not stop taking handed jobs (%s); a job handed meanwhile is rescued after "
+                "PASSITO_STUCK_AFTER",
+                first_line(exc),
+            )
+            return
+        if count:
+            log.info("Returned %d handed job(s) to pending", count)
 
     async def _recover(self, exc: Exception) -> bool:
         """After a failed round trip: reconnect when the connection is lost; when the database

@@ -1,7 +1,10 @@
 """The listener: LISTEN on a connection of its own, and wake the claim loop when jobs of its
 queues become ready (a dispatch notifies `passito_jobs` with the queue's name, on commit), and
 pass on the processing jobs that were cancelled (`passito_jobs_cancel` with the job's id, on
-commit: migration 0009), so the worker stops them at once rather than at its next heartbeat.
+commit: migration 0009), so the worker stops them at once rather than at its next heartbeat,
+and the jobs a dispatch handed this worker on its own channel (handoff, migration 0014), so
+it starts them without a claim. `handing` is true while dispatches may hand it jobs: its
+connection holds the lock that tells them so.
 
 River's shape: a config validated when it is made, `run_once()` (connect, LISTEN, pass the
 notifications on until the connection breaks), and a thin loop that reconnects with growing
@@ -40,6 +43,17 @@ CANCEL_CHANNEL = "passito_jobs_cancel"
 class ListenResult:
     notifications: int = 0  # notifications received for this worker's queues
     cancellations: int = 0  # processing jobs announced cancelled (anyone's)
+    handoffs: int = 0  # messages on this worker's handoff channel
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The worker's own channel for handed jobs and its lock key (migration 0014); `receive`
+    gets each message."""
+
+    channel: str
+    lock_key: int
+    receive: Callable[[str], None]
 
 
 class Listener:
@@ -52,21 +66,29 @@ class Listener:
         wake: Callable[[], None],
         on_listening: Callable[[], None],
         on_cancel: Callable[[int], None] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
-        """`on_cancel(job_id)`: a processing job was cancelled (None: not listened for)."""
+        """`on_cancel(job_id)`: a processing job was cancelled (None: not listened for).
+        `handoff`: take handed jobs on this channel (None: never)."""
         self.config = config
         self.handle = handle
         self.worker_id = worker_id
         self._wake = wake
         self._on_listening = on_listening
         self._on_cancel = on_cancel
+        self.handoff = handoff
+        self.handing = False  # dispatches may hand this worker jobs now
         self.failures = 0  # connections lost in a row
 
     async def run_once(self) -> ListenResult:
         """Connect, LISTEN, and wake the claim loop per notification for one of its queues,
         until the connection breaks (DatabaseUnavailableError)."""
         store = AsyncStore(await self.handle.connection(), self.worker_id)
-        await store.listen(cancellations=self._on_cancel is not None)
+        handoff = self.handoff
+        self.handing = await store.listen(
+            cancellations=self._on_cancel is not None,
+            handoff=None if handoff is None else (handoff.channel, handoff.lock_key),
+        )
         if self.failures:
             log.info("The listener is connected again")
             self.failures = 0
@@ -74,8 +96,13 @@ class Listener:
         self._wake()  # notifications may have been missed while disconnected
         result = ListenResult()
         queues = self.config.queues
+        own = handoff.channel if handoff is not None and self.handing else None
         async for notify in store.notifications():
-            if notify.channel == CANCEL_CHANNEL:
+            if notify.channel == own:
+                assert handoff is not None
+                result.handoffs += 1
+                handoff.receive(notify.payload)
+            elif notify.channel == CANCEL_CHANNEL:
                 job_id = _job_id(notify.payload)
                 if job_id is not None and self._on_cancel is not None:
                     result.cancellations += 1
@@ -91,6 +118,10 @@ class Listener:
                 try:
                     await self.run_once()
                 except DatabaseUnavailableError as exc:
+                    # The lock went with the connection: dispatches hand this worker nothing
+                    # now, and its next claim takes back what they did (migration 0014).
+                    self.handing = False
+                    self._wake()
                     await self.handle.drop()
                     if self.failures == 0:
                         log.warning(
@@ -100,6 +131,7 @@ class Listener:
                     self.failures += 1
                     await asyncio.sleep(delay)
         finally:
+            self.handing = False
             await self.handle.close()
 
 

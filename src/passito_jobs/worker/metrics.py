@@ -121,6 +121,13 @@ class WorkerMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.handed_jobs = Counter(
+            "passito_jobs_worker_handed_jobs",
+            "Jobs a dispatch handed this worker while it waited (handoff), by what the worker did: "
+            "started (without a claim) or returned (no free slot: back to pending).",
+            ["result"],
+            registry=registry,
+        )
         self.database_errors = Counter(
             "passito_jobs_worker_database_errors", "Failed round trips to the database.", registry=registry
         )

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 
@@ -38,7 +39,7 @@ from passito_jobs.worker.attempt import Attempts
 from passito_jobs.worker.claimloop import ClaimLoop
 from passito_jobs.worker.failures import AttemptTimeoutError, describe, format_error
 from passito_jobs.worker.heartbeat import Heartbeat, HeartbeatConfig
-from passito_jobs.worker.listener import Listener, ListenerConfig
+from passito_jobs.worker.listener import Handoff, Listener, ListenerConfig
 from passito_jobs.worker.maintainer import Maintainer
 from passito_jobs.worker.metrics import WorkerMetrics
 from passito_jobs.worker.scheduler import Scheduler
@@ -94,6 +95,12 @@ class Worker:
                 database_url, timeout=connect_timeout, prepare=listen, on_retry=_still_no_database
             )
 
+        # Handoff (migration 0014): this worker's channel for handed jobs, and the key of the
+        # lock its listener holds while it takes them. Anyone may NOTIFY any channel, so the
+        # channel is a secret (64 random bits, kept in waiting_workers, which only the queue's
+        # roles read): a role that may merely connect cannot hand the worker a job to run.
+        channel = f"passito_jobs_handoff_{secrets.token_hex(8)}"
+        handoff = (channel, secrets.randbelow(2**31)) if listen else None
         self.claim_loop = ClaimLoop(
             settings,
             worker_id=self.worker_id,
@@ -101,10 +108,12 @@ class Worker:
             attempts=self.attempts,
             metrics=self.metrics,
             on_round=lambda: self._supervisor.ok("claim loop"),
+            handoff=handoff,
+            handing=lambda: self.listener is not None and self.listener.handing,
         )
         self._listening = asyncio.Event()
         self.listener: Listener | None = None
-        if listen:
+        if handoff is not None:
             self.listener = Listener(
                 ListenerConfig(frozenset(settings.queues)),
                 handle=handle(),
@@ -112,6 +121,7 @@ class Worker:
                 wake=self.claim_loop.wake.set,
                 on_listening=self._on_listening,
                 on_cancel=self._on_cancel,
+                handoff=Handoff(*handoff, receive=self.claim_loop.receive_handoff),
             )
         self.heartbeat = Heartbeat(
             HeartbeatConfig(settings.heartbeat_interval),

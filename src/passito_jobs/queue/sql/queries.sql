@@ -15,20 +15,13 @@ SELECT passito_jobs.dispatch(
 
 -- name: insert_job
 -- One plain job (no parents, no unique key) that dispatch.py has checked by the same rules as the
--- dispatch function: the row the function's fast path writes (migration 0013) and its NOTIFY
--- when due, in one statement, without the function's checks (0.80x the backend's CPU time per
--- dispatch, commit included). Python callers are held to PASSITO_MAX_PAYLOAD_BYTES, as with
--- dispatch_many's COPY.
-WITH job AS (
-    INSERT INTO passito_jobs.jobs
-        (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata)
-    VALUES
-        (%(queue)s, %(type)s, %(payload)s, %(priority)s,
-         coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
-         %(max_attempts)s, %(concurrency_key)s, %(tags)s::text[], %(metadata)s::jsonb)
-    RETURNING id, queue, run_at
-)
-SELECT job.id, (SELECT pg_notify('passito_jobs', job.queue) WHERE job.run_at <= now()) FROM job
+-- dispatch function: insert_plain_job, the function's own fast path (a worker waiting for the
+-- queue takes it at once: migration 0014), without the function's checks. Python callers are held
+-- to PASSITO_MAX_PAYLOAD_BYTES, as with dispatch_many's COPY.
+SELECT passito_jobs.insert_plain_job(
+    %(queue)s, %(type)s, %(payload)s, %(priority)s,
+    coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
+    %(max_attempts)s, %(concurrency_key)s, %(tags)s::text[], %(metadata)s::jsonb)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -49,10 +42,13 @@ SELECT passito_jobs.notify_ready(%(queues)s::text[])
 
 -- name: claim
 -- The payload comes as text: the worker decodes each on its own, so one it cannot read (nested
--- deeper than Python's parser goes) fails that job, not the claim.
+-- deeper than Python's parser goes) fails that job, not the claim. claim_or_wait (migration 0014)
+-- also returns the jobs handed to this worker that it does not know yet (`handed`), and leaves
+-- its free slots in waiting_workers when `channel` is given and the claim came back short.
 SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
-       metadata::text AS metadata, parents::text AS parents
-FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
+       metadata::text AS metadata, parents::text AS parents, handed
+FROM passito_jobs.claim_or_wait(%(worker_id)s, %(queues)s::text[], %(batch)s, %(channel)s,
+                                %(lock_key)s, %(known)b::bigint[])
 
 -- name: claim_alone
 -- `claim` on its own (an idle worker woken by a notification, or polling). On a server without
@@ -65,10 +61,17 @@ FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
 -- (docs/operations.md). Outcomes are never sent with it: `claim` rides in their transaction,
 -- so completions and failures stay durable.
 SELECT id, queue, type, payload::text AS payload, priority, attempts, max_attempts, waited_seconds,
-       metadata::text AS metadata, parents::text AS parents
-FROM passito_jobs.claim(%(worker_id)s, %(queues)s::text[], %(batch)s)
+       metadata::text AS metadata, parents::text AS parents, handed
+FROM passito_jobs.claim_or_wait(%(worker_id)s, %(queues)s::text[], %(batch)s, %(channel)s,
+                                %(lock_key)s, %(known)b::bigint[])
 WHERE (SELECT CASE WHEN current_setting('synchronous_standby_names') = ''
                    THEN set_config('synchronous_commit', 'off', true) ELSE '' END) IS NOT NULL
+
+-- name: stop_waiting
+-- The worker stops taking handed jobs (shutdown): the handed jobs it does not know go back to
+-- pending. A dispatch handing it one right now is waited for, at most 5 s.
+SELECT passito_jobs.stop_waiting(%(worker_id)s, %(known)b::bigint[])
+WHERE set_config('lock_timeout', '5s', true) IS NOT NULL
 
 -- name: complete
 -- The id and attempt lists go in binary (%b): 4x cheaper for psycopg to encode than text, the
@@ -356,6 +359,12 @@ SELECT passito_jobs.set_queue_rate(%(queue)s, %(rate_limit)s,
 -- name: listen
 -- The channel every dispatch notifies (pg_notify('passito_jobs', queue)).
 LISTEN passito_jobs
+
+-- name: listen_handoff
+-- The session advisory lock that tells a dispatch this worker listens on its own channel for
+-- handed jobs (migration 0014); false when another session holds it (the worker then takes no
+-- handed jobs). The worker LISTENs on its channel, made of [a-z0-9_], after this.
+SELECT pg_try_advisory_lock(1885434740, %(lock_key)s)
 
 -- name: listen_cancel
 -- The channel a processing job's cancellation notifies (its id; migration 0009).

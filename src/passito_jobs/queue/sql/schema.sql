@@ -209,6 +209,46 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.claim_or_wait(worker text, queues text[], batch integer, channel text, lock_key integer, known bigint[]) RETURNS TABLE(id bigint, queue text, type text, payload jsonb, priority integer, attempts integer, max_attempts integer, waited_seconds double precision, metadata jsonb, parents jsonb, handed boolean)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    mine     passito_jobs.waiting_workers;
+    taken    integer := 0;
+    claimed  integer := 0;
+BEGIN
+    SELECT * INTO mine FROM passito_jobs.waiting_workers x WHERE x.worker_id = claim_or_wait.worker
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = claim_or_wait.worker;
+        IF cardinality(mine.handed) > 0 THEN
+            RETURN QUERY
+            SELECT j.id, j.queue, j.type, j.payload, j.priority, j.attempts, j.max_attempts,
+                   0::double precision, j.metadata, NULL::jsonb, true
+            FROM passito_jobs.jobs j
+            WHERE j.id = ANY(mine.handed) AND j.id <> ALL(coalesce(claim_or_wait.known, '{}'))
+              AND j.state IS NOT DISTINCT FROM 'processing' AND j.worker_id = claim_or_wait.worker;
+            GET DIAGNOSTICS taken = ROW_COUNT;
+        END IF;
+    ELSIF EXISTS (SELECT 1 FROM passito_jobs.waiting_workers x WHERE x.worker_id = claim_or_wait.worker) THEN
+        -- A dispatch is handing this worker a job now: the row stays, and the next claim takes it.
+        channel := NULL;
+    END IF;
+    IF batch > taken THEN
+        RETURN QUERY
+        SELECT c.*, false FROM passito_jobs.claim(claim_or_wait.worker, claim_or_wait.queues,
+                                                  claim_or_wait.batch - taken) c;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+    END IF;
+    IF channel IS NOT NULL AND taken + claimed < batch THEN
+        INSERT INTO passito_jobs.waiting_workers (worker_id, channel, lock_key, queues, slots)
+        VALUES (claim_or_wait.worker, claim_or_wait.channel, claim_or_wait.lock_key,
+                claim_or_wait.queues, claim_or_wait.batch - taken - claimed);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.complete(worker text, ids bigint[], attempts integer[], results jsonb[]) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -262,20 +302,11 @@ BEGIN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
     IF dispatch.unique_key IS NULL AND coalesce(cardinality(dispatch.depends_on), 0) = 0 THEN
-        -- Most jobs: no key to dedupe on, no parents. One plain insert; the columns left out
-        -- take the defaults the general path below would write (pending, no parents).
-        INSERT INTO passito_jobs.jobs AS j
-            (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata)
-        VALUES
-            (dispatch.queue, dispatch.job_type, dispatch.payload, coalesce(dispatch.priority, 0),
-             coalesce(dispatch.run_at, now()), dispatch.max_attempts, dispatch.concurrency_key,
-             nullif(dispatch.tags, '{}'), nullif(dispatch.metadata, '{}'::jsonb))
-        RETURNING j.id INTO new_id;
-        IF coalesce(dispatch.run_at, now()) <= now() THEN
-            -- The queue's name is at most 128 characters (checked above): a valid NOTIFY payload.
-            PERFORM pg_notify('passito_jobs', dispatch.queue);
-        END IF;
-        RETURN new_id;
+        -- Most jobs: no key to dedupe on, no parents: insert_plain_job (a waiting worker may
+        -- take it at once).
+        RETURN passito_jobs.insert_plain_job(dispatch.queue, dispatch.job_type, dispatch.payload,
+                                             dispatch.priority, dispatch.run_at, dispatch.max_attempts,
+                                             dispatch.concurrency_key, dispatch.tags, dispatch.metadata);
     END IF;
     parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
     IF dispatch.unique_for IS NOT NULL THEN
@@ -453,6 +484,55 @@ CREATE FUNCTION passito_jobs.heartbeat(worker text, ids bigint[], attempts integ
         RETURNING j.id
     )
     SELECT coalesce(array_agg(u.id), '{}') FROM updated u;
+$$;
+
+CREATE FUNCTION passito_jobs.insert_plain_job(queue text, job_type text, payload jsonb, priority integer, run_at timestamp with time zone, max_attempts integer, concurrency_key text, tags text[], metadata jsonb) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    due      timestamptz := coalesce(insert_plain_job.run_at, now());
+    w        passito_jobs.waiting_workers;
+    new_id   bigint;
+    message  text;
+BEGIN
+    IF due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
+        w := passito_jobs.waiting_worker(insert_plain_job.queue);
+    END IF;
+    INSERT INTO passito_jobs.jobs AS j
+        (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata,
+         state, attempts, worker_id, claimed_at, heartbeat_at, started_at)
+    VALUES
+        (insert_plain_job.queue, insert_plain_job.job_type, insert_plain_job.payload,
+         coalesce(insert_plain_job.priority, 0), due, insert_plain_job.max_attempts,
+         insert_plain_job.concurrency_key, nullif(insert_plain_job.tags, '{}'),
+         nullif(insert_plain_job.metadata, '{}'::jsonb),
+         CASE WHEN w.worker_id IS NULL THEN 'pending' ELSE 'processing' END::passito_jobs.job_state,
+         CASE WHEN w.worker_id IS NULL THEN 0 ELSE 1 END, w.worker_id,
+         CASE WHEN w.worker_id IS NOT NULL THEN now() END,
+         CASE WHEN w.worker_id IS NOT NULL THEN clock_timestamp() END,
+         CASE WHEN w.worker_id IS NOT NULL THEN now() END)
+    RETURNING j.id INTO new_id;
+    IF w.worker_id IS NULL THEN
+        IF due <= now() THEN
+            -- The queue's name is at most 128 characters (checked): a valid NOTIFY payload.
+            PERFORM pg_notify('passito_jobs', insert_plain_job.queue);
+        END IF;
+        RETURN new_id;
+    END IF;
+    UPDATE passito_jobs.waiting_workers x
+    SET slots = x.slots - 1, handed = x.handed || new_id
+    WHERE x.worker_id = w.worker_id;
+    message := json_build_array(new_id, insert_plain_job.queue, insert_plain_job.job_type,
+                                coalesce(insert_plain_job.priority, 0), 1, insert_plain_job.max_attempts)::text
+               || E'\n' || coalesce(nullif(insert_plain_job.metadata, '{}'::jsonb)::text, 'null')
+               || E'\n' || insert_plain_job.payload::text;
+    IF octet_length(message) >= 8000 THEN
+        message := json_build_array(new_id)::text;
+    END IF;
+    PERFORM pg_notify(w.channel, message);
+    RETURN new_id;
+END;
 $$;
 
 CREATE FUNCTION passito_jobs.job_problem(job_type text, payload jsonb, queue text, run_at timestamp with time zone, depends_on bigint[], max_attempts integer, unique_key text) RETURNS text
@@ -1261,6 +1341,31 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.stop_waiting(worker text, known bigint[]) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    handed   bigint[];
+    ids      bigint[];
+    tries    integer[];
+BEGIN
+    DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = stop_waiting.worker
+    RETURNING x.handed INTO handed;
+    IF coalesce(cardinality(handed), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(j.id), array_agg(j.attempts) INTO ids, tries
+    FROM passito_jobs.jobs j
+    WHERE j.id = ANY(handed) AND j.id <> ALL(coalesce(stop_waiting.known, '{}'))
+      AND j.state IS NOT DISTINCT FROM 'processing' AND j.worker_id = stop_waiting.worker;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN passito_jobs.release(stop_waiting.worker, ids, tries);
+END;
+$$;
+
 CREATE FUNCTION passito_jobs.tags_problem(tags text[]) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $_$
@@ -1333,6 +1438,44 @@ BEGIN
         END IF;
     END IF;
     RETURN NULL;
+END;
+$$;
+
+CREATE UNLOGGED TABLE passito_jobs.waiting_workers (
+    worker_id text NOT NULL,
+    channel text NOT NULL,
+    lock_key integer NOT NULL,
+    queues text[],
+    slots integer NOT NULL,
+    handed bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    CONSTRAINT waiting_workers_slots_check CHECK ((slots >= 0))
+);
+
+CREATE FUNCTION passito_jobs.waiting_worker(queue text) RETURNS passito_jobs.waiting_workers
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    w passito_jobs.waiting_workers;
+BEGIN
+    LOOP
+        SELECT * INTO w FROM passito_jobs.waiting_workers x
+        WHERE x.slots > 0 AND (x.queues IS NULL OR waiting_worker.queue = ANY(x.queues))
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        -- A shared lock granted means its listener holds none: the worker is gone.
+        EXIT WHEN NOT pg_try_advisory_xact_lock_shared(1885434740, w.lock_key);
+        DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = w.worker_id;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM passito_jobs.queues q WHERE q.name = waiting_worker.queue AND q.limited)
+       OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
+                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue AND r.run_at <= now()) THEN
+        RETURN NULL;
+    END IF;
+    RETURN w;
 END;
 $$;
 
@@ -1465,6 +1608,9 @@ ALTER TABLE ONLY passito_jobs.queues
 
 ALTER TABLE ONLY passito_jobs.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY passito_jobs.waiting_workers
+    ADD CONSTRAINT waiting_workers_pkey PRIMARY KEY (worker_id);
 
 ALTER TABLE ONLY passito_jobs.worker_job_types
     ADD CONSTRAINT worker_job_types_pkey PRIMARY KEY (type, worker_id);
