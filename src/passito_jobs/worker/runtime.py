@@ -95,12 +95,7 @@ class Worker:
                 database_url, timeout=connect_timeout, prepare=listen, on_retry=_still_no_database
             )
 
-        # Handoff (migration 0014): this worker's channel for handed jobs, and the key of the
-        # lock its listener holds while it takes them. Anyone may NOTIFY any channel, so the
-        # channel is a secret (64 random bits, kept in waiting_workers, which only the queue's
-        # roles read): a role that may merely connect cannot hand the worker a job to run.
-        channel = f"passito_jobs_handoff_{secrets.token_hex(8)}"
-        handoff = (channel, secrets.randbelow(2**31)) if listen else None
+        handoff = new_handoff() if listen else None
         self.claim_loop = ClaimLoop(
             settings,
             worker_id=self.worker_id,
@@ -307,6 +302,14 @@ class Worker:
         await self.attempts.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
+
+
+def new_handoff() -> tuple[str, int]:
+    """Handoff (migration 0014): this worker's channel for handed jobs, and the key of the lock
+    its listener holds while it takes them. Anyone may NOTIFY any channel, so the channel is a
+    secret (64 random bits, kept in waiting_workers, which only the queue's roles read): a role
+    that may merely connect cannot hand the worker a job to run."""
+    return f"passito_jobs_handoff_{secrets.token_hex(8)}", secrets.randbelow(2**31)
 
 
 def _still_no_database(exc: BaseException) -> None:
