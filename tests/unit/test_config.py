@@ -140,6 +140,14 @@ def test_environment_is_parsed() -> None:
         ),
         ({"PASSITO_PUBLIC_URL": "http://a\nb"}, "PASSITO_PUBLIC_URL must be an http:// or https:// URL"),
         ({"PASSITO_SMTP_HOST": "a\nb"}, "PASSITO_SMTP_HOST must be a host name"),
+        # checked at start: a worker would otherwise fail every outpass or email job with it
+        ({"PASSITO_STORAGE_DIR": "/dev/null"}, "PASSITO_STORAGE_DIR must be a directory, not a file"),
+        (
+            {"PASSITO_SMTP_CA_FILE": "/nonexistent/ca.pem"},
+            "PASSITO_SMTP_CA_FILE names a file that does not exist",
+        ),
+        ({"PASSITO_SMTP_CA_FILE": "/dev/null"}, "PASSITO_SMTP_CA_FILE must be a PEM file of CA certificates"),
+        ({"PASSITO_SMTP_CA_FILE": "/"}, "PASSITO_SMTP_CA_FILE cannot be read"),
         ({"PASSITO_SECRET_KEY": " " * 40}, "PASSITO_SECRET_KEY is only whitespace"),
         ({"PASSITO_FILE_RETENTION_DAYS": "0"}, "PASSITO_FILE_RETENTION_DAYS must be at least 1"),
         ({"PASSITO_SMTP_SECURITY": "ssl"}, "PASSITO_SMTP_SECURITY must be starttls, tls or none"),

@@ -7,6 +7,7 @@ a worker that runs only job types of its own never reads them.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -53,6 +54,29 @@ def _public_url(value: str) -> str | None:
     return "must be an http:// or https:// URL without query, fragment, spaces or control characters"
 
 
+def _storage_dir(value: Path) -> str | None:
+    """Checked at start, so a worker does not fail every outpass job with it later."""
+    if value.exists() and not value.is_dir():
+        return "must be a directory, not a file"
+    return None
+
+
+def _ca_file(value: Path | None) -> str | None:
+    """The file is read at start (a missing or unreadable one would otherwise fail every email
+    job); what it holds is never shown."""
+    if value is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=value)
+    except ssl.SSLError:
+        return "must be a PEM file of CA certificates"
+    except FileNotFoundError:
+        return "names a file that does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def _host(value: str | None) -> str | None:
     if value is None or (value.isprintable() and " " not in value):
         return None
@@ -79,6 +103,7 @@ class OutpassSettings(SettingsGroup):
         Path(".passito/storage"),
         "Where outpass files live (QR codes, PDFs, the email outbox); a shared volume in Kubernetes.",
         parse=Path,
+        check=_storage_dir,
     )
     public_url: str = setting(
         "PASSITO_PUBLIC_URL",
@@ -174,6 +199,7 @@ class EmailSettings(SettingsGroup):
         None,
         "PEM file of CA certificates to trust for the SMTP server's certificate; unset: the system's.",
         parse=parse_optional_path,
+        check=_ca_file,
     )
 
     def checks(self) -> list[tuple[bool, str, str]]:
