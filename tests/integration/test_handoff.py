@@ -107,6 +107,7 @@ def test_the_sql_dispatch_function_hands_off_too(conn: Conn, listener: Conn) -> 
         "paused queue",
         "limited queue",
         "older job due",
+        "higher priority pending",
         "no free slot",
         "unique key",
     ],
@@ -125,6 +126,10 @@ def test_no_handoff_where_the_claim_must_decide(conn: Conn, listener: Conn, case
         conn.execute("SELECT passito_jobs.set_queue_concurrency('default', 5)")
     elif case == "older job due":
         conn.execute("INSERT INTO passito_jobs.jobs (type) VALUES ('Noop')")
+    elif case == "higher priority pending":  # even one not due yet: the test stays one index step
+        conn.execute(
+            "INSERT INTO passito_jobs.jobs (type, priority, run_at) VALUES ('Noop', 1, now() + '1h')"
+        )
     elif case == "no free slot":
         dispatch("Noop", conn=conn)  # takes the one slot
         messages(listener)
@@ -133,6 +138,42 @@ def test_no_handoff_where_the_claim_must_decide(conn: Conn, listener: Conn, case
     job_id = dispatch("Noop", conn=conn, **kwargs)
     assert job(conn, job_id) == ("pending", 0, None)
     assert messages(listener) == []
+
+
+def test_delayed_jobs_of_its_priority_or_lower_do_not_stop_a_handoff_nor_get_read(
+    conn: Conn, listener: Conn, database_url: str
+) -> None:
+    """A queue full of delayed jobs (retries in backoff, jobs scheduled ahead; here of 1,000
+    priorities at or below the new job's) still hands a new job over, and finding that none of
+    them comes first costs the dispatch no more buffers than in an empty queue: not a walk of
+    20,000 index entries, nor one step per priority (PostgreSQL 18's skip scan of a test on
+    `run_at` alone). Counted as the dispatching backend's own buffer hits (PostgreSQL 18)."""
+    conn.execute(
+        "INSERT INTO passito_jobs.jobs (type, priority, run_at) "
+        "SELECT 'Noop', -(i % 1000), now() + make_interval(mins => i) FROM generate_series(1, 20000) i"
+    )
+    conn.execute("ANALYZE passito_jobs.jobs")
+    wait_as(conn, batch=3)
+    with connect(database_url, autocommit=True) as observer:
+
+        def hits() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")  # flushed before it answers
+            row = observer.execute(
+                "SELECT coalesce(sum(hits), 0)::int FROM pg_stat_get_backend_io(%s) "
+                "WHERE object = 'relation'",
+                (conn.info.backend_pid,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        dispatch("Noop", queue="warm-up", conn=conn)  # plans and caches, once
+        before = hits()
+        empty = dispatch("Noop", queue="empty", conn=conn)
+        middle = hits()
+        crowded = dispatch("Noop", conn=conn)
+        after = hits()
+    assert job(conn, empty) == ("processing", 1, "w:1")
+    assert job(conn, crowded) == ("processing", 1, "w:1")
+    assert (after - middle) - (middle - before) < 20
 
 
 def test_a_worker_whose_listener_is_gone_gets_nothing_and_its_row_goes(conn: Conn, database_url: str) -> None:

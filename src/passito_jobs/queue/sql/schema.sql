@@ -497,7 +497,7 @@ DECLARE
     message  text;
 BEGIN
     IF due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
-        w := passito_jobs.waiting_worker(insert_plain_job.queue);
+        w := passito_jobs.waiting_worker(insert_plain_job.queue, coalesce(insert_plain_job.priority, 0));
     END IF;
     INSERT INTO passito_jobs.jobs AS j
         (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata,
@@ -1451,7 +1451,7 @@ CREATE UNLOGGED TABLE passito_jobs.waiting_workers (
     CONSTRAINT waiting_workers_slots_check CHECK ((slots >= 0))
 );
 
-CREATE FUNCTION passito_jobs.waiting_worker(queue text) RETURNS passito_jobs.waiting_workers
+CREATE FUNCTION passito_jobs.waiting_worker(queue text, priority integer) RETURNS passito_jobs.waiting_workers
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -1472,7 +1472,11 @@ BEGIN
     END LOOP;
     IF EXISTS (SELECT 1 FROM passito_jobs.queues q WHERE q.name = waiting_worker.queue AND q.limited)
        OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
-                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue AND r.run_at <= now()) THEN
+                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue
+                    AND r.priority = waiting_worker.priority AND r.run_at <= now())
+       OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
+                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue
+                    AND r.priority > waiting_worker.priority) THEN
         RETURN NULL;
     END IF;
     RETURN w;

@@ -14,9 +14,9 @@
 --   advisory lock (namespace 1885434740, the worker's `lock_key`), and a dispatch hands a job only
 --   to a worker whose lock is held. A worker that died or lost its listener's connection gets
 --   nothing more; its row is deleted by the next dispatch that finds it.
--- * Only when nothing else is due in the job's queue (older jobs go first, by the claim's order),
---   and never in a queue with flow control (paused, concurrency, rate or key limits): claim
---   decides those.
+-- * Only when the claim would take this job next: nothing of its priority due in its queue and
+--   nothing pending of a higher one (older and higher jobs go first), and never in a queue with
+--   flow control (paused, concurrency, rate or key limits): claim decides those.
 -- * The row keeps the ids it was handed (`handed`), and each claim_or_wait takes the row back and
 --   returns the handed jobs the worker does not name as known: a notification that never arrived
 --   (the listener's connection broke after the commit) costs a poll interval, not a rescue.
@@ -35,9 +35,11 @@ CREATE UNLOGGED TABLE passito_jobs.waiting_workers (
     handed    bigint[] NOT NULL DEFAULT '{}'
 );
 
--- A listening worker with a free slot for a job of `queue`, locked for this transaction, when the
--- queue has nothing else due and no flow control; NULL otherwise.
-CREATE FUNCTION passito_jobs.waiting_worker(queue text) RETURNS passito_jobs.waiting_workers
+-- A listening worker with a free slot for a job of `queue` and `priority`, locked for this
+-- transaction, when the claim would take that job next: the queue has no flow control, no job of
+-- that priority due, and no pending job of a higher one (due or not: so both tests are one step
+-- of jobs_ready_by_queue_idx, however many delayed jobs the queue holds). NULL otherwise.
+CREATE FUNCTION passito_jobs.waiting_worker(queue text, priority integer) RETURNS passito_jobs.waiting_workers
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -57,7 +59,11 @@ BEGIN
     END LOOP;
     IF EXISTS (SELECT 1 FROM passito_jobs.queues q WHERE q.name = waiting_worker.queue AND q.limited)
        OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
-                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue AND r.run_at <= now()) THEN
+                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue
+                    AND r.priority = waiting_worker.priority AND r.run_at <= now())
+       OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
+                  WHERE r.state = 'pending' AND r.queue = waiting_worker.queue
+                    AND r.priority > waiting_worker.priority) THEN
         RETURN NULL;
     END IF;
     RETURN w;
@@ -82,7 +88,7 @@ DECLARE
     message  text;
 BEGIN
     IF due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
-        w := passito_jobs.waiting_worker(insert_plain_job.queue);
+        w := passito_jobs.waiting_worker(insert_plain_job.queue, coalesce(insert_plain_job.priority, 0));
     END IF;
     INSERT INTO passito_jobs.jobs AS j
         (queue, type, payload, priority, run_at, max_attempts, concurrency_key, tags, metadata,
