@@ -45,7 +45,7 @@ def test_the_deployment_serves_from_the_operations_image_with_auth_files() -> No
     volume = next(v for v in pod["volumes"] if v["name"] == "auth")
     assert volume["projected"]["defaultMode"] == 0o400
     secrets = [source["secret"]["name"] for source in volume["projected"]["sources"]]
-    assert secrets == ["rel-passito-jobs-web-auth", "rel-passito-jobs-web-test"]
+    assert secrets == ["rel-passito-jobs-web-auth", "rel-passito-jobs-web-csrf", "rel-passito-jobs-web-test"]
     assert not [name for name, var in env.items() if "$argon2" in str(var)]  # files, never variables
     service = one(objects, "Service", "-web")
     assert service["spec"]["ports"][0]["port"] == 8080
@@ -110,6 +110,55 @@ def test_an_existing_secret_replaces_the_charts() -> None:
     assert volume["projected"]["sources"][0]["secret"]["name"] == "dashboard-users"
     env = env_of(containers(pod)[0])
     assert env["PASSITO_WEB_TOKENS_FILE"]["value"] == "/etc/passito-web/tokens,/etc/passito-web/test-tokens"
+
+
+def auth_items(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Secret name -> {key: path} of the dashboard's `auth` volume."""
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth")
+    return {
+        source["secret"]["name"]: {item["key"]: item["path"] for item in source["secret"]["items"]}
+        for source in volume["projected"]["sources"]
+    }
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_every_replica_mounts_the_same_generated_csrf_key(mode: str) -> None:
+    objects = render({"web": {"enabled": True, "replicas": 3, "auth": {"mode": mode, "users": USERS}}})
+    key = secret_data(one(objects, "Secret", "-web-csrf"), "csrf-key")
+    assert len(key) == 64
+    assert key.isalnum()
+    pod = one(objects, "Deployment", "-web")["spec"]["template"]["spec"]
+    container = containers(pod)[0]
+    env = env_of(container)
+    assert env["PASSITO_WEB_CSRF_KEY_FILE"] == {
+        "name": "PASSITO_WEB_CSRF_KEY_FILE",
+        "value": "/etc/passito-web/csrf-key",
+    }
+    assert auth_items(pod)["rel-passito-jobs-web-csrf"] == {"csrf-key": "csrf-key"}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "auth")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/passito-web", True)
+    assert key not in str(env)
+    assert not [o for o in by_kind(objects, "ConfigMap") if key in str(o)]
+
+
+def test_an_existing_auth_secret_needs_no_csrf_key() -> None:
+    """Releases that name their own users Secret upgrade unchanged: the key is the chart's."""
+    objects = render({"web": {"enabled": True, "auth": {"existingSecret": "dashboard-users"}}})
+    pod = one(objects, "Deployment", "-web")["spec"]["template"]["spec"]
+    items = auth_items(pod)
+    assert "csrf-key" not in items["dashboard-users"]
+    assert items["rel-passito-jobs-web-csrf"] == {"csrf-key": "csrf-key"}
+    assert len(secret_data(one(objects, "Secret", "-web-csrf"), "csrf-key")) == 64
+
+
+def test_an_existing_csrf_secret_supplies_the_key() -> None:
+    objects = render(
+        {"web": {"enabled": True, "auth": {"users": USERS}, "csrfKey": {"existingSecret": "my-csrf"}}}
+    )
+    assert not [s for s in by_kind(objects, "Secret") if "csrf-key" in str(s)]  # none generated
+    pod = one(objects, "Deployment", "-web")["spec"]["template"]["spec"]
+    assert auth_items(pod)["my-csrf"] == {"csrf-key": "csrf-key"}
+    assert env_of(containers(pod)[0])["PASSITO_WEB_CSRF_KEY_FILE"]["value"] == "/etc/passito-web/csrf-key"
 
 
 def test_ingress_and_network_policy() -> None:

@@ -273,3 +273,35 @@ def test_bad_users_and_tokens_files_are_refused_with_the_line(tmp_path: Path) ->
     assert "my-plain-token-value" not in str(caught.value)
     with pytest.raises(ConfigError, match="cannot read the users file"):
         Authenticator(WebSettings(auth=("basic",), users_file=tmp_path / "missing"))
+
+
+def key_file(path: Path, key: str) -> Path:
+    path.write_text(key + "\n")
+    return path
+
+
+def test_replicas_with_the_same_csrf_key_file_accept_each_others_forms(
+    database_url: str, tmp_path: Path, student_job: int, conn: psycopg.Connection[Any]
+) -> None:
+    shared = key_file(tmp_path / "shared", "0123456789abcdefghijklmnopqrstuvwxyzABCD")
+    copy = key_file(tmp_path / "copy", "  0123456789abcdefghijklmnopqrstuvwxyzABCD  ")  # same key
+    other = key_file(tmp_path / "other", "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu")
+    form = {**SAME_SITE, "Content-Type": "application/x-www-form-urlencoded"}
+    with make_client(database_url, csrf_key_file=shared) as first:
+        page = first.get(f"/jobs/{student_job}")
+        token = csrf_of(page.text)
+        assert page.cookies["passito_csrf"] == token
+    for others in ({"csrf_key_file": other}, {}):
+        with make_client(database_url, **others) as stranger:
+            stranger.cookies.set("passito_csrf", token)
+            refused = stranger.post(f"/jobs/{student_job}/retry", data={"csrf": token}, headers=form)
+            assert refused.status_code == 403, (others, refused.text)
+    assert conn.execute("SELECT state::text FROM passito_jobs.jobs").fetchone() == ("failed",)
+    with make_client(database_url, csrf_key_file=copy) as second:
+        second.cookies.set("passito_csrf", token)
+        assert second.get("/").headers.get("set-cookie") is None  # its token is kept, not renewed
+        done = second.post(
+            f"/jobs/{student_job}/retry", data={"csrf": token}, headers=form, follow_redirects=False
+        )
+        assert done.status_code == 303, done.text
+    assert conn.execute("SELECT state::text FROM passito_jobs.jobs").fetchone() == ("pending",)

@@ -4,6 +4,7 @@ start-up, and `web hash-password`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -113,3 +114,33 @@ def test_it_runs_without_the_package_installed_as_a_script() -> None:
     ).stdout
     assert "--host" in out
     assert "hash-password" in out
+
+
+def test_a_bad_csrf_key_file_stops_it_with_one_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    secret = "kept-out-of-every-message"  # too short: 25 characters
+    cases: dict[str, tuple[str, str]] = {}
+    for name, content, message in [
+        ("empty", b"", "is empty"),
+        ("blank", b"  \n\t\n", "is empty"),
+        ("short", f"  {secret}\n".encode(), "holds fewer than 32 characters"),
+        ("binary", b"\xff\xfe" + b"x" * 40, "is not UTF-8 text"),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        cases[name] = (str(path), message)
+    cases["missing"] = (str(tmp_path / "missing"), "cannot read")
+    cases["directory"] = (str(tmp_path), "cannot read")
+    if os.geteuid() != 0:  # root reads any file
+        locked = tmp_path / "locked"
+        locked.write_text("x" * 40)
+        locked.chmod(0)
+        cases["unreadable"] = (str(locked), "cannot read")
+    for name, (path, message) in cases.items():
+        result = run_cli(["web", "--port", "0"], {**cli_env, "PASSITO_WEB_CSRF_KEY_FILE": path})
+        assert result.returncode == 2, (name, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, (name, result.stderr)
+        assert "PASSITO_WEB_CSRF_KEY_FILE" in lines[0], name
+        assert message in lines[0], (name, lines[0])
+        assert secret not in result.stderr + result.stdout
+        assert "kept-out" not in result.stderr + result.stdout

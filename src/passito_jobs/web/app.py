@@ -32,7 +32,7 @@ from passito_jobs.web.auth import Authenticator, AuthError
 from passito_jobs.web.board import Dashboard, dashboard
 from passito_jobs.web.db import Database, DatabaseError
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.security import SecurityHeaders, check_loopback_host, check_url
+from passito_jobs.web.security import SecurityHeaders, check_loopback_host, check_url, load_csrf_key
 from passito_jobs.web.settings import WebSettings, is_loopback
 from passito_jobs.web.sse import Notifier
 
@@ -179,8 +179,9 @@ def create_app(
     listen: bool = True,
 ) -> Starlette:
     """The dashboard as an ASGI app (its Dashboard group, where the database is, the health
-    thresholds); raises ConfigError for an unreadable users or tokens file. `listen=False`
+    thresholds); raises ConfigError for an unreadable users, tokens or CSRF key file. `listen=False`
     (PASSITO_LISTEN, a transaction pooler): no LISTEN, no prepared statements."""
+    csrf_key = load_csrf_key(web)
     board = Dashboard(
         web=web,
         db=Database(
@@ -194,6 +195,7 @@ def create_app(
         notifier=Notifier(database_url, connect_timeout=connect_timeout, listen=listen),
         templates=templates(),
         thresholds=thresholds,
+        csrf_key=csrf_key,
     )
 
     @contextlib.asynccontextmanager

@@ -37,7 +37,8 @@ class Dashboard:
     templates: jinja2.Environment
     thresholds: Thresholds
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    """Signs the CSRF tokens this process issues (security.csrf_token); new at every start."""
+    """Signs the CSRF tokens (security.csrf_token): create_app gives the key of
+    PASSITO_WEB_CSRF_KEY_FILE (security.load_csrf_key); the default is new at every start."""
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     async def cached(self, key: str, ttl: float, action: Callable[[Admin], T]) -> T:

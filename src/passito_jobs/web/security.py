@@ -1,7 +1,8 @@
 """Response headers, HTTPS detection behind a proxy, and cross-site request forgery checks.
 
 CSRF: the dashboard's forms carry a token equal to a cookie (double submit), and the token is one
-this process issued: a random nonce and its HMAC under a key made at start (`Dashboard.csrf_key`),
+this dashboard issued: a random nonce and its HMAC under `Dashboard.csrf_key` — the key in
+PASSITO_WEB_CSRF_KEY_FILE, shared by the replicas that read it, or one made at start (`load_csrf_key`),
 so a cookie planted by someone else (`passito_csrf=x` with a field `csrf=x`) is refused. The cookie
 is HttpOnly and SameSite=Strict — a cross-site request does not even carry it — and `__Host-` plus
 Secure behind TLS, so a sibling domain cannot plant one. Every state-changing request from a
@@ -27,10 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from passito_jobs.settings import ConfigError, printable, read_secret_file
 from passito_jobs.web import params
 from passito_jobs.web.board import dashboard
 from passito_jobs.web.params import BadRequest
-from passito_jobs.web.settings import is_loopback
+from passito_jobs.web.settings import WebSettings, is_loopback
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,6 +47,8 @@ HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
 CSRF_FIELD = "csrf"
+MIN_CSRF_KEY = 32
+"""The fewest characters of PASSITO_WEB_CSRF_KEY_FILE's key."""
 
 
 class SecurityHeaders:
@@ -84,13 +88,32 @@ def cookie_name(request: Request) -> str:
     return "__Host-passito_csrf" if is_https(request.scope) else "passito_csrf"
 
 
+def load_csrf_key(web: WebSettings) -> bytes:
+    """The key that signs CSRF tokens: the text of PASSITO_WEB_CSRF_KEY_FILE (whitespace around
+    it stripped), or a random one when it is unset. ConfigError, naming the variable and the path
+    and never what the file holds, for a file that cannot be read or holds a key too short."""
+    if web.csrf_key_file is None:
+        return secrets.token_bytes(32)
+    variable, path = web.source("csrf_key_file"), str(web.csrf_key_file)
+    key = read_secret_file(variable, path, "csrf_key_file").strip()
+    if len(key) < MIN_CSRF_KEY:
+        raise ConfigError(
+            f"{variable}: {printable(path, 200)} "
+            + (f"holds fewer than {MIN_CSRF_KEY} characters" if key else "is empty")
+            + f" (the CSRF key must be at least {MIN_CSRF_KEY}, e.g. `openssl rand -base64 48`)",
+            field="csrf_key_file",
+        )
+    return key.encode("utf-8")
+
+
 def _signature(key: bytes, nonce: str) -> str:
     digest = hmac.new(key, nonce.encode("ascii"), "sha256").digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def issued(request: Request, token: str) -> bool:
-    """Whether this process issued `token` (`nonce.signature`, the signature its HMAC)."""
+    """Whether this dashboard issued `token` (`nonce.signature`, the signature its HMAC): this
+    process, or any that signs with the same PASSITO_WEB_CSRF_KEY_FILE."""
     nonce, dot, signature = token.partition(".")
     if not dot or len(nonce) != 43 or not nonce.isascii():
         return False
@@ -99,8 +122,9 @@ def issued(request: Request, token: str) -> bool:
 
 
 def csrf_token(request: Request) -> str:
-    """This browser's token: its cookie's if this process issued it, or a new one that
-    `set_csrf_cookie` will send (after a restart, the next page a browser loads renews it)."""
+    """This browser's token: its cookie's if this dashboard issued it, or a new one that
+    `set_csrf_cookie` will send (after a restart with a random key, or a new key, the next page a
+    browser loads renews it)."""
     token = request.cookies.get(cookie_name(request), "")
     if not issued(request, token):
         token = getattr(request.state, "new_csrf", "")

@@ -3,8 +3,10 @@
 `config.Settings.web` composes it (docs/configuration.md lists it under "Dashboard"). The
 dashboard's secrets are files, as Kubernetes mounts them: the users file (argon2 hashes) and the
 tokens files (SHA-256 digests of bearer tokens); a setting holds only their paths, and no log
-line or message ever shows what they hold. There is no session secret to configure: the CSRF
-token (double submit) is signed, and the cache of verified passwords keyed, per process.
+line or message ever shows what they hold. The CSRF token (double submit) is signed with the key
+in PASSITO_WEB_CSRF_KEY_FILE, the same for every replica that mounts it, or else with a key made at
+start (a form must then come back to the process that served its page); the cache of verified
+passwords is keyed per process.
 """
 
 from __future__ import annotations
@@ -125,6 +127,13 @@ class WebSettings(SettingsGroup):
         (),
         "`token`: comma-separated files of `name:role:sha256:HEX` lines (bearer tokens by their hash).",
         parse=_paths,
+    )
+    csrf_key_file: Path | None = setting(
+        "PASSITO_WEB_CSRF_KEY_FILE",
+        None,
+        "File holding the key (at least 32 characters) that signs the forms' CSRF tokens, so that "
+        "every replica reading it accepts the others' forms; unset: a random key per process.",
+        parse=_optional_path,
     )
     auth_header: str = setting(
         "PASSITO_WEB_AUTH_HEADER",
