@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
 from passito_jobs.queue import admin as admin_module
+from passito_jobs.queue.connection import connect
 from passito_jobs.queue.limits import MAX_JOB_ID
 from passito_jobs.web import params
 from tests.web.conftest import insert_job
@@ -196,6 +197,30 @@ def test_workers_are_seen_by_their_heartbeats(client: TestClient, jobs: dict[str
         ("host-a:12", 1, [jobs["processing"]])
     ]
     assert workers[0]["heartbeat_age_seconds"] < 60
+    assert workers[0]["free_slots"] is None
+
+
+def test_workers_waiting_for_jobs_are_seen_with_their_free_slots(
+    client: TestClient, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """An idle worker holds no job, so no heartbeat shows it: its row in waiting_workers does,
+    while its listener holds the lock (a row whose lock is gone is a dead worker's, not shown)."""
+    with connect(database_url, autocommit=True) as listener:
+        listener.execute("SELECT pg_advisory_lock(1885434740, 77)")
+        conn.execute(
+            "INSERT INTO passito_jobs.waiting_workers (worker_id, channel, lock_key, queues, slots) "
+            "VALUES ('idle-b:7', 'passito_jobs_handoff_x', 77, NULL, 4), "
+            "       ('dead-c:9', 'passito_jobs_handoff_y', 78, '{emails}', 2)"
+        )
+        workers = client.get("/api/v1/workers").json()["workers"]
+        assert [(w["worker_id"], w["jobs"], w["queues"], w["free_slots"]) for w in workers] == [
+            ("idle-b:7", 0, [], 4)
+        ]
+        page = client.get("/workers").text
+        assert "idle-b:7" in page
+        assert "4 free slots" in page
+        assert "every queue" in page
+        assert "dead-c:9" not in page
 
 
 def test_health_is_the_health_report(client: TestClient, jobs: dict[str, int]) -> None:

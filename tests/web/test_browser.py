@@ -275,3 +275,41 @@ def test_an_admin_sets_a_queues_limits_from_the_overview_and_removes_one(
     assert row == (None, 50, None)
     page.goto(server.url + "/audit")
     assert page.inner_text("table").count("limit") >= 2
+
+
+def test_the_workers_page_shows_an_idle_worker_waiting_and_then_the_job_it_was_handed(
+    page: Page,
+    web_server: Callable[..., Server],
+    cli_env: dict[str, str],
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    """An idle worker holds no job, so no heartbeat shows it: the page shows it waiting with its
+    free slots; a job dispatched then goes straight to it (handoff) and the page shows it held."""
+    worker = WorkerProcess(cli_env, tmp_path / "worker.log", "--concurrency", "3")
+    try:
+        wait_for(
+            lambda: conn.execute("SELECT slots FROM passito_jobs.waiting_workers").fetchone(),
+            message="the worker to wait for jobs",
+        )
+        server = web_server()
+        page.goto(server.url + "/")
+        page.click("nav >> text=Workers")
+        page.wait_for_url("**/workers")
+        row = page.locator("table.data tbody tr")
+        assert row.count() == 1
+        assert row.locator("[data-label=Waiting]").inner_text() == "3 free slots"
+        assert row.locator("[data-label=Queues]").inner_text() == "every queue"
+        assert row.locator("[data-label=Jobs]").inner_text() == "0"
+        page.screenshot(path=str(tmp_path / "workers-idle.png"), full_page=True)
+
+        job = dispatch(conn, "Sleep", {"seconds": 60})
+        assert job_state(conn, job) == "processing"  # handed at its dispatch, no claim
+        page.reload()
+        row = page.locator("table.data tbody tr")
+        assert row.locator("[data-label=Jobs]").inner_text() == "1"
+        assert row.locator(f"a[href='/jobs/{job}']").count() == 1
+        assert row.locator("[data-label=Waiting]").inner_text() == "2 free slots"
+        page.screenshot(path=str(tmp_path / "workers-busy.png"), full_page=True)
+    finally:
+        worker.stop()

@@ -154,6 +154,7 @@ class WorkerSeen:
     oldest_claim: datetime | None
     last_heartbeat: datetime | None
     heartbeat_age: float | None
+    free_slots: int | None = None  # waiting for jobs with this many free slots (handoff); None: not waiting
 
 
 @dataclass(frozen=True)

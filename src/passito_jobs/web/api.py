@@ -286,7 +286,10 @@ async def workers(request: Request) -> Response:
     _query(request, ())
     seen = await board.db.run(lambda admin: admin.workers())
     return JSONResponse(
-        {"source": "heartbeats of processing jobs", "workers": [views.worker(w) for w in seen]}
+        {
+            "source": "heartbeats of processing jobs, and workers waiting for jobs",
+            "workers": [views.worker(w) for w in seen],
+        }
     )
 
 

@@ -228,6 +228,11 @@ def _queue_schemas() -> dict[str, Any]:
                 "oldest_claim": TIME,
                 "last_heartbeat": TIME,
                 "heartbeat_age_seconds": {"type": ["number", "null"]},
+                "free_slots": {
+                    "type": ["integer", "null"],
+                    "description": "Free slots of a worker waiting for jobs (its queues: the ones "
+                    "it waits on, [] for every queue); null: not waiting",
+                },
             }
         ),
         "Workers": _obj(

@@ -186,6 +186,7 @@ def worker(seen: WorkerSeen) -> dict[str, Any]:
         "oldest_claim": when(seen.oldest_claim),
         "last_heartbeat": when(seen.last_heartbeat),
         "heartbeat_age_seconds": None if seen.heartbeat_age is None else round(seen.heartbeat_age, 3),
+        "free_slots": seen.free_slots,
     }
 
 

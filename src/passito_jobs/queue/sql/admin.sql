@@ -162,20 +162,42 @@ JOIN passito_jobs.jobs j ON j.id = n.id
 ORDER BY j.id
 
 -- name: workers
--- Workers seen by their heartbeats: those holding processing jobs (jobs_processing_idx), with
--- the jobs each holds. The one query to change when workers get a table of their own.
-SELECT worker_id,
-       count(*) AS jobs,
-       (array_agg(id ORDER BY id))[1:%(ids)s] AS job_ids,
-       array_agg(DISTINCT queue ORDER BY queue) AS queues,
-       array_agg(DISTINCT type ORDER BY type) AS types,
-       min(claimed_at) AS oldest_claim,
-       max(heartbeat_at) AS last_heartbeat,
-       extract(epoch FROM now() - max(heartbeat_at))::double precision AS heartbeat_age
-FROM passito_jobs.jobs
-WHERE state = 'processing'
-GROUP BY worker_id
-ORDER BY worker_id
+-- Workers seen by their heartbeats (those holding processing jobs, through jobs_processing_idx,
+-- with the jobs each holds) and workers waiting for jobs (waiting_workers, migration 0014: a
+-- worker whose listener holds its lock, with its free slots). The one query to change when
+-- workers get a table of their own.
+WITH holding AS (
+    SELECT worker_id,
+           count(*) AS jobs,
+           (array_agg(id ORDER BY id))[1:%(ids)s] AS job_ids,
+           array_agg(DISTINCT queue ORDER BY queue) AS queues,
+           array_agg(DISTINCT type ORDER BY type) AS types,
+           min(claimed_at) AS oldest_claim,
+           max(heartbeat_at) AS last_heartbeat
+    FROM passito_jobs.jobs
+    WHERE state = 'processing'
+    GROUP BY worker_id
+),
+waiting AS (
+    SELECT w.worker_id, w.slots, w.queues
+    FROM passito_jobs.waiting_workers w
+    WHERE EXISTS (SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1885434740
+                    AND l.objid = w.lock_key::oid AND l.objsubid = 2
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+)
+SELECT coalesce(h.worker_id, w.worker_id) AS worker_id,
+       coalesce(h.jobs, 0) AS jobs,
+       coalesce(h.job_ids, '{}') AS job_ids,
+       coalesce(h.queues, w.queues, '{}') AS queues,
+       coalesce(h.types, '{}') AS types,
+       h.oldest_claim,
+       h.last_heartbeat,
+       extract(epoch FROM now() - h.last_heartbeat)::double precision AS heartbeat_age,
+       w.slots AS free_slots
+FROM holding h
+FULL JOIN waiting w ON w.worker_id = h.worker_id
+ORDER BY 1
 LIMIT %(limit)s
 
 -- name: throughput
