@@ -158,7 +158,7 @@ class ClaimLoop:
                     # Short of a full batch: the queue ran dry, or a rate paces it; either
                     # way wake when the next job is due, not a poll later.
                     await self._schedule_next_poll(paced_only=bool(jobs))
-            if self.stopping and not attempts.running and not attempts.outcomes:
+            if self.stopping and not attempts.running and not attempts.outcomes and not self._give_back:
                 await self._release()
                 return
             await self._sleep(self._wait_timeout(want))
