@@ -19,6 +19,7 @@ from passito_jobs import JobContext, dispatch, job_type
 from passito_jobs.queue.asyncstore import handed_job
 from passito_jobs.queue.connection import connect
 from passito_jobs.queue.models import ClaimedJob
+from passito_jobs.queue.store import Store
 from passito_jobs.registry import Registry
 from tests.helpers import wait_for
 from tests.inprocess import InProcessWorker
@@ -92,11 +93,13 @@ def test_a_due_plain_job_goes_to_the_waiting_worker_with_what_its_handler_needs(
     assert handed.unreadable is None
 
 
-def test_the_sql_dispatch_function_hands_off_too(conn: Conn, listener: Conn) -> None:
+def test_the_sql_dispatch_function_never_hands_off(conn: Conn, listener: Conn) -> None:
+    """It cannot tell whether its caller's transaction ends with the statement (a PHP call may
+    sit in a long one): its jobs are claimed."""
     wait_as(conn)
     (job_id,) = conn.execute("SELECT passito_jobs.dispatch('Noop')").fetchone() or ()
-    assert job(conn, job_id) == ("processing", 1, "w:1")
-    assert len(messages(listener)) == 1
+    assert job(conn, job_id) == ("pending", 0, None)
+    assert messages(listener) == []
 
 
 @pytest.mark.parametrize(
@@ -186,6 +189,57 @@ def test_a_worker_whose_listener_is_gone_gets_nothing_and_its_row_goes(conn: Con
     job_id = dispatch("Noop", conn=conn)
     assert job(conn, job_id) == ("pending", 0, None)
     assert conn.execute("SELECT count(*) FROM passito_jobs.waiting_workers").fetchone() == (0,)
+
+
+def test_a_gone_listener_with_handed_jobs_keeps_them_for_its_next_claim_and_prune_forgets_it_later(
+    conn: Conn, database_url: str
+) -> None:
+    """The listener's connection broke after a dispatch handed it a job and before the
+    notification arrived: the next dispatch closes the worker's row (no slots) instead of
+    deleting what it was handed, so the worker's next claim takes the job back. A row whose
+    worker never comes back goes with the maintenance's prune once its handed jobs are done."""
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1885434740 AND objid = %s"
+    with connect(database_url, autocommit=True) as gone:
+        gone.execute("SELECT pg_advisory_lock(1885434740, %s)", (LOCK_KEY,))
+        wait_as(conn, batch=2)
+        handed = dispatch("Noop", conn=conn)
+    wait_for(lambda: conn.execute(held, (LOCK_KEY,)).fetchone() == (0,), message="the lock to go")
+    assert job(conn, dispatch("Noop", queue="other", conn=conn)) == ("pending", 0, None)
+    assert conn.execute("SELECT slots, handed FROM passito_jobs.waiting_workers").fetchone() == (0, [handed])
+    assert conn.execute("SELECT passito_jobs.forget_waiting_workers()").fetchone() == (0,)  # still processing
+    # The worker, its listener back: its claim returns the job it was handed.
+    assert wait_as(conn, batch=2)[0] == (handed, True)
+    # A worker that never comes back: once its handed job is done, the prune forgets its row.
+    with connect(database_url, autocommit=True) as gone:
+        gone.execute("SELECT pg_advisory_lock(1885434740, %s)", (LOCK_KEY + 1,))
+        params = {"worker": "w:2", "queues": None, "batch": 1, "channel": CHANNEL, "lock_key": LOCK_KEY + 1}
+        conn.execute(CLAIM, {**params, "known": []})
+        second = dispatch("Noop", queue="third", conn=conn)
+    wait_for(lambda: conn.execute(held, (LOCK_KEY + 1,)).fetchone() == (0,), message="the lock to go")
+    conn.execute(
+        "SELECT passito_jobs.complete('w:2', ARRAY[%s]::bigint[], ARRAY[1], ARRAY[NULL]::jsonb[])", (second,)
+    )
+    Store(conn).prune(3600, 3600)
+    workers = [row[0] for row in conn.execute("SELECT worker_id FROM passito_jobs.waiting_workers")]
+    assert "w:2" not in workers
+
+
+def test_a_dispatch_inside_a_longer_transaction_is_not_handed(
+    conn: Conn, listener: Conn, database_url: str
+) -> None:
+    """Its lock on the worker's row would last until the commit, and the job would reach the
+    worker only then (rescued meanwhile, past PASSITO_STUCK_AFTER): such a job is claimed."""
+    wait_as(conn, batch=3)
+    with connect(database_url, autocommit=False) as producer:  # psycopg opens a transaction
+        in_python = dispatch("Noop", conn=producer)
+        (in_sql,) = producer.execute("SELECT passito_jobs.dispatch('Noop', queue => 'sql')").fetchone() or ()
+        producer.commit()
+    with connect(database_url) as producer, producer.transaction():  # a block on an autocommit one
+        in_block = dispatch("Noop", queue="block", conn=producer)
+    assert job(conn, in_python) == ("pending", 0, None)
+    assert job(conn, in_sql) == ("pending", 0, None)
+    assert job(conn, in_block) == ("pending", 0, None)
+    assert messages(listener) == []
 
 
 def test_a_job_too_long_for_a_notification_is_sent_by_id_and_read_by_the_next_claim(
@@ -362,3 +416,68 @@ def test_a_handed_job_whose_notification_was_lost_runs_at_the_next_poll(
             )
         wait_for(lambda: job(conn, lost)[0] == "completed", timeout=10, message="the lost handoff to run")
         assert job(conn, lost) == ("completed", 1, worker.worker.worker_id)
+
+
+def test_a_claim_that_returns_after_a_handed_job_started_gives_back_what_has_no_slot(
+    conn: Conn, database_url: str
+) -> None:
+    """The race a tester found: a dispatch holds the worker's row while handing it a job, so the
+    worker's claim, skipping that row, asks for every free slot; the handed job starts while the
+    claim is on its way. The claim's extra job goes back to pending: never more than
+    PASSITO_CONCURRENCY at once. The claim is held on its way by a lock on a limited queue's row
+    (as another worker's claim holds it)."""
+    release, running, peak = threading.Event(), [], [0]
+    registry = make_registry(release, running, peak)
+    conn.execute("SELECT passito_jobs.set_queue_concurrency('b', 5)")
+    with InProcessWorker(database_url, concurrency=2, poll_interval=60, registry=registry) as worker:
+        wait_for(lambda: waiting_row(conn, worker), message="the worker to wait")
+        me = worker.worker.worker_id
+        with (
+            connect(database_url, autocommit=False) as queue_lock,
+            connect(database_url, autocommit=False) as producer,
+        ):
+            queue_lock.execute("SELECT 1 FROM passito_jobs.queues WHERE name = 'b' FOR UPDATE")
+            channel = producer.execute(
+                "SELECT channel FROM passito_jobs.waiting_workers WHERE worker_id = %s FOR UPDATE", (me,)
+            ).fetchone()[0]
+            conn.execute("INSERT INTO passito_jobs.jobs (type, queue) VALUES ('Held', 'b'), ('Held', 'b')")
+            conn.execute("SELECT pg_notify('passito_jobs', 'b')")
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query LIKE '%claim_or_wait%'"
+            )
+            wait_for(
+                lambda: conn.execute(waiting).fetchone() == (1,), message="the claim to wait on the lock"
+            )
+            handed = producer.execute(
+                "INSERT INTO passito_jobs.jobs (type, state, attempts, worker_id, claimed_at, heartbeat_at) "
+                "VALUES ('Held', 'processing', 1, %s, now(), now()) RETURNING id",
+                (me,),
+            ).fetchone()[0]
+            producer.execute(
+                "UPDATE passito_jobs.waiting_workers SET slots = slots - 1, handed = handed || %s::bigint "
+                "WHERE worker_id = %s",
+                (handed, me),
+            )
+            producer.execute(
+                "SELECT pg_notify(%s, %s)",
+                (channel, json.dumps([handed, "default", "Held", 0, 1, 3]) + "\nnull\n{}"),
+            )
+            producer.commit()
+            wait_for(lambda: running == [handed], message="the handed job to start")
+            queue_lock.commit()
+        states = "SELECT state::text, attempts FROM passito_jobs.jobs WHERE queue = 'b' ORDER BY state"
+        wait_for(
+            lambda: conn.execute(states).fetchall() == [("pending", 0), ("processing", 1)],
+            message="one claimed job to run and the other to go back",
+        )
+        assert len(running) == 2
+        release.set()
+        wait_for(
+            lambda: (
+                conn.execute("SELECT count(*) FROM passito_jobs.jobs WHERE state <> 'completed'").fetchone()
+                == (0,)
+            ),
+            message="all three to complete",
+        )
+    assert peak[0] == 2

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from psycopg.types.json import Jsonb
 
+from passito_jobs import dispatch as passito_dispatch
 from passito_jobs.web.auth import hash_password
 from tests.helpers import WorkerProcess, job_state, wait_for
 from tests.web.conftest import BROWSER, BROWSER_ARGS, Server, have_browser, insert_job
@@ -303,7 +304,7 @@ def test_the_workers_page_shows_an_idle_worker_waiting_and_then_the_job_it_was_h
         assert row.locator("[data-label=Jobs]").inner_text() == "0"
         page.screenshot(path=str(tmp_path / "workers-idle.png"), full_page=True)
 
-        job = dispatch(conn, "Sleep", {"seconds": 60})
+        job = passito_dispatch("Sleep", {"seconds": 60}, conn=conn)
         assert job_state(conn, job) == "processing"  # handed at its dispatch, no claim
         page.reload()
         row = page.locator("table.data tbody tr")

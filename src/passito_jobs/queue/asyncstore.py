@@ -145,17 +145,16 @@ class AsyncStore:
         row = await self._one("next_paced_at", {"queues": list(queues) if queues else None})
         return None if row is None or row[0] is None else float(row[0])
 
-    async def listen(self, *, cancellations: bool = False, handoff: tuple[str, int] | None = None) -> bool:
+    async def listen(self, *, cancellations: bool = False) -> None:
         """LISTEN for ready jobs (channel `passito_jobs`, payload the queue) and, with
-        `cancellations`, for processing jobs cancelled (`passito_jobs_cancel`, payload the id).
-        `handoff` (channel, lock key): also take the lock that lets dispatches hand this worker
-        jobs and LISTEN on its channel; whether that lock was taken."""
+        `cancellations`, for processing jobs cancelled (`passito_jobs_cancel`, payload the id)."""
         await self._one("listen", None, fetch=False)
         if cancellations:
             await self._one("listen_cancel", None, fetch=False)
-        if handoff is None:
-            return False
-        channel, lock_key = handoff
+
+    async def listen_handoff(self, channel: str, lock_key: int) -> bool:
+        """Take the lock that lets dispatches hand this worker jobs (migration 0014) and LISTEN
+        on its channel; False, and no LISTEN, when another session holds that lock."""
         row = await self._one("listen_handoff", {"lock_key": lock_key})
         if not (row and row[0]):
             return False

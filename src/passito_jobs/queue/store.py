@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
@@ -102,8 +103,15 @@ class Store(ScheduleStore):
         if payload_json is None:
             payload_json = encode_payload(request.payload, self.max_payload_bytes)
         try:
-            sql = query("insert_job" if _plain(request) else "dispatch")
-            row = self.conn.execute(sql, _dispatch_params(request, payload_json)).fetchone()
+            params = _dispatch_params(request, payload_json)
+            if _plain(request):
+                # Its own transaction (autocommit, no transaction block): a waiting worker may
+                # take the job at once (handoff, migration 0014).
+                own = self.conn.autocommit and self.conn.info.transaction_status == TransactionStatus.IDLE
+                sql, params["hand_off"] = query("insert_job"), own
+            else:
+                sql = query("dispatch")
+            row = self.conn.execute(sql, params).fetchone()
         except _REFUSED as exc:
             raise _invalid_job(exc) from None
         assert row is not None

@@ -53,11 +53,11 @@ class ClaimLoop:
         attempts: Attempts,
         metrics: WorkerMetrics,
         on_round: Callable[[], None] | None = None,
-        handoff: tuple[str, int] | None = None,
-        handing: Callable[[], bool] = lambda: False,
+        handoff: Callable[[], tuple[str, int] | None] | None = None,
     ) -> None:
-        """`handoff`: this worker's channel and lock key for handed jobs; `handing()`: whether
-        its listener holds the lock now (only then does a claim leave free slots to fill)."""
+        """`handoff()`: this worker's channel for handed jobs and the key of the lock its
+        listener holds now, or None (then a claim leaves no free slots to fill); None: the worker
+        never takes handed jobs."""
         self.settings = settings
         self.worker_id = worker_id
         self.handle = handle
@@ -74,7 +74,6 @@ class ClaimLoop:
         self._store: AsyncStore | None = None
         self._next_run_at: float | None = None
         self._handoff = handoff
-        self._handing = handing
         self._seen_handed: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._give_back: list[tuple[int, int]] = []  # handed jobs with no free slot
         self._waiting_stopped = handoff is None
@@ -146,8 +145,13 @@ class ClaimLoop:
                     for job in jobs:
                         if job.handed:
                             self._take_handed(job)
-                        else:
+                        elif len(attempts) < concurrency:
                             attempts.start(job)
+                        else:
+                            # A job handed to this worker started while the claim was on its
+                            # way (the claim found its waiting row busy with that dispatch).
+                            self._give_back.append((job.id, job.attempt))
+                            wake.set()
                 if want and len(jobs) == want:
                     continue  # a full batch: more may be ready
                 if want and not self.stopping:
@@ -167,7 +171,7 @@ class ClaimLoop:
         self, outcomes: Outcomes, want: int, give_back: list[tuple[int, int]]
     ) -> list[ClaimedJob]:
         assert self._store is not None
-        handoff = self._handoff if self._handoff is not None and self._handing() else None
+        handoff = self._handoff() if self._handoff is not None else None
         jobs = await self._store.settle_and_claim(
             outcomes.completed,
             outcomes.failed,

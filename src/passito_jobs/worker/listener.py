@@ -3,8 +3,9 @@ queues become ready (a dispatch notifies `passito_jobs` with the queue's name, o
 pass on the processing jobs that were cancelled (`passito_jobs_cancel` with the job's id, on
 commit: migration 0009), so the worker stops them at once rather than at its next heartbeat,
 and the jobs a dispatch handed this worker on its own channel (handoff, migration 0014), so
-it starts them without a claim. `handing` is true while dispatches may hand it jobs: its
-connection holds the lock that tells them so.
+it starts them without a claim. `handing()` says whether dispatches may hand it jobs now, and
+under which lock key: its connection holds that lock (a fresh random key at each connection,
+tried again when another session holds it).
 
 River's shape: a config validated when it is made, `run_once()` (connect, LISTEN, pass the
 notifications on until the connection breaks), and a thin loop that reconnects with growing
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,12 +50,13 @@ class ListenResult:
 
 @dataclass(frozen=True)
 class Handoff:
-    """The worker's own channel for handed jobs and its lock key (migration 0014); `receive`
-    gets each message."""
+    """The worker's own channel for handed jobs (migration 0014); `receive` gets each message."""
 
     channel: str
-    lock_key: int
     receive: Callable[[str], None]
+
+
+LOCK_TRIES = 3  # fresh keys tried while another session holds one (a dispatch checking it)
 
 
 class Listener:
@@ -77,18 +80,21 @@ class Listener:
         self._on_listening = on_listening
         self._on_cancel = on_cancel
         self.handoff = handoff
-        self.handing = False  # dispatches may hand this worker jobs now
+        self.lock_key: int | None = None  # the lock this connection holds: dispatches may hand jobs
         self.failures = 0  # connections lost in a row
 
     async def run_once(self) -> ListenResult:
         """Connect, LISTEN, and wake the claim loop per notification for one of its queues,
         until the connection breaks (DatabaseUnavailableError)."""
         store = AsyncStore(await self.handle.connection(), self.worker_id)
+        await store.listen(cancellations=self._on_cancel is not None)
         handoff = self.handoff
-        self.handing = await store.listen(
-            cancellations=self._on_cancel is not None,
-            handoff=None if handoff is None else (handoff.channel, handoff.lock_key),
-        )
+        if handoff is not None and self.lock_key is None:
+            for _ in range(LOCK_TRIES):
+                key = secrets.randbelow(2**31)
+                if await store.listen_handoff(handoff.channel, key):
+                    self.lock_key = key
+                    break
         if self.failures:
             log.info("The listener is connected again")
             self.failures = 0
@@ -96,7 +102,7 @@ class Listener:
         self._wake()  # notifications may have been missed while disconnected
         result = ListenResult()
         queues = self.config.queues
-        own = handoff.channel if handoff is not None and self.handing else None
+        own = handoff.channel if handoff is not None and self.lock_key is not None else None
         async for notify in store.notifications():
             if notify.channel == own:
                 assert handoff is not None
@@ -112,6 +118,12 @@ class Listener:
                 self._wake()
         return result
 
+    def handing(self) -> tuple[str, int] | None:
+        """(channel, lock key) while dispatches may hand this worker jobs; None otherwise."""
+        if self.handoff is None or self.lock_key is None:
+            return None
+        return self.handoff.channel, self.lock_key
+
     async def run(self) -> None:
         try:
             while True:
@@ -120,7 +132,7 @@ class Listener:
                 except DatabaseUnavailableError as exc:
                     # The lock went with the connection: dispatches hand this worker nothing
                     # now, and its next claim takes back what they did (migration 0014).
-                    self.handing = False
+                    self.lock_key = None
                     self._wake()
                     await self.handle.drop()
                     if self.failures == 0:
@@ -131,7 +143,7 @@ class Listener:
                     self.failures += 1
                     await asyncio.sleep(delay)
         finally:
-            self.handing = False
+            self.lock_key = None
             await self.handle.close()
 
 

@@ -95,7 +95,7 @@ class Worker:
                 database_url, timeout=connect_timeout, prepare=listen, on_retry=_still_no_database
             )
 
-        handoff = new_handoff() if listen else None
+        channel = new_handoff_channel() if listen else None
         self.claim_loop = ClaimLoop(
             settings,
             worker_id=self.worker_id,
@@ -103,12 +103,13 @@ class Worker:
             attempts=self.attempts,
             metrics=self.metrics,
             on_round=lambda: self._supervisor.ok("claim loop"),
-            handoff=handoff,
-            handing=lambda: self.listener is not None and self.listener.handing,
+            handoff=(lambda: self.listener.handing() if self.listener is not None else None)
+            if channel is not None
+            else None,
         )
         self._listening = asyncio.Event()
         self.listener: Listener | None = None
-        if handoff is not None:
+        if channel is not None:
             self.listener = Listener(
                 ListenerConfig(frozenset(settings.queues)),
                 handle=handle(),
@@ -116,7 +117,7 @@ class Worker:
                 wake=self.claim_loop.wake.set,
                 on_listening=self._on_listening,
                 on_cancel=self._on_cancel,
-                handoff=Handoff(*handoff, receive=self.claim_loop.receive_handoff),
+                handoff=Handoff(channel, receive=self.claim_loop.receive_handoff),
             )
         self.heartbeat = Heartbeat(
             HeartbeatConfig(settings.heartbeat_interval),
@@ -304,12 +305,11 @@ class Worker:
             await asyncio.to_thread(self.tracing.shutdown)
 
 
-def new_handoff() -> tuple[str, int]:
-    """Handoff (migration 0014): this worker's channel for handed jobs, and the key of the lock
-    its listener holds while it takes them. Anyone may NOTIFY any channel, so the channel is a
-    secret (64 random bits, kept in waiting_workers, which only the queue's roles read): a role
-    that may merely connect cannot hand the worker a job to run."""
-    return f"passito_jobs_handoff_{secrets.token_hex(8)}", secrets.randbelow(2**31)
+def new_handoff_channel() -> str:
+    """Handoff (migration 0014): this worker's channel for handed jobs. Anyone may NOTIFY any
+    channel, so the channel is a secret (64 random bits, kept in waiting_workers, which only the
+    queue's roles read): a role that may merely connect cannot hand the worker a job to run."""
+    return f"passito_jobs_handoff_{secrets.token_hex(8)}"
 
 
 def _still_no_database(exc: BaseException) -> None:

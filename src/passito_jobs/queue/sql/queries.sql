@@ -15,13 +15,14 @@ SELECT passito_jobs.dispatch(
 
 -- name: insert_job
 -- One plain job (no parents, no unique key) that dispatch.py has checked by the same rules as the
--- dispatch function: insert_plain_job, the function's own fast path (a worker waiting for the
--- queue takes it at once: migration 0014), without the function's checks. Python callers are held
+-- dispatch function: insert_plain_job, the function's own fast path, without the function's
+-- checks. `hand_off`: the statement is its own transaction (autocommit, no transaction block),
+-- so a worker waiting for the queue may take the job at once (migration 0014). Python callers are held
 -- to PASSITO_MAX_PAYLOAD_BYTES, as with dispatch_many's COPY.
 SELECT passito_jobs.insert_plain_job(
     %(queue)s, %(type)s, %(payload)s, %(priority)s,
     coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s, 0))),
-    %(max_attempts)s, %(concurrency_key)s, %(tags)s::text[], %(metadata)s::jsonb)
+    %(max_attempts)s, %(concurrency_key)s, %(tags)s::text[], %(metadata)s::jsonb, %(hand_off)s)
 
 -- name: reserve_ids
 -- The server's clock and `count` fresh job ids, for a COPY of many jobs.
@@ -94,8 +95,11 @@ SELECT id, state::text AS state, worker_id
 FROM passito_jobs.rescue(make_interval(secs => %(stuck_after)s), %(batch)s)
 
 -- name: prune
+-- Also drops the waiting_workers rows of workers gone (migration 0014); the first column is the
+-- rows pruned.
 SELECT passito_jobs.prune(make_interval(secs => %(keep_completed)s), make_interval(secs => %(keep_failed)s),
-                          %(batch)s)
+                          %(batch)s) AS pruned,
+       passito_jobs.forget_waiting_workers() AS forgotten
 
 -- name: acquire_lease
 SELECT coalesce(passito_jobs.acquire_lease(%(lease)s, %(worker_id)s, make_interval(secs => %(ttl)s)), false)

@@ -302,11 +302,12 @@ BEGIN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
     IF dispatch.unique_key IS NULL AND coalesce(cardinality(dispatch.depends_on), 0) = 0 THEN
-        -- Most jobs: no key to dedupe on, no parents: insert_plain_job (a waiting worker may
-        -- take it at once).
+        -- Most jobs: no key to dedupe on, no parents: insert_plain_job, without handoff (this
+        -- function cannot tell whether its caller's transaction ends with the statement).
         RETURN passito_jobs.insert_plain_job(dispatch.queue, dispatch.job_type, dispatch.payload,
                                              dispatch.priority, dispatch.run_at, dispatch.max_attempts,
-                                             dispatch.concurrency_key, dispatch.tags, dispatch.metadata);
+                                             dispatch.concurrency_key, dispatch.tags, dispatch.metadata,
+                                             false);
     END IF;
     parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
     IF dispatch.unique_for IS NOT NULL THEN
@@ -471,6 +472,23 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION passito_jobs.forget_waiting_workers() RETURNS integer
+    LANGUAGE sql
+    AS $$
+    WITH gone AS (
+        DELETE FROM passito_jobs.waiting_workers w
+        WHERE NOT EXISTS (SELECT 1 FROM pg_locks l
+                          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1885434740
+                            AND l.objid = w.lock_key::oid AND l.objsubid = 2
+                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+          AND NOT EXISTS (SELECT 1 FROM passito_jobs.jobs j
+                          WHERE j.id = ANY(w.handed) AND j.state IS NOT DISTINCT FROM 'processing'
+                            AND j.worker_id = w.worker_id)
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone;
+$$;
+
 CREATE FUNCTION passito_jobs.heartbeat(worker text, ids bigint[], attempts integer[], progress jsonb[]) RETURNS bigint[]
     LANGUAGE sql
     AS $$
@@ -486,7 +504,7 @@ CREATE FUNCTION passito_jobs.heartbeat(worker text, ids bigint[], attempts integ
     SELECT coalesce(array_agg(u.id), '{}') FROM updated u;
 $$;
 
-CREATE FUNCTION passito_jobs.insert_plain_job(queue text, job_type text, payload jsonb, priority integer, run_at timestamp with time zone, max_attempts integer, concurrency_key text, tags text[], metadata jsonb) RETURNS bigint
+CREATE FUNCTION passito_jobs.insert_plain_job(queue text, job_type text, payload jsonb, priority integer, run_at timestamp with time zone, max_attempts integer, concurrency_key text, tags text[], metadata jsonb, hand_off boolean) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -496,7 +514,13 @@ DECLARE
     new_id   bigint;
     message  text;
 BEGIN
-    IF due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
+    -- Only a caller that knows its statement is its own transaction (`hand_off`: Python's
+    -- dispatch on an autocommit connection outside a transaction block) may hand a job over: the
+    -- lock on the worker's row then ends with the statement and the job reaches the worker at
+    -- once. In a longer transaction the handed job would wait for the commit, and a transaction
+    -- open past PASSITO_STUCK_AFTER would see it rescued as it arrived; the server cannot tell the
+    -- two apart, so dispatch() (SQL callers) never hands off.
+    IF hand_off AND due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
         w := passito_jobs.waiting_worker(insert_plain_job.queue, coalesce(insert_plain_job.priority, 0));
     END IF;
     INSERT INTO passito_jobs.jobs AS j
@@ -1466,9 +1490,16 @@ BEGIN
         IF NOT FOUND THEN
             RETURN NULL;
         END IF;
-        -- A shared lock granted means its listener holds none: the worker is gone.
+        -- A shared lock granted means its listener holds none: the worker is gone, or its
+        -- listener is reconnecting. Its row takes no more jobs; one that holds handed ids stays
+        -- for the worker's next claim to take back (forget_waiting_workers drops it later if the
+        -- worker never comes back).
         EXIT WHEN NOT pg_try_advisory_xact_lock_shared(1885434740, w.lock_key);
-        DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = w.worker_id;
+        IF cardinality(w.handed) = 0 THEN
+            DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = w.worker_id;
+        ELSE
+            UPDATE passito_jobs.waiting_workers x SET slots = 0 WHERE x.worker_id = w.worker_id;
+        END IF;
     END LOOP;
     IF EXISTS (SELECT 1 FROM passito_jobs.queues q WHERE q.name = waiting_worker.queue AND q.limited)
        OR EXISTS (SELECT 1 FROM passito_jobs.jobs r

@@ -4,7 +4,7 @@
 -- listener wakes its claim loop; the claim loop claims the job in a round trip of its own. The
 -- claim's round trip was a third of the pickup. Now a worker whose claim came back short of what
 -- it asked for leaves its free slots in `waiting_workers`, and a plain job (no unique key, no
--- parents: insert_plain_job, which both dispatch() and Python's dispatch use) that is due goes
+-- parents: insert_plain_job; Python's dispatch on a connection outside a transaction) that is due goes
 -- straight to such a worker: inserted as `processing`, attempt 1, held by that worker, and sent
 -- on the worker's own channel with everything its handler needs. The worker starts it when the
 -- notification arrives, with no claim.
@@ -13,7 +13,12 @@
 -- * Only a worker that listens takes jobs this way: its listener's connection holds a session
 --   advisory lock (namespace 1885434740, the worker's `lock_key`), and a dispatch hands a job only
 --   to a worker whose lock is held. A worker that died or lost its listener's connection gets
---   nothing more; its row is deleted by the next dispatch that finds it.
+--   nothing more: the next dispatch that finds its row deletes it, or, when it holds handed ids,
+--   closes it (no slots) for the worker's next claim to take them back.
+-- * Only from a dispatch that is its own transaction (Python's dispatch on an autocommit
+--   connection outside a transaction block says so): the job reaches the worker as the statement
+--   ends, never after a long transaction. The SQL dispatch() cannot know that of its caller and
+--   never hands off.
 -- * Only when the claim would take this job next: nothing of its priority due in its queue and
 --   nothing pending of a higher one (older and higher jobs go first), and never in a queue with
 --   flow control (paused, concurrency, rate or key limits): claim decides those.
@@ -53,9 +58,16 @@ BEGIN
         IF NOT FOUND THEN
             RETURN NULL;
         END IF;
-        -- A shared lock granted means its listener holds none: the worker is gone.
+        -- A shared lock granted means its listener holds none: the worker is gone, or its
+        -- listener is reconnecting. Its row takes no more jobs; one that holds handed ids stays
+        -- for the worker's next claim to take back (forget_waiting_workers drops it later if the
+        -- worker never comes back).
         EXIT WHEN NOT pg_try_advisory_xact_lock_shared(1885434740, w.lock_key);
-        DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = w.worker_id;
+        IF cardinality(w.handed) = 0 THEN
+            DELETE FROM passito_jobs.waiting_workers x WHERE x.worker_id = w.worker_id;
+        ELSE
+            UPDATE passito_jobs.waiting_workers x SET slots = 0 WHERE x.worker_id = w.worker_id;
+        END IF;
     END LOOP;
     IF EXISTS (SELECT 1 FROM passito_jobs.queues q WHERE q.name = waiting_worker.queue AND q.limited)
        OR EXISTS (SELECT 1 FROM passito_jobs.jobs r
@@ -71,13 +83,13 @@ END;
 $$;
 
 -- One plain job (no parents, no unique key), its arguments already checked: pending, with a
--- NOTIFY on `passito_jobs` when due; or, when due and a worker waits for its queue, processing
+-- NOTIFY on `passito_jobs` when due; or, with `hand_off`, when due and a worker waits for its queue, processing
 -- in that worker's hands, sent on its channel (three lines: [id, queue, type, priority,
 -- attempt, max_attempts], the metadata, the payload; only [id] when that is 8000 bytes or more,
 -- and the worker reads the job at its next claim).
 CREATE FUNCTION passito_jobs.insert_plain_job(
     queue text, job_type text, payload jsonb, priority integer, run_at timestamptz,
-    max_attempts integer, concurrency_key text, tags text[], metadata jsonb
+    max_attempts integer, concurrency_key text, tags text[], metadata jsonb, hand_off boolean
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -87,7 +99,13 @@ DECLARE
     new_id   bigint;
     message  text;
 BEGIN
-    IF due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
+    -- Only a caller that knows its statement is its own transaction (`hand_off`: Python's
+    -- dispatch on an autocommit connection outside a transaction block) may hand a job over: the
+    -- lock on the worker's row then ends with the statement and the job reaches the worker at
+    -- once. In a longer transaction the handed job would wait for the commit, and a transaction
+    -- open past PASSITO_STUCK_AFTER would see it rescued as it arrived; the server cannot tell the
+    -- two apart, so dispatch() (SQL callers) never hands off.
+    IF hand_off AND due <= now() AND EXISTS (SELECT 1 FROM passito_jobs.waiting_workers) THEN
         w := passito_jobs.waiting_worker(insert_plain_job.queue, coalesce(insert_plain_job.priority, 0));
     END IF;
     INSERT INTO passito_jobs.jobs AS j
@@ -173,6 +191,24 @@ BEGIN
 END;
 $$;
 
+-- The rows of workers gone (their listener's lock is free) that hold no handed job still
+-- processing in that worker's name; how many. The maintenance runs it with the prune.
+CREATE FUNCTION passito_jobs.forget_waiting_workers() RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM passito_jobs.waiting_workers w
+        WHERE NOT EXISTS (SELECT 1 FROM pg_locks l
+                          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1885434740
+                            AND l.objid = w.lock_key::oid AND l.objsubid = 2
+                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+          AND NOT EXISTS (SELECT 1 FROM passito_jobs.jobs j
+                          WHERE j.id = ANY(w.handed) AND j.state IS NOT DISTINCT FROM 'processing'
+                            AND j.worker_id = w.worker_id)
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone;
+$$;
+
 -- A worker that stops waiting (shutdown): its row goes, and the jobs handed to it that it does
 -- not name in `known` go back to pending (release: the attempt is not counted). How many.
 CREATE FUNCTION passito_jobs.stop_waiting(worker text, known bigint[]) RETURNS integer
@@ -240,11 +276,12 @@ BEGIN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'check_violation';
     END IF;
     IF dispatch.unique_key IS NULL AND coalesce(cardinality(dispatch.depends_on), 0) = 0 THEN
-        -- Most jobs: no key to dedupe on, no parents: insert_plain_job (a waiting worker may
-        -- take it at once).
+        -- Most jobs: no key to dedupe on, no parents: insert_plain_job, without handoff (this
+        -- function cannot tell whether its caller's transaction ends with the statement).
         RETURN passito_jobs.insert_plain_job(dispatch.queue, dispatch.job_type, dispatch.payload,
                                              dispatch.priority, dispatch.run_at, dispatch.max_attempts,
-                                             dispatch.concurrency_key, dispatch.tags, dispatch.metadata);
+                                             dispatch.concurrency_key, dispatch.tags, dispatch.metadata,
+                                             false);
     END IF;
     parents := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(dispatch.depends_on, '{}')) AS x ORDER BY x);
     IF dispatch.unique_for IS NOT NULL THEN
