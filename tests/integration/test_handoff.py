@@ -481,3 +481,29 @@ def test_a_claim_that_returns_after_a_handed_job_started_gives_back_what_has_no_
             message="all three to complete",
         )
     assert peak[0] == 2
+
+
+def test_a_worker_stopped_while_its_claim_is_on_the_way_leaves_no_waiting_row(
+    conn: Conn, database_url: str
+) -> None:
+    """stop() came while a claim was on its way (held here on a limited queue's lock); the claim
+    came back short and left the worker's free slots in waiting_workers again. The worker takes
+    them back before it exits: no dispatch hands a job to a worker that is gone."""
+    conn.execute("SELECT passito_jobs.set_queue_concurrency('b', 5)")
+    with InProcessWorker(database_url, poll_interval=60) as worker:
+        wait_for(lambda: waiting_row(conn, worker), message="the worker to wait")
+        with connect(database_url, autocommit=False) as queue_lock:
+            queue_lock.execute("SELECT 1 FROM passito_jobs.queues WHERE name = 'b' FOR UPDATE")
+            conn.execute("SELECT pg_notify('passito_jobs', 'default')")
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query LIKE '%claim_or_wait%'"
+            )
+            wait_for(
+                lambda: conn.execute(waiting).fetchone() == (1,), message="the claim to wait on the lock"
+            )
+            worker.worker.stop()
+            queue_lock.commit()
+        worker.stop()
+    assert waiting_row(conn, worker) is None
+    assert job(conn, dispatch("Noop", conn=conn))[0] == "pending"

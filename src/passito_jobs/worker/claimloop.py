@@ -163,6 +163,9 @@ class ClaimLoop:
                     # way wake when the next job is due, not a poll later.
                     await self._schedule_next_poll(paced_only=bool(jobs))
             if self.stopping and not attempts.running and not attempts.outcomes and not self._give_back:
+                if not self._waiting_stopped:
+                    # A claim on its way when stop() came may have left a waiting row again.
+                    await self._stop_waiting()
                 await self._release()
                 return
             await self._sleep(self._wait_timeout(want))
@@ -189,7 +192,9 @@ class ClaimLoop:
 
     async def _stop_waiting(self) -> None:
         """Stopping: dispatches hand this worker nothing more, and the jobs handed to it that
-        it has not started go back to pending now, not after PASSITO_STUCK_AFTER."""
+        it has not started go back to pending now, not after PASSITO_STUCK_AFTER. Also once a
+        round trip that was on its way when stop() came has returned: its claim may have left
+        a waiting row again."""
         assert self._store is not None
         self._waiting_stopped = True
         try:
